@@ -1,0 +1,363 @@
+//! The HTTP admin API (JSON under `/v1`) and `/metrics`.
+//!
+//! Handlers validate, call the registry, and render; they hold no state of
+//! their own. [`router`] builds the whole API so tests can serve it anywhere.
+
+mod body;
+mod error;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::Json;
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Path, RawQuery, Request, State};
+use axum::http::{HeaderMap, Method, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use serde::Deserialize;
+use serde_json::json;
+use uuid::Uuid;
+
+pub use body::MAX_BODY_BYTES;
+pub use error::ApiError;
+
+use crate::metrics::Metrics;
+use crate::registry::{Registry, now_ms};
+use crate::service::{Health, MAX_OUTPUT_BYTES, Registration, validate_label};
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AdminState {
+    pub registry: Registry,
+    pub metrics: Arc<Metrics>,
+    /// Bearer token for non-GET requests; `None` when not configured.
+    pub token: Option<Arc<str>>,
+    pub default_ttl: u32,
+    pub store: String,
+    pub started: Instant,
+}
+
+/// The whole admin API.
+pub fn router(state: AdminState) -> Router {
+    let v1 = Router::new()
+        .route("/services", post(register).get(list))
+        .route("/services/{id}", get(get_one).delete(deregister))
+        .route("/services/{id}/heartbeat", put(heartbeat))
+        .route("/discover/{service_type}", get(discover))
+        .route("/types", get(types))
+        .route("/health", get(health));
+    Router::new()
+        .nest("/v1", v1)
+        .route("/metrics", get(metrics))
+        .fallback(|| async { ApiError::NotFound("no such endpoint".into()) })
+        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
+        .layer(middleware::from_fn_with_state(state.clone(), require_token))
+        .with_state(state)
+}
+
+/// With a token configured, every request that can change something must
+/// carry `Authorization: Bearer <token>`.
+async fn require_token(State(state): State<AdminState>, request: Request, next: Next) -> Response {
+    let read_only = matches!(*request.method(), Method::GET | Method::HEAD);
+    if let Some(token) = &state.token
+        && !read_only
+    {
+        let presented = request
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or("");
+        if !constant_time_eq(presented.as_bytes(), token.as_bytes()) {
+            return ApiError::Unauthorized.into_response();
+        }
+    }
+    next.run(request).await
+}
+
+/// Compares without stopping at the first difference, so response timing
+/// does not reveal how much of a guessed token was right.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn parse_id(id: &str) -> Result<Uuid, ApiError> {
+    Uuid::parse_str(id).map_err(|_| ApiError::NotFound(format!("no service with id {id:?}")))
+}
+
+fn unknown_id(id: Uuid) -> ApiError {
+    ApiError::NotFound(format!("no service with id {id}, or it has expired"))
+}
+
+async fn register(
+    State(state): State<AdminState>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let outcome = async {
+        let bytes = body::read_body(body).await?;
+        let registration: Registration = body::parse_json(&headers, &bytes)?;
+        registration
+            .validate(state.default_ttl)
+            .map_err(|e| ApiError::Invalid(e.to_string()))
+    }
+    .await;
+    let spec = match outcome {
+        Ok(spec) => spec,
+        Err(error) => {
+            state.metrics.registrations_rejected.inc();
+            return Err(error);
+        }
+    };
+    let registered = state.registry.register(spec);
+    let instance = &registered.instance;
+    let status = if registered.created {
+        state.metrics.registrations_created.inc();
+        StatusCode::CREATED
+    } else {
+        state.metrics.registrations_replaced.inc();
+        StatusCode::OK
+    };
+    tracing::info!(
+        id = %instance.id,
+        name = %instance.spec.name,
+        service_type = %instance.spec.service_type,
+        host = %instance.spec.host,
+        port = instance.spec.port,
+        replaced = !registered.created,
+        "registered"
+    );
+    Ok((status, Json(instance.view())).into_response())
+}
+
+/// Optional heartbeat body.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HeartbeatBody {
+    #[serde(default = "default_status")]
+    status: Health,
+    output: Option<String>,
+}
+
+fn default_status() -> Health {
+    Health::Passing
+}
+
+async fn heartbeat(
+    State(state): State<AdminState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let id = parse_id(&id)?;
+    let bytes = body::read_body(body).await?;
+    let beat = if bytes.iter().all(u8::is_ascii_whitespace) {
+        HeartbeatBody {
+            status: Health::Passing,
+            output: None,
+        }
+    } else {
+        body::parse_json::<HeartbeatBody>(&headers, &bytes)?
+    };
+    if beat
+        .output
+        .as_ref()
+        .is_some_and(|o| o.len() > MAX_OUTPUT_BYTES)
+    {
+        return Err(ApiError::Invalid(format!(
+            "output must be at most {MAX_OUTPUT_BYTES} bytes"
+        )));
+    }
+    match state.registry.heartbeat(id, beat.status, beat.output) {
+        Ok((instance, previous)) => {
+            state.metrics.heartbeats.inc();
+            if previous != beat.status {
+                tracing::info!(%id, from = %previous, to = %beat.status, "health changed");
+            }
+            Ok(Json(instance.view()).into_response())
+        }
+        Err(_) => {
+            state.metrics.heartbeats_unknown.inc();
+            Err(unknown_id(id))
+        }
+    }
+}
+
+async fn deregister(
+    State(state): State<AdminState>,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let id = parse_id(&id)?;
+    let instance = state
+        .registry
+        .deregister(id)
+        .ok_or_else(|| unknown_id(id))?;
+    state.metrics.deregistrations.inc();
+    tracing::info!(
+        %id,
+        name = %instance.spec.name,
+        service_type = %instance.spec.service_type,
+        "deregistered"
+    );
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn get_one(
+    State(state): State<AdminState>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let id = parse_id(&id)?;
+    let instance = state.registry.get(id).ok_or_else(|| unknown_id(id))?;
+    Ok(Json(instance.view()).into_response())
+}
+
+/// Query-string filters, all optional; an empty value counts as absent.
+#[derive(Debug, Default)]
+struct Filters {
+    service_type: Option<String>,
+    tag: Option<String>,
+    health: Option<Health>,
+}
+
+fn parse_filters(raw: Option<String>, allowed: &[&str]) -> Result<Filters, ApiError> {
+    let pairs: Vec<(String, String)> = serde_urlencoded::from_str(raw.as_deref().unwrap_or(""))
+        .map_err(|e| ApiError::BadRequest(format!("malformed query string: {e}")))?;
+    let mut filters = Filters::default();
+    for (key, value) in pairs {
+        if !allowed.contains(&key.as_str()) {
+            return Err(ApiError::BadRequest(format!(
+                "unknown filter {key:?}: use {}",
+                allowed.join(", ")
+            )));
+        }
+        if value.is_empty() {
+            continue;
+        }
+        let bad = |e: crate::service::ValidationError| ApiError::BadRequest(e.to_string());
+        match key.as_str() {
+            "type" => filters.service_type = Some(validate_label("type", &value).map_err(bad)?),
+            "tag" => filters.tag = Some(validate_label("tag", &value).map_err(bad)?),
+            "health" => {
+                filters.health = Some(match value.as_str() {
+                    "passing" => Health::Passing,
+                    "warning" => Health::Warning,
+                    "critical" => Health::Critical,
+                    _ => {
+                        return Err(ApiError::BadRequest(format!(
+                            "health must be passing, warning or critical, got {value:?}"
+                        )));
+                    }
+                })
+            }
+            _ => unreachable!("checked against allowed"),
+        }
+    }
+    Ok(filters)
+}
+
+async fn list(
+    State(state): State<AdminState>,
+    RawQuery(query): RawQuery,
+) -> Result<Response, ApiError> {
+    let filters = parse_filters(query, &["type", "tag", "health"])?;
+    let now = now_ms();
+    let services: Vec<_> = state
+        .registry
+        .list()
+        .into_iter()
+        .filter(|i| {
+            filters
+                .service_type
+                .as_ref()
+                .is_none_or(|t| &i.spec.service_type == t)
+        })
+        .filter(|i| filters.tag.as_ref().is_none_or(|t| i.has_tag(t)))
+        .filter(|i| match filters.health {
+            None => true,
+            // "passing" means what DNS would serve: passing or warning.
+            Some(Health::Passing) => i.is_serving(now),
+            Some(health) => i.health() == health,
+        })
+        .map(|i| i.view())
+        .collect();
+    Ok(Json(json!({ "services": services })).into_response())
+}
+
+async fn discover(
+    State(state): State<AdminState>,
+    Path(service_type): Path<String>,
+    RawQuery(query): RawQuery,
+) -> Result<Response, ApiError> {
+    let filters = parse_filters(query, &["tag"])?;
+    let service_type =
+        validate_label("type", &service_type).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    let now = now_ms();
+    let candidates: Vec<_> = state
+        .registry
+        .type_set(&service_type)
+        .map(|set| {
+            set.instances
+                .iter()
+                .filter(|i| i.is_serving(now) && filters.tag.as_ref().is_none_or(|t| i.has_tag(t)))
+                .cloned()
+                .collect()
+        })
+        .unwrap_or_default();
+    let chosen = fastrand::choice(&candidates).ok_or_else(|| {
+        ApiError::NotFound(format!("no serving instance of type {service_type:?}"))
+    })?;
+    Ok(Json(chosen.view()).into_response())
+}
+
+async fn types(State(state): State<AdminState>) -> Json<serde_json::Value> {
+    let now = now_ms();
+    let types: Vec<_> = state
+        .registry
+        .types()
+        .into_iter()
+        .filter_map(|(service_type, set)| {
+            let live: Vec<_> = set
+                .instances
+                .iter()
+                .filter(|i| now < i.expires_at_ms())
+                .collect();
+            let serving = live.iter().filter(|i| i.is_serving(now)).count();
+            (!live.is_empty()).then(
+                || json!({ "type": service_type, "instances": live.len(), "serving": serving }),
+            )
+        })
+        .collect();
+    Json(json!({ "types": types }))
+}
+
+async fn health(State(state): State<AdminState>) -> Json<serde_json::Value> {
+    let now = now_ms();
+    let instances = state.registry.list();
+    let serving = instances.iter().filter(|i| i.is_serving(now)).count();
+    Json(json!({
+        "status": "ok",
+        "timestamp": now / 1000,
+        "version": env!("CARGO_PKG_VERSION"),
+        "uptime_seconds": state.started.elapsed().as_secs(),
+        "store": state.store,
+        "instances": instances.len(),
+        "serving": serving,
+    }))
+}
+
+async fn metrics(State(state): State<AdminState>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        state.metrics.render(&state.registry),
+    )
+        .into_response()
+}

@@ -1,0 +1,42 @@
+//! The authoritative DNS server for the discovery zone.
+//!
+//! - [`zone`]: what a name means and which records answer it, read from the
+//!   registry at answer time.
+//! - [`message`]: request checks, EDNS, and size-bounded encoding.
+//! - [`server`]: UDP and TCP sockets.
+//!
+//! **Invariant:** nothing here writes to the registry, blocks, or awaits while
+//! holding a lock.
+
+pub mod message;
+pub mod server;
+pub mod zone;
+
+use hickory_proto::rr::Name;
+
+pub use message::{Responder, Transport};
+pub use zone::ZoneSettings;
+
+/// Parses a zone name (`svc.local`, trailing dot optional) into a lowercase,
+/// fully qualified name.
+pub fn zone_name(zone: &str) -> Result<Name, String> {
+    let text = zone.strip_suffix('.').unwrap_or(zone);
+    if text.is_empty() {
+        return Err("the zone must not be empty (the root zone is not served)".into());
+    }
+    for label in text.split('.') {
+        let ok = !label.is_empty()
+            && label.len() <= 63
+            && label
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            && !label.starts_with('-')
+            && !label.ends_with('-');
+        if !ok {
+            return Err(format!("{zone:?} is not a valid zone name"));
+        }
+    }
+    Name::from_ascii(format!("{text}."))
+        .map(|name| name.to_lowercase())
+        .map_err(|e| format!("{zone:?} is not a valid zone name: {e}"))
+}

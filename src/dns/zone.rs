@@ -1,0 +1,438 @@
+//! What a name in the zone means, and which records answer it.
+//!
+//! The zone is synthesised from the registry at answer time; nothing here is
+//! cached, so a registration, expiry or health change shows in the very next
+//! answer. The name space (labels left of the zone, lowercase):
+//!
+//! | labels                          | node                                   |
+//! |---------------------------------|----------------------------------------|
+//! | (none)                          | apex: SOA, NS                          |
+//! | `type`                          | the type: A, AAAA, SRV                 |
+//! | `_tag _sub type`                | the type filtered by tag               |
+//! | `name type`                     | one instance: A, AAAA, SRV, TXT        |
+//! | `_type _tcp`                    | DNS-SD service: PTR, SRV               |
+//! | `_tag _sub _type _tcp`          | DNS-SD subtype: PTR, SRV               |
+//! | `name _type _tcp`               | DNS-SD instance: SRV, TXT, A, AAAA     |
+//! | `_services _dns-sd _udp`        | DNS-SD browse: PTR to each service     |
+//! | `_tcp`, `_udp`, `_dns-sd _udp`, `_sub type` | empty non-terminals (NODATA) |
+//!
+//! Types, names and tags are DNS labels without `_`, so the underscore forms
+//! can never collide with them.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use hickory_proto::op::ResponseCode;
+use hickory_proto::rr::rdata::{A, AAAA, HINFO, NS, PTR, SOA, SRV, TXT};
+use hickory_proto::rr::{Name, RData, Record, RecordType};
+
+use crate::registry::{Registry, TypeSet};
+use crate::service::{Host, Instance};
+
+/// Fixed settings of the served zone.
+#[derive(Debug, Clone)]
+pub struct ZoneSettings {
+    /// The zone apex, lowercase, fully qualified.
+    pub apex: Name,
+    /// Target of the apex NS record and SOA MNAME.
+    pub nameserver: Name,
+    /// Upper bound of record TTLs.
+    pub ttl: u32,
+    /// TTL of negative answers and SOA minimum.
+    pub negative_ttl: u32,
+}
+
+/// The sections of an answer, before encoding.
+#[derive(Debug, Default)]
+pub struct Answer {
+    pub rcode: ResponseCode,
+    /// False outside the zone (REFUSED): the AA bit.
+    pub authoritative: bool,
+    /// The answer RRset, freshly shuffled, each record with its extras.
+    pub answers: Vec<AnswerRecord>,
+    /// The zone SOA for negative answers.
+    pub authorities: Vec<Record>,
+}
+
+/// One answer record and the additional records that go with it (SRV glue,
+/// DNS-SD extras). Extras are sent only for answers that fit, and are the
+/// first thing dropped when space runs out.
+#[derive(Debug)]
+pub struct AnswerRecord {
+    pub record: Record,
+    pub extras: Vec<Record>,
+}
+
+impl From<Record> for AnswerRecord {
+    fn from(record: Record) -> AnswerRecord {
+        AnswerRecord {
+            record,
+            extras: Vec::new(),
+        }
+    }
+}
+
+/// What a query name refers to.
+enum Node {
+    Apex,
+    /// `<type>` or `_<tag>._sub.<type>`: the serving instances, filtered.
+    Type(Vec<Arc<Instance>>),
+    /// `_<type>._tcp` or `_<tag>._sub._<type>._tcp`.
+    Service(Vec<Arc<Instance>>),
+    /// `<name>.<type>` or `<name>._<type>._tcp`.
+    Instance(Arc<Instance>),
+    /// `_services._dns-sd._udp`: the types that have a serving instance.
+    Browse(Vec<String>),
+    /// Exists only because names exist below it.
+    EmptyNonTerminal,
+    Missing,
+}
+
+/// A label copied to lowercase on the stack, so lookups need no allocation.
+struct Label {
+    bytes: [u8; 63],
+    len: usize,
+}
+
+impl Label {
+    fn new(raw: &[u8]) -> Label {
+        let mut bytes = [0u8; 63];
+        let len = raw.len().min(63);
+        for (out, b) in bytes.iter_mut().zip(raw) {
+            *out = b.to_ascii_lowercase();
+        }
+        Label { bytes, len }
+    }
+
+    /// The label as text; invalid UTF-8 can match nothing, so it is "".
+    fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.bytes[..self.len]).unwrap_or("\u{0}")
+    }
+
+    /// The part after a leading `_`, if any.
+    fn underscored(&self) -> Option<&str> {
+        self.as_str().strip_prefix('_')
+    }
+}
+
+/// Answers one question about a name inside the zone. `qname` is echoed as
+/// the owner of answer records, in the case it was asked.
+pub fn answer(
+    registry: &Registry,
+    zone: &ZoneSettings,
+    qname: &Name,
+    qtype: RecordType,
+    now_ms: u64,
+) -> Answer {
+    let mut answer = Answer {
+        authoritative: true,
+        ..Answer::default()
+    };
+    let node = resolve(registry, zone, qname, now_ms);
+    if matches!(node, Node::Missing) {
+        answer.rcode = ResponseCode::NXDomain;
+        answer
+            .authorities
+            .push(soa_record(registry, zone, zone.negative_ttl));
+        return answer;
+    }
+    if qtype == RecordType::ANY {
+        // RFC 8482: one small synthesised record instead of everything.
+        let hinfo = HINFO::new("RFC8482".to_string(), String::new());
+        let record = Record::from_rdata(qname.clone(), zone.ttl, RData::HINFO(hinfo));
+        answer.answers.push(record.into());
+        return answer;
+    }
+    match (node, qtype) {
+        (Node::Apex, RecordType::SOA) => {
+            answer
+                .answers
+                .push(soa_record(registry, zone, zone.ttl).into());
+        }
+        (Node::Apex, RecordType::NS) => {
+            let ns = RData::NS(NS(zone.nameserver.clone()));
+            let record = Record::from_rdata(qname.clone(), zone.ttl, ns);
+            answer.answers.push(record.into());
+        }
+        (Node::Type(instances), RecordType::A | RecordType::AAAA) => {
+            address_records(qname, &instances, qtype, zone, now_ms, &mut answer.answers);
+        }
+        (Node::Type(instances) | Node::Service(instances), RecordType::SRV) => {
+            srv_answer(qname, &instances, zone, now_ms, &mut answer);
+        }
+        (Node::Service(instances), RecordType::PTR) => {
+            let ttl = rrset_ttl(&instances, zone, now_ms);
+            for instance in &instances {
+                let name = dnssd_instance_name(instance, zone);
+                // RFC 6763 §12.1: the SRV, TXT and addresses, to save lookups.
+                let own_ttl = instance_ttl(instance, zone, now_ms);
+                let mut extras = vec![
+                    srv_record(&name, instance, own_ttl),
+                    txt_record(&name, instance, own_ttl),
+                ];
+                glue(instance, own_ttl, &mut extras);
+                let record = Record::from_rdata(qname.clone(), ttl, RData::PTR(PTR(name)));
+                answer.answers.push(AnswerRecord { record, extras });
+            }
+        }
+        (Node::Instance(instance), RecordType::A | RecordType::AAAA) => {
+            address_records(
+                qname,
+                std::slice::from_ref(&instance),
+                qtype,
+                zone,
+                now_ms,
+                &mut answer.answers,
+            );
+        }
+        (Node::Instance(instance), RecordType::SRV) => {
+            srv_answer(
+                qname,
+                std::slice::from_ref(&instance),
+                zone,
+                now_ms,
+                &mut answer,
+            );
+        }
+        (Node::Instance(instance), RecordType::TXT) => {
+            let ttl = instance_ttl(&instance, zone, now_ms);
+            answer
+                .answers
+                .push(txt_record(qname, &instance, ttl).into());
+        }
+        (Node::Browse(types), RecordType::PTR) => {
+            for service_type in types {
+                if let Ok(name) = service_name(&service_type, zone) {
+                    let record = Record::from_rdata(qname.clone(), zone.ttl, RData::PTR(PTR(name)));
+                    answer.answers.push(record.into());
+                }
+            }
+        }
+        _ => {}
+    }
+    if answer.answers.is_empty() {
+        // NODATA: the name exists, the type does not (RFC 2308).
+        answer
+            .authorities
+            .push(soa_record(registry, zone, zone.negative_ttl));
+    } else {
+        fastrand::shuffle(&mut answer.answers);
+    }
+    answer
+}
+
+/// Works out which node `qname` (inside the zone) refers to.
+fn resolve(registry: &Registry, zone: &ZoneSettings, qname: &Name, now_ms: u64) -> Node {
+    let depth = usize::from(qname.num_labels() - zone.apex.num_labels());
+    if depth > 4 {
+        return Node::Missing;
+    }
+    let labels: Vec<Label> = qname.iter().take(depth).map(Label::new).collect();
+    let serving_of = |service_type: &str, tag: Option<&str>| -> Vec<Arc<Instance>> {
+        registry
+            .type_set(service_type)
+            .map(|set| serving(&set, tag, now_ms))
+            .unwrap_or_default()
+    };
+    let non_empty = |instances: Vec<Arc<Instance>>, make: fn(Vec<Arc<Instance>>) -> Node| {
+        if instances.is_empty() {
+            Node::Missing
+        } else {
+            make(instances)
+        }
+    };
+    let instance_node = |service_type: &str, name: &str| -> Node {
+        registry
+            .type_set(service_type)
+            .and_then(|set| set.find(name).cloned())
+            .filter(|instance| instance.is_serving(now_ms))
+            .map_or(Node::Missing, Node::Instance)
+    };
+    let strs: Vec<&str> = labels.iter().map(Label::as_str).collect();
+    match strs.as_slice() {
+        [] => Node::Apex,
+        ["_tcp"] | ["_udp"] | ["_dns-sd", "_udp"] => Node::EmptyNonTerminal,
+        ["_services", "_dns-sd", "_udp"] => Node::Browse(
+            registry
+                .types()
+                .into_iter()
+                .filter(|(_, set)| set.any_serving(now_ms))
+                .map(|(service_type, _)| service_type)
+                .collect(),
+        ),
+        [service_type] if !service_type.starts_with('_') => {
+            non_empty(serving_of(service_type, None), Node::Type)
+        }
+        ["_sub", service_type] if !service_type.starts_with('_') => {
+            if serving_of(service_type, None).is_empty() {
+                Node::Missing
+            } else {
+                Node::EmptyNonTerminal
+            }
+        }
+        [name, service_type] if !name.starts_with('_') && !service_type.starts_with('_') => {
+            instance_node(service_type, name)
+        }
+        [_, "_tcp"] => match labels[0].underscored() {
+            Some(service_type) => non_empty(serving_of(service_type, None), Node::Service),
+            None => Node::Missing,
+        },
+        [_, "_sub", service_type] if !service_type.starts_with('_') => {
+            match labels[0].underscored() {
+                Some(tag) => non_empty(serving_of(service_type, Some(tag)), Node::Type),
+                None => Node::Missing,
+            }
+        }
+        ["_sub", _, "_tcp"] => match labels[1].underscored() {
+            Some(service_type) if !serving_of(service_type, None).is_empty() => {
+                Node::EmptyNonTerminal
+            }
+            _ => Node::Missing,
+        },
+        [name, _, "_tcp"] if !name.starts_with('_') => match labels[1].underscored() {
+            Some(service_type) => instance_node(service_type, name),
+            None => Node::Missing,
+        },
+        [_, "_sub", _, "_tcp"] => match (labels[0].underscored(), labels[2].underscored()) {
+            (Some(tag), Some(service_type)) => {
+                non_empty(serving_of(service_type, Some(tag)), Node::Service)
+            }
+            _ => Node::Missing,
+        },
+        _ => Node::Missing,
+    }
+}
+
+/// The serving instances of a type, optionally only those with `tag`.
+fn serving(set: &TypeSet, tag: Option<&str>, now_ms: u64) -> Vec<Arc<Instance>> {
+    set.instances
+        .iter()
+        .filter(|i| i.is_serving(now_ms) && tag.is_none_or(|t| i.has_tag(t)))
+        .cloned()
+        .collect()
+}
+
+/// An instance's record TTL: the zone TTL, capped by its remaining lifetime.
+fn instance_ttl(instance: &Instance, zone: &ZoneSettings, now_ms: u64) -> u32 {
+    instance.remaining_secs(now_ms).min(zone.ttl)
+}
+
+/// One TTL for a whole RRset (RFC 2181 §5.2): the smallest of its members'.
+fn rrset_ttl(instances: &[Arc<Instance>], zone: &ZoneSettings, now_ms: u64) -> u32 {
+    instances
+        .iter()
+        .map(|i| instance_ttl(i, zone, now_ms))
+        .min()
+        .unwrap_or(zone.ttl)
+}
+
+fn address_rdata(instance: &Instance, qtype: RecordType) -> Option<RData> {
+    match (&instance.spec.host, qtype) {
+        (Host::Ip(IpAddr::V4(ip)), RecordType::A) => Some(RData::A(A(*ip))),
+        (Host::Ip(IpAddr::V6(ip)), RecordType::AAAA) => Some(RData::AAAA(AAAA(*ip))),
+        _ => None,
+    }
+}
+
+fn address_records(
+    owner: &Name,
+    instances: &[Arc<Instance>],
+    qtype: RecordType,
+    zone: &ZoneSettings,
+    now_ms: u64,
+    out: &mut Vec<AnswerRecord>,
+) {
+    let with_address: Vec<&Arc<Instance>> = instances
+        .iter()
+        .filter(|i| address_rdata(i, qtype).is_some())
+        .collect();
+    let ttl = with_address
+        .iter()
+        .map(|i| instance_ttl(i, zone, now_ms))
+        .min()
+        .unwrap_or(zone.ttl);
+    for instance in with_address {
+        if let Some(rdata) = address_rdata(instance, qtype) {
+            out.push(Record::from_rdata(owner.clone(), ttl, rdata).into());
+        }
+    }
+}
+
+fn srv_record(owner: &Name, instance: &Instance, ttl: u32) -> Record {
+    let spec = &instance.spec;
+    let srv = SRV::new(
+        spec.priority,
+        spec.weight,
+        spec.port,
+        instance.srv_target.clone(),
+    );
+    Record::from_rdata(owner.clone(), ttl, RData::SRV(srv))
+}
+
+fn txt_record(owner: &Name, instance: &Instance, ttl: u32) -> Record {
+    Record::from_rdata(
+        owner.clone(),
+        ttl,
+        RData::TXT(TXT::new(instance.txt.clone())),
+    )
+}
+
+/// The instance's address under its SRV target, when it has one.
+fn glue(instance: &Instance, ttl: u32, out: &mut Vec<Record>) {
+    for qtype in [RecordType::A, RecordType::AAAA] {
+        if let Some(rdata) = address_rdata(instance, qtype) {
+            out.push(Record::from_rdata(instance.srv_target.clone(), ttl, rdata));
+        }
+    }
+}
+
+/// SRV records for `instances`, with their addresses as additional glue.
+fn srv_answer(
+    owner: &Name,
+    instances: &[Arc<Instance>],
+    zone: &ZoneSettings,
+    now_ms: u64,
+    answer: &mut Answer,
+) {
+    let ttl = rrset_ttl(instances, zone, now_ms);
+    for instance in instances {
+        let mut extras = Vec::new();
+        glue(instance, instance_ttl(instance, zone, now_ms), &mut extras);
+        let record = srv_record(owner, instance, ttl);
+        answer.answers.push(AnswerRecord { record, extras });
+    }
+}
+
+/// `_<type>._tcp.<zone>`
+fn service_name(
+    service_type: &str,
+    zone: &ZoneSettings,
+) -> Result<Name, hickory_proto::ProtoError> {
+    Name::from_labels([format!("_{service_type}").as_bytes(), b"_tcp"])?.append_domain(&zone.apex)
+}
+
+/// `<name>._<type>._tcp.<zone>`
+fn dnssd_instance_name(instance: &Instance, zone: &ZoneSettings) -> Name {
+    service_name(&instance.spec.service_type, zone)
+        .and_then(|service| service.prepend_label(instance.spec.name.as_bytes()))
+        .expect("validated labels form a valid name")
+}
+
+/// The zone's SOA, with `ttl` as its record TTL. The serial is the registry
+/// version, so it changes whenever the data does.
+pub fn soa_record(registry: &Registry, zone: &ZoneSettings, ttl: u32) -> Record {
+    let hostmaster = zone
+        .apex
+        .prepend_label("hostmaster")
+        .unwrap_or_else(|_| zone.apex.clone());
+    let soa = SOA::new(
+        zone.nameserver.clone(),
+        hostmaster,
+        registry.version() as u32,
+        3600,
+        600,
+        86400,
+        zone.negative_ttl,
+    );
+    Record::from_rdata(zone.apex.clone(), ttl, RData::SOA(soa))
+}

@@ -1,0 +1,208 @@
+//! signpost: a DNS-based service discovery server.
+//!
+//! Services register over a small HTTP admin API and keep themselves alive
+//! with heartbeats; any program finds them with plain DNS. The pieces:
+//!
+//! - [`config`]: settings from the TOML file and flags.
+//! - [`service`]: a registration, its validation, and the stored instance.
+//! - [`registry`]: every instance, indexed for the API and for DNS; expiry.
+//! - [`dns`]: the authoritative DNS server, reading the registry.
+//! - [`admin`]: the HTTP API, writing the registry.
+//! - [`metrics`]: counters for `/metrics`.
+//! - [`store`]: where registrations are kept (memory only for now).
+//!
+//! [`Server`] ties them together: bind every socket first (port 0 works and
+//! the real addresses are known), then run until a shutdown future fires.
+
+pub mod admin;
+pub mod config;
+pub mod dns;
+pub mod metrics;
+pub mod registry;
+pub mod service;
+pub mod store;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::net::{TcpListener, UdpSocket};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+pub use config::Config;
+use dns::{Responder, ZoneSettings};
+use metrics::Metrics;
+use registry::Registry;
+
+/// How long shutdown waits for in-flight work before giving up on it.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Config(#[from] config::ConfigError),
+    #[error("cannot listen for dns on {addr}: {source}")]
+    BindDns {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("cannot listen for the admin api on {addr}: {source}")]
+    BindAdmin {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+/// A signpost server whose sockets are bound, ready to [`run`](Server::run).
+pub struct Server {
+    config: Config,
+    udp: UdpSocket,
+    tcp: TcpListener,
+    http: TcpListener,
+    dns_addr: SocketAddr,
+    admin_addr: SocketAddr,
+    registry: Registry,
+    metrics: Arc<Metrics>,
+}
+
+impl Server {
+    /// Validates `config` and binds the DNS (UDP and TCP) and admin sockets.
+    pub async fn bind(config: Config) -> Result<Server, StartError> {
+        config.validate()?;
+        let zone = dns::zone_name(&config.dns.zone).expect("validated");
+        let (udp, tcp) = dns::server::bind(config.dns.listen)
+            .await
+            .map_err(|source| StartError::BindDns {
+                addr: config.dns.listen,
+                source,
+            })?;
+        let http = TcpListener::bind(config.admin.listen)
+            .await
+            .map_err(|source| StartError::BindAdmin {
+                addr: config.admin.listen,
+                source,
+            })?;
+        let dns_addr = udp.local_addr().expect("bound socket has an address");
+        let admin_addr = http.local_addr().expect("bound socket has an address");
+        tracing::info!("dns listening on {dns_addr} (udp and tcp), zone {zone}");
+        tracing::info!("admin listening on http://{admin_addr}");
+        Ok(Server {
+            registry: Registry::new(zone),
+            metrics: Arc::new(Metrics::default()),
+            config,
+            udp,
+            tcp,
+            http,
+            dns_addr,
+            admin_addr,
+        })
+    }
+
+    /// The bound DNS address (UDP and TCP).
+    pub fn dns_addr(&self) -> SocketAddr {
+        self.dns_addr
+    }
+
+    /// The bound admin API address.
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin_addr
+    }
+
+    /// The registry this server serves.
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    /// Serves DNS and the admin API until `shutdown` completes, then stops
+    /// accepting, lets in-flight requests finish, and returns.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) {
+        let Server {
+            config,
+            udp,
+            tcp,
+            http,
+            registry,
+            metrics,
+            ..
+        } = self;
+        let apex = dns::zone_name(&config.dns.zone).expect("validated");
+        let nameserver = if config.dns.nameserver.is_empty() {
+            apex.prepend_label("ns")
+                .expect("zone has room for one label")
+        } else {
+            dns::zone_name(&config.dns.nameserver).unwrap_or_else(|_| apex.clone())
+        };
+        let responder = Arc::new(Responder {
+            registry: registry.clone(),
+            zone: ZoneSettings {
+                apex,
+                nameserver,
+                ttl: config.dns.ttl,
+                negative_ttl: config.dns.negative_ttl,
+            },
+            metrics: metrics.clone(),
+        });
+        let token = CancellationToken::new();
+        let mut tasks = JoinSet::new();
+
+        let udp = Arc::new(udp);
+        let udp_workers = std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .min(4);
+        for _ in 0..udp_workers {
+            tasks.spawn(dns::server::serve_udp(
+                udp.clone(),
+                responder.clone(),
+                token.clone(),
+            ));
+        }
+        tasks.spawn(dns::server::serve_tcp(
+            tcp,
+            responder.clone(),
+            token.clone(),
+            config.dns.max_tcp_connections,
+            Duration::from_secs(config.dns.tcp_idle_timeout),
+        ));
+        tasks.spawn(registry::run_sweeper(
+            registry.clone(),
+            metrics.clone(),
+            token.clone(),
+        ));
+
+        let token_value =
+            (!config.admin.token.is_empty()).then(|| Arc::from(config.admin.token.as_str()));
+        let app = admin::router(admin::AdminState {
+            registry,
+            metrics,
+            token: token_value,
+            default_ttl: config.registry.default_ttl,
+            store: config.store.url.clone(),
+            started: Instant::now(),
+        });
+        let http_server =
+            axum::serve(http, app).with_graceful_shutdown(token.clone().cancelled_owned());
+        tasks.spawn(async move {
+            if let Err(error) = http_server.await {
+                tracing::error!(%error, "admin server failed");
+            }
+        });
+
+        shutdown.await;
+        tracing::info!("shutting down");
+        token.cancel();
+        let drained = tokio::time::timeout(SHUTDOWN_GRACE, async {
+            while tasks.join_next().await.is_some() {}
+        })
+        .await;
+        if drained.is_err() {
+            tracing::warn!(
+                "in-flight requests did not finish within {SHUTDOWN_GRACE:?}; stopping anyway"
+            );
+            tasks.abort_all();
+        }
+        tracing::info!("stopped");
+    }
+}

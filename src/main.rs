@@ -1,0 +1,126 @@
+//! The `signpost` binary: parse flags, set up logging, run the server until
+//! SIGINT or SIGTERM.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+use signpost::{Config, Server};
+
+#[derive(Parser)]
+#[command(
+    version,
+    about = "DNS-based service discovery: register over HTTP, find over DNS"
+)]
+#[command(args_conflicts_with_subcommands = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    serve: ServeArgs,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the DNS and admin servers (the default).
+    Serve(ServeArgs),
+}
+
+#[derive(Args, Clone, Default)]
+struct ServeArgs {
+    /// TOML configuration file (default: the built-in config/signpost.toml).
+    #[arg(long, value_name = "PATH")]
+    config: Option<PathBuf>,
+    /// DNS listen address, UDP and TCP [default: 127.0.0.1:8600].
+    #[arg(long, value_name = "ADDR")]
+    dns_listen: Option<SocketAddr>,
+    /// Admin HTTP listen address [default: 127.0.0.1:8700].
+    #[arg(long, value_name = "ADDR")]
+    admin_listen: Option<SocketAddr>,
+    /// Zone served [default: svc.local].
+    #[arg(long, value_name = "NAME")]
+    zone: Option<String>,
+    /// Where registrations live: "memory" [default: memory].
+    #[arg(long, value_name = "URL")]
+    store: Option<String>,
+}
+
+fn load_config(args: ServeArgs) -> Result<Config, String> {
+    let mut config = match &args.config {
+        Some(path) => Config::from_file(path).map_err(|e| e.to_string())?,
+        None => Config::default(),
+    };
+    if let Some(addr) = args.dns_listen {
+        config.dns.listen = addr;
+    }
+    if let Some(addr) = args.admin_listen {
+        config.admin.listen = addr;
+    }
+    if let Some(zone) = args.zone {
+        config.dns.zone = zone;
+    }
+    if let Some(store) = args.store {
+        config.store.url = store;
+    }
+    if let Ok(token) = std::env::var("SIGNPOST_ADMIN_TOKEN") {
+        config.admin.token = token;
+    }
+    config.validate().map_err(|e| e.to_string())?;
+    Ok(config)
+}
+
+/// Completes on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut terminate =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                .expect("can install a SIGTERM handler");
+        tokio::select! {
+            _ = interrupt => {}
+            _ = terminate.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = interrupt.await;
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let args = match cli.command {
+        Some(Command::Serve(args)) => args,
+        None => cli.serve,
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let config = match load_config(args) {
+        Ok(config) => config,
+        Err(message) => {
+            eprintln!("error: {message}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = tokio::runtime::Runtime::new().expect("can start the tokio runtime");
+    runtime.block_on(async {
+        let server = match Server::bind(config).await {
+            Ok(server) => server,
+            Err(error) => {
+                tracing::error!("{error}");
+                eprintln!("error: {error}");
+                return ExitCode::FAILURE;
+            }
+        };
+        // Signal handlers are installed before serving, so an early SIGTERM
+        // still stops cleanly.
+        let shutdown = shutdown_signal();
+        server.run(shutdown).await;
+        ExitCode::SUCCESS
+    })
+}

@@ -1,0 +1,221 @@
+//! Counters for `/metrics`, rendered in the Prometheus text format.
+//!
+//! Every counter is a relaxed atomic: the DNS path pays one `fetch_add` per
+//! query. Gauges (instances registered and serving) are computed from the
+//! registry when scraped, so they cannot drift from it.
+
+use std::fmt::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use hickory_proto::op::ResponseCode;
+use hickory_proto::rr::RecordType;
+
+use crate::registry::{Registry, now_ms};
+
+/// A monotonically increasing count.
+#[derive(Debug, Default)]
+pub struct Counter(AtomicU64);
+
+impl Counter {
+    pub fn inc(&self) {
+        self.add(1);
+    }
+
+    pub fn add(&self, n: u64) {
+        self.0.fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// Query types counted separately; everything else is `other`.
+const QTYPES: [&str; 10] = [
+    "A", "AAAA", "SRV", "TXT", "PTR", "SOA", "NS", "ANY", "HINFO", "other",
+];
+/// Response codes counted separately; everything else is `other`.
+const RCODES: [&str; 7] = [
+    "NOERROR", "FORMERR", "SERVFAIL", "NXDOMAIN", "NOTIMP", "REFUSED", "BADVERS",
+];
+
+fn qtype_index(qtype: RecordType) -> usize {
+    match qtype {
+        RecordType::A => 0,
+        RecordType::AAAA => 1,
+        RecordType::SRV => 2,
+        RecordType::TXT => 3,
+        RecordType::PTR => 4,
+        RecordType::SOA => 5,
+        RecordType::NS => 6,
+        RecordType::ANY => 7,
+        RecordType::HINFO => 8,
+        _ => 9,
+    }
+}
+
+fn rcode_index(rcode: ResponseCode) -> usize {
+    match rcode {
+        ResponseCode::NoError => 0,
+        ResponseCode::FormErr => 1,
+        ResponseCode::ServFail => 2,
+        ResponseCode::NXDomain => 3,
+        ResponseCode::NotImp => 4,
+        ResponseCode::Refused => 5,
+        _ => 6,
+    }
+}
+
+/// All of signpost's counters.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    queries: [[Counter; RCODES.len()]; QTYPES.len()],
+    /// Packets dropped without an answer (too short, or a response).
+    pub dns_dropped: Counter,
+    /// UDP answers cut to fit the client's payload size (TC set).
+    pub dns_truncated: Counter,
+    /// TCP connections refused because the connection limit was reached.
+    pub dns_tcp_refused: Counter,
+    pub registrations_created: Counter,
+    pub registrations_replaced: Counter,
+    pub registrations_rejected: Counter,
+    pub deregistrations: Counter,
+    pub heartbeats: Counter,
+    pub heartbeats_unknown: Counter,
+    pub expired: Counter,
+}
+
+impl Metrics {
+    /// Counts one answered query.
+    pub fn count_query(&self, qtype: RecordType, rcode: ResponseCode) {
+        self.queries[qtype_index(qtype)][rcode_index(rcode)].inc();
+    }
+
+    /// Answered queries of one type and rcode (as named in `/metrics`).
+    pub fn queries(&self, qtype: &str, rcode: &str) -> u64 {
+        let q = QTYPES.iter().position(|t| *t == qtype);
+        let r = RCODES.iter().position(|c| *c == rcode);
+        match (q, r) {
+            (Some(q), Some(r)) => self.queries[q][r].get(),
+            _ => 0,
+        }
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self, registry: &Registry) -> String {
+        let mut out = String::with_capacity(4096);
+        out.push_str("# HELP signpost_dns_queries_total DNS queries answered, by query type and response code.\n");
+        out.push_str("# TYPE signpost_dns_queries_total counter\n");
+        for (q, qtype) in QTYPES.iter().enumerate() {
+            for (r, rcode) in RCODES.iter().enumerate() {
+                let n = self.queries[q][r].get();
+                if n > 0 {
+                    let _ = writeln!(
+                        out,
+                        "signpost_dns_queries_total{{qtype=\"{qtype}\",rcode=\"{rcode}\"}} {n}"
+                    );
+                }
+            }
+        }
+        let counters: [(&str, &str, &str, u64); 10] = [
+            (
+                "signpost_dns_dropped_total",
+                "DNS packets dropped unanswered (runt or not a query).",
+                "",
+                self.dns_dropped.get(),
+            ),
+            (
+                "signpost_dns_truncated_total",
+                "UDP answers truncated to the client's payload size.",
+                "",
+                self.dns_truncated.get(),
+            ),
+            (
+                "signpost_dns_tcp_refused_total",
+                "TCP connections closed at once because the limit was reached.",
+                "",
+                self.dns_tcp_refused.get(),
+            ),
+            (
+                "signpost_registrations_total",
+                "Registration requests, by result.",
+                "result=\"created\"",
+                self.registrations_created.get(),
+            ),
+            (
+                "signpost_registrations_total",
+                "",
+                "result=\"replaced\"",
+                self.registrations_replaced.get(),
+            ),
+            (
+                "signpost_registrations_total",
+                "",
+                "result=\"rejected\"",
+                self.registrations_rejected.get(),
+            ),
+            (
+                "signpost_deregistrations_total",
+                "Instances removed by DELETE.",
+                "",
+                self.deregistrations.get(),
+            ),
+            (
+                "signpost_heartbeats_total",
+                "Heartbeats, by result.",
+                "result=\"ok\"",
+                self.heartbeats.get(),
+            ),
+            (
+                "signpost_heartbeats_total",
+                "",
+                "result=\"unknown\"",
+                self.heartbeats_unknown.get(),
+            ),
+            (
+                "signpost_expired_total",
+                "Instances removed because their TTL lapsed.",
+                "",
+                self.expired.get(),
+            ),
+        ];
+        for (name, help, labels, value) in counters {
+            if !help.is_empty() {
+                let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+            }
+            if labels.is_empty() {
+                let _ = writeln!(out, "{name} {value}");
+            } else {
+                let _ = writeln!(out, "{name}{{{labels}}} {value}");
+            }
+        }
+        let now = now_ms();
+        let instances = registry.list();
+        let serving = instances.iter().filter(|i| i.is_serving(now)).count();
+        let types = registry.types().len();
+        let gauges = [
+            (
+                "signpost_instances",
+                "Instances registered and unexpired.",
+                instances.len(),
+            ),
+            (
+                "signpost_instances_serving",
+                "Instances DNS serves now (unexpired, passing or warning).",
+                serving,
+            ),
+            (
+                "signpost_types",
+                "Service types with at least one instance.",
+                types,
+            ),
+        ];
+        for (name, help, value) in gauges {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}"
+            );
+        }
+        out
+    }
+}

@@ -1,0 +1,425 @@
+//! The registry: every registered instance, indexed for the admin API (by id)
+//! and for DNS (by type, as an immutable snapshot).
+//!
+//! It does no I/O. Reads never wait on writers for long: the DNS path takes a
+//! `DashMap` shard lock just long enough to clone an `Arc<TypeSet>`, then works
+//! on that snapshot. Writers (register, deregister, expiry) are serialised by
+//! one mutex and publish a new snapshot of the one type they change.
+//! Heartbeats change only an instance's atomics and take no registry lock.
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use dashmap::DashMap;
+use hickory_proto::rr::Name;
+use uuid::Uuid;
+
+use crate::service::{Health, Instance, ValidRegistration};
+
+/// How often lapsed instances are removed.
+pub const SWEEP_INTERVAL: Duration = Duration::from_millis(250);
+
+/// Current time as unix milliseconds, read from a monotonic clock anchored
+/// once to the wall clock, so that a wall-clock step never expires or revives
+/// instances.
+pub fn now_ms() -> u64 {
+    static ANCHOR: OnceLock<(Instant, u64)> = OnceLock::new();
+    let (instant, unix_ms) = ANCHOR.get_or_init(|| {
+        let unix = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
+        (Instant::now(), unix.as_millis() as u64)
+    });
+    unix_ms + instant.elapsed().as_millis() as u64
+}
+
+/// Every instance of one type, sorted by name. Immutable: a change publishes a
+/// new `TypeSet`.
+#[derive(Debug, Default)]
+pub struct TypeSet {
+    pub instances: Vec<Arc<Instance>>,
+}
+
+impl TypeSet {
+    /// The instance called `name` (lowercase), serving or not.
+    pub fn find(&self, name: &str) -> Option<&Arc<Instance>> {
+        self.instances
+            .binary_search_by(|i| i.spec.name.as_str().cmp(name))
+            .ok()
+            .map(|index| &self.instances[index])
+    }
+
+    /// Whether any instance is serving at `now_ms`.
+    pub fn any_serving(&self, now_ms: u64) -> bool {
+        self.instances.iter().any(|i| i.is_serving(now_ms))
+    }
+}
+
+/// The result of a registration.
+pub struct Registered {
+    pub instance: Arc<Instance>,
+    /// False when an instance of the same type and name was replaced in place.
+    pub created: bool,
+}
+
+/// Why a heartbeat was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum HeartbeatError {
+    #[error("no such service, or it has expired: register it again")]
+    NotFound,
+}
+
+/// A cheap-to-clone handle on the shared registry.
+#[derive(Clone)]
+pub struct Registry {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    zone: Name,
+    by_id: DashMap<Uuid, Arc<Instance>>,
+    by_type: DashMap<String, Arc<TypeSet>>,
+    /// Serialises structural changes so `by_id` and `by_type` agree.
+    writer: Mutex<()>,
+    /// Deadlines to look at, earliest first. An entry is only a hint: when it
+    /// comes due the instance's own lifetime decides (a heartbeat may have
+    /// renewed it, which then re-queues it). Heartbeats never touch this.
+    expiry: Mutex<BinaryHeap<Reverse<(u64, u64, Uuid)>>>,
+    next_generation: AtomicU64,
+    /// Bumped on every structural change; the SOA serial.
+    version: AtomicU64,
+}
+
+impl Registry {
+    /// An empty registry for `zone` (used to build each instance's DNS names).
+    pub fn new(zone: Name) -> Registry {
+        Registry {
+            shared: Arc::new(Shared {
+                zone,
+                by_id: DashMap::new(),
+                by_type: DashMap::new(),
+                writer: Mutex::new(()),
+                expiry: Mutex::new(BinaryHeap::new()),
+                next_generation: AtomicU64::new(1),
+                version: AtomicU64::new(1),
+            }),
+        }
+    }
+
+    fn lock_writer(&self) -> MutexGuard<'_, ()> {
+        self.shared.writer.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Registers an instance, or replaces in place (keeping its id) a live
+    /// instance of the same type and name.
+    pub fn register(&self, spec: ValidRegistration) -> Registered {
+        let now = now_ms();
+        let shared = &self.shared;
+        let _writer = self.lock_writer();
+        let previous = shared
+            .by_type
+            .get(&spec.service_type)
+            .and_then(|set| set.find(&spec.name).cloned())
+            .filter(|old| now < old.expires_at_ms());
+        let (id, registered_at_ms) = match &previous {
+            Some(old) => (old.id, old.registered_at_ms),
+            None => (Uuid::new_v4(), now),
+        };
+        let generation = shared.next_generation.fetch_add(1, Ordering::Relaxed);
+        let instance = Arc::new(Instance::new(
+            id,
+            generation,
+            spec,
+            &shared.zone,
+            registered_at_ms,
+            now,
+        ));
+        // A lapsed instance of the same name that the sweep has not reached
+        // yet is simply dropped from the set below.
+        self.publish_type(&instance.spec.service_type, |instances| {
+            match instances.binary_search_by(|i| i.spec.name.cmp(&instance.spec.name)) {
+                Ok(index) => {
+                    let stale = std::mem::replace(&mut instances[index], instance.clone());
+                    if stale.id != instance.id {
+                        stale.kill(now);
+                        shared.by_id.remove(&stale.id);
+                    }
+                }
+                Err(index) => instances.insert(index, instance.clone()),
+            }
+        });
+        shared.by_id.insert(id, instance.clone());
+        self.queue_expiry(&instance);
+        shared.version.fetch_add(1, Ordering::Relaxed);
+        Registered {
+            instance,
+            created: previous.is_none(),
+        }
+    }
+
+    /// Renews a live instance's lifetime and sets its reported health.
+    /// Returns the instance and its health before the heartbeat.
+    pub fn heartbeat(
+        &self,
+        id: Uuid,
+        health: Health,
+        output: Option<String>,
+    ) -> Result<(Arc<Instance>, Health), HeartbeatError> {
+        let instance = self
+            .shared
+            .by_id
+            .get(&id)
+            .map(|entry| entry.value().clone())
+            .ok_or(HeartbeatError::NotFound)?;
+        let previous = instance
+            .heartbeat(now_ms(), health, output)
+            .ok_or(HeartbeatError::NotFound)?;
+        Ok((instance, previous))
+    }
+
+    /// Removes an instance. Returns it, or `None` when it was unknown or had
+    /// already lapsed.
+    pub fn deregister(&self, id: Uuid) -> Option<Arc<Instance>> {
+        let _writer = self.lock_writer();
+        let instance = self.shared.by_id.get(&id).map(|e| e.value().clone())?;
+        let was_live = instance.kill(now_ms());
+        self.remove_locked(std::slice::from_ref(&instance));
+        was_live.then_some(instance)
+    }
+
+    /// A live (unexpired) instance by id.
+    pub fn get(&self, id: Uuid) -> Option<Arc<Instance>> {
+        let instance = self.shared.by_id.get(&id).map(|e| e.value().clone())?;
+        (now_ms() < instance.expires_at_ms()).then_some(instance)
+    }
+
+    /// Every live instance, sorted by type then name.
+    pub fn list(&self) -> Vec<Arc<Instance>> {
+        let now = now_ms();
+        let mut types: Vec<(String, Arc<TypeSet>)> = self
+            .shared
+            .by_type
+            .iter()
+            .map(|e| (e.key().clone(), e.value().clone()))
+            .collect();
+        types.sort_by(|a, b| a.0.cmp(&b.0));
+        types
+            .iter()
+            .flat_map(|(_, set)| set.instances.iter())
+            .filter(|i| now < i.expires_at_ms())
+            .cloned()
+            .collect()
+    }
+
+    /// The snapshot of one type (lowercase), if any instance of it exists.
+    pub fn type_set(&self, service_type: &str) -> Option<Arc<TypeSet>> {
+        self.shared
+            .by_type
+            .get(service_type)
+            .map(|e| e.value().clone())
+    }
+
+    /// Every type with its snapshot, sorted by type.
+    pub fn types(&self) -> BTreeMap<String, Arc<TypeSet>> {
+        self.shared
+            .by_type
+            .iter()
+            .map(|e| (e.key().clone(), e.value().clone()))
+            .collect()
+    }
+
+    /// Number of instances held (including lapsed ones not yet swept).
+    pub fn len(&self) -> usize {
+        self.shared.by_id.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.shared.by_id.is_empty()
+    }
+
+    /// Changes with every registration, removal and expiry; the SOA serial.
+    pub fn version(&self) -> u64 {
+        self.shared.version.load(Ordering::Relaxed)
+    }
+
+    /// Removes every instance whose lifetime lapsed before `now`. Returns the
+    /// removed instances.
+    pub fn sweep(&self, now: u64) -> Vec<Arc<Instance>> {
+        let due: Vec<(u64, Uuid)> = {
+            let mut queue = self.shared.expiry.lock().unwrap_or_else(|e| e.into_inner());
+            let mut due = Vec::new();
+            while let Some(Reverse((deadline, generation, id))) = queue.peek().copied() {
+                if deadline > now {
+                    break;
+                }
+                queue.pop();
+                due.push((generation, id));
+            }
+            due
+        };
+        if due.is_empty() {
+            return Vec::new();
+        }
+        let _writer = self.lock_writer();
+        let mut lapsed = Vec::new();
+        for (generation, id) in due {
+            let Some(instance) = self.shared.by_id.get(&id).map(|e| e.value().clone()) else {
+                continue;
+            };
+            if instance.generation != generation {
+                continue; // replaced since; the new registration has its own entry
+            }
+            if instance.kill_if_lapsed_by(now) {
+                lapsed.push(instance);
+            } else {
+                self.queue_expiry(&instance); // renewed by heartbeats: look again later
+            }
+        }
+        self.remove_locked(&lapsed);
+        lapsed
+    }
+
+    fn queue_expiry(&self, instance: &Instance) {
+        let mut queue = self.shared.expiry.lock().unwrap_or_else(|e| e.into_inner());
+        queue.push(Reverse((
+            instance.expires_at_ms(),
+            instance.generation,
+            instance.id,
+        )));
+    }
+
+    /// Removes killed instances from both indexes, rebuilding each affected
+    /// type once. The caller holds the writer lock.
+    fn remove_locked(&self, removed: &[Arc<Instance>]) {
+        if removed.is_empty() {
+            return;
+        }
+        let mut by_type: BTreeMap<&str, Vec<&Arc<Instance>>> = BTreeMap::new();
+        for instance in removed {
+            self.shared.by_id.remove(&instance.id);
+            by_type
+                .entry(instance.spec.service_type.as_str())
+                .or_default()
+                .push(instance);
+        }
+        for (service_type, gone) in by_type {
+            self.publish_type(service_type, |instances| {
+                instances.retain(|i| !gone.iter().any(|g| Arc::ptr_eq(g, i)));
+            });
+        }
+        self.shared.version.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Publishes a new snapshot of one type, changed by `edit`; drops the
+    /// type when it becomes empty. The caller holds the writer lock.
+    fn publish_type(&self, service_type: &str, edit: impl FnOnce(&mut Vec<Arc<Instance>>)) {
+        let mut instances = self
+            .shared
+            .by_type
+            .get(service_type)
+            .map(|set| set.instances.clone())
+            .unwrap_or_default();
+        edit(&mut instances);
+        if instances.is_empty() {
+            self.shared.by_type.remove(service_type);
+        } else {
+            self.shared
+                .by_type
+                .insert(service_type.to_string(), Arc::new(TypeSet { instances }));
+        }
+    }
+}
+
+/// Runs the expiry sweep every [`SWEEP_INTERVAL`] until `shutdown` fires.
+pub async fn run_sweeper(
+    registry: Registry,
+    metrics: Arc<crate::metrics::Metrics>,
+    shutdown: tokio_util::sync::CancellationToken,
+) {
+    let mut tick = tokio::time::interval(SWEEP_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let lapsed = registry.sweep(now_ms());
+        for instance in &lapsed {
+            tracing::info!(
+                id = %instance.id,
+                name = %instance.spec.name,
+                service_type = %instance.spec.service_type,
+                "expired: no heartbeat within its ttl"
+            );
+        }
+        metrics.expired.add(lapsed.len() as u64);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::service::{Host, ValidRegistration};
+
+    fn spec(name: &str, ttl: u32) -> ValidRegistration {
+        ValidRegistration {
+            name: name.into(),
+            service_type: "web".into(),
+            host: Host::Ip("10.0.0.1".parse().unwrap()),
+            port: 80,
+            tags: vec![],
+            metadata: Default::default(),
+            ttl,
+            priority: 0,
+            weight: 1,
+        }
+    }
+
+    fn registry() -> Registry {
+        Registry::new(Name::from_ascii("svc.local.").unwrap())
+    }
+
+    #[test]
+    fn replace_in_place_keeps_id() {
+        let registry = registry();
+        let first = registry.register(spec("a", 30));
+        let second = registry.register(spec("a", 60));
+        assert!(first.created);
+        assert!(!second.created);
+        assert_eq!(first.instance.id, second.instance.id);
+        assert_eq!(registry.len(), 1);
+        assert_eq!(registry.type_set("web").unwrap().instances.len(), 1);
+        assert_eq!(registry.type_set("web").unwrap().instances[0].spec.ttl, 60);
+    }
+
+    #[test]
+    fn sweep_removes_only_lapsed() {
+        let registry = registry();
+        let short = registry.register(spec("a", 1)).instance;
+        registry.register(spec("b", 30));
+        let removed = registry.sweep(now_ms() + 1500);
+        assert_eq!(removed.len(), 1);
+        assert_eq!(removed[0].id, short.id);
+        assert!(registry.get(short.id).is_none());
+        assert_eq!(registry.type_set("web").unwrap().instances.len(), 1);
+        assert_eq!(
+            registry
+                .heartbeat(short.id, Health::Passing, None)
+                .unwrap_err(),
+            HeartbeatError::NotFound
+        );
+    }
+
+    #[test]
+    fn deregister_removes_everywhere() {
+        let registry = registry();
+        let a = registry.register(spec("a", 30)).instance;
+        assert!(registry.deregister(a.id).is_some());
+        assert!(registry.deregister(a.id).is_none());
+        assert!(registry.type_set("web").is_none());
+        assert!(registry.is_empty());
+    }
+}

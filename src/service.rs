@@ -1,0 +1,509 @@
+//! What a service instance is: the registration a client sends, the rules it
+//! must pass, and the instance the registry keeps.
+//!
+//! Validation lives here, next to the types, so that the admin API (and any
+//! later loader, such as a store) can never build an instance that breaks the
+//! DNS rules: every name and tag is a DNS label, every TXT string fits.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::IpAddr;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// Largest accepted TTL, seconds (one day).
+pub const MAX_TTL: u32 = 86_400;
+/// Longest heartbeat `output` kept, bytes.
+pub const MAX_OUTPUT_BYTES: usize = 4096;
+/// Most tags one instance may carry.
+pub const MAX_TAGS: usize = 64;
+/// Most metadata pairs one instance may carry.
+pub const MAX_METADATA: usize = 64;
+/// `last_heartbeat_ms` of a removed instance: lapsed for every `now`.
+const REMOVED: u64 = 0;
+
+/// Health of an instance, worst last.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Health {
+    Passing = 0,
+    Warning = 1,
+    Critical = 2,
+}
+
+impl Health {
+    /// Whether DNS serves an instance with this health.
+    pub fn is_served(self) -> bool {
+        self != Health::Critical
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Health::Passing => "passing",
+            Health::Warning => "warning",
+            Health::Critical => "critical",
+        }
+    }
+
+    fn from_u8(value: u8) -> Health {
+        match value {
+            0 => Health::Passing,
+            1 => Health::Warning,
+            _ => Health::Critical,
+        }
+    }
+}
+
+impl fmt::Display for Health {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A registration request as the client sent it (`POST /v1/services`).
+///
+/// Unknown fields are refused so a typo (`"nmae"`) is an error rather than a
+/// silently missing value. The read-only fields of the service object are
+/// accepted and ignored, so that a fetched object can be sent back as is.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Registration {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub service_type: String,
+    pub host: String,
+    pub port: i64,
+    #[serde(default)]
+    pub tags: Vec<String>,
+    #[serde(default)]
+    pub metadata: BTreeMap<String, String>,
+    pub ttl: Option<i64>,
+    pub priority: Option<i64>,
+    pub weight: Option<i64>,
+    #[serde(default, rename = "id")]
+    _id: Option<serde::de::IgnoredAny>,
+    #[serde(default, rename = "registered_at")]
+    _registered_at: Option<serde::de::IgnoredAny>,
+    #[serde(default, rename = "last_heartbeat")]
+    _last_heartbeat: Option<serde::de::IgnoredAny>,
+    #[serde(default, rename = "expires_at")]
+    _expires_at: Option<serde::de::IgnoredAny>,
+    #[serde(default, rename = "health")]
+    _health: Option<serde::de::IgnoredAny>,
+}
+
+/// Where an instance can be reached.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Host {
+    /// An IPv4 or IPv6 literal: served in A / AAAA answers and as SRV glue.
+    Ip(IpAddr),
+    /// A hostname (lowercase, no trailing dot): only an SRV target.
+    Name(String),
+}
+
+impl fmt::Display for Host {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Host::Ip(ip) => write!(f, "{ip}"),
+            Host::Name(name) => f.write_str(name),
+        }
+    }
+}
+
+/// A registration that passed every rule, normalised (lowercase names).
+#[derive(Debug, Clone)]
+pub struct ValidRegistration {
+    pub name: String,
+    pub service_type: String,
+    pub host: Host,
+    pub port: u16,
+    pub tags: Vec<String>,
+    pub metadata: BTreeMap<String, String>,
+    pub ttl: u32,
+    pub priority: u16,
+    pub weight: u16,
+}
+
+/// A rule a registration broke; the message names the field.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct ValidationError(pub String);
+
+fn invalid(message: impl Into<String>) -> ValidationError {
+    ValidationError(message.into())
+}
+
+/// Checks that `value` is one DNS label of `a-z 0-9 -` and returns it in
+/// lowercase. `field` names it in the error.
+pub fn validate_label(field: &str, value: &str) -> Result<String, ValidationError> {
+    if value.is_empty() || value.len() > 63 {
+        return Err(invalid(format!(
+            "{field} must be 1-63 characters long, got {}",
+            value.len()
+        )));
+    }
+    if !value
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+    {
+        return Err(invalid(format!(
+            "{field} may contain only letters a-z, digits 0-9 and '-': {value:?}"
+        )));
+    }
+    if value.starts_with('-') || value.ends_with('-') {
+        return Err(invalid(format!(
+            "{field} must not start or end with '-': {value:?}"
+        )));
+    }
+    Ok(value.to_ascii_lowercase())
+}
+
+/// Parses `host`: an IP literal, or a hostname of at most 253 characters made
+/// of valid labels (a trailing dot is allowed and dropped).
+pub fn validate_host(value: &str) -> Result<Host, ValidationError> {
+    if let Ok(ip) = value.parse::<IpAddr>() {
+        return Ok(Host::Ip(ip));
+    }
+    let name = value.strip_suffix('.').unwrap_or(value);
+    if name.is_empty() || name.len() > 253 {
+        return Err(invalid(format!(
+            "host must be an IP address or a hostname of 1-253 characters, got {} characters",
+            value.len()
+        )));
+    }
+    for label in name.split('.') {
+        let ok = !label.is_empty()
+            && label.len() <= 63
+            && label
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            && !label.starts_with('-')
+            && !label.ends_with('-');
+        if !ok {
+            return Err(invalid(format!(
+                "host must be an IP address or a hostname made of labels of a-z 0-9 '-': {value:?}"
+            )));
+        }
+    }
+    Ok(Host::Name(name.to_ascii_lowercase()))
+}
+
+fn ranged<T: TryFrom<i64>>(
+    field: &str,
+    value: i64,
+    min: i64,
+    max: i64,
+) -> Result<T, ValidationError> {
+    if value < min || value > max {
+        return Err(invalid(format!("{field} must be {min}-{max}, got {value}")));
+    }
+    T::try_from(value).map_err(|_| invalid(format!("{field} is out of range")))
+}
+
+impl Registration {
+    /// Applies every rule of the admin API contract; `default_ttl` fills a
+    /// missing `ttl`.
+    pub fn validate(self, default_ttl: u32) -> Result<ValidRegistration, ValidationError> {
+        let name = validate_label("name", &self.name)?;
+        let service_type = validate_label("type", &self.service_type)?;
+        let host = validate_host(&self.host)?;
+        let port = ranged("port", self.port, 1, 65535)?;
+        let ttl = ranged(
+            "ttl",
+            self.ttl.unwrap_or(default_ttl.into()),
+            1,
+            MAX_TTL.into(),
+        )?;
+        let priority = ranged("priority", self.priority.unwrap_or(0), 0, 65535)?;
+        let weight = ranged("weight", self.weight.unwrap_or(1), 0, 65535)?;
+        if self.tags.len() > MAX_TAGS {
+            return Err(invalid(format!(
+                "tags: at most {MAX_TAGS} tags are allowed"
+            )));
+        }
+        let mut tags = Vec::with_capacity(self.tags.len());
+        for tag in &self.tags {
+            let tag = validate_label("tags", tag)?;
+            if !tags.contains(&tag) {
+                tags.push(tag);
+            }
+        }
+        if self.metadata.len() > MAX_METADATA {
+            return Err(invalid(format!(
+                "metadata: at most {MAX_METADATA} pairs are allowed"
+            )));
+        }
+        for (key, value) in &self.metadata {
+            // Each pair becomes one TXT character-string `key=value` (RFC 6763 §6).
+            if key.is_empty() {
+                return Err(invalid("metadata keys must not be empty"));
+            }
+            if key.contains('=') {
+                return Err(invalid(format!(
+                    "metadata key {key:?} must not contain '='"
+                )));
+            }
+            if key.len() + 1 + value.len() > 255 {
+                return Err(invalid(format!(
+                    "metadata {key:?}: key=value must be at most 255 bytes, got {}",
+                    key.len() + 1 + value.len()
+                )));
+            }
+        }
+        Ok(ValidRegistration {
+            name,
+            service_type,
+            host,
+            port,
+            tags,
+            metadata: self.metadata,
+            ttl,
+            priority,
+            weight,
+        })
+    }
+}
+
+/// One registered instance, shared between the registry indexes and the DNS
+/// answer path.
+///
+/// Everything but the lifetime and health is fixed at registration; a
+/// re-registration builds a new `Instance` with the same id. Heartbeats only
+/// touch the atomics, so they never take a registry lock.
+#[derive(Debug)]
+pub struct Instance {
+    pub id: Uuid,
+    /// Distinguishes this registration from an earlier one with the same id
+    /// (replacement in place), for the expiry queue.
+    pub generation: u64,
+    pub spec: ValidRegistration,
+    /// The SRV target, built once: `<name>.<type>.<zone>` (whose A/AAAA is
+    /// the host address) for an IP host, the hostname itself otherwise.
+    pub srv_target: hickory_proto::rr::Name,
+    /// TXT strings, `key=value`, or one empty string (RFC 6763 §6).
+    pub txt: Vec<String>,
+    pub registered_at_ms: u64,
+    last_heartbeat_ms: AtomicU64,
+    health: AtomicU8,
+    output: Mutex<Option<String>>,
+}
+
+impl Instance {
+    pub fn new(
+        id: Uuid,
+        generation: u64,
+        spec: ValidRegistration,
+        zone: &hickory_proto::rr::Name,
+        registered_at_ms: u64,
+        now_ms: u64,
+    ) -> Instance {
+        let srv_target = match &spec.host {
+            Host::Ip(_) => hickory_proto::rr::Name::from_labels([
+                spec.name.as_bytes(),
+                spec.service_type.as_bytes(),
+            ])
+            .and_then(|n| n.append_domain(zone)),
+            Host::Name(host) => hickory_proto::rr::Name::from_ascii(format!("{host}.")),
+        }
+        .expect("validated labels form a valid name");
+        let txt = if spec.metadata.is_empty() {
+            vec![String::new()]
+        } else {
+            spec.metadata
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect()
+        };
+        Instance {
+            id,
+            generation,
+            spec,
+            srv_target,
+            txt,
+            registered_at_ms,
+            last_heartbeat_ms: AtomicU64::new(now_ms),
+            health: AtomicU8::new(Health::Passing as u8),
+            output: Mutex::new(None),
+        }
+    }
+
+    pub fn last_heartbeat_ms(&self) -> u64 {
+        self.last_heartbeat_ms.load(Ordering::Acquire)
+    }
+
+    /// When the registration lapses unless renewed, unix milliseconds.
+    pub fn expires_at_ms(&self) -> u64 {
+        self.last_heartbeat_ms() + u64::from(self.spec.ttl) * 1000
+    }
+
+    pub fn health(&self) -> Health {
+        Health::from_u8(self.health.load(Ordering::Acquire))
+    }
+
+    /// Serving: unexpired and passing or warning. Decided at answer time.
+    pub fn is_serving(&self, now_ms: u64) -> bool {
+        now_ms < self.expires_at_ms() && self.health().is_served()
+    }
+
+    /// Whole seconds of lifetime left (0 when lapsed).
+    pub fn remaining_secs(&self, now_ms: u64) -> u32 {
+        let left = self.expires_at_ms().saturating_sub(now_ms) / 1000;
+        u32::try_from(left).unwrap_or(u32::MAX)
+    }
+
+    pub fn has_tag(&self, tag: &str) -> bool {
+        self.spec.tags.iter().any(|t| t == tag)
+    }
+
+    /// Renews the lifetime and records the reported health, unless the
+    /// instance already lapsed or was removed (then `None`: the client must
+    /// register again). Returns the health before the heartbeat.
+    ///
+    /// A compare-and-swap against [`Instance::kill_if_lapsed_by`]: a
+    /// heartbeat and the expiry sweep can never both win.
+    pub fn heartbeat(&self, now_ms: u64, health: Health, output: Option<String>) -> Option<Health> {
+        let ttl_ms = u64::from(self.spec.ttl) * 1000;
+        let mut current = self.last_heartbeat_ms.load(Ordering::Acquire);
+        loop {
+            if current == REMOVED || now_ms >= current + ttl_ms {
+                return None;
+            }
+            match self.last_heartbeat_ms.compare_exchange_weak(
+                current,
+                current.max(now_ms),
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => break,
+                Err(actual) => current = actual,
+            }
+        }
+        let previous = self.health.swap(health as u8, Ordering::AcqRel);
+        *self.output.lock().unwrap_or_else(|e| e.into_inner()) = output;
+        Some(Health::from_u8(previous))
+    }
+
+    /// Marks the instance removed if its lifetime lapsed by `now_ms`.
+    /// Returns true when this call removed it.
+    pub fn kill_if_lapsed_by(&self, now_ms: u64) -> bool {
+        let ttl_ms = u64::from(self.spec.ttl) * 1000;
+        let mut current = self.last_heartbeat_ms.load(Ordering::Acquire);
+        loop {
+            if current == REMOVED || now_ms < current + ttl_ms {
+                return false;
+            }
+            match self.last_heartbeat_ms.compare_exchange_weak(
+                current,
+                REMOVED,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => return true,
+                Err(actual) => current = actual,
+            }
+        }
+    }
+
+    /// Marks the instance removed whatever its state. Returns whether it was
+    /// still live (unexpired) at `now_ms`.
+    pub fn kill(&self, now_ms: u64) -> bool {
+        let previous = self.last_heartbeat_ms.swap(REMOVED, Ordering::AcqRel);
+        previous != REMOVED && now_ms < previous + u64::from(self.spec.ttl) * 1000
+    }
+
+    pub fn output(&self) -> Option<String> {
+        self.output
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// The JSON service object of the admin API.
+    pub fn view(&self) -> ServiceView {
+        let spec = &self.spec;
+        ServiceView {
+            id: self.id,
+            name: spec.name.clone(),
+            service_type: spec.service_type.clone(),
+            host: spec.host.to_string(),
+            port: spec.port,
+            tags: spec.tags.clone(),
+            metadata: spec.metadata.clone(),
+            ttl: spec.ttl,
+            priority: spec.priority,
+            weight: spec.weight,
+            registered_at: unix_secs(self.registered_at_ms),
+            last_heartbeat: unix_secs(self.last_heartbeat_ms()),
+            expires_at: unix_secs(self.expires_at_ms()),
+            health: self.health(),
+            output: self.output(),
+        }
+    }
+}
+
+fn unix_secs(ms: u64) -> f64 {
+    ms as f64 / 1000.0
+}
+
+/// The service object returned by the admin API.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ServiceView {
+    pub id: Uuid,
+    pub name: String,
+    #[serde(rename = "type")]
+    pub service_type: String,
+    pub host: String,
+    pub port: u16,
+    pub tags: Vec<String>,
+    pub metadata: BTreeMap<String, String>,
+    pub ttl: u32,
+    pub priority: u16,
+    pub weight: u16,
+    pub registered_at: f64,
+    pub last_heartbeat: f64,
+    pub expires_at: f64,
+    pub health: Health,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub output: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labels() {
+        assert_eq!(validate_label("name", "Web-1").unwrap(), "web-1");
+        assert!(validate_label("name", "").is_err());
+        assert!(validate_label("name", "-a").is_err());
+        assert!(validate_label("name", "a-").is_err());
+        assert!(validate_label("name", "a_b").is_err());
+        assert!(validate_label("name", "a.b").is_err());
+        assert!(validate_label("name", &"a".repeat(63)).is_ok());
+        assert!(validate_label("name", &"a".repeat(64)).is_err());
+        assert!(validate_label("name", "é").is_err());
+    }
+
+    #[test]
+    fn hosts() {
+        assert_eq!(
+            validate_host("10.0.0.1").unwrap(),
+            Host::Ip("10.0.0.1".parse().unwrap())
+        );
+        assert_eq!(
+            validate_host("::1").unwrap(),
+            Host::Ip("::1".parse().unwrap())
+        );
+        assert_eq!(
+            validate_host("Db.Example.").unwrap(),
+            Host::Name("db.example".into())
+        );
+        assert!(validate_host("").is_err());
+        assert!(validate_host("a..b").is_err());
+        assert!(validate_host("a b").is_err());
+        assert!(validate_host(&"a.".repeat(127)).is_err());
+    }
+}
