@@ -1,0 +1,11 @@
+//! Integration tests: one binary (it links once), one module per area.
+//! Every test starts the real server on port 0 and talks to it over real
+//! UDP, TCP and HTTP.
+
+mod support;
+
+mod admin;
+mod cli;
+mod dns;
+mod fuzz;
+mod lifetime;
