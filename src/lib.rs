@@ -182,13 +182,7 @@ impl Server {
             store: config.store.url.clone(),
             started: Instant::now(),
         });
-        let http_server =
-            axum::serve(http, app).with_graceful_shutdown(token.clone().cancelled_owned());
-        tasks.spawn(async move {
-            if let Err(error) = http_server.await {
-                tracing::error!(%error, "admin server failed");
-            }
-        });
+        tasks.spawn(admin::serve(http, app, token.clone()));
 
         shutdown.await;
         tracing::info!("shutting down");

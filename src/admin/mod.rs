@@ -5,6 +5,7 @@
 
 mod body;
 mod error;
+mod serve;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -23,6 +24,7 @@ use uuid::Uuid;
 
 pub use body::MAX_BODY_BYTES;
 pub use error::ApiError;
+pub use serve::serve;
 
 use crate::metrics::Metrics;
 use crate::registry::{Registry, now_ms};

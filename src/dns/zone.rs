@@ -223,7 +223,9 @@ pub fn answer(
 
 /// Works out which node `qname` (inside the zone) refers to.
 fn resolve(registry: &Registry, zone: &ZoneSettings, qname: &Name, now_ms: u64) -> Node {
-    let depth = usize::from(qname.num_labels() - zone.apex.num_labels());
+    // Count labels ourselves: `Name::num_labels` leaves out a leading `*`,
+    // which would make `*.<zone>` look like the apex.
+    let depth = qname.iter().count() - zone.apex.iter().count();
     if depth > 4 {
         return Node::Missing;
     }

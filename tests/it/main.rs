@@ -8,4 +8,5 @@ mod admin;
 mod cli;
 mod dns;
 mod fuzz;
+mod hardening;
 mod lifetime;

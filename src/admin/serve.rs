@@ -1,0 +1,65 @@
+//! The HTTP transport of the admin API: an accept loop over hyper rather
+//! than `axum::serve`, because the admin API must not be held hostage by a
+//! slow or greedy client. It adds what `axum::serve` lacks: a deadline for
+//! request headers (slowloris), a cap on open connections, an accept loop
+//! that survives `accept()` errors, and a bounded graceful drain.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+
+/// Time a client has to send complete request headers.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// Open admin connections allowed at once; more are closed at once.
+const MAX_CONNECTIONS: usize = 1024;
+/// How long shutdown waits for in-flight requests.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Serves `app` on `listener` until `shutdown` fires, then stops accepting
+/// and lets in-flight requests finish (at most [`DRAIN_TIMEOUT`]).
+pub async fn serve(listener: TcpListener, app: Router, shutdown: CancellationToken) {
+    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let graceful = GracefulShutdown::new();
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT);
+    loop {
+        let accepted = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            accepted = listener.accept() => accepted,
+        };
+        let (stream, peer) = match accepted {
+            Ok(accepted) => accepted,
+            Err(error) => {
+                tracing::warn!(%error, "admin accept failed");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                continue;
+            }
+        };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            tracing::warn!(%peer, "admin connection limit reached, closing");
+            continue;
+        };
+        let service = TowerToHyperService::new(app.clone());
+        let connection = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
+        tokio::spawn(async move {
+            if let Err(error) = connection.await {
+                tracing::debug!(%error, %peer, "admin connection ended");
+            }
+            drop(slot);
+        });
+    }
+    if tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("admin requests still running after {DRAIN_TIMEOUT:?}; closing them");
+    }
+}
