@@ -234,6 +234,11 @@ fn encode(
     }
     metadata.truncation = truncated;
     place.replace(&mut encoder, Header { metadata, counts })?;
+    // A record that did not fit is rolled back by moving the encoder's
+    // offset, but the bytes it had already written stay in the buffer: cut
+    // them off, or they would be sent as garbage after the message.
+    let end = encoder.offset();
+    bytes.truncate(end);
     Ok(Response { bytes, truncated })
 }
 
