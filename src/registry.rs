@@ -63,6 +63,11 @@ pub struct Registered {
     pub instance: Arc<Instance>,
     /// False when an instance of the same type and name was replaced in place.
     pub created: bool,
+    /// An instance of the same type and name that had lapsed but was not yet
+    /// swept, removed by this registration. The caller reports it as expired,
+    /// as the sweep would have: otherwise re-registering quickly after a
+    /// lapse hid the expiry.
+    pub expired: Option<Arc<Instance>>,
 }
 
 /// Why a heartbeat was refused.
@@ -138,14 +143,16 @@ impl Registry {
             now,
         ));
         // A lapsed instance of the same name that the sweep has not reached
-        // yet is simply dropped from the set below.
+        // yet is dropped from the set below, and returned as expired.
+        let mut expired = None;
         self.publish_type(&instance.spec.service_type, |instances| {
             match instances.binary_search_by(|i| i.spec.name.cmp(&instance.spec.name)) {
                 Ok(index) => {
                     let stale = std::mem::replace(&mut instances[index], instance.clone());
                     if stale.id != instance.id {
-                        stale.kill(now);
+                        stale.kill_if_lapsed_by(now);
                         shared.by_id.remove(&stale.id);
+                        expired = Some(stale);
                     }
                 }
                 Err(index) => instances.insert(index, instance.clone()),
@@ -157,6 +164,7 @@ impl Registry {
         Registered {
             instance,
             created: previous.is_none(),
+            expired,
         }
     }
 
@@ -180,14 +188,17 @@ impl Registry {
         Ok((instance, previous))
     }
 
-    /// Removes an instance. Returns it, or `None` when it was unknown or had
-    /// already lapsed.
+    /// Removes a live instance. Returns it, or `None` when it was unknown or
+    /// had already lapsed. A lapsed one is left for the sweep, which removes
+    /// it and reports it as expired (see [`Instance::kill_if_live`]).
     pub fn deregister(&self, id: Uuid) -> Option<Arc<Instance>> {
         let _writer = self.lock_writer();
         let instance = self.shared.by_id.get(&id).map(|e| e.value().clone())?;
-        let was_live = instance.kill(now_ms());
+        if !instance.kill_if_live(now_ms()) {
+            return None;
+        }
         self.remove_locked(std::slice::from_ref(&instance));
-        was_live.then_some(instance)
+        Some(instance)
     }
 
     /// A live (unexpired) instance by id.

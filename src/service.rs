@@ -191,6 +191,21 @@ pub fn validate_host(value: &str) -> Result<Host, ValidationError> {
     Ok(Host::Name(name.to_ascii_lowercase()))
 }
 
+/// At most the first 64 bytes of `value` (cut at a character boundary, with
+/// `…` when cut), for quoting client input in an error message: a 60 KB
+/// metadata key must not come back as a 60 KB error.
+pub(crate) fn abbreviate(value: &str) -> String {
+    const MAX: usize = 64;
+    if value.len() <= MAX {
+        return value.to_string();
+    }
+    let mut end = MAX;
+    while !value.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &value[..end])
+}
+
 fn ranged<T: TryFrom<i64>>(
     field: &str,
     value: i64,
@@ -243,12 +258,14 @@ impl Registration {
             }
             if key.contains('=') {
                 return Err(invalid(format!(
-                    "metadata key {key:?} must not contain '='"
+                    "metadata key {:?} must not contain '='",
+                    abbreviate(key)
                 )));
             }
             if key.len() + 1 + value.len() > 255 {
                 return Err(invalid(format!(
-                    "metadata {key:?}: key=value must be at most 255 bytes, got {}",
+                    "metadata {:?}: key=value must be at most 255 bytes, got {}",
+                    abbreviate(key),
                     key.len() + 1 + value.len()
                 )));
             }
@@ -407,11 +424,29 @@ impl Instance {
         }
     }
 
-    /// Marks the instance removed whatever its state. Returns whether it was
-    /// still live (unexpired) at `now_ms`.
-    pub fn kill(&self, now_ms: u64) -> bool {
-        let previous = self.last_heartbeat_ms.swap(REMOVED, Ordering::AcqRel);
-        previous != REMOVED && now_ms < previous + u64::from(self.spec.ttl) * 1000
+    /// Marks the instance removed if it is still live (unexpired) at
+    /// `now_ms`. Returns true when this call removed it.
+    ///
+    /// A lapsed instance is left alone: it is the expiry sweep's to remove
+    /// and to report as expired, so a DELETE that reaches it first must not
+    /// hide its expiry (it used to be removed here and never counted).
+    pub fn kill_if_live(&self, now_ms: u64) -> bool {
+        let ttl_ms = u64::from(self.spec.ttl) * 1000;
+        let mut current = self.last_heartbeat_ms.load(Ordering::Acquire);
+        loop {
+            if current == REMOVED || now_ms >= current + ttl_ms {
+                return false;
+            }
+            match self.last_heartbeat_ms.compare_exchange_weak(
+                current,
+                REMOVED,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => return true,
+                Err(actual) => current = actual,
+            }
+        }
     }
 
     pub fn output(&self) -> Option<String> {
@@ -504,6 +539,10 @@ mod tests {
         assert!(validate_host("").is_err());
         assert!(validate_host("a..b").is_err());
         assert!(validate_host("a b").is_err());
-        assert!(validate_host(&"a.".repeat(127)).is_err());
+        // 254 characters is one too many; 253 plus the optional trailing dot
+        // is fine (this case used to expect an error for that, wrongly).
+        assert!(validate_host(&format!("{}ab", "a.".repeat(126))).is_err());
+        assert!(validate_host(&format!("{}a", "a.".repeat(126))).is_ok());
+        assert!(validate_host(&"a.".repeat(127)).is_ok());
     }
 }

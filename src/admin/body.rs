@@ -34,30 +34,50 @@ fn is_json(headers: &HeaderMap) -> bool {
     mime == "application/json" || (mime.starts_with("application/") && mime.ends_with("+json"))
 }
 
-/// Parses a JSON body into `T`.
+/// Parses a JSON body into `T`, which must be a JSON object.
+///
+/// Two steps, so that the status says what is wrong: first the bytes are
+/// parsed as JSON, where any syntax error is 400 (even after the first field
+/// that breaks a rule, as in `{"name": "a"}}`); then the value is checked
+/// against `T`, where a missing field or a wrong type is 422 naming the
+/// field. Deserialising straight from the bytes got both wrong: serde's
+/// derived structs also accept a JSON array of the fields in order, and
+/// serde_json reports some type mismatches (a number where an enum string is
+/// expected) as syntax errors without the field's name.
 pub fn parse_json<T: DeserializeOwned>(headers: &HeaderMap, bytes: &[u8]) -> Result<T, ApiError> {
     if !is_json(headers) {
         return Err(ApiError::UnsupportedMediaType(
             "the body must be JSON: send Content-Type: application/json".into(),
         ));
     }
-    let mut deserializer = serde_json::Deserializer::from_slice(bytes);
-    let value = serde_path_to_error::deserialize(&mut deserializer).map_err(|error| {
-        let path = error.path().to_string();
-        let inner = error.into_inner();
-        match inner.classify() {
-            serde_json::error::Category::Data => {
-                if path.is_empty() || path == "." {
-                    ApiError::Invalid(inner.to_string())
-                } else {
-                    ApiError::Invalid(format!("{path}: {inner}"))
-                }
-            }
-            _ => ApiError::BadRequest(format!("malformed JSON: {inner}")),
-        }
-    })?;
-    deserializer
-        .end()
+    let value: serde_json::Value = serde_json::from_slice(bytes)
         .map_err(|e| ApiError::BadRequest(format!("malformed JSON: {e}")))?;
-    Ok(value)
+    if !value.is_object() {
+        return Err(ApiError::Invalid(format!(
+            "the body must be a JSON object, got {}",
+            kind(&value)
+        )));
+    }
+    serde_path_to_error::deserialize(value).map_err(|error| {
+        // The path quotes client keys; keep a huge one from hiding the reason.
+        let path = crate::service::abbreviate(&error.path().to_string());
+        let inner = error.into_inner();
+        if path.is_empty() || path == "." {
+            ApiError::Invalid(inner.to_string())
+        } else {
+            ApiError::Invalid(format!("{path}: {inner}"))
+        }
+    })
+}
+
+/// What kind of JSON value `value` is, for error messages.
+fn kind(value: &serde_json::Value) -> &'static str {
+    match value {
+        serde_json::Value::Null => "null",
+        serde_json::Value::Bool(_) => "a boolean",
+        serde_json::Value::Number(_) => "a number",
+        serde_json::Value::String(_) => "a string",
+        serde_json::Value::Array(_) => "an array",
+        serde_json::Value::Object(_) => "an object",
+    }
 }

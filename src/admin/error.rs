@@ -41,12 +41,29 @@ impl ApiError {
     }
 }
 
+/// Longest error message sent, bytes. Messages quote client input (serde
+/// names an unknown field, for one); a 60 KB field name must not come back
+/// as a 60 KB error, so longer messages are cut, at a character boundary.
+const MAX_MESSAGE_BYTES: usize = 512;
+
+fn bounded(mut message: String) -> String {
+    if message.len() > MAX_MESSAGE_BYTES {
+        let mut end = MAX_MESSAGE_BYTES;
+        while !message.is_char_boundary(end) {
+            end -= 1;
+        }
+        message.truncate(end);
+        message.push('…');
+    }
+    message
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
         let mut response = (
             status,
-            Json(serde_json::json!({ "error": self.to_string() })),
+            Json(serde_json::json!({ "error": bounded(self.to_string()) })),
         )
             .into_response();
         if status == StatusCode::UNAUTHORIZED {

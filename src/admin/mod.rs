@@ -118,6 +118,15 @@ async fn register(
         }
     };
     let registered = state.registry.register(spec);
+    if let Some(stale) = &registered.expired {
+        state.metrics.expired.inc();
+        tracing::info!(
+            id = %stale.id,
+            name = %stale.spec.name,
+            service_type = %stale.spec.service_type,
+            "expired: no heartbeat within its ttl"
+        );
+    }
     let instance = &registered.instance;
     let status = if registered.created {
         state.metrics.registrations_created.inc();

@@ -1,0 +1,492 @@
+//! Lifetime and health (SPEC §3) seen from outside: TTL expiry in DNS and the
+//! admin API, heartbeats keeping an instance alive, health changes, record
+//! TTLs capped by the remaining lifetime, and deregistration.
+//!
+//! TTLs are short (1-3 s) and every wait is a poll with a deadline, so the
+//! file stays fast and a slow machine only makes it slower, not flaky.
+
+use std::net::Ipv4Addr;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use hickory_proto::op::{Message, ResponseCode};
+use hickory_proto::rr::{RData, RecordType};
+use serde_json::{Value, json};
+
+use crate::support::{TestServer, eventually};
+
+/// Wall-clock unix seconds.
+fn unix_now() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64()
+}
+
+/// Registers `name` of type `service_type` at `host` with `ttl`, asserting
+/// 201; returns the service object.
+async fn register(
+    server: &TestServer,
+    name: &str,
+    service_type: &str,
+    host: &str,
+    ttl: u32,
+) -> Value {
+    let (status, body) = server
+        .register(
+            &json!({"name": name, "type": service_type, "host": host, "port": 8080, "ttl": ttl}),
+        )
+        .await;
+    assert_eq!(status, 201, "register {name}: {body}");
+    body
+}
+
+fn id_of(service: &Value) -> String {
+    service["id"]
+        .as_str()
+        .expect("service has an id")
+        .to_string()
+}
+
+/// The IPv4 addresses of an A answer.
+fn addresses(response: &Message) -> Vec<Ipv4Addr> {
+    response
+        .answers
+        .iter()
+        .map(|r| match &r.data {
+            RData::A(a) => a.0,
+            other => panic!("expected A, got {other:?}"),
+        })
+        .collect()
+}
+
+/// `<type>.svc.local A`: the addresses served, or an empty list when the
+/// answer is the negative one (asserting it is NXDOMAIN then: no serving
+/// instance is left under the name).
+async fn served(server: &TestServer, service_type: &str) -> Vec<Ipv4Addr> {
+    let response = server
+        .query(&format!("{service_type}.svc.local."), RecordType::A)
+        .await;
+    let rcode = response.metadata.response_code;
+    if response.answers.is_empty() {
+        assert_eq!(rcode, ResponseCode::NXDomain, "{response:?}");
+    } else {
+        assert_eq!(rcode, ResponseCode::NoError, "{response:?}");
+    }
+    addresses(&response)
+}
+
+async fn heartbeat(server: &TestServer, id: &str, status: &str) -> (u16, Value) {
+    let response = server
+        .http
+        .put(server.url(&format!("/v1/services/{id}/heartbeat")))
+        .json(&json!({"status": status}))
+        .send()
+        .await
+        .expect("admin api answers");
+    let code = response.status().as_u16();
+    (code, response.json().await.unwrap_or(Value::Null))
+}
+
+async fn listed(server: &TestServer) -> Vec<Value> {
+    let (status, body) = server.get("/v1/services").await;
+    assert_eq!(status, 200, "{body}");
+    body["services"].as_array().expect("services array").clone()
+}
+
+fn metric(text: &str, series: &str) -> Option<f64> {
+    text.lines().find_map(|line| {
+        line.strip_prefix(series)?
+            .strip_prefix(' ')?
+            .trim()
+            .parse()
+            .ok()
+    })
+}
+
+async fn metrics(server: &TestServer) -> String {
+    server
+        .http
+        .get(server.url("/metrics"))
+        .send()
+        .await
+        .expect("metrics answer")
+        .text()
+        .await
+        .unwrap()
+}
+
+const ADDR: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 1);
+
+// ---------------------------------------------------------------------------
+// Expiry
+// ---------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instance_without_heartbeats_expires_everywhere() {
+    let server = TestServer::start().await;
+    let registered = Instant::now();
+    let service = register(&server, "web-1", "web", "10.0.0.1", 1).await;
+    let id = id_of(&service);
+
+    // There right after registering.
+    assert_eq!(served(&server, "web").await, vec![ADDR]);
+    let (status, body) = server.get(&format!("/v1/services/{id}")).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(listed(&server).await.len(), 1);
+
+    // Gone within ttl + 1 s of registering: from DNS, GET and the list.
+    let server = &server;
+    let path = &format!("/v1/services/{id}");
+    let limit = Duration::from_secs(2).saturating_sub(registered.elapsed());
+    let gone = eventually(limit, || async move {
+        served(server, "web").await.is_empty()
+            && server.get(path).await.0 == 404
+            && listed(server).await.is_empty()
+    })
+    .await;
+    assert!(gone, "expired within ttl + 1 s");
+    let (status, body) = server.get("/v1/types").await;
+    assert_eq!(status, 200);
+    assert_eq!(body, json!({"types": []}), "no type left");
+    let (status, _) = server.get("/v1/discover/web").await;
+    assert_eq!(status, 404);
+
+    // The client must register again.
+    let (status, body) = heartbeat(server, &id, "passing").await;
+    assert_eq!(status, 404, "heartbeat after expiry: {body}");
+    assert!(
+        body["error"].as_str().is_some_and(|e| e.contains(&id)),
+        "{body}"
+    );
+    assert_eq!(server.deregister(&id).await, 404, "nothing left to delete");
+
+    // The sweep removed it and counted it (it runs at least every second),
+    // even though the DELETE above may have reached it first.
+    let expired = eventually(Duration::from_secs(2), || async move {
+        metric(&metrics(server).await, "signpost_expired_total") == Some(1.0)
+    })
+    .await;
+    assert!(expired, "expiry counted:\n{}", metrics(server).await);
+    assert!(served(server, "web").await.is_empty(), "and it stays gone");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dns_serves_until_expiry_and_never_after() {
+    let server = TestServer::start().await;
+    // Five instances (one type each) whose expiries are spread over 250 ms,
+    // so that some lapse well before the next sweep: the answer must follow
+    // the lifetime itself, not wait for the sweep to remove the instance.
+    let mut pending = Vec::new();
+    for i in 0..5 {
+        let service_type = format!("t{i}");
+        let service = register(&server, "web-1", &service_type, "10.0.0.1", 2).await;
+        let expires_at = service["expires_at"].as_f64().unwrap();
+        pending.push((service_type, expires_at, 0, 0));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The server's clock and ours are the same machine's; allow a little for
+    // rounding and clock reads.
+    let margin = 0.02;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while pending.iter().any(|(_, _, _, after)| *after < 3) {
+        for (service_type, expires_at, before, after) in &mut pending {
+            let sent = unix_now();
+            let addresses = served(&server, service_type).await;
+            let received = unix_now();
+            if received < *expires_at - margin {
+                // Answered before expiry: it must be served.
+                assert_eq!(
+                    addresses,
+                    vec![ADDR],
+                    "{service_type}: not served {:.3} s before expiry",
+                    *expires_at - received
+                );
+                *before += 1;
+            }
+            if sent > *expires_at + margin {
+                // Asked after expiry: never served, sweep or no sweep.
+                assert!(
+                    addresses.is_empty(),
+                    "{service_type}: served {:.3} s after expiry",
+                    sent - *expires_at
+                );
+                *after += 1;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "every expiry observed within 5 s"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    for (service_type, _, before, _) in &pending {
+        assert!(*before > 0, "{service_type} was served before expiry");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn heartbeats_keep_a_short_ttl_instance_alive() {
+    let server = TestServer::start().await;
+    let service = register(&server, "web-1", "web", "10.0.0.1", 1).await;
+    let id = id_of(&service);
+    let start = Instant::now();
+    let mut beats = 0;
+    while start.elapsed() < Duration::from_secs(3) {
+        assert_eq!(
+            served(&server, "web").await,
+            vec![ADDR],
+            "served at {:?}",
+            start.elapsed()
+        );
+        let (status, body) = heartbeat(&server, &id, "passing").await;
+        assert_eq!(status, 200, "heartbeat at {:?}: {body}", start.elapsed());
+        assert_eq!(body["id"], service["id"]);
+        beats += 1;
+        tokio::time::sleep(Duration::from_millis(400)).await;
+    }
+    assert!(beats >= 5, "{beats} heartbeats");
+    assert_eq!(served(&server, "web").await, vec![ADDR], "still served");
+    let (status, body) = server.get(&format!("/v1/services/{id}")).await;
+    assert_eq!(status, 200);
+    assert_eq!(body["registered_at"], service["registered_at"]);
+    assert!(
+        body["last_heartbeat"].as_f64().unwrap()
+            > service["last_heartbeat"].as_f64().unwrap() + 2.0,
+        "last_heartbeat moved on: {body}"
+    );
+
+    // Once the heartbeats stop, it lapses.
+    let server = &server;
+    assert!(
+        eventually(Duration::from_secs(3), || async move {
+            served(server, "web").await.is_empty()
+        })
+        .await,
+        "expires after the heartbeats stop"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registering_again_after_expiry_gives_a_new_id() {
+    let server = TestServer::start().await;
+    let first = register(&server, "web-1", "web", "10.0.0.1", 1).await;
+    let id = id_of(&first);
+    let server = &server;
+    let path = &format!("/v1/services/{id}");
+    assert!(
+        eventually(Duration::from_secs(3), || async move {
+            server.get(path).await.0 == 404
+        })
+        .await,
+        "expired"
+    );
+    let (status, second) = server
+        .register(
+            &json!({"name": "web-1", "type": "web", "host": "10.0.0.2", "port": 8080, "ttl": 30}),
+        )
+        .await;
+    assert_eq!(
+        status, 201,
+        "a registration after expiry is a new one: {second}"
+    );
+    assert_ne!(second["id"], first["id"], "with a new id");
+    assert_eq!(
+        served(server, "web").await,
+        vec![Ipv4Addr::new(10, 0, 0, 2)]
+    );
+    assert_eq!(
+        heartbeat(server, &id, "passing").await.0,
+        404,
+        "the old id stays dead"
+    );
+    assert_eq!(heartbeat(server, &id_of(&second), "passing").await.0, 200);
+    assert_eq!(listed(server).await.len(), 1);
+
+    // The first one's expiry is reported even when the new registration
+    // reached it before the sweep did.
+    let counted = eventually(Duration::from_secs(2), || async move {
+        metric(&metrics(server).await, "signpost_expired_total") == Some(1.0)
+    })
+    .await;
+    assert!(counted, "expiry counted once:\n{}", metrics(server).await);
+    assert_eq!(listed(server).await.len(), 1, "the new one is not swept");
+}
+
+// ---------------------------------------------------------------------------
+// Health
+// ---------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn critical_instances_are_not_served_but_still_listed() {
+    let server = TestServer::start().await;
+    let service = register(&server, "web-1", "web", "10.0.0.1", 30).await;
+    let id = id_of(&service);
+    let path = format!("/v1/services/{id}");
+    assert_eq!(served(&server, "web").await, vec![ADDR]);
+
+    let (status, body) = heartbeat(&server, &id, "critical").await;
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        served(&server, "web").await.is_empty(),
+        "critical: not in DNS"
+    );
+    let srv = server.query("web.svc.local.", RecordType::SRV).await;
+    assert!(srv.answers.is_empty(), "nor in SRV: {srv:?}");
+    let (status, body) = server.get(&path).await;
+    assert_eq!(status, 200, "GET still shows it: {body}");
+    assert_eq!(body["health"], "critical");
+    let (status, body) = server.get("/v1/services?health=critical").await;
+    assert_eq!(status, 200);
+    assert_eq!(body["services"].as_array().unwrap().len(), 1);
+    let (status, body) = server.get("/v1/services?health=passing").await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        body["services"],
+        json!([]),
+        "not among what DNS would serve"
+    );
+    assert_eq!(server.get("/v1/discover/web").await.0, 404);
+
+    let (status, body) = heartbeat(&server, &id, "passing").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        served(&server, "web").await,
+        vec![ADDR],
+        "passing again: back"
+    );
+    assert_eq!(server.get(&path).await.1["health"], "passing");
+
+    let (status, body) = heartbeat(&server, &id, "warning").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        served(&server, "web").await,
+        vec![ADDR],
+        "warning is still served"
+    );
+    assert_eq!(server.get(&path).await.1["health"], "warning");
+    assert_eq!(server.get("/v1/discover/web").await.0, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_critical_instance_still_expires() {
+    let server = TestServer::start().await;
+    let service = register(&server, "web-1", "web", "10.0.0.1", 1).await;
+    let id = id_of(&service);
+    assert_eq!(heartbeat(&server, &id, "critical").await.0, 200);
+    let server = &server;
+    let path = &format!("/v1/services/{id}");
+    assert!(
+        eventually(Duration::from_secs(3), || async move {
+            server.get(path).await.0 == 404
+        })
+        .await,
+        "a critical instance lapses like any other"
+    );
+    assert_eq!(
+        heartbeat(server, &id, "passing").await.0,
+        404,
+        "and cannot be revived"
+    );
+    assert!(served(server, "web").await.is_empty());
+}
+
+// ---------------------------------------------------------------------------
+// Record TTLs and deregistration
+// ---------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn record_ttl_never_exceeds_the_remaining_lifetime() {
+    let server = TestServer::start().await;
+    let short = register(&server, "short", "short", "10.0.0.1", 3).await;
+    register(&server, "long", "long", "10.0.0.2", 300).await;
+    let expires_at = short["expires_at"].as_f64().unwrap();
+
+    /// Queries `name`; returns the TTLs of its answer and address glue, and
+    /// the lifetime left when the query was sent (an upper bound of what is
+    /// left when the server answers).
+    async fn ask(
+        server: &TestServer,
+        name: &str,
+        qtype: RecordType,
+        expires_at: f64,
+    ) -> (Vec<u32>, f64) {
+        let left = expires_at - unix_now();
+        let response = server.query(name, qtype).await;
+        assert!(!response.answers.is_empty(), "{name} {qtype}: {response:?}");
+        let glue = response
+            .additionals
+            .iter()
+            .filter(|r| matches!(r.data, RData::A(_) | RData::AAAA(_)));
+        (
+            response.answers.iter().chain(glue).map(|r| r.ttl).collect(),
+            left,
+        )
+    }
+
+    for name in ["short.svc.local.", "short.short.svc.local."] {
+        for qtype in [RecordType::A, RecordType::SRV] {
+            let (ttls, left) = ask(&server, name, qtype, expires_at).await;
+            for ttl in ttls {
+                assert!(
+                    ttl <= 3,
+                    "{name} {qtype}: ttl {ttl} within a 3 s registration"
+                );
+                assert!(
+                    f64::from(ttl) <= left + 0.02,
+                    "{name} {qtype}: ttl {ttl} with {left:.3} s left"
+                );
+            }
+        }
+    }
+
+    // A long registration gets the configured DNS TTL (5 s).
+    let (ttls, _) = ask(&server, "long.svc.local.", RecordType::A, f64::MAX).await;
+    assert_eq!(ttls, vec![5], "capped by the configured TTL");
+
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    for name in ["short.svc.local.", "short.short.svc.local."] {
+        for qtype in [RecordType::A, RecordType::SRV] {
+            let (ttls, left) = ask(&server, name, qtype, expires_at).await;
+            for ttl in ttls {
+                assert!(
+                    ttl <= 2,
+                    "{name} {qtype}: ttl {ttl} after 1.5 s of a 3 s registration"
+                );
+                assert!(
+                    f64::from(ttl) <= left + 0.02,
+                    "{name} {qtype}: ttl {ttl} with {left:.3} s left"
+                );
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deregister_removes_from_dns_in_the_next_answer() {
+    let server = TestServer::start().await;
+    let one = register(&server, "web-1", "web", "10.0.0.1", 30).await;
+    let two = register(&server, "web-2", "web", "10.0.0.2", 30).await;
+    let mut both = served(&server, "web").await;
+    both.sort();
+    assert_eq!(both, vec![ADDR, Ipv4Addr::new(10, 0, 0, 2)]);
+
+    assert_eq!(server.deregister(&id_of(&one)).await, 204);
+    assert_eq!(
+        served(&server, "web").await,
+        vec![Ipv4Addr::new(10, 0, 0, 2)],
+        "the very next answer has only web-2"
+    );
+    let gone = server.query("web-1.web.svc.local.", RecordType::A).await;
+    assert_eq!(
+        gone.metadata.response_code,
+        ResponseCode::NXDomain,
+        "{gone:?}"
+    );
+
+    assert_eq!(server.deregister(&id_of(&two)).await, 204);
+    assert!(
+        served(&server, "web").await.is_empty(),
+        "none left: NXDOMAIN"
+    );
+    assert!(listed(&server).await.is_empty());
+}
