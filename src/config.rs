@@ -67,7 +67,7 @@ pub struct RegistryConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StoreConfig {
-    /// Store URL; only `memory` is supported.
+    /// Store URL: `memory` or `sqlite:PATH`.
     pub url: String,
 }
 
@@ -153,7 +153,7 @@ mod tests {
         assert_eq!(config.dns.listen, "127.0.0.1:8600".parse().unwrap());
         assert_eq!(config.admin.listen, "127.0.0.1:8700".parse().unwrap());
         assert_eq!(config.dns.zone, "svc.local");
-        assert_eq!(config.store.url, "memory");
+        assert_eq!(config.store.url, "sqlite:data/signpost.db");
     }
 
     #[test]

@@ -6,10 +6,11 @@
 //! - [`config`]: settings from the TOML file and flags.
 //! - [`service`]: a registration, its validation, and the stored instance.
 //! - [`registry`]: every instance, indexed for the API and for DNS; expiry.
+//! - [`registrar`]: the write path, store first and then the registry.
 //! - [`dns`]: the authoritative DNS server, reading the registry.
 //! - [`admin`]: the HTTP API, writing the registry.
 //! - [`metrics`]: counters for `/metrics`.
-//! - [`store`]: where registrations are kept (memory only for now).
+//! - [`store`]: where registrations are kept across restarts (SQLite).
 //!
 //! [`Server`] ties them together: bind every socket first (port 0 works and
 //! the real addresses are known), then run until a shutdown future fires.
@@ -18,6 +19,7 @@ pub mod admin;
 pub mod config;
 pub mod dns;
 pub mod metrics;
+pub mod registrar;
 pub mod registry;
 pub mod service;
 pub mod store;
@@ -34,7 +36,9 @@ use tokio_util::sync::CancellationToken;
 pub use config::Config;
 use dns::{Responder, ZoneSettings};
 use metrics::Metrics;
+use registrar::Registrar;
 use registry::Registry;
+use store::Store;
 
 /// How long shutdown waits for in-flight work before giving up on it.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
@@ -44,6 +48,8 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 pub enum StartError {
     #[error(transparent)]
     Config(#[from] config::ConfigError),
+    #[error(transparent)]
+    Store(#[from] store::StoreError),
     #[error("cannot listen for dns on {addr}: {source}")]
     BindDns {
         addr: SocketAddr,
@@ -65,14 +71,33 @@ pub struct Server {
     dns_addr: SocketAddr,
     admin_addr: SocketAddr,
     registry: Registry,
+    registrar: Registrar,
     metrics: Arc<Metrics>,
 }
 
 impl Server {
-    /// Validates `config` and binds the DNS (UDP and TCP) and admin sockets.
+    /// Validates `config`, opens the store and loads the registry from it,
+    /// then binds the DNS (UDP and TCP) and admin sockets: nothing answers
+    /// before every stored registration is back.
     pub async fn bind(config: Config) -> Result<Server, StartError> {
         config.validate()?;
         let zone = dns::zone_name(&config.dns.zone).expect("validated");
+        let store_kind = store::StoreKind::parse(&config.store.url)?;
+        let started = Instant::now();
+        let (store, stored) = {
+            let kind = store_kind.clone();
+            tokio::task::spawn_blocking(move || Store::open(&kind))
+                .await
+                .expect("store open does not panic")?
+        };
+        let registry = Registry::new(zone.clone());
+        let metrics = Arc::new(Metrics::default());
+        let registrar = Registrar::new(registry.clone(), store, metrics.clone());
+        let restored = registrar.restore(stored);
+        tracing::info!(
+            "store {store_kind}: restored {restored} registrations in {:?}",
+            started.elapsed()
+        );
         let (udp, tcp) = dns::server::bind(config.dns.listen)
             .await
             .map_err(|source| StartError::BindDns {
@@ -90,8 +115,9 @@ impl Server {
         tracing::info!("dns listening on {dns_addr} (udp and tcp), zone {zone}");
         tracing::info!("admin listening on http://{admin_addr}");
         Ok(Server {
-            registry: Registry::new(zone),
-            metrics: Arc::new(Metrics::default()),
+            registry,
+            registrar,
+            metrics,
             config,
             udp,
             tcp,
@@ -125,6 +151,7 @@ impl Server {
             tcp,
             http,
             registry,
+            registrar,
             metrics,
             ..
         } = self;
@@ -166,16 +193,13 @@ impl Server {
             config.dns.max_tcp_connections,
             Duration::from_secs(config.dns.tcp_idle_timeout),
         ));
-        tasks.spawn(registry::run_sweeper(
-            registry.clone(),
-            metrics.clone(),
-            token.clone(),
-        ));
+        tasks.spawn(registrar.clone().run_sweeper(token.clone()));
 
         let token_value =
             (!config.admin.token.is_empty()).then(|| Arc::from(config.admin.token.as_str()));
         let app = admin::router(admin::AdminState {
             registry,
+            registrar: registrar.clone(),
             metrics,
             token: token_value,
             default_ttl: config.registry.default_ttl,
@@ -197,6 +221,7 @@ impl Server {
             );
             tasks.abort_all();
         }
+        registrar.store.close().await;
         tracing::info!("stopped");
     }
 }

@@ -71,21 +71,28 @@ fn load_config(args: ServeArgs) -> Result<Config, String> {
     Ok(config)
 }
 
-/// Completes on SIGINT or SIGTERM.
-async fn shutdown_signal() {
-    let interrupt = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut terminate =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-                .expect("can install a SIGTERM handler");
+/// Registers for SIGINT and SIGTERM *now* (not when first polled, as
+/// `tokio::signal::ctrl_c()` would), and returns a future that completes on
+/// either. Called before binding, so a signal that arrives at any moment
+/// after start-up stops the server cleanly instead of killing it.
+#[cfg(unix)]
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut terminate = signal(SignalKind::terminate()).expect("can install a SIGTERM handler");
+    let mut interrupt = signal(SignalKind::interrupt()).expect("can install a SIGINT handler");
+    async move {
         tokio::select! {
-            _ = interrupt => {}
             _ = terminate.recv() => {}
+            _ = interrupt.recv() => {}
         }
     }
-    #[cfg(not(unix))]
-    let _ = interrupt.await;
+}
+
+#[cfg(not(unix))]
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
+    async {
+        let _ = tokio::signal::ctrl_c().await;
+    }
 }
 
 fn main() -> ExitCode {
@@ -111,6 +118,7 @@ fn main() -> ExitCode {
     };
     let runtime = tokio::runtime::Runtime::new().expect("can start the tokio runtime");
     runtime.block_on(async {
+        let shutdown = shutdown_signal();
         let server = match Server::bind(config).await {
             Ok(server) => server,
             Err(error) => {
@@ -119,9 +127,6 @@ fn main() -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
-        // Signal handlers are installed before serving, so an early SIGTERM
-        // still stops cleanly.
-        let shutdown = shutdown_signal();
         server.run(shutdown).await;
         ExitCode::SUCCESS
     })

@@ -83,6 +83,8 @@ pub struct Metrics {
     pub heartbeats: Counter,
     pub heartbeats_unknown: Counter,
     pub expired: Counter,
+    /// Writes the store could not commit (answered 503, nothing applied).
+    pub store_write_failures: Counter,
 }
 
 impl Metrics {
@@ -117,7 +119,7 @@ impl Metrics {
                 }
             }
         }
-        let counters: [(&str, &str, &str, u64); 10] = [
+        let counters: [(&str, &str, &str, u64); 11] = [
             (
                 "signpost_dns_dropped_total",
                 "DNS packets dropped unanswered (runt or not a query).",
@@ -177,6 +179,12 @@ impl Metrics {
                 "Instances removed because their TTL lapsed.",
                 "",
                 self.expired.get(),
+            ),
+            (
+                "signpost_store_write_failures_total",
+                "Store writes that could not be committed (answered 503, nothing changed).",
+                "",
+                self.store_write_failures.get(),
             ),
         ];
         for (name, help, labels, value) in counters {

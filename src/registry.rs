@@ -70,6 +70,16 @@ pub struct Registered {
     pub expired: Option<Arc<Instance>>,
 }
 
+/// The id and registration time a registration takes (see
+/// [`Registry::identity_for`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Identity {
+    pub id: Uuid,
+    pub registered_at_ms: u64,
+    /// True when it replaces a live instance in place.
+    pub replaces: bool,
+}
+
 /// Why a heartbeat was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum HeartbeatError {
@@ -118,52 +128,78 @@ impl Registry {
         self.shared.writer.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Registers an instance, or replaces in place (keeping its id) a live
-    /// instance of the same type and name.
-    pub fn register(&self, spec: ValidRegistration) -> Registered {
+    /// Who a registration of `spec` is: the live instance of the same type
+    /// and name, replaced in place (keeping its id and registration time),
+    /// or a new instance with a fresh id. Decided before the store write, so
+    /// that what is persisted and what is served carry the same id.
+    pub fn identity_for(&self, spec: &ValidRegistration) -> Identity {
         let now = now_ms();
-        let shared = &self.shared;
-        let _writer = self.lock_writer();
-        let previous = shared
+        let live = self
+            .shared
             .by_type
             .get(&spec.service_type)
             .and_then(|set| set.find(&spec.name).cloned())
             .filter(|old| now < old.expires_at_ms());
-        let (id, registered_at_ms) = match &previous {
-            Some(old) => (old.id, old.registered_at_ms),
-            None => (Uuid::new_v4(), now),
-        };
+        match live {
+            Some(old) => Identity {
+                id: old.id,
+                registered_at_ms: old.registered_at_ms,
+                replaces: true,
+            },
+            None => Identity {
+                id: Uuid::new_v4(),
+                registered_at_ms: now,
+                replaces: false,
+            },
+        }
+    }
+
+    /// Registers `spec` as `identity` with `health`, its lifetime starting
+    /// now. Replaces whatever instance of the same type and name was there.
+    pub fn register(
+        &self,
+        spec: ValidRegistration,
+        identity: Identity,
+        health: Health,
+    ) -> Registered {
+        let now = now_ms();
+        let shared = &self.shared;
+        let _writer = self.lock_writer();
         let generation = shared.next_generation.fetch_add(1, Ordering::Relaxed);
         let instance = Arc::new(Instance::new(
-            id,
+            identity.id,
             generation,
             spec,
             &shared.zone,
-            registered_at_ms,
+            identity.registered_at_ms,
             now,
+            health,
         ));
-        // A lapsed instance of the same name that the sweep has not reached
-        // yet is dropped from the set below, and returned as expired.
+        // Another instance of the same name (a lapsed one the sweep has not
+        // reached yet) is dropped from the set below, and returned as expired.
         let mut expired = None;
         self.publish_type(&instance.spec.service_type, |instances| {
             match instances.binary_search_by(|i| i.spec.name.cmp(&instance.spec.name)) {
                 Ok(index) => {
                     let stale = std::mem::replace(&mut instances[index], instance.clone());
                     if stale.id != instance.id {
-                        stale.kill_if_lapsed_by(now);
                         shared.by_id.remove(&stale.id);
-                        expired = Some(stale);
+                        if stale.kill_if_lapsed_by(now) {
+                            expired = Some(stale);
+                        } else {
+                            stale.kill_if_live(now);
+                        }
                     }
                 }
                 Err(index) => instances.insert(index, instance.clone()),
             }
         });
-        shared.by_id.insert(id, instance.clone());
+        shared.by_id.insert(identity.id, instance.clone());
         self.queue_expiry(&instance);
         shared.version.fetch_add(1, Ordering::Relaxed);
         Registered {
             instance,
-            created: previous.is_none(),
+            created: !identity.replaces,
             expired,
         }
     }
@@ -344,32 +380,6 @@ impl Registry {
     }
 }
 
-/// Runs the expiry sweep every [`SWEEP_INTERVAL`] until `shutdown` fires.
-pub async fn run_sweeper(
-    registry: Registry,
-    metrics: Arc<crate::metrics::Metrics>,
-    shutdown: tokio_util::sync::CancellationToken,
-) {
-    let mut tick = tokio::time::interval(SWEEP_INTERVAL);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = tick.tick() => {}
-        }
-        let lapsed = registry.sweep(now_ms());
-        for instance in &lapsed {
-            tracing::info!(
-                id = %instance.id,
-                name = %instance.spec.name,
-                service_type = %instance.spec.service_type,
-                "expired: no heartbeat within its ttl"
-            );
-        }
-        metrics.expired.add(lapsed.len() as u64);
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -393,11 +403,16 @@ mod tests {
         Registry::new(Name::from_ascii("svc.local.").unwrap())
     }
 
+    fn register(registry: &Registry, spec: ValidRegistration) -> Registered {
+        let identity = registry.identity_for(&spec);
+        registry.register(spec, identity, Health::Passing)
+    }
+
     #[test]
     fn replace_in_place_keeps_id() {
         let registry = registry();
-        let first = registry.register(spec("a", 30));
-        let second = registry.register(spec("a", 60));
+        let first = register(&registry, spec("a", 30));
+        let second = register(&registry, spec("a", 60));
         assert!(first.created);
         assert!(!second.created);
         assert_eq!(first.instance.id, second.instance.id);
@@ -409,8 +424,8 @@ mod tests {
     #[test]
     fn sweep_removes_only_lapsed() {
         let registry = registry();
-        let short = registry.register(spec("a", 1)).instance;
-        registry.register(spec("b", 30));
+        let short = register(&registry, spec("a", 1)).instance;
+        register(&registry, spec("b", 30));
         let removed = registry.sweep(now_ms() + 1500);
         assert_eq!(removed.len(), 1);
         assert_eq!(removed[0].id, short.id);
@@ -427,7 +442,7 @@ mod tests {
     #[test]
     fn deregister_removes_everywhere() {
         let registry = registry();
-        let a = registry.register(spec("a", 30)).instance;
+        let a = register(&registry, spec("a", 30)).instance;
         assert!(registry.deregister(a.id).is_some());
         assert!(registry.deregister(a.id).is_none());
         assert!(registry.type_set("web").is_none());

@@ -316,6 +316,7 @@ impl Instance {
         zone: &hickory_proto::rr::Name,
         registered_at_ms: u64,
         now_ms: u64,
+        health: Health,
     ) -> Instance {
         let srv_target = match &spec.host {
             Host::Ip(_) => hickory_proto::rr::Name::from_labels([
@@ -342,7 +343,7 @@ impl Instance {
             txt,
             registered_at_ms,
             last_heartbeat_ms: AtomicU64::new(now_ms),
-            health: AtomicU8::new(Health::Passing as u8),
+            health: AtomicU8::new(health as u8),
             output: Mutex::new(None),
         }
     }
@@ -406,22 +407,7 @@ impl Instance {
     /// Marks the instance removed if its lifetime lapsed by `now_ms`.
     /// Returns true when this call removed it.
     pub fn kill_if_lapsed_by(&self, now_ms: u64) -> bool {
-        let ttl_ms = u64::from(self.spec.ttl) * 1000;
-        let mut current = self.last_heartbeat_ms.load(Ordering::Acquire);
-        loop {
-            if current == REMOVED || now_ms < current + ttl_ms {
-                return false;
-            }
-            match self.last_heartbeat_ms.compare_exchange_weak(
-                current,
-                REMOVED,
-                Ordering::AcqRel,
-                Ordering::Acquire,
-            ) {
-                Ok(_) => return true,
-                Err(actual) => current = actual,
-            }
-        }
+        self.remove_if(now_ms, true)
     }
 
     /// Marks the instance removed if it is still live (unexpired) at
@@ -429,12 +415,19 @@ impl Instance {
     ///
     /// A lapsed instance is left alone: it is the expiry sweep's to remove
     /// and to report as expired, so a DELETE that reaches it first must not
-    /// hide its expiry (it used to be removed here and never counted).
+    /// hide its expiry.
     pub fn kill_if_live(&self, now_ms: u64) -> bool {
+        self.remove_if(now_ms, false)
+    }
+
+    /// Swaps `last_heartbeat` to [`REMOVED`] if the instance is lapsed at
+    /// `now_ms` (`lapsed`) or live (`!lapsed`); the compare-and-swap that
+    /// [`Instance::heartbeat`] races against.
+    fn remove_if(&self, now_ms: u64, lapsed: bool) -> bool {
         let ttl_ms = u64::from(self.spec.ttl) * 1000;
         let mut current = self.last_heartbeat_ms.load(Ordering::Acquire);
         loop {
-            if current == REMOVED || now_ms >= current + ttl_ms {
+            if current == REMOVED || (now_ms >= current + ttl_ms) != lapsed {
                 return false;
             }
             match self.last_heartbeat_ms.compare_exchange_weak(

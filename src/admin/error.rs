@@ -25,6 +25,22 @@ pub enum ApiError {
     /// value out of range.
     #[error("{0}")]
     Invalid(String),
+    /// The store could not commit the change; nothing was changed.
+    #[error("{0}; nothing was changed, try again")]
+    Unavailable(String),
+}
+
+impl From<crate::registrar::RegistrarError> for ApiError {
+    fn from(error: crate::registrar::RegistrarError) -> ApiError {
+        match error {
+            crate::registrar::RegistrarError::NotFound => {
+                ApiError::NotFound("no such service, or it has expired: register it again".into())
+            }
+            crate::registrar::RegistrarError::Store(error) => {
+                ApiError::Unavailable(error.to_string())
+            }
+        }
+    }
 }
 
 impl ApiError {
@@ -37,6 +53,7 @@ impl ApiError {
             ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 }

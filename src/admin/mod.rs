@@ -27,6 +27,7 @@ pub use error::ApiError;
 pub use serve::serve;
 
 use crate::metrics::Metrics;
+use crate::registrar::{Registrar, RegistrarError};
 use crate::registry::{Registry, now_ms};
 use crate::service::{Health, MAX_OUTPUT_BYTES, Registration, validate_label};
 
@@ -34,6 +35,8 @@ use crate::service::{Health, MAX_OUTPUT_BYTES, Registration, validate_label};
 #[derive(Clone)]
 pub struct AdminState {
     pub registry: Registry,
+    /// The write path: store first, then the registry.
+    pub registrar: Registrar,
     pub metrics: Arc<Metrics>,
     /// Bearer token for non-GET requests; `None` when not configured.
     pub token: Option<Arc<str>>,
@@ -117,7 +120,7 @@ async fn register(
             return Err(error);
         }
     };
-    let registered = state.registry.register(spec);
+    let registered = state.registrar.register(spec).await?;
     if let Some(stale) = &registered.expired {
         state.metrics.expired.inc();
         tracing::info!(
@@ -185,7 +188,11 @@ async fn heartbeat(
             "output must be at most {MAX_OUTPUT_BYTES} bytes"
         )));
     }
-    match state.registry.heartbeat(id, beat.status, beat.output) {
+    match state
+        .registrar
+        .heartbeat(id, beat.status, beat.output)
+        .await
+    {
         Ok((instance, previous)) => {
             state.metrics.heartbeats.inc();
             if previous != beat.status {
@@ -193,10 +200,11 @@ async fn heartbeat(
             }
             Ok(Json(instance.view()).into_response())
         }
-        Err(_) => {
+        Err(RegistrarError::NotFound) => {
             state.metrics.heartbeats_unknown.inc();
             Err(unknown_id(id))
         }
+        Err(error) => Err(error.into()),
     }
 }
 
@@ -206,9 +214,13 @@ async fn deregister(
 ) -> Result<StatusCode, ApiError> {
     let id = parse_id(&id)?;
     let instance = state
-        .registry
+        .registrar
         .deregister(id)
-        .ok_or_else(|| unknown_id(id))?;
+        .await
+        .map_err(|error| match error {
+            RegistrarError::NotFound => unknown_id(id),
+            error => error.into(),
+        })?;
     state.metrics.deregistrations.inc();
     tracing::info!(
         %id,

@@ -77,11 +77,14 @@ async fn stop_with(process: &mut Process, signal: &str) -> Option<i32> {
     exit.code()
 }
 
-const PORT_ZERO: [&str; 4] = [
+/// Free ports and the memory store, so parallel tests share nothing.
+const PORT_ZERO: [&str; 6] = [
     "--dns-listen",
     "127.0.0.1:0",
     "--admin-listen",
     "127.0.0.1:0",
+    "--store",
+    "memory",
 ];
 
 /// Registers one instance and resolves it, proving both servers work.
@@ -143,7 +146,8 @@ async fn config_file_is_read_and_flags_override_it() {
     let text = signpost::config::DEFAULT_CONFIG_TOML
         .replace("zone = \"svc.local\"", "zone = \"disco.test\"")
         .replace("ttl = 5", "ttl = 3")
-        .replace("listen = \"127.0.0.1:8600\"", "listen = \"127.0.0.1:0\"");
+        .replace("listen = \"127.0.0.1:8600\"", "listen = \"127.0.0.1:0\"")
+        .replace("url = \"sqlite:data/signpost.db\"", "url = \"memory\"");
     std::fs::write(&path, text).unwrap();
     let path_text = path.to_str().unwrap();
     // The config sets the zone and the DNS port; the flag sets the admin port.
@@ -172,12 +176,16 @@ async fn run_to_exit(args: &[&str]) -> (Option<i32>, String) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unsupported_store_is_refused_with_a_clear_message() {
-    let mut args = PORT_ZERO.to_vec();
-    args.extend(["--store", "etcd:http://127.0.0.1:2379"]);
+    let args = [
+        "--dns-listen",
+        "127.0.0.1:0",
+        "--store",
+        "etcd:http://127.0.0.1:2379",
+    ];
     let (code, stderr) = run_to_exit(&args).await;
     assert_ne!(code, Some(0));
     assert!(
-        stderr.contains("unsupported store") && stderr.contains("memory"),
+        stderr.contains("unsupported store") && stderr.contains("sqlite:PATH"),
         "{stderr}"
     );
 }
@@ -201,11 +209,26 @@ async fn bad_settings_are_refused_with_a_clear_message() {
 async fn busy_port_is_reported() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = taken.local_addr().unwrap().to_string();
-    let (code, stderr) =
-        run_to_exit(&["--dns-listen", "127.0.0.1:0", "--admin-listen", &port]).await;
+    let (code, stderr) = run_to_exit(&[
+        "--dns-listen",
+        "127.0.0.1:0",
+        "--admin-listen",
+        &port,
+        "--store",
+        "memory",
+    ])
+    .await;
     assert_ne!(code, Some(0));
     assert!(
         stderr.contains("admin") && stderr.contains(&port),
         "{stderr}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_the_moment_it_is_listening_still_exits_cleanly() {
+    for _ in 0..5 {
+        let mut process = spawn(&PORT_ZERO).await;
+        assert_eq!(stop_with(&mut process, "TERM").await, Some(0));
+    }
 }

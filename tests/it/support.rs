@@ -32,6 +32,7 @@ impl TestServer {
     /// Like [`TestServer::start`], after `configure` adjusts the settings.
     pub async fn start_with(configure: impl FnOnce(&mut Config)) -> TestServer {
         let mut config = Config::default();
+        config.store.url = "memory".into();
         config.dns.listen = "127.0.0.1:0".parse().unwrap();
         config.admin.listen = "127.0.0.1:0".parse().unwrap();
         configure(&mut config);

@@ -1,0 +1,273 @@
+//! The SQLite store: one writer thread, group commit, WAL.
+//!
+//! Every write is queued with a reply channel. The writer thread takes
+//! everything waiting, commits it in one transaction with
+//! `synchronous=FULL`, and only then replies: a success means the change is
+//! on disk, and 64 concurrent registrations cost one fsync, not 64. When a
+//! commit fails (disk full, I/O error, file removed) every write in it gets
+//! the error and nothing of it is applied in memory.
+//!
+//! A file is checked before anything is written to it: it must be empty or
+//! carry signpost's `application_id` and a schema version this build knows.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+use rusqlite::{Connection, OpenFlags, params};
+use tokio::sync::{mpsc, oneshot};
+use uuid::Uuid;
+
+use super::{StoreError, StoredInstance, Write, parse_registration, registration_json};
+use crate::service::Health;
+
+/// `PRAGMA application_id` of a signpost database ("SgnP").
+const APPLICATION_ID: i64 = 0x5367_6E50;
+/// `PRAGMA user_version`: bumped by every change of the schema.
+pub const SCHEMA_VERSION: i64 = 1;
+/// Most writes committed in one transaction.
+const MAX_BATCH: usize = 4096;
+
+type Request = (Write, oneshot::Sender<Result<(), StoreError>>);
+
+/// A handle on the writer thread.
+#[derive(Clone)]
+pub struct SqliteStore {
+    queue: Arc<Mutex<Option<mpsc::UnboundedSender<Request>>>>,
+    writer: Arc<Mutex<Option<JoinHandle<()>>>>,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database at `path`, checks it is ours,
+    /// and returns every stored registration.
+    pub fn open(path: &Path) -> Result<(SqliteStore, Vec<StoredInstance>), StoreError> {
+        let shown = path.display().to_string();
+        let open_error = |e: &dyn std::fmt::Display| StoreError::Open {
+            path: shown.clone(),
+            message: e.to_string(),
+        };
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| open_error(&e))?;
+        }
+        let connection = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE
+                | OpenFlags::SQLITE_OPEN_CREATE
+                | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(|e| open_error(&e))?;
+        check_ownership(&connection, &shown)?;
+        connection
+            .pragma_update(None, "journal_mode", "WAL")
+            .and_then(|_| connection.pragma_update(None, "synchronous", "FULL"))
+            .and_then(|_| connection.busy_timeout(std::time::Duration::from_secs(5)))
+            .and_then(|_| create_schema(&connection))
+            .map_err(|e| open_error(&e))?;
+        let stored = load(&connection).map_err(|e| open_error(&e))?;
+
+        let (sender, receiver) = mpsc::unbounded_channel();
+        let path_buf: PathBuf = path.to_path_buf();
+        let writer = std::thread::Builder::new()
+            .name("signpost-store".into())
+            .spawn(move || run_writer(connection, receiver, path_buf))
+            .map_err(|e| open_error(&e))?;
+        let store = SqliteStore {
+            queue: Arc::new(Mutex::new(Some(sender))),
+            writer: Arc::new(Mutex::new(Some(writer))),
+        };
+        Ok((store, stored))
+    }
+
+    /// Queues `write` and waits for its commit.
+    pub async fn write(&self, write: Write) -> Result<(), StoreError> {
+        let (reply, committed) = oneshot::channel();
+        {
+            let queue = self.queue.lock().unwrap_or_else(|e| e.into_inner());
+            let sender = queue.as_ref().ok_or(StoreError::Closed)?;
+            sender
+                .send((write, reply))
+                .map_err(|_| StoreError::Closed)?;
+        }
+        committed.await.unwrap_or(Err(StoreError::Closed))
+    }
+
+    /// Refuses new writes, lets the writer commit what is queued, and waits
+    /// for it to finish.
+    pub async fn close(&self) {
+        drop(self.queue.lock().unwrap_or_else(|e| e.into_inner()).take());
+        let writer = self.writer.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(writer) = writer {
+            let _ = tokio::task::spawn_blocking(move || writer.join()).await;
+        }
+    }
+}
+
+/// Refuses a file that holds anything but a signpost database of a schema
+/// version this build understands. Reads only.
+fn check_ownership(connection: &Connection, path: &str) -> Result<(), StoreError> {
+    let foreign = |detail: String| StoreError::Foreign {
+        path: path.to_string(),
+        detail,
+    };
+    let read = |pragma: &str| -> Result<i64, StoreError> {
+        connection
+            .pragma_query_value(None, pragma, |row| row.get(0))
+            .map_err(|e| foreign(e.to_string()))
+    };
+    let application_id = read("application_id")?;
+    let version = read("user_version")?;
+    let objects: i64 = connection
+        .query_row("SELECT count(*) FROM sqlite_master", [], |row| row.get(0))
+        .map_err(|e| foreign(e.to_string()))?;
+    if application_id == 0 && version == 0 && objects == 0 {
+        return Ok(()); // new, empty file
+    }
+    if application_id != APPLICATION_ID {
+        return Err(foreign(format!(
+            "application_id {application_id:#x}, {objects} schema objects"
+        )));
+    }
+    if version > SCHEMA_VERSION {
+        return Err(StoreError::TooNew {
+            path: path.to_string(),
+            found: version,
+            supported: SCHEMA_VERSION,
+        });
+    }
+    Ok(())
+}
+
+fn create_schema(connection: &Connection) -> rusqlite::Result<()> {
+    connection.execute_batch(&format!(
+        "BEGIN;
+         CREATE TABLE IF NOT EXISTS instances (
+             id TEXT PRIMARY KEY,
+             type TEXT NOT NULL,
+             name TEXT NOT NULL,
+             registration TEXT NOT NULL,
+             health TEXT NOT NULL,
+             registered_at_ms INTEGER NOT NULL,
+             UNIQUE (type, name)
+         );
+         PRAGMA application_id = {APPLICATION_ID};
+         PRAGMA user_version = {SCHEMA_VERSION};
+         COMMIT;"
+    ))
+}
+
+fn parse_health(text: &str) -> Health {
+    match text {
+        "passing" => Health::Passing,
+        "warning" => Health::Warning,
+        _ => Health::Critical,
+    }
+}
+
+/// Every stored registration. A row that no longer validates is logged and
+/// skipped rather than served.
+fn load(connection: &Connection) -> rusqlite::Result<Vec<StoredInstance>> {
+    let mut statement =
+        connection.prepare("SELECT id, registration, health, registered_at_ms FROM instances")?;
+    let rows = statement.query_map([], |row| {
+        Ok((
+            row.get::<_, String>(0)?,
+            row.get::<_, String>(1)?,
+            row.get::<_, String>(2)?,
+            row.get::<_, i64>(3)?,
+        ))
+    })?;
+    let mut stored = Vec::new();
+    for row in rows {
+        let (id, registration, health, registered_at_ms) = row?;
+        let parsed = Uuid::parse_str(&id)
+            .map_err(|e| e.to_string())
+            .and_then(|id| parse_registration(&registration).map(|spec| (id, spec)));
+        match parsed {
+            Ok((id, spec)) => stored.push(StoredInstance {
+                id,
+                spec,
+                health: parse_health(&health),
+                registered_at_ms: u64::try_from(registered_at_ms).unwrap_or(0),
+            }),
+            Err(error) => {
+                tracing::warn!(%id, %error, "skipping a stored registration that does not validate")
+            }
+        }
+    }
+    Ok(stored)
+}
+
+/// The writer thread: commit whatever is queued as one transaction, reply to
+/// each, repeat until every handle is gone.
+fn run_writer(
+    mut connection: Connection,
+    mut queue: mpsc::UnboundedReceiver<Request>,
+    path: PathBuf,
+) {
+    let mut batch: Vec<Request> = Vec::new();
+    while let Some(first) = queue.blocking_recv() {
+        batch.push(first);
+        while batch.len() < MAX_BATCH {
+            match queue.try_recv() {
+                Ok(request) => batch.push(request),
+                Err(_) => break,
+            }
+        }
+        let result =
+            commit(&mut connection, &batch, &path).map_err(|e| StoreError::Write(e.to_string()));
+        if let Err(error) = &result {
+            tracing::error!(%error, writes = batch.len(), "store commit failed; nothing in it was acknowledged");
+        }
+        for (_, reply) in batch.drain(..) {
+            let _ = reply.send(result.clone());
+        }
+    }
+}
+
+/// Applies `batch` in one transaction. A file that vanished from under us is
+/// a failure too: committing to an unlinked inode would acknowledge writes
+/// that no restart can ever read back.
+fn commit(connection: &mut Connection, batch: &[Request], path: &Path) -> rusqlite::Result<()> {
+    if !path.exists() {
+        return Err(rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_IOERR),
+            Some(format!("{} was removed", path.display())),
+        ));
+    }
+    let transaction = connection.transaction()?;
+    {
+        let mut put = transaction.prepare_cached(
+            "INSERT OR REPLACE INTO instances (id, type, name, registration, health, registered_at_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        )?;
+        let mut health =
+            transaction.prepare_cached("UPDATE instances SET health = ?2 WHERE id = ?1")?;
+        let mut delete = transaction.prepare_cached("DELETE FROM instances WHERE id = ?1")?;
+        for (write, _) in batch {
+            match write {
+                Write::Put(instance) => {
+                    put.execute(params![
+                        instance.id.to_string(),
+                        instance.spec.service_type,
+                        instance.spec.name,
+                        registration_json(&instance.spec),
+                        instance.health.as_str(),
+                        i64::try_from(instance.registered_at_ms).unwrap_or(i64::MAX),
+                    ])?;
+                }
+                Write::Health { id, health: value } => {
+                    health.execute(params![id.to_string(), value.as_str()])?;
+                }
+                Write::Delete(id) => {
+                    delete.execute(params![id.to_string()])?;
+                }
+                Write::DeleteMany(ids) => {
+                    for id in ids {
+                        delete.execute(params![id.to_string()])?;
+                    }
+                }
+            }
+        }
+    }
+    transaction.commit()
+}
