@@ -161,6 +161,16 @@ pub fn validate_label(field: &str, value: &str) -> Result<String, ValidationErro
     Ok(value.to_ascii_lowercase())
 }
 
+/// Whether `label` is one hostname label: 1-63 of `a-z A-Z 0-9 -`, not
+/// starting or ending with `-`.
+pub fn is_dns_label(label: &str) -> bool {
+    !label.is_empty()
+        && label.len() <= 63
+        && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        && !label.starts_with('-')
+        && !label.ends_with('-')
+}
+
 /// Parses `host`: an IP literal, or a hostname of at most 253 characters made
 /// of valid labels (a trailing dot is allowed and dropped).
 pub fn validate_host(value: &str) -> Result<Host, ValidationError> {
@@ -175,14 +185,7 @@ pub fn validate_host(value: &str) -> Result<Host, ValidationError> {
         )));
     }
     for label in name.split('.') {
-        let ok = !label.is_empty()
-            && label.len() <= 63
-            && label
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-')
-            && !label.starts_with('-')
-            && !label.ends_with('-');
-        if !ok {
+        if !is_dns_label(label) {
             return Err(invalid(format!(
                 "host must be an IP address or a hostname made of labels of a-z 0-9 '-': {value:?}"
             )));

@@ -25,14 +25,7 @@ pub fn zone_name(zone: &str) -> Result<Name, String> {
         return Err("the zone must not be empty (the root zone is not served)".into());
     }
     for label in text.split('.') {
-        let ok = !label.is_empty()
-            && label.len() <= 63
-            && label
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-')
-            && !label.starts_with('-')
-            && !label.ends_with('-');
-        if !ok {
+        if !crate::service::is_dns_label(label) {
             return Err(format!("{zone:?} is not a valid zone name"));
         }
     }
