@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::metrics::Metrics;
-use crate::registry::{Registered, Registry, SWEEP_INTERVAL, now_ms};
+use crate::registry::{Identity, Registered, Registry, SWEEP_INTERVAL, now_ms};
 use crate::service::{Health, Instance, ValidRegistration};
 use crate::store::{Store, StoreError, StoredInstance, Write};
 
@@ -65,17 +65,18 @@ impl Registrar {
     /// window of its own TTL to heartbeat again, and keeps its id, its
     /// registration time and its last reported health.
     pub fn restore(&self, stored: Vec<StoredInstance>) -> usize {
-        let count = stored.len();
-        for instance in stored {
-            let identity = crate::registry::Identity {
-                id: instance.id,
-                registered_at_ms: instance.registered_at_ms,
-                replaces: false,
-            };
-            self.registry
-                .register(instance.spec, identity, instance.health);
-        }
-        count
+        let entries = stored
+            .into_iter()
+            .map(|instance| {
+                let identity = Identity {
+                    id: instance.id,
+                    registered_at_ms: instance.registered_at_ms,
+                    replaces: false,
+                };
+                (instance.spec, identity, instance.health)
+            })
+            .collect();
+        self.registry.restore(entries)
     }
 
     /// Registers (or replaces in place) once the store has committed it.

@@ -204,6 +204,54 @@ impl Registry {
         }
     }
 
+    /// Loads many instances into an empty registry at once (start-up from
+    /// the store), building each type's snapshot once: registering them one
+    /// by one would copy a type's snapshot per instance, quadratic in the
+    /// instances of a type. Each gets a fresh lifetime starting now. Returns
+    /// how many were loaded; a later duplicate of a type+name is dropped.
+    pub fn restore(&self, entries: Vec<(ValidRegistration, Identity, Health)>) -> usize {
+        let now = now_ms();
+        let shared = &self.shared;
+        let _writer = self.lock_writer();
+        let mut by_type: BTreeMap<String, Vec<Arc<Instance>>> = BTreeMap::new();
+        for (spec, identity, health) in entries {
+            let generation = shared.next_generation.fetch_add(1, Ordering::Relaxed);
+            let instance = Arc::new(Instance::new(
+                identity.id,
+                generation,
+                spec,
+                &shared.zone,
+                identity.registered_at_ms,
+                now,
+                health,
+            ));
+            by_type
+                .entry(instance.spec.service_type.clone())
+                .or_default()
+                .push(instance);
+        }
+        let mut loaded = 0;
+        let mut queue = shared.expiry.lock().unwrap_or_else(|e| e.into_inner());
+        for (service_type, mut instances) in by_type {
+            instances.sort_by(|a, b| a.spec.name.cmp(&b.spec.name));
+            instances.dedup_by(|later, earlier| later.spec.name == earlier.spec.name);
+            for instance in &instances {
+                shared.by_id.insert(instance.id, instance.clone());
+                queue.push(Reverse((
+                    instance.expires_at_ms(),
+                    instance.generation,
+                    instance.id,
+                )));
+            }
+            loaded += instances.len();
+            shared
+                .by_type
+                .insert(service_type, Arc::new(TypeSet { instances }));
+        }
+        shared.version.fetch_add(1, Ordering::Relaxed);
+        loaded
+    }
+
     /// Renews a live instance's lifetime and sets its reported health.
     /// Returns the instance and its health before the heartbeat.
     pub fn heartbeat(
@@ -437,6 +485,33 @@ mod tests {
                 .unwrap_err(),
             HeartbeatError::NotFound
         );
+    }
+
+    #[test]
+    fn restore_loads_many_at_once() {
+        let registry = registry();
+        let entries = (0..1000)
+            .map(|n| {
+                let identity = Identity {
+                    id: Uuid::new_v4(),
+                    registered_at_ms: 1,
+                    replaces: false,
+                };
+                (spec(&format!("i{n:04}"), 30), identity, Health::Warning)
+            })
+            .collect();
+        assert_eq!(registry.restore(entries), 1000);
+        let set = registry.type_set("web").unwrap();
+        assert_eq!(set.instances.len(), 1000);
+        assert!(
+            set.instances
+                .windows(2)
+                .all(|w| w[0].spec.name < w[1].spec.name)
+        );
+        let found = set.find("i0500").unwrap();
+        assert_eq!(found.health(), Health::Warning);
+        assert_eq!(registry.get(found.id).unwrap().registered_at_ms, 1);
+        assert!(found.is_serving(now_ms()));
     }
 
     #[test]

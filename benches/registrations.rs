@@ -1,0 +1,672 @@
+//! Registration throughput and start-up time of the real `signpost` binary.
+//!
+//! Run with `cargo bench --bench registrations` (or `bench/registrations.sh`).
+//! It is a benchmark, not a test: under `cargo test` (no `--bench` argument)
+//! it prints a note and exits.
+//!
+//! 1. Throughput: ROUNDS rounds, alternating `--store memory` and
+//!    `--store sqlite:…` (a fresh server and a fresh, empty database file each
+//!    round). Each round registers a fixed COUNT of distinct instances
+//!    (names `i000000`.., spread over TYPES types `bench-00`..) with CLIENTS
+//!    concurrent tokio tasks pulling indexes from a shared counter, over
+//!    reqwest (keep-alive, up to CLIENTS connections). A warm-up of
+//!    2 x CLIENTS registrations opens the connections first and is not
+//!    counted. Only 200/201 count as successes; everything else is reported
+//!    as a failure. Reported: medians per store and the sqlite/memory ratio,
+//!    client-side latency, and the CPU the server and this process used
+//!    (in cores: CPU seconds / wall seconds), to show where the time went.
+//! 2. Start-up: STARTUP_N registrations into a sqlite store, SIGTERM, then
+//!    RESTARTS times: spawn on the same file and time spawn -> first 200 from
+//!    `GET /v1/health`; also the server's own "restored N registrations in T"
+//!    figure, and VmRSS / VmHWM from /proc/PID/status once it answers.
+//!
+//! Every server runs as a separate process on 127.0.0.1 port 0 (the admin
+//! port is read from its log), with its log (default filter: info, so every
+//! registration is logged, as in production) written to a file in a temp dir
+//! that is removed at the end. Nothing is pinned to a CPU. Settings (env):
+//! ROUNDS=3 CLIENTS=64 COUNT=20000 TYPES=100 STARTUP_N=100000 RESTARTS=3.
+
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use tokio::process::{Child, Command};
+
+const BIN: &str = env!("CARGO_BIN_EXE_signpost");
+/// Longest wait for a server to log its admin address or answer /v1/health.
+const START_TIMEOUT: Duration = Duration::from_secs(120);
+/// Longest wait for a server to exit after SIGTERM.
+const STOP_TIMEOUT: Duration = Duration::from_secs(60);
+
+type Error = Box<dyn std::error::Error + Send + Sync>;
+type Result<T, E = Error> = std::result::Result<T, E>;
+
+struct Settings {
+    rounds: usize,
+    clients: usize,
+    count: usize,
+    types: usize,
+    startup_n: usize,
+    restarts: usize,
+}
+
+fn env_usize(name: &str, default: usize) -> usize {
+    match std::env::var(name) {
+        Ok(value) => match value.trim().parse::<usize>() {
+            Ok(n) if n > 0 => n,
+            _ => panic!("{name} must be a positive integer, got {value:?}"),
+        },
+        Err(_) => default,
+    }
+}
+
+impl Settings {
+    fn from_env() -> Settings {
+        Settings {
+            rounds: env_usize("ROUNDS", 3),
+            clients: env_usize("CLIENTS", 64),
+            count: env_usize("COUNT", 20_000),
+            types: env_usize("TYPES", 100),
+            startup_n: env_usize("STARTUP_N", 100_000),
+            restarts: env_usize("RESTARTS", 3),
+        }
+    }
+}
+
+/// A scratch directory, removed when dropped.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new() -> Result<TempDir> {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)?
+            .subsec_nanos();
+        let path =
+            std::env::temp_dir().join(format!("signpost-bench-{}-{nanos:09}", std::process::id()));
+        std::fs::create_dir_all(&path)?;
+        Ok(TempDir(path))
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A running server process, killed if dropped while running.
+struct Server {
+    child: Child,
+    pid: u32,
+    admin: SocketAddr,
+    log: PathBuf,
+}
+
+impl Server {
+    /// Spawns the binary with `store`, logging to `log`. Returns once the
+    /// admin address is logged (the server binds after restoring its store).
+    async fn spawn(store: &str, log: &Path) -> Result<Server> {
+        let log_file = std::fs::File::create(log)?;
+        let mut child = Command::new(BIN)
+            .args(["--dns-listen", "127.0.0.1:0"])
+            .args(["--admin-listen", "127.0.0.1:0"])
+            .args(["--store", store])
+            .env_remove("SIGNPOST_ADMIN_TOKEN")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(log_file))
+            .kill_on_drop(true)
+            .spawn()?;
+        let pid = child.id().ok_or("server exited at once")?;
+        let deadline = Instant::now() + START_TIMEOUT;
+        let admin = loop {
+            let text = std::fs::read_to_string(log).unwrap_or_default();
+            if let Some(addr) = text.lines().find_map(|line| {
+                let (_, rest) = line.split_once("admin listening on http://")?;
+                rest.split_whitespace().next()?.parse::<SocketAddr>().ok()
+            }) {
+                break addr;
+            }
+            if let Some(status) = child.try_wait()? {
+                return Err(format!("server exited ({status}) before listening:\n{text}").into());
+            }
+            if Instant::now() > deadline {
+                return Err(format!("server did not listen within {START_TIMEOUT:?}").into());
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        };
+        Ok(Server {
+            child,
+            pid,
+            admin,
+            log: log.to_path_buf(),
+        })
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.admin)
+    }
+
+    /// Polls `GET /v1/health` until it answers 200; returns its JSON.
+    async fn wait_healthy(&self, http: &reqwest::Client) -> Result<serde_json::Value> {
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            if let Ok(response) = http.get(self.url("/v1/health")).send().await
+                && response.status().as_u16() == 200
+            {
+                return Ok(response.json().await?);
+            }
+            if Instant::now() > deadline {
+                return Err("the admin API did not answer /v1/health".into());
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+
+    /// Sends SIGTERM and waits for a clean exit; returns how long it took.
+    async fn stop(mut self) -> Result<Duration> {
+        let started = Instant::now();
+        let kill = std::process::Command::new("kill")
+            .args(["-TERM", &self.pid.to_string()])
+            .status()?;
+        if !kill.success() {
+            return Err(format!("kill -TERM {} failed", self.pid).into());
+        }
+        let status = tokio::time::timeout(STOP_TIMEOUT, self.child.wait())
+            .await
+            .map_err(|_| format!("server did not exit within {STOP_TIMEOUT:?} of SIGTERM"))??;
+        if !status.success() {
+            return Err(format!("server exited with {status} after SIGTERM").into());
+        }
+        Ok(started.elapsed())
+    }
+
+    /// CPU seconds (user + system) the server has used so far.
+    fn cpu_seconds(&self) -> f64 {
+        cpu_seconds(&format!("/proc/{}/stat", self.pid))
+    }
+
+    /// CPU seconds used so far by the server's SQLite writer thread
+    /// ("signpost-store"), when it has one.
+    fn store_thread_cpu_seconds(&self) -> Option<f64> {
+        let tasks = std::fs::read_dir(format!("/proc/{}/task", self.pid)).ok()?;
+        tasks.filter_map(|task| task.ok()).find_map(|task| {
+            let comm = std::fs::read_to_string(task.path().join("comm")).ok()?;
+            (comm.trim() == "signpost-store")
+                .then(|| cpu_seconds(&task.path().join("stat").to_string_lossy()))
+        })
+    }
+
+    /// A `Vm…` line of /proc/PID/status, in MiB.
+    fn memory_mib(&self, field: &str) -> Option<f64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid)).ok()?;
+        let line = status.lines().find(|l| l.starts_with(field))?;
+        let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+        Some(kib / 1024.0)
+    }
+}
+
+/// utime + stime of a /proc/…/stat file, in seconds (0 when unreadable).
+fn cpu_seconds(stat_path: &str) -> f64 {
+    static TICKS: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
+    let ticks = *TICKS.get_or_init(|| {
+        std::process::Command::new("getconf")
+            .arg("CLK_TCK")
+            .output()
+            .ok()
+            .and_then(|o| String::from_utf8(o.stdout).ok())
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(100.0)
+    });
+    let Ok(stat) = std::fs::read_to_string(stat_path) else {
+        return 0.0;
+    };
+    // Fields after the ")" closing the command name: state is field 3, so
+    // utime (14) and stime (15) are at indexes 11 and 12.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map_or("", |(_, rest)| rest)
+        .split_whitespace()
+        .collect();
+    let field = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok());
+    (field(11).unwrap_or(0.0) + field(12).unwrap_or(0.0)) / ticks
+}
+
+fn http_client(clients: usize) -> Result<reqwest::Client> {
+    Ok(reqwest::Client::builder()
+        .no_proxy()
+        .pool_max_idle_per_host(clients)
+        .timeout(Duration::from_secs(60))
+        .build()?)
+}
+
+/// What one batch of registrations did.
+#[derive(Default)]
+struct Load {
+    ok: usize,
+    failed: usize,
+    first_failure: Option<String>,
+    elapsed: Duration,
+    /// Client-side latency of each successful request, sorted.
+    latencies: Vec<Duration>,
+    server_cpu: f64,
+    /// Of which the SQLite writer thread (None with `memory`).
+    store_cpu: Option<f64>,
+    client_cpu: f64,
+}
+
+impl Load {
+    fn rate(&self) -> f64 {
+        self.ok as f64 / self.elapsed.as_secs_f64()
+    }
+
+    fn latency(&self, quantile: f64) -> Duration {
+        if self.latencies.is_empty() {
+            return Duration::ZERO;
+        }
+        let index = ((self.latencies.len() - 1) as f64 * quantile).round() as usize;
+        self.latencies[index]
+    }
+}
+
+/// Registers `count` instances `{prefix}{index:06}` with `clients`
+/// concurrent tasks sharing one counter.
+async fn register_many(
+    server: &Server,
+    http: &reqwest::Client,
+    settings: &Settings,
+    prefix: &'static str,
+    count: usize,
+) -> Load {
+    let next = Arc::new(AtomicUsize::new(0));
+    let url: Arc<str> = server.url("/v1/services").into();
+    let types = settings.types;
+    let server_cpu = server.cpu_seconds();
+    let store_cpu = server.store_thread_cpu_seconds();
+    let client_cpu = cpu_seconds("/proc/self/stat");
+    let started = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..settings.clients {
+        let (next, url, http) = (next.clone(), url.clone(), http.clone());
+        tasks.spawn(async move {
+            let mut load = Load::default();
+            loop {
+                let index = next.fetch_add(1, Ordering::Relaxed);
+                if index >= count {
+                    break;
+                }
+                let body = serde_json::json!({
+                    "name": format!("{prefix}{index:06}"),
+                    "type": format!("bench-{:02}", index % types),
+                    "host": "127.0.0.1",
+                    "port": 1024 + index % 60_000,
+                    "ttl": 86_400,
+                });
+                let sent = Instant::now();
+                let outcome = match http.post(&*url).json(&body).send().await {
+                    Ok(response) => {
+                        let status = response.status().as_u16();
+                        match response.bytes().await {
+                            Ok(_) if status == 200 || status == 201 => Ok(()),
+                            Ok(bytes) => Err(format!(
+                                "HTTP {status}: {}",
+                                String::from_utf8_lossy(&bytes[..bytes.len().min(200)])
+                            )),
+                            Err(error) => Err(format!("reading the body: {error}")),
+                        }
+                    }
+                    Err(error) => Err(format!("request: {error}")),
+                };
+                match outcome {
+                    Ok(()) => {
+                        load.ok += 1;
+                        load.latencies.push(sent.elapsed());
+                    }
+                    Err(message) => {
+                        load.failed += 1;
+                        load.first_failure.get_or_insert(message);
+                    }
+                }
+            }
+            load
+        });
+    }
+    let mut total = Load::default();
+    while let Some(joined) = tasks.join_next().await {
+        let load = joined.expect("client task does not panic");
+        total.ok += load.ok;
+        total.failed += load.failed;
+        if total.first_failure.is_none() {
+            total.first_failure = load.first_failure;
+        }
+        total.latencies.extend(load.latencies);
+    }
+    total.elapsed = started.elapsed();
+    total.server_cpu = server.cpu_seconds() - server_cpu;
+    total.store_cpu = server
+        .store_thread_cpu_seconds()
+        .zip(store_cpu)
+        .map(|(end, start)| end - start);
+    total.client_cpu = cpu_seconds("/proc/self/stat") - client_cpu;
+    total.latencies.sort_unstable();
+    total
+}
+
+/// One throughput round: fresh server, warm-up, timed COUNT registrations.
+async fn throughput_round(
+    settings: &Settings,
+    dir: &Path,
+    store: &str,
+    round: usize,
+) -> Result<Load> {
+    let store_url = if store == "memory" {
+        "memory".to_string()
+    } else {
+        format!("sqlite:{}", dir.join(format!("round{round}.db")).display())
+    };
+    let server = Server::spawn(&store_url, &dir.join(format!("round{round}-{store}.log"))).await?;
+    let http = http_client(settings.clients)?;
+    server.wait_healthy(&http).await?;
+    let warm = register_many(&server, &http, settings, "w", 2 * settings.clients).await;
+    if warm.failed > 0 {
+        return Err(format!("warm-up failed: {:?}", warm.first_failure).into());
+    }
+    let load = register_many(&server, &http, settings, "i", settings.count).await;
+    server.stop().await?;
+    Ok(load)
+}
+
+/// The "restored N registrations in T" figure of a log, in milliseconds.
+fn restored_ms(log: &Path) -> Option<(usize, f64)> {
+    let text = std::fs::read_to_string(log).ok()?;
+    let line = text.lines().find(|l| l.contains(" registrations in "))?;
+    let (_, rest) = line.split_once("restored ")?;
+    let (count, rest) = rest.split_once(" registrations in ")?;
+    let shown = rest.split_whitespace().next()?;
+    // `Duration`'s Debug form: 12ns, 3.4µs, 5.6ms, 7.8s.
+    let (number, scale) = [("ns", 1e-6), ("µs", 1e-3), ("ms", 1.0), ("s", 1e3)]
+        .iter()
+        .find_map(|(unit, scale)| Some((shown.strip_suffix(unit)?, *scale)))?;
+    Some((count.parse().ok()?, number.parse::<f64>().ok()? * scale))
+}
+
+struct Restart {
+    ready: Duration,
+    restored: Option<(usize, f64)>,
+    instances: u64,
+    rss_mib: Option<f64>,
+    hwm_mib: Option<f64>,
+    stop: Duration,
+}
+
+fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(f64::total_cmp);
+    match values.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => values[n / 2],
+        n => (values[n / 2 - 1] + values[n / 2]) / 2.0,
+    }
+}
+
+fn shell_line(program: &str, args: &[&str]) -> Option<String> {
+    let output = std::process::Command::new(program)
+        .args(args)
+        .output()
+        .ok()?;
+    let text = String::from_utf8(output.stdout).ok()?;
+    Some(text.trim().to_string()).filter(|t| !t.is_empty())
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    if !std::env::args().any(|a| a == "--bench") {
+        println!(
+            "benches/registrations.rs is a benchmark: run `cargo bench --bench registrations`"
+        );
+        return Ok(());
+    }
+    let settings = Settings::from_env();
+    let dir = TempDir::new()?;
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let date = shell_line("date", &["-u", "+%Y-%m-%d %H:%M:%S UTC"]).unwrap_or_default();
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|info| {
+            info.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split_once(':'))
+                .map(|(_, model)| model.trim().to_string())
+        })
+        .unwrap_or_default();
+    eprintln!(
+        "signpost registrations bench: rounds={} clients={} count={} types={} startup_n={} restarts={}\n  binary {BIN}\n  scratch {}",
+        settings.rounds,
+        settings.clients,
+        settings.count,
+        settings.types,
+        settings.startup_n,
+        settings.restarts,
+        dir.0.display()
+    );
+
+    // 1. Throughput, alternating stores.
+    let stores = ["memory", "sqlite"];
+    let mut results: Vec<(&str, Load)> = Vec::new();
+    for round in 0..settings.rounds {
+        for store in stores {
+            let load = throughput_round(&settings, &dir.0, store, round).await?;
+            let elapsed = load.elapsed.as_secs_f64();
+            eprintln!(
+                "  round {} {store:6}: {:>8.0} reg/s  ok {} failed {}  p50 {:.2} ms p99 {:.2} ms  server cpu {:.2} cores (store thread {}), bench {:.2}{}",
+                round + 1,
+                load.rate(),
+                load.ok,
+                load.failed,
+                load.latency(0.5).as_secs_f64() * 1e3,
+                load.latency(0.99).as_secs_f64() * 1e3,
+                load.server_cpu / elapsed,
+                load.store_cpu
+                    .map_or("-".to_string(), |c| format!("{:.2}", c / elapsed)),
+                load.client_cpu / elapsed,
+                load.first_failure
+                    .as_ref()
+                    .map(|f| format!("  first failure: {f}"))
+                    .unwrap_or_default(),
+            );
+            results.push((store, load));
+        }
+    }
+
+    // 2. Start-up with STARTUP_N stored registrations.
+    let db = dir.0.join("startup.db");
+    let store_url = format!("sqlite:{}", db.display());
+    let http = http_client(settings.clients)?;
+    let server = Server::spawn(&store_url, &dir.0.join("fill.log")).await?;
+    server.wait_healthy(&http).await?;
+    let fill = register_many(&server, &http, &settings, "i", settings.startup_n).await;
+    eprintln!(
+        "  fill: {} registrations in {:.1} s ({:.0}/s, p50 {:.2} ms, server cpu {:.2} cores, store thread {:.2}), {} failed{}",
+        fill.ok,
+        fill.elapsed.as_secs_f64(),
+        fill.rate(),
+        fill.latency(0.5).as_secs_f64() * 1e3,
+        fill.server_cpu / fill.elapsed.as_secs_f64(),
+        fill.store_cpu.unwrap_or(f64::NAN) / fill.elapsed.as_secs_f64(),
+        fill.failed,
+        fill.first_failure
+            .as_ref()
+            .map(|f| format!("; first failure: {f}"))
+            .unwrap_or_default()
+    );
+    let fill_stop = server.stop().await?;
+    let db_mib = [db.clone(), dir.0.join("startup.db-wal")]
+        .iter()
+        .filter_map(|p| std::fs::metadata(p).ok())
+        .map(|m| m.len() as f64 / (1024.0 * 1024.0))
+        .sum::<f64>();
+    let mut restarts = Vec::new();
+    for attempt in 0..settings.restarts {
+        let log = dir.0.join(format!("restart{attempt}.log"));
+        let http = http_client(1)?;
+        let spawned = Instant::now();
+        let server = Server::spawn(&store_url, &log).await?;
+        let health = server.wait_healthy(&http).await?;
+        let ready = spawned.elapsed();
+        let rss_mib = server.memory_mib("VmRSS:");
+        let hwm_mib = server.memory_mib("VmHWM:");
+        let restored = restored_ms(&server.log);
+        let instances = health["instances"].as_u64().unwrap_or(0);
+        let stop = server.stop().await?;
+        eprintln!(
+            "  restart {}: ready in {:.0} ms, restored {:?}, {instances} instances, VmRSS {:.1} MiB",
+            attempt + 1,
+            ready.as_secs_f64() * 1e3,
+            restored,
+            rss_mib.unwrap_or(f64::NAN)
+        );
+        restarts.push(Restart {
+            ready,
+            restored,
+            instances,
+            rss_mib,
+            hwm_mib,
+            stop,
+        });
+    }
+
+    // Summary.
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "\n== signpost registrations bench, {date}, nproc {cores}{} ==",
+        if cpu.is_empty() {
+            String::new()
+        } else {
+            format!(", {cpu}")
+        }
+    );
+    let _ = writeln!(
+        out,
+        "throughput: {} clients, {} distinct registrations per round over {} types (+{} warm-up), {} rounds per store, alternating; fresh server and empty store each round; server log filter {}",
+        settings.clients,
+        settings.count,
+        settings.types,
+        2 * settings.clients,
+        settings.rounds,
+        std::env::var("RUST_LOG").map_or(
+            "info (default: every registration logged)".to_string(),
+            |f| format!("RUST_LOG={f}")
+        ),
+    );
+    let _ = writeln!(
+        out,
+        "{:<8} {:>10} {:>22} {:>8} {:>9} {:>9} {:>10} {:>13} {:>11}",
+        "store",
+        "median/s",
+        "rounds reg/s",
+        "failed",
+        "p50 ms",
+        "p99 ms",
+        "srv cores",
+        "store thread",
+        "bench cores"
+    );
+    let mut medians = Vec::new();
+    for store in stores {
+        let loads: Vec<&Load> = results
+            .iter()
+            .filter(|(s, _)| *s == store)
+            .map(|(_, l)| l)
+            .collect();
+        let each =
+            |f: &dyn Fn(&Load) -> f64| median(&mut loads.iter().map(|l| f(l)).collect::<Vec<_>>());
+        let rate = each(&|l| l.rate());
+        medians.push(rate);
+        let rounds = loads
+            .iter()
+            .map(|l| format!("{:.0}", l.rate()))
+            .collect::<Vec<_>>()
+            .join(" ");
+        let _ = writeln!(
+            out,
+            "{:<8} {:>10.0} {:>22} {:>8} {:>9.2} {:>9.2} {:>10.2} {:>13} {:>11.2}",
+            store,
+            rate,
+            rounds,
+            loads.iter().map(|l| l.failed).sum::<usize>(),
+            each(&|l| l.latency(0.5).as_secs_f64() * 1e3),
+            each(&|l| l.latency(0.99).as_secs_f64() * 1e3),
+            each(&|l| l.server_cpu / l.elapsed.as_secs_f64()),
+            if loads.iter().all(|l| l.store_cpu.is_some()) {
+                format!(
+                    "{:.2}",
+                    each(&|l| l.store_cpu.unwrap_or(0.0) / l.elapsed.as_secs_f64())
+                )
+            } else {
+                "-".to_string()
+            },
+            each(&|l| l.client_cpu / l.elapsed.as_secs_f64()),
+        );
+    }
+    let _ = writeln!(
+        out,
+        "sqlite/memory ratio (medians): {:.2}",
+        medians[1] / medians[0]
+    );
+    let _ = writeln!(
+        out,
+        "start-up: {} registrations stored ({} ok, {} failed, filled at {:.0}/s; db+wal {:.1} MiB; SIGTERM->exit {:.0} ms), {} restarts on the same file",
+        settings.startup_n,
+        fill.ok,
+        fill.failed,
+        fill.rate(),
+        db_mib,
+        fill_stop.as_secs_f64() * 1e3,
+        settings.restarts
+    );
+    let _ = writeln!(
+        out,
+        "{:<8} {:>16} {:>14} {:>10} {:>11} {:>11} {:>9}",
+        "restart",
+        "spawn->health ms",
+        "restored ms",
+        "instances",
+        "VmRSS MiB",
+        "VmHWM MiB",
+        "stop ms"
+    );
+    for (i, r) in restarts.iter().enumerate() {
+        let _ = writeln!(
+            out,
+            "{:<8} {:>16.0} {:>14} {:>10} {:>11.1} {:>11.1} {:>9.0}",
+            i + 1,
+            r.ready.as_secs_f64() * 1e3,
+            r.restored
+                .map_or("?".to_string(), |(n, ms)| format!("{ms:.0} ({n})")),
+            r.instances,
+            r.rss_mib.unwrap_or(f64::NAN),
+            r.hwm_mib.unwrap_or(f64::NAN),
+            r.stop.as_secs_f64() * 1e3,
+        );
+    }
+    let column = |f: &dyn Fn(&Restart) -> Option<f64>| {
+        median(&mut restarts.iter().filter_map(f).collect::<Vec<_>>())
+    };
+    let _ = writeln!(
+        out,
+        "{:<8} {:>16.0} {:>14.0} {:>10} {:>11.1} {:>11.1} {:>9.0}",
+        "median",
+        column(&|r| Some(r.ready.as_secs_f64() * 1e3)),
+        column(&|r| r.restored.map(|(_, ms)| ms)),
+        "",
+        column(&|r| r.rss_mib),
+        column(&|r| r.hwm_mib),
+        column(&|r| Some(r.stop.as_secs_f64() * 1e3)),
+    );
+    print!("{out}");
+    Ok(())
+}
