@@ -226,13 +226,21 @@ fn run_writer(
 
 /// Applies `batch` in one transaction. A file that vanished from under us is
 /// a failure too: committing to an unlinked inode would acknowledge writes
-/// that no restart can ever read back.
+/// that no restart can ever read back. That holds for the `-wal` file as
+/// well: a commit lands there first, and with it removed SQLite carries on
+/// appending to the unlinked inode, so a crash loses every write acknowledged
+/// since (found by tests/it/store.rs; the WAL exists from `open` on, since
+/// `create_schema` writes).
 fn commit(connection: &mut Connection, batch: &[Request], path: &Path) -> rusqlite::Result<()> {
-    if !path.exists() {
-        return Err(rusqlite::Error::SqliteFailure(
-            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_IOERR),
-            Some(format!("{} was removed", path.display())),
-        ));
+    let mut wal = path.as_os_str().to_owned();
+    wal.push("-wal");
+    for file in [path, Path::new(&wal)] {
+        if !file.exists() {
+            return Err(rusqlite::Error::SqliteFailure(
+                rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_IOERR),
+                Some(format!("{} was removed", file.display())),
+            ));
+        }
     }
     let transaction = connection.transaction()?;
     {

@@ -10,3 +10,4 @@ mod dns;
 mod fuzz;
 mod hardening;
 mod lifetime;
+mod store;
