@@ -23,6 +23,9 @@ pub struct Config {
     pub registry: RegistryConfig,
     /// Where registrations are kept.
     pub store: StoreConfig,
+    /// Active health checks.
+    #[serde(default)]
+    pub checks: ChecksConfig,
 }
 
 /// `[dns]`: the authoritative DNS server.
@@ -53,6 +56,34 @@ pub struct AdminConfig {
     pub listen: SocketAddr,
     /// Bearer token required for non-GET requests; empty for none.
     pub token: String,
+    /// Seconds between keep-alive comments on `/v1/events`.
+    #[serde(default = "default_events_keep_alive")]
+    pub events_keep_alive: u64,
+    /// Events kept for a slow `/v1/events` subscriber before it misses some.
+    #[serde(default = "default_events_buffer")]
+    pub events_buffer: usize,
+}
+
+fn default_events_keep_alive() -> u64 {
+    15
+}
+
+fn default_events_buffer() -> usize {
+    4096
+}
+
+/// `[checks]`: the active health-check scheduler.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChecksConfig {
+    /// Checks running at once, at most; due checks wait for a free slot.
+    pub max_in_flight: usize,
+}
+
+impl Default for ChecksConfig {
+    fn default() -> Self {
+        ChecksConfig { max_in_flight: 512 }
+    }
 }
 
 /// `[registry]`: registration defaults.
@@ -136,6 +167,15 @@ impl Config {
         }
         if !(1..=86400).contains(&self.registry.default_ttl) {
             return Err(invalid("registry.default_ttl", "must be 1-86400 seconds"));
+        }
+        if self.admin.events_keep_alive == 0 || self.admin.events_keep_alive > 3600 {
+            return Err(invalid("admin.events_keep_alive", "must be 1-3600 seconds"));
+        }
+        if !(1..=1_000_000).contains(&self.admin.events_buffer) {
+            return Err(invalid("admin.events_buffer", "must be 1-1000000 events"));
+        }
+        if !(1..=100_000).contains(&self.checks.max_in_flight) {
+            return Err(invalid("checks.max_in_flight", "must be 1-100000"));
         }
         crate::store::StoreKind::parse(&self.store.url)
             .map_err(|e| invalid("store.url", &e.to_string()))?;

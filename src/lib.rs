@@ -9,6 +9,8 @@
 //! - [`registrar`]: the write path, store first and then the registry.
 //! - [`dns`]: the authoritative DNS server, reading the registry.
 //! - [`admin`]: the HTTP API, writing the registry.
+//! - [`checks`]: active HTTP/TCP health checks and their scheduler.
+//! - [`events`]: the live event stream behind `/v1/events`.
 //! - [`metrics`]: counters for `/metrics`.
 //! - [`store`]: where registrations are kept across restarts (SQLite).
 //!
@@ -16,8 +18,10 @@
 //! the real addresses are known), then run until a shutdown future fires.
 
 pub mod admin;
+pub mod checks;
 pub mod config;
 pub mod dns;
+pub mod events;
 pub mod metrics;
 pub mod registrar;
 pub mod registry;
@@ -33,8 +37,10 @@ use tokio::net::{TcpListener, UdpSocket};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use checks::scheduler::{Checker, CheckerInbox};
 pub use config::Config;
 use dns::{Responder, ZoneSettings};
+use events::Events;
 use metrics::Metrics;
 use registrar::Registrar;
 use registry::Registry;
@@ -72,6 +78,7 @@ pub struct Server {
     admin_addr: SocketAddr,
     registry: Registry,
     registrar: Registrar,
+    checks: CheckerInbox,
     metrics: Arc<Metrics>,
 }
 
@@ -92,7 +99,9 @@ impl Server {
         };
         let registry = Registry::new(zone.clone());
         let metrics = Arc::new(Metrics::default());
-        let registrar = Registrar::new(registry.clone(), store, metrics.clone());
+        let (checker, checks) = Checker::new();
+        let events = Events::new(config.admin.events_buffer);
+        let registrar = Registrar::new(registry.clone(), store, events, checker, metrics.clone());
         let restored = registrar.restore(stored);
         tracing::info!(
             "store {store_kind}: restored {restored} registrations in {:?}",
@@ -117,6 +126,7 @@ impl Server {
         Ok(Server {
             registry,
             registrar,
+            checks,
             metrics,
             config,
             udp,
@@ -152,6 +162,7 @@ impl Server {
             http,
             registry,
             registrar,
+            checks,
             metrics,
             ..
         } = self;
@@ -194,6 +205,12 @@ impl Server {
             Duration::from_secs(config.dns.tcp_idle_timeout),
         ));
         tasks.spawn(registrar.clone().run_sweeper(token.clone()));
+        tasks.spawn(checks::scheduler::run(
+            checks,
+            registrar.clone(),
+            config.checks.max_in_flight,
+            token.clone(),
+        ));
 
         let token_value =
             (!config.admin.token.is_empty()).then(|| Arc::from(config.admin.token.as_str()));
@@ -205,6 +222,8 @@ impl Server {
             default_ttl: config.registry.default_ttl,
             store: config.store.url.clone(),
             started: Instant::now(),
+            events_keep_alive: Duration::from_secs(config.admin.events_keep_alive),
+            shutdown: token.clone(),
         });
         tasks.spawn(admin::serve(http, app, token.clone()));
 

@@ -10,7 +10,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::RecordType;
 
+use crate::checks::probe::FailureKind;
 use crate::registry::{Registry, now_ms};
+use crate::service::Health;
 
 /// A monotonically increasing count.
 #[derive(Debug, Default)]
@@ -85,12 +87,25 @@ pub struct Metrics {
     pub expired: Counter,
     /// Writes the store could not commit (answered 503, nothing applied).
     pub store_write_failures: Counter,
+    /// Active checks completed, whatever their result.
+    pub checks_run: Counter,
+    /// Failed checks, by [`FailureKind`] (in `FailureKind::ALL` order).
+    check_failures: [Counter; 4],
+    /// Instances removed because they stayed critical `deregister_after`.
+    pub deregistered_critical: Counter,
+    /// Events a slow `/v1/events` subscriber missed.
+    pub events_missed: Counter,
 }
 
 impl Metrics {
     /// Counts one answered query.
     pub fn count_query(&self, qtype: RecordType, rcode: ResponseCode) {
         self.queries[qtype_index(qtype)][rcode_index(rcode)].inc();
+    }
+
+    /// Counts one failed check.
+    pub fn count_check_failure(&self, kind: FailureKind) {
+        self.check_failures[kind as usize].inc();
     }
 
     /// Answered queries of one type and rcode (as named in `/metrics`).
@@ -104,7 +119,8 @@ impl Metrics {
     }
 
     /// The Prometheus text exposition of every metric.
-    pub fn render(&self, registry: &Registry) -> String {
+    /// `subscribers` is the number of connected `/v1/events` streams.
+    pub fn render(&self, registry: &Registry, subscribers: usize) -> String {
         let mut out = String::with_capacity(4096);
         out.push_str("# HELP signpost_dns_queries_total DNS queries answered, by query type and response code.\n");
         out.push_str("# TYPE signpost_dns_queries_total counter\n");
@@ -119,7 +135,7 @@ impl Metrics {
                 }
             }
         }
-        let counters: [(&str, &str, &str, u64); 11] = [
+        let counters: [(&str, &str, &str, u64); 14] = [
             (
                 "signpost_dns_dropped_total",
                 "DNS packets dropped unanswered (runt or not a query).",
@@ -186,6 +202,24 @@ impl Metrics {
                 "",
                 self.store_write_failures.get(),
             ),
+            (
+                "signpost_checks_total",
+                "Active health checks completed.",
+                "",
+                self.checks_run.get(),
+            ),
+            (
+                "signpost_deregistered_critical_total",
+                "Instances removed after staying critical for their check's deregister_after.",
+                "",
+                self.deregistered_critical.get(),
+            ),
+            (
+                "signpost_events_missed_total",
+                "Events that slow /v1/events subscribers missed (each told with a lagged event).",
+                "",
+                self.events_missed.get(),
+            ),
         ];
         for (name, help, labels, value) in counters {
             if !help.is_empty() {
@@ -197,8 +231,35 @@ impl Metrics {
                 let _ = writeln!(out, "{name}{{{labels}}} {value}");
             }
         }
+        let _ = writeln!(
+            out,
+            "# HELP signpost_check_failures_total Failed health checks, by kind.\n# TYPE signpost_check_failures_total counter"
+        );
+        for kind in FailureKind::ALL {
+            let _ = writeln!(
+                out,
+                "signpost_check_failures_total{{kind=\"{}\"}} {}",
+                kind.as_str(),
+                self.check_failures[kind as usize].get()
+            );
+        }
         let now = now_ms();
         let instances = registry.list();
+        let mut by_health = [0usize; 3];
+        for instance in &instances {
+            by_health[instance.health() as usize] += 1;
+        }
+        let _ = writeln!(
+            out,
+            "# HELP signpost_instances_by_health Unexpired instances, by health (the worse of heartbeat and check).\n# TYPE signpost_instances_by_health gauge"
+        );
+        for health in [Health::Passing, Health::Warning, Health::Critical] {
+            let _ = writeln!(
+                out,
+                "signpost_instances_by_health{{health=\"{health}\"}} {}",
+                by_health[health as usize]
+            );
+        }
         let serving = instances.iter().filter(|i| i.is_serving(now)).count();
         let types = registry.types().len();
         let gauges = [
@@ -216,6 +277,11 @@ impl Metrics {
                 "signpost_types",
                 "Service types with at least one instance.",
                 types,
+            ),
+            (
+                "signpost_event_subscribers",
+                "Connected /v1/events streams.",
+                subscribers,
             ),
         ];
         for (name, help, value) in gauges {

@@ -14,6 +14,10 @@ use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+use serde_json::json;
+
+use crate::checks::scheduler::Checker;
+use crate::events::{EventKind, Events};
 use crate::metrics::Metrics;
 use crate::registry::{Identity, Registered, Registry, SWEEP_INTERVAL, now_ms};
 use crate::service::{Health, Instance, ValidRegistration};
@@ -36,16 +40,28 @@ pub enum RegistrarError {
 pub struct Registrar {
     pub registry: Registry,
     pub store: Store,
+    /// Where every change is announced (`/v1/events`).
+    pub events: Events,
+    /// The active-check scheduler, told of every instance with a check.
+    checker: Checker,
     metrics: Arc<Metrics>,
     stripes: Arc<[Mutex<()>]>,
     hasher: std::collections::hash_map::RandomState,
 }
 
 impl Registrar {
-    pub fn new(registry: Registry, store: Store, metrics: Arc<Metrics>) -> Registrar {
+    pub fn new(
+        registry: Registry,
+        store: Store,
+        events: Events,
+        checker: Checker,
+        metrics: Arc<Metrics>,
+    ) -> Registrar {
         Registrar {
             registry,
             store,
+            events,
+            checker,
             metrics,
             stripes: (0..STRIPES).map(|_| Mutex::new(())).collect(),
             hasher: Default::default(),
@@ -54,6 +70,10 @@ impl Registrar {
 
     fn stripe(&self, service_type: &str, name: &str) -> &Mutex<()> {
         &self.stripes[self.hasher.hash_one((service_type, name)) as usize % STRIPES]
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
     }
 
     fn store_failed(&self, error: StoreError) -> RegistrarError {
@@ -76,7 +96,13 @@ impl Registrar {
                 (instance.spec, identity, instance.health)
             })
             .collect();
-        self.registry.restore(entries)
+        let restored = self.registry.restore(entries);
+        for instance in self.registry.list() {
+            if instance.spec.check.is_some() {
+                self.checker.watch(&instance);
+            }
+        }
+        restored
     }
 
     /// Registers (or replaces in place) once the store has committed it.
@@ -90,10 +116,43 @@ impl Registrar {
             registered_at_ms: identity.registered_at_ms,
         };
         self.store
-            .write(Write::Put(stored))
+            .write(Write::Put(Box::new(stored)))
             .await
             .map_err(|e| self.store_failed(e))?;
-        Ok(self.registry.register(spec, identity, Health::Passing))
+        let registered = self.registry.register(spec, identity, Health::Passing);
+        if let Some(stale) = &registered.expired {
+            self.checker.forget(stale.id);
+            self.report_expired(std::slice::from_ref(stale));
+        }
+        let instance = &registered.instance;
+        if instance.spec.check.is_some() || !registered.created {
+            self.checker.watch(instance);
+        }
+        self.events.publish(
+            EventKind::Register,
+            instance,
+            Some(json!({ "replaced": !registered.created })),
+        );
+        Ok(registered)
+    }
+
+    /// Logs, counts and announces instances whose TTL lapsed.
+    fn report_expired(&self, lapsed: &[Arc<Instance>]) {
+        for instance in lapsed {
+            tracing::info!(
+                id = %instance.id,
+                name = %instance.spec.name,
+                service_type = %instance.spec.service_type,
+                "expired: no heartbeat within its ttl"
+            );
+            self.checker.forget(instance.id);
+            self.events.publish(
+                EventKind::Expire,
+                instance,
+                Some(json!({ "reason": "no heartbeat or passing check within its ttl" })),
+            );
+        }
+        self.metrics.expired.add(lapsed.len() as u64);
     }
 
     /// Renews an instance. A change of reported health is committed first;
@@ -106,7 +165,8 @@ impl Registrar {
         output: Option<String>,
     ) -> Result<(Arc<Instance>, Health), RegistrarError> {
         let instance = self.registry.get(id).ok_or(RegistrarError::NotFound)?;
-        if instance.health() != health {
+        let before = instance.health();
+        if instance.reported_health() != health {
             let _same_name = self
                 .stripe(&instance.spec.service_type, &instance.spec.name)
                 .lock()
@@ -116,13 +176,27 @@ impl Registrar {
                 .await
                 .map_err(|e| self.store_failed(e))?;
         }
-        self.registry
+        let (instance, previous) = self
+            .registry
             .heartbeat(id, health, output)
-            .map_err(|_| RegistrarError::NotFound)
+            .map_err(|_| RegistrarError::NotFound)?;
+        if instance.health() != before {
+            self.events.publish(
+                EventKind::Health,
+                &instance,
+                Some(json!({ "previous": before, "source": "heartbeat" })),
+            );
+        }
+        Ok((instance, previous))
     }
 
-    /// Removes a live instance once the store has committed its removal.
-    pub async fn deregister(&self, id: Uuid) -> Result<Arc<Instance>, RegistrarError> {
+    /// Removes a live instance once the store has committed its removal;
+    /// `reason` goes into the `deregister` event.
+    pub async fn deregister(
+        &self,
+        id: Uuid,
+        reason: &str,
+    ) -> Result<Arc<Instance>, RegistrarError> {
         let instance = self.registry.get(id).ok_or(RegistrarError::NotFound)?;
         let _same_name = self
             .stripe(&instance.spec.service_type, &instance.spec.name)
@@ -132,7 +206,45 @@ impl Registrar {
             .write(Write::Delete(id))
             .await
             .map_err(|e| self.store_failed(e))?;
-        self.registry.deregister(id).ok_or(RegistrarError::NotFound)
+        let removed = self
+            .registry
+            .deregister(id)
+            .ok_or(RegistrarError::NotFound)?;
+        self.checker.forget(id);
+        self.events.publish(
+            EventKind::Deregister,
+            &removed,
+            Some(json!({ "reason": reason })),
+        );
+        Ok(removed)
+    }
+
+    /// Removes `instance` after its check kept it critical for
+    /// `deregister_after`, unless it was replaced meanwhile.
+    pub async fn deregister_critical(&self, instance: Arc<Instance>, reason: String) {
+        let current = self.registry.get(instance.id);
+        if !current.is_some_and(|c| Arc::ptr_eq(&c, &instance)) {
+            return;
+        }
+        match self.deregister(instance.id, &reason).await {
+            Ok(removed) => {
+                self.metrics.deregistered_critical.inc();
+                tracing::info!(
+                    id = %removed.id,
+                    name = %removed.spec.name,
+                    service_type = %removed.spec.service_type,
+                    %reason,
+                    "deregistered"
+                );
+            }
+            Err(RegistrarError::NotFound) => {}
+            Err(error) => {
+                // Left in place (and served as critical, i.e. not at all);
+                // the next failed check tries again.
+                tracing::warn!(id = %instance.id, %error, "could not deregister a critical instance");
+                self.checker.watch(&instance);
+            }
+        }
     }
 
     /// Removes lapsed instances every [`SWEEP_INTERVAL`] until `shutdown`
@@ -149,15 +261,7 @@ impl Registrar {
             if lapsed.is_empty() {
                 continue;
             }
-            for instance in &lapsed {
-                tracing::info!(
-                    id = %instance.id,
-                    name = %instance.spec.name,
-                    service_type = %instance.spec.service_type,
-                    "expired: no heartbeat within its ttl"
-                );
-            }
-            self.metrics.expired.add(lapsed.len() as u64);
+            self.report_expired(&lapsed);
             let ids = lapsed.iter().map(|i| i.id).collect();
             let registrar = self.clone();
             tokio::spawn(async move {

@@ -444,6 +444,7 @@ mod tests {
             ttl,
             priority: 0,
             weight: 1,
+            check: None,
         }
     }
 

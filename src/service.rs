@@ -14,6 +14,8 @@ use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use crate::checks::{CheckRegistration, CheckSpec};
+
 /// Largest accepted TTL, seconds (one day).
 pub const MAX_TTL: u32 = 86_400;
 /// Longest heartbeat `output` kept, bytes.
@@ -83,6 +85,8 @@ pub struct Registration {
     pub ttl: Option<i64>,
     pub priority: Option<i64>,
     pub weight: Option<i64>,
+    /// An active health check (see [`crate::checks`]).
+    pub check: Option<CheckRegistration>,
     #[serde(default, rename = "id")]
     _id: Option<serde::de::IgnoredAny>,
     #[serde(default, rename = "registered_at")]
@@ -93,6 +97,12 @@ pub struct Registration {
     _expires_at: Option<serde::de::IgnoredAny>,
     #[serde(default, rename = "health")]
     _health: Option<serde::de::IgnoredAny>,
+    #[serde(default, rename = "output")]
+    _output: Option<serde::de::IgnoredAny>,
+    #[serde(default, rename = "check_health")]
+    _check_health: Option<serde::de::IgnoredAny>,
+    #[serde(default, rename = "check_output")]
+    _check_output: Option<serde::de::IgnoredAny>,
 }
 
 /// Where an instance can be reached.
@@ -125,6 +135,7 @@ pub struct ValidRegistration {
     pub ttl: u32,
     pub priority: u16,
     pub weight: u16,
+    pub check: Option<CheckSpec>,
 }
 
 /// A rule a registration broke; the message names the field.
@@ -275,7 +286,9 @@ impl Registration {
                 )));
             }
         }
+        let check = self.check.as_ref().map(|c| c.validate()).transpose()?;
         Ok(ValidRegistration {
+            check,
             name,
             service_type,
             host,
@@ -309,8 +322,12 @@ pub struct Instance {
     pub txt: Vec<String>,
     pub registered_at_ms: u64,
     last_heartbeat_ms: AtomicU64,
-    health: AtomicU8,
+    /// Health as the last heartbeat (or the registration) reported it.
+    reported_health: AtomicU8,
+    /// Health as the active check last decided it; passing without a check.
+    check_health: AtomicU8,
     output: Mutex<Option<String>>,
+    check_output: Mutex<Option<String>>,
 }
 
 impl Instance {
@@ -348,8 +365,10 @@ impl Instance {
             txt,
             registered_at_ms,
             last_heartbeat_ms: AtomicU64::new(now_ms),
-            health: AtomicU8::new(health as u8),
+            reported_health: AtomicU8::new(health as u8),
+            check_health: AtomicU8::new(Health::Passing as u8),
             output: Mutex::new(None),
+            check_output: Mutex::new(None),
         }
     }
 
@@ -362,8 +381,40 @@ impl Instance {
         self.last_heartbeat_ms() + u64::from(self.spec.ttl) * 1000
     }
 
+    /// Health shown and served: the worse of the reported health and the
+    /// active check's.
     pub fn health(&self) -> Health {
-        Health::from_u8(self.health.load(Ordering::Acquire))
+        self.reported_health().max(self.check_health())
+    }
+
+    /// Health as the last heartbeat (or the registration) reported it; what
+    /// the store keeps.
+    pub fn reported_health(&self) -> Health {
+        Health::from_u8(self.reported_health.load(Ordering::Acquire))
+    }
+
+    /// Health as the active check decided it (passing without a check).
+    pub fn check_health(&self) -> Health {
+        Health::from_u8(self.check_health.load(Ordering::Acquire))
+    }
+
+    /// Records what the active check decided.
+    pub fn set_check_result(&self, health: Health, output: String) {
+        self.check_health.store(health as u8, Ordering::Release);
+        *self.check_output.lock().unwrap_or_else(|e| e.into_inner()) = Some(output);
+    }
+
+    pub fn check_output(&self) -> Option<String> {
+        self.check_output
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Renews the lifetime from `now_ms` (a passing check), unless the
+    /// instance already lapsed or was removed. Returns whether it did.
+    pub fn renew(&self, now_ms: u64) -> bool {
+        self.extend_lifetime(now_ms)
     }
 
     /// Serving: unexpired and passing or warning. Decided at answer time.
@@ -388,11 +439,21 @@ impl Instance {
     /// A compare-and-swap against [`Instance::kill_if_lapsed_by`]: a
     /// heartbeat and the expiry sweep can never both win.
     pub fn heartbeat(&self, now_ms: u64, health: Health, output: Option<String>) -> Option<Health> {
+        if !self.extend_lifetime(now_ms) {
+            return None;
+        }
+        let previous = self.reported_health.swap(health as u8, Ordering::AcqRel);
+        *self.output.lock().unwrap_or_else(|e| e.into_inner()) = output;
+        Some(Health::from_u8(previous))
+    }
+
+    /// Moves `last_heartbeat` forward to `now_ms` unless lapsed or removed.
+    fn extend_lifetime(&self, now_ms: u64) -> bool {
         let ttl_ms = u64::from(self.spec.ttl) * 1000;
         let mut current = self.last_heartbeat_ms.load(Ordering::Acquire);
         loop {
             if current == REMOVED || now_ms >= current + ttl_ms {
-                return None;
+                return false;
             }
             match self.last_heartbeat_ms.compare_exchange_weak(
                 current,
@@ -400,13 +461,10 @@ impl Instance {
                 Ordering::AcqRel,
                 Ordering::Acquire,
             ) {
-                Ok(_) => break,
+                Ok(_) => return true,
                 Err(actual) => current = actual,
             }
         }
-        let previous = self.health.swap(health as u8, Ordering::AcqRel);
-        *self.output.lock().unwrap_or_else(|e| e.into_inner()) = output;
-        Some(Health::from_u8(previous))
     }
 
     /// Marks the instance removed if its lifetime lapsed by `now_ms`.
@@ -473,6 +531,9 @@ impl Instance {
             expires_at: unix_secs(self.expires_at_ms()),
             health: self.health(),
             output: self.output(),
+            check: spec.check.as_ref().map(CheckSpec::to_json),
+            check_health: spec.check.as_ref().map(|_| self.check_health()),
+            check_output: self.check_output(),
         }
     }
 }
@@ -501,6 +562,15 @@ pub struct ServiceView {
     pub health: Health,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub output: Option<String>,
+    /// The active check as registered, defaults filled in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub check: Option<serde_json::Value>,
+    /// The check's own verdict; `health` is the worse of it and `output`'s.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub check_health: Option<Health>,
+    /// What the last check saw.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub check_output: Option<String>,
 }
 
 #[cfg(test)]

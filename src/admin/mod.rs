@@ -5,6 +5,7 @@
 
 mod body;
 mod error;
+mod events;
 mod serve;
 
 use std::sync::Arc;
@@ -43,6 +44,10 @@ pub struct AdminState {
     pub default_ttl: u32,
     pub store: String,
     pub started: Instant,
+    /// Seconds between keep-alive comments on `/v1/events`.
+    pub events_keep_alive: std::time::Duration,
+    /// Fires at shutdown; ends the event streams, which never end otherwise.
+    pub shutdown: tokio_util::sync::CancellationToken,
 }
 
 /// The whole admin API.
@@ -53,6 +58,7 @@ pub fn router(state: AdminState) -> Router {
         .route("/services/{id}/heartbeat", put(heartbeat))
         .route("/discover/{service_type}", get(discover))
         .route("/types", get(types))
+        .route("/events", get(events::stream))
         .route("/health", get(health));
     Router::new()
         .nest("/v1", v1)
@@ -121,15 +127,6 @@ async fn register(
         }
     };
     let registered = state.registrar.register(spec).await?;
-    if let Some(stale) = &registered.expired {
-        state.metrics.expired.inc();
-        tracing::info!(
-            id = %stale.id,
-            name = %stale.spec.name,
-            service_type = %stale.spec.service_type,
-            "expired: no heartbeat within its ttl"
-        );
-    }
     let instance = &registered.instance;
     let status = if registered.created {
         state.metrics.registrations_created.inc();
@@ -215,7 +212,7 @@ async fn deregister(
     let id = parse_id(&id)?;
     let instance = state
         .registrar
-        .deregister(id)
+        .deregister(id, "deregistered through the admin API")
         .await
         .map_err(|error| match error {
             RegistrarError::NotFound => unknown_id(id),
@@ -242,13 +239,13 @@ async fn get_one(
 
 /// Query-string filters, all optional; an empty value counts as absent.
 #[derive(Debug, Default)]
-struct Filters {
-    service_type: Option<String>,
+pub(crate) struct Filters {
+    pub(crate) service_type: Option<String>,
     tag: Option<String>,
     health: Option<Health>,
 }
 
-fn parse_filters(raw: Option<String>, allowed: &[&str]) -> Result<Filters, ApiError> {
+pub(crate) fn parse_filters(raw: Option<String>, allowed: &[&str]) -> Result<Filters, ApiError> {
     let pairs: Vec<(String, String)> = serde_urlencoded::from_str(raw.as_deref().unwrap_or(""))
         .map_err(|e| ApiError::BadRequest(format!("malformed query string: {e}")))?;
     let mut filters = Filters::default();
@@ -380,7 +377,9 @@ async fn metrics(State(state): State<AdminState>) -> Response {
             header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
-        state.metrics.render(&state.registry),
+        state
+            .metrics
+            .render(&state.registry, state.registrar.events.subscribers()),
     )
         .into_response()
 }

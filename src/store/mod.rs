@@ -85,7 +85,7 @@ pub struct StoredInstance {
 #[derive(Debug, Clone)]
 pub enum Write {
     /// Insert or replace (by id, and by type+name).
-    Put(StoredInstance),
+    Put(Box<StoredInstance>),
     /// The reported health changed.
     Health {
         id: Uuid,
@@ -144,6 +144,7 @@ pub fn registration_json(spec: &ValidRegistration) -> String {
         "ttl": spec.ttl,
         "priority": spec.priority,
         "weight": spec.weight,
+        "check": spec.check.as_ref().map(crate::checks::CheckSpec::to_json),
     })
     .to_string()
 }

@@ -250,3 +250,262 @@ where
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// The value of one Prometheus series (`name{labels}` exactly as written)
+/// from `/metrics`.
+pub async fn metric_value(server: &TestServer, series: &str) -> Option<f64> {
+    let text = server
+        .http
+        .get(server.url("/metrics"))
+        .send()
+        .await
+        .expect("metrics answer")
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .filter(|line| !line.starts_with('#'))
+        .find_map(|line| {
+            line.strip_prefix(series)?
+                .strip_prefix(' ')?
+                .trim()
+                .parse()
+                .ok()
+        })
+}
+
+/// What a test [`Endpoint`] does with a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Answers every request with this HTTP status.
+    Status(u16),
+    /// Accepts and reads, never answers.
+    Hang,
+    /// Not listening: connections are refused.
+    Closed,
+}
+
+/// A real HTTP (and TCP) endpoint on loopback that a test flips between
+/// answers, silence and a closed port, counting the requests it receives.
+pub struct Endpoint {
+    pub addr: SocketAddr,
+    state: std::sync::Arc<std::sync::Mutex<Mode>>,
+    requests: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Endpoint {
+    pub async fn start(mode: Mode) -> Endpoint {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut endpoint = Endpoint {
+            addr: listener.local_addr().unwrap(),
+            state: std::sync::Arc::new(std::sync::Mutex::new(mode)),
+            requests: Default::default(),
+            task: None,
+        };
+        endpoint.serve(listener);
+        endpoint.set(mode).await;
+        endpoint
+    }
+
+    /// `http://ADDR/health`.
+    pub fn url(&self) -> String {
+        format!("http://{}/health", self.addr)
+    }
+
+    /// Connections (TCP) or requests (HTTP) received so far.
+    pub fn requests(&self) -> usize {
+        self.requests.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    fn serve(&mut self, listener: tokio::net::TcpListener) {
+        let state = self.state.clone();
+        let requests = self.requests.clone();
+        self.task = Some(tokio::spawn(async move {
+            loop {
+                let Ok((mut stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                requests.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let state = state.clone();
+                tokio::spawn(async move {
+                    let mut request = Vec::new();
+                    let mut buffer = [0u8; 1024];
+                    while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match stream.read(&mut buffer).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => request.extend_from_slice(&buffer[..n]),
+                        }
+                    }
+                    let mode = *state.lock().unwrap();
+                    match mode {
+                        Mode::Status(status) => {
+                            let body = format!("status {status}");
+                            let reply = format!(
+                                "HTTP/1.1 {status} Test\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                                body.len()
+                            );
+                            let _ = stream.write_all(reply.as_bytes()).await;
+                        }
+                        Mode::Hang | Mode::Closed => {
+                            tokio::time::sleep(Duration::from_secs(60)).await;
+                        }
+                    }
+                });
+            }
+        }));
+    }
+
+    /// Switches the behaviour; `Closed` stops listening, anything else
+    /// listens again on the same port.
+    pub async fn set(&mut self, mode: Mode) {
+        *self.state.lock().unwrap() = mode;
+        match (mode, self.task.is_some()) {
+            (Mode::Closed, true) => {
+                let task = self.task.take().unwrap();
+                task.abort();
+                let _ = task.await;
+            }
+            (Mode::Closed, false) | (_, true) => {}
+            (_, false) => {
+                let listener = tokio::net::TcpListener::bind(self.addr)
+                    .await
+                    .expect("can listen again on the endpoint's port");
+                self.serve(listener);
+            }
+        }
+    }
+}
+
+impl Drop for Endpoint {
+    fn drop(&mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+}
+
+/// One server-sent event as read off the wire.
+#[derive(Debug, Clone)]
+pub enum Sse {
+    /// A `data:` event, parsed as JSON.
+    Data(Value),
+    /// A `:` comment line (keep-alive).
+    Comment(String),
+}
+
+/// A `GET /v1/events` stream read over a raw HTTP/1.0 connection, so the
+/// body arrives exactly as sent (no chunking, no client buffering).
+pub struct EventStream {
+    stream: TcpStream,
+    buffer: Vec<u8>,
+}
+
+impl EventStream {
+    /// Opens the stream; returns the HTTP status and, on 200, the stream.
+    pub async fn open(server: &TestServer, query: &str) -> (u16, Option<EventStream>) {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        EventStream::open_on(socket, server, query).await
+    }
+
+    /// Like [`EventStream::open`] on a prepared socket (a small receive
+    /// buffer, say).
+    pub async fn open_on(
+        socket: tokio::net::TcpSocket,
+        server: &TestServer,
+        query: &str,
+    ) -> (u16, Option<EventStream>) {
+        let mut stream = socket.connect(server.admin).await.unwrap();
+        stream
+            .write_all(format!("GET /v1/events{query} HTTP/1.0\r\nHost: test\r\n\r\n").as_bytes())
+            .await
+            .unwrap();
+        let mut events = EventStream {
+            stream,
+            buffer: Vec::new(),
+        };
+        let head = events.read_until(b"\r\n\r\n").await.expect("response head");
+        let head = String::from_utf8_lossy(&head).to_string();
+        let status: u16 = head
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| panic!("status line in {head:?}"));
+        if status != 200 {
+            return (status, None);
+        }
+        assert!(
+            head.to_ascii_lowercase()
+                .contains("content-type: text/event-stream"),
+            "{head}"
+        );
+        (status, Some(events))
+    }
+
+    async fn read_until(&mut self, end: &[u8]) -> Option<Vec<u8>> {
+        loop {
+            if let Some(at) = self.buffer.windows(end.len()).position(|w| w == end) {
+                let rest = self.buffer.split_off(at + end.len());
+                let mut found = std::mem::replace(&mut self.buffer, rest);
+                found.truncate(at);
+                return Some(found);
+            }
+            let mut chunk = [0u8; 65536];
+            match self.stream.read(&mut chunk).await {
+                Ok(0) | Err(_) => return None,
+                Ok(n) => self.buffer.extend_from_slice(&chunk[..n]),
+            }
+        }
+    }
+
+    /// The next event or comment, or `None` when the stream ended or
+    /// nothing came within `limit`.
+    pub async fn next_within(&mut self, limit: Duration) -> Option<Sse> {
+        tokio::time::timeout(limit, async {
+            let block = self.read_until(b"\n\n").await?;
+            let block = String::from_utf8(block).expect("events are UTF-8");
+            let mut data = Vec::new();
+            for line in block.lines() {
+                if let Some(comment) = line.strip_prefix(':') {
+                    return Some(Sse::Comment(comment.trim().to_string()));
+                }
+                if let Some(value) = line.strip_prefix("data:") {
+                    data.push(value.strip_prefix(' ').unwrap_or(value).to_string());
+                }
+            }
+            let value = serde_json::from_str(&data.join("\n"))
+                .unwrap_or_else(|e| panic!("data is JSON ({e}): {block:?}"));
+            Some(Sse::Data(value))
+        })
+        .await
+        .ok()
+        .flatten()
+    }
+
+    /// The next `data:` event within `limit`, skipping comments.
+    pub async fn next_event(&mut self, limit: Duration) -> Option<Value> {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            match self.next_within(left).await? {
+                Sse::Data(value) => return Some(value),
+                Sse::Comment(_) => continue,
+            }
+        }
+    }
+
+    /// Whether the server closed the stream within `limit`.
+    pub async fn ends_within(&mut self, limit: Duration) -> bool {
+        tokio::time::timeout(limit, async {
+            let mut chunk = [0u8; 65536];
+            loop {
+                match self.stream.read(&mut chunk).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(_) => {}
+                }
+            }
+        })
+        .await
+        .is_ok()
+    }
+}

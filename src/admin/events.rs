@@ -1,0 +1,62 @@
+//! `GET /v1/events`: the event stream as server-sent events.
+
+use std::convert::Infallible;
+
+use axum::extract::{RawQuery, State};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use tokio::sync::broadcast::error::RecvError;
+
+use super::{AdminState, ApiError, parse_filters};
+use crate::events::lagged;
+
+/// Streams every event (or those of `?type=`) until the client leaves or
+/// the server shuts down. The subscription exists once the response headers
+/// are sent, so a client that has them will see every later change.
+pub async fn stream(
+    State(state): State<AdminState>,
+    RawQuery(query): RawQuery,
+) -> Result<Response, ApiError> {
+    let filters = parse_filters(query, &["type"])?;
+    let receiver = state.registrar.events.subscribe();
+    let shutdown = state.shutdown.clone();
+    let metrics = state.metrics.clone();
+    let service_type = filters.service_type;
+    let events = futures_util::stream::unfold(receiver, move |mut receiver| {
+        let shutdown = shutdown.clone();
+        let metrics = metrics.clone();
+        let service_type = service_type.clone();
+        async move {
+            loop {
+                let received = tokio::select! {
+                    _ = shutdown.cancelled() => return None,
+                    received = receiver.recv() => received,
+                };
+                let event = match received {
+                    Ok(event) => {
+                        if service_type
+                            .as_ref()
+                            .is_some_and(|t| *t != event.service_type)
+                        {
+                            continue;
+                        }
+                        Event::default().data(&event.json)
+                    }
+                    Err(RecvError::Lagged(missed)) => {
+                        metrics.events_missed.add(missed);
+                        Event::default().data(lagged(missed))
+                    }
+                    Err(RecvError::Closed) => return None,
+                };
+                return Some((Ok::<_, Infallible>(event), receiver));
+            }
+        }
+    });
+    Ok(Sse::new(events)
+        .keep_alive(
+            KeepAlive::new()
+                .interval(state.events_keep_alive)
+                .text("keep-alive"),
+        )
+        .into_response())
+}

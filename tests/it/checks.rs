@@ -1,0 +1,595 @@
+//! Active health checks (SPEC §2 `check`, §3) against real endpoints on
+//! loopback: an HTTP server the test flips between 200, 429, 500, silence
+//! and a closed port, and a TCP listener it opens and closes. What is
+//! asserted is what a user sees: the instance leaving and rejoining DNS, the
+//! health the API shows, the bound on how long that takes.
+
+use std::time::{Duration, Instant};
+
+use hickory_proto::rr::{RData, RecordType};
+use serde_json::{Value, json};
+
+use crate::support::{Endpoint, EventStream, Mode, TestServer, eventually, metric_value};
+
+/// Registers `name` of type `web` at 10.0.0.N with `check`; returns its id.
+async fn register_checked(
+    server: &TestServer,
+    name: &str,
+    n: u8,
+    ttl: u32,
+    check: Value,
+) -> String {
+    let (status, body) = server
+        .register(
+            &json!({"name": name, "type": "web", "host": format!("10.0.0.{n}"),
+                          "port": 8080, "ttl": ttl, "check": check}),
+        )
+        .await;
+    assert_eq!(status, 201, "register {name}: {body}");
+    body["id"].as_str().unwrap().to_string()
+}
+
+/// The addresses DNS serves for `web.svc.local` now.
+async fn served(server: &TestServer) -> Vec<String> {
+    let answer = server.query("web.svc.local", RecordType::A).await;
+    let mut addresses: Vec<String> = answer
+        .answers
+        .iter()
+        .filter_map(|r| match &r.data {
+            RData::A(a) => Some(a.0.to_string()),
+            _ => None,
+        })
+        .collect();
+    addresses.sort();
+    addresses
+}
+
+/// Polls DNS until `address` is (`present`) or is not served, at most
+/// `limit`; returns how long it took.
+async fn until_served(
+    server: &TestServer,
+    address: &str,
+    present: bool,
+    limit: Duration,
+) -> Duration {
+    let started = Instant::now();
+    let reached = eventually(limit, || async {
+        served(server).await.iter().any(|a| a == address) == present
+    })
+    .await;
+    assert!(
+        reached,
+        "{address} {} DNS within {limit:?}",
+        if present { "rejoins" } else { "leaves" }
+    );
+    started.elapsed()
+}
+
+async fn health_of(server: &TestServer, id: &str) -> Value {
+    let (status, body) = server.get(&format!("/v1/services/{id}")).await;
+    assert_eq!(status, 200, "{body}");
+    body
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http_check_follows_the_endpoint_through_500_429_closed_and_back() {
+    let server = TestServer::start().await;
+    let mut endpoint = Endpoint::start(Mode::Status(200)).await;
+    server
+        .register_ok("steady", "web", "10.0.0.1", 8080, 300)
+        .await;
+    let id = register_checked(
+        &server,
+        "checked",
+        2,
+        300,
+        json!({"http": endpoint.url(), "interval": 1, "timeout": 0.5}),
+    )
+    .await;
+    // The first check runs within one interval and passes.
+    assert!(
+        eventually(Duration::from_secs(3), || async { endpoint.requests() > 0 }).await,
+        "the endpoint is checked"
+    );
+    let service = health_of(&server, &id).await;
+    assert_eq!(service["check"]["http"], json!(endpoint.url()));
+    assert_eq!(service["check"]["interval"], json!(1));
+    assert_eq!(service["check"]["timeout"], json!(0.5));
+    assert_eq!(service["check_health"], "passing");
+    assert_eq!(served(&server).await, ["10.0.0.1", "10.0.0.2"]);
+
+    // interval × failures_before_critical + timeout + 1 s.
+    let bound = Duration::from_millis(1000 + 500 + 1000);
+    endpoint.set(Mode::Status(500)).await;
+    let took = until_served(&server, "10.0.0.2", false, Duration::from_secs(10)).await;
+    assert!(
+        took <= bound,
+        "left DNS {took:?} after the 500, bound {bound:?}"
+    );
+    let service = health_of(&server, &id).await;
+    assert_eq!(service["health"], "critical");
+    assert_eq!(service["check_health"], "critical");
+    let output = service["check_output"].as_str().unwrap();
+    assert!(
+        output.contains("500"),
+        "check_output says what happened: {output}"
+    );
+    assert_eq!(
+        served(&server).await,
+        ["10.0.0.1"],
+        "the other instance stays"
+    );
+
+    endpoint.set(Mode::Status(200)).await;
+    let took = until_served(&server, "10.0.0.2", true, Duration::from_secs(10)).await;
+    assert!(took <= bound, "came back {took:?} after recovery");
+
+    // 429 is warning: still served, shown as warning.
+    endpoint.set(Mode::Status(429)).await;
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            health_of(&server, &id).await["health"] == "warning"
+        })
+        .await,
+        "429 turns the instance warning"
+    );
+    assert_eq!(
+        served(&server).await,
+        ["10.0.0.1", "10.0.0.2"],
+        "warning is served"
+    );
+    let (status, listed) = server.get("/v1/services?health=passing").await;
+    assert_eq!(status, 200);
+    assert_eq!(listed["services"].as_array().unwrap().len(), 2);
+
+    // A closed port is critical too.
+    endpoint.set(Mode::Closed).await;
+    let took = until_served(&server, "10.0.0.2", false, Duration::from_secs(10)).await;
+    assert!(took <= bound, "left DNS {took:?} after the port closed");
+    assert!(
+        metric_value(&server, "signpost_check_failures_total{kind=\"refused\"}").await >= Some(1.0)
+    );
+    assert!(
+        metric_value(&server, "signpost_check_failures_total{kind=\"status\"}").await >= Some(1.0)
+    );
+    assert!(metric_value(&server, "signpost_checks_total").await >= Some(3.0));
+    assert_eq!(
+        metric_value(&server, "signpost_instances_by_health{health=\"critical\"}").await,
+        Some(1.0)
+    );
+    endpoint.set(Mode::Status(204)).await;
+    until_served(&server, "10.0.0.2", true, Duration::from_secs(10)).await;
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_endpoint_times_out_within_the_bound() {
+    let server = TestServer::start().await;
+    let mut endpoint = Endpoint::start(Mode::Status(200)).await;
+    let id = register_checked(
+        &server,
+        "slow",
+        3,
+        300,
+        json!({"http": endpoint.url(), "interval": 1, "timeout": 0.3}),
+    )
+    .await;
+    until_served(&server, "10.0.0.3", true, Duration::from_secs(3)).await;
+    endpoint.set(Mode::Hang).await;
+    let took = until_served(&server, "10.0.0.3", false, Duration::from_secs(10)).await;
+    let bound = Duration::from_millis(1000 + 300 + 1000);
+    assert!(
+        took <= bound,
+        "left DNS {took:?} after the endpoint went silent"
+    );
+    assert!(
+        metric_value(&server, "signpost_check_failures_total{kind=\"timeout\"}").await >= Some(1.0)
+    );
+    let output = health_of(&server, &id).await["check_output"].clone();
+    assert!(output.as_str().unwrap().contains("no answer"), "{output}");
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tcp_check_follows_a_listener_opening_and_closing() {
+    let server = TestServer::start().await;
+    let mut listener = Endpoint::start(Mode::Status(200)).await;
+    let id = register_checked(
+        &server,
+        "db",
+        4,
+        300,
+        json!({"tcp": listener.addr.to_string(), "interval": 1, "timeout": 0.5}),
+    )
+    .await;
+    assert!(
+        eventually(Duration::from_secs(3), || async { listener.requests() > 0 }).await,
+        "the listener is connected to"
+    );
+    assert_eq!(health_of(&server, &id).await["check_health"], "passing");
+    let bound = Duration::from_millis(1000 + 500 + 1000);
+    listener.set(Mode::Closed).await;
+    let took = until_served(&server, "10.0.0.4", false, Duration::from_secs(10)).await;
+    assert!(took <= bound, "left DNS {took:?} after the listener closed");
+    listener.set(Mode::Status(200)).await;
+    let took = until_served(&server, "10.0.0.4", true, Duration::from_secs(10)).await;
+    assert!(
+        took <= bound,
+        "came back {took:?} after the listener reopened"
+    );
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn thresholds_absorb_a_lost_check_and_delay_recovery() {
+    let server = TestServer::start().await;
+    let mut endpoint = Endpoint::start(Mode::Status(200)).await;
+    let id = register_checked(
+        &server,
+        "calm",
+        5,
+        300,
+        json!({"http": endpoint.url(), "interval": 1, "timeout": 0.5,
+               "failures_before_critical": 3, "successes_before_passing": 2}),
+    )
+    .await;
+    assert!(eventually(Duration::from_secs(3), || async { endpoint.requests() > 0 }).await);
+
+    // One failed check: still served throughout.
+    let seen = endpoint.requests();
+    endpoint.set(Mode::Status(500)).await;
+    assert!(
+        eventually(Duration::from_secs(3), || async {
+            endpoint.requests() > seen
+        })
+        .await
+    );
+    endpoint.set(Mode::Status(200)).await;
+    let until = Instant::now() + Duration::from_millis(2500);
+    while Instant::now() < until {
+        assert_eq!(
+            served(&server).await,
+            ["10.0.0.5"],
+            "one lost check does not flap DNS"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // Failing for good: out after three failures.
+    endpoint.set(Mode::Status(503)).await;
+    let took = until_served(&server, "10.0.0.5", false, Duration::from_secs(10)).await;
+    let bound = Duration::from_millis(3 * 1000 + 500 + 1000);
+    assert!(took <= bound, "left DNS {took:?}, bound {bound:?}");
+    assert!(
+        took >= Duration::from_millis(1500),
+        "not before the third failure: {took:?}"
+    );
+
+    // Recovering: one success is not enough.
+    let seen = endpoint.requests();
+    endpoint.set(Mode::Status(200)).await;
+    assert!(
+        eventually(Duration::from_secs(3), || async {
+            endpoint.requests() > seen
+        })
+        .await
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        health_of(&server, &id).await["check_health"],
+        "critical",
+        "still critical after one success of two"
+    );
+    until_served(&server, "10.0.0.5", true, Duration::from_secs(5)).await;
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_passing_check_keeps_an_instance_alive_without_heartbeats() {
+    let server = TestServer::start().await;
+    let mut endpoint = Endpoint::start(Mode::Status(200)).await;
+    let id = register_checked(
+        &server,
+        "kept",
+        6,
+        2,
+        json!({"http": endpoint.url(), "interval": 1, "timeout": 0.5}),
+    )
+    .await;
+    // Three TTLs with no heartbeat at all.
+    let until = Instant::now() + Duration::from_secs(6);
+    while Instant::now() < until {
+        assert_eq!(served(&server).await, ["10.0.0.6"], "renewed by its check");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let service = health_of(&server, &id).await;
+    let left =
+        service["expires_at"].as_f64().unwrap() - service["last_heartbeat"].as_f64().unwrap();
+    assert_eq!(left, 2.0, "the check renews by the instance's own ttl");
+
+    // With the check failing nothing renews it: it expires one TTL later.
+    endpoint.set(Mode::Closed).await;
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            server.get(&format!("/v1/services/{id}")).await.0 == 404
+        })
+        .await,
+        "expired once the check stopped passing"
+    );
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn heartbeat_and_check_health_combine_to_the_worse() {
+    let server = TestServer::start().await;
+    let mut endpoint = Endpoint::start(Mode::Status(200)).await;
+    let id = register_checked(
+        &server,
+        "both",
+        7,
+        300,
+        json!({"http": endpoint.url(), "interval": 1, "timeout": 0.5}),
+    )
+    .await;
+    assert!(eventually(Duration::from_secs(3), || async { endpoint.requests() > 0 }).await);
+    assert_eq!(
+        server
+            .heartbeat(&id, Some(json!({"status": "warning"})))
+            .await,
+        200
+    );
+    let service = health_of(&server, &id).await;
+    assert_eq!(service["health"], "warning");
+    assert_eq!(service["check_health"], "passing");
+
+    endpoint.set(Mode::Status(500)).await;
+    until_served(&server, "10.0.0.7", false, Duration::from_secs(5)).await;
+    // A passing heartbeat cannot override a failing check.
+    assert_eq!(server.heartbeat(&id, None).await, 200);
+    let service = health_of(&server, &id).await;
+    assert_eq!(service["health"], "critical");
+    assert!(served(&server).await.is_empty());
+
+    endpoint.set(Mode::Status(200)).await;
+    until_served(&server, "10.0.0.7", true, Duration::from_secs(5)).await;
+    // Nor can a passing check override a critical heartbeat.
+    assert_eq!(
+        server
+            .heartbeat(&id, Some(json!({"status": "critical"})))
+            .await,
+        200
+    );
+    assert!(served(&server).await.is_empty());
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(health_of(&server, &id).await["health"], "critical");
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deregister_after_removes_an_instance_that_stays_critical() {
+    let server = TestServer::start().await;
+    let endpoint = Endpoint::start(Mode::Status(500)).await;
+    let (_, mut events) = EventStream::open(&server, "").await;
+    let mut events = events.take().unwrap();
+    let id = register_checked(
+        &server,
+        "doomed",
+        8,
+        300,
+        json!({"http": endpoint.url(), "interval": 1, "timeout": 0.5, "deregister_after": 2}),
+    )
+    .await;
+    let started = Instant::now();
+    assert!(
+        eventually(Duration::from_secs(8), || async {
+            server.get(&format!("/v1/services/{id}")).await.0 == 404
+        })
+        .await,
+        "removed after staying critical"
+    );
+    // Critical after the first check (≤ 1 s), removed 2 s later, seen at the
+    // next check: at most 1 + 2 + 1 s and some slack for the timeout.
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(1900),
+        "not before deregister_after: {took:?}"
+    );
+    assert!(took <= Duration::from_millis(4500), "took {took:?}");
+    assert_eq!(
+        metric_value(&server, "signpost_deregistered_critical_total").await,
+        Some(1.0)
+    );
+    let kinds: Vec<Value> = {
+        let mut kinds = Vec::new();
+        while let Some(event) = events.next_event(Duration::from_secs(2)).await {
+            kinds.push(event.clone());
+            if event["type"] == "deregister" {
+                break;
+            }
+        }
+        kinds
+    };
+    let types: Vec<&str> = kinds.iter().map(|e| e["type"].as_str().unwrap()).collect();
+    assert_eq!(types, ["register", "health", "deregister"], "{kinds:?}");
+    let reason = kinds[2]["data"]["reason"].as_str().unwrap();
+    assert!(reason.contains("critical"), "{reason}");
+    assert_eq!(kinds[1]["data"]["service_info"]["health"], "critical");
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deregistering_or_replacing_stops_the_check_at_once() {
+    let server = TestServer::start().await;
+    let endpoint = Endpoint::start(Mode::Status(200)).await;
+    let check = json!({"http": endpoint.url(), "interval": 1, "timeout": 0.5});
+    let id = register_checked(&server, "gone", 9, 300, check.clone()).await;
+    assert!(eventually(Duration::from_secs(3), || async { endpoint.requests() > 0 }).await);
+    assert_eq!(server.deregister(&id).await, 204);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let seen = endpoint.requests();
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(
+        endpoint.requests(),
+        seen,
+        "no check after the deregistration"
+    );
+
+    // Replaced in place without a check: the check stops too.
+    register_checked(&server, "swap", 10, 300, check).await;
+    let seen = endpoint.requests();
+    assert!(
+        eventually(Duration::from_secs(3), || async {
+            endpoint.requests() > seen
+        })
+        .await
+    );
+    let (status, body) = server
+        .register(
+            &json!({"name": "swap", "type": "web", "host": "10.0.0.10", "port": 8080, "ttl": 300}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.get("check").is_none(), "{body}");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let seen = endpoint.requests();
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(
+        endpoint.requests(),
+        seen,
+        "no check after the replacement dropped it"
+    );
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn checks_resume_after_a_restart_on_the_same_store() {
+    let dir = std::env::temp_dir().join(format!("signpost-checks-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let store = format!("sqlite:{}", dir.join("signpost.db").display());
+    let mut endpoint = Endpoint::start(Mode::Status(200)).await;
+    let check =
+        json!({"http": endpoint.url(), "interval": 1, "timeout": 0.5, "deregister_after": 600});
+
+    let server = TestServer::start_with(|c| c.store.url = store.clone()).await;
+    let id = register_checked(&server, "durable", 11, 300, check).await;
+    let registered = health_of(&server, &id).await["check"].clone();
+    server.stop().await;
+
+    let server = TestServer::start_with(|c| c.store.url = store.clone()).await;
+    assert_eq!(
+        health_of(&server, &id).await["check"],
+        registered,
+        "the check is kept"
+    );
+    let seen = endpoint.requests();
+    assert!(
+        eventually(Duration::from_secs(3), || async {
+            endpoint.requests() > seen
+        })
+        .await,
+        "checks resume after the restart"
+    );
+    endpoint.set(Mode::Status(500)).await;
+    until_served(&server, "10.0.0.11", false, Duration::from_secs(5)).await;
+    server.stop().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Every `check` rule: a 4xx naming the field, and nothing registered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_check_rule_is_enforced() {
+    let server = TestServer::start().await;
+    let cases: Vec<(Value, &str)> = vec![
+        (json!({}), "check"),
+        (
+            json!({"http": "http://10.0.0.1/", "tcp": "10.0.0.1:80"}),
+            "check",
+        ),
+        (json!({"http": "ftp://10.0.0.1/"}), "check.http"),
+        (json!({"http": "10.0.0.1:80/health"}), "check.http"),
+        (json!({"http": "http:///health"}), "check.http"),
+        (
+            json!({"http": "http://user:secret@10.0.0.1/"}),
+            "check.http",
+        ),
+        (json!({"http": "http://bad_host/"}), "check.http"),
+        (json!({"http": "http://10.0.0.1:70000/"}), "check.http"),
+        (
+            json!({"http": format!("http://10.0.0.1/{}", "a".repeat(3000))}),
+            "check.http",
+        ),
+        (json!({"http": 42}), "check.http"),
+        (json!({"tcp": "10.0.0.1"}), "check.tcp"),
+        (json!({"tcp": "10.0.0.1:0"}), "check.tcp"),
+        (json!({"tcp": "10.0.0.1:http"}), "check.tcp"),
+        (json!({"tcp": "::1:80"}), "check.tcp"),
+        (json!({"tcp": "bad host:80"}), "check.tcp"),
+        (json!({"tcp": "h:1", "interval": 0}), "check.interval"),
+        (json!({"tcp": "h:1", "interval": 0.5}), "check.interval"),
+        (json!({"tcp": "h:1", "interval": 3601}), "check.interval"),
+        (json!({"tcp": "h:1", "interval": "10s"}), "check.interval"),
+        (
+            json!({"tcp": "h:1", "interval": 5, "timeout": 6}),
+            "check.timeout",
+        ),
+        (json!({"tcp": "h:1", "timeout": 0}), "check.timeout"),
+        (json!({"tcp": "h:1", "timeout": -1}), "check.timeout"),
+        (
+            json!({"tcp": "h:1", "failures_before_critical": 0}),
+            "failures_before_critical",
+        ),
+        (
+            json!({"tcp": "h:1", "failures_before_critical": 101}),
+            "failures_before_critical",
+        ),
+        (
+            json!({"tcp": "h:1", "successes_before_passing": 0}),
+            "successes_before_passing",
+        ),
+        (
+            json!({"tcp": "h:1", "deregister_after": 0}),
+            "deregister_after",
+        ),
+        (
+            json!({"tcp": "h:1", "deregister_after": 1e9}),
+            "deregister_after",
+        ),
+        (json!({"tcp": "h:1", "script": "rm -rf /"}), "script"),
+        (json!("http://10.0.0.1/"), "check"),
+    ];
+    for (check, field) in cases {
+        let body =
+            json!({"name": "x", "type": "web", "host": "10.0.0.1", "port": 80, "check": check});
+        let (status, reply) = server.register(&body).await;
+        assert!(
+            status == 400 || status == 422,
+            "check {check}: expected 400/422, got {status} {reply}"
+        );
+        let message = reply["error"].as_str().unwrap_or_default();
+        assert!(
+            message.contains(field),
+            "check {check}: error {message:?} names {field:?}"
+        );
+    }
+    let (_, listed) = server.get("/v1/services").await;
+    assert_eq!(listed["services"], json!([]), "nothing was registered");
+
+    // The defaults, as shown back.
+    let (status, body) = server
+        .register(
+            &json!({"name": "x", "type": "web", "host": "10.0.0.1", "port": 80,
+                          "check": {"tcp": "[::1]:9"}}),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(
+        body["check"],
+        json!({"tcp": "[::1]:9", "interval": 10, "timeout": 5,
+               "failures_before_critical": 1, "successes_before_passing": 1})
+    );
+    // A fetched object, sent back as is, is accepted.
+    let (status, again) = server.register(&body).await;
+    assert_eq!(status, 200, "{again}");
+    server.stop().await;
+}
