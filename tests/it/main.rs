@@ -8,6 +8,7 @@ mod admin;
 mod checks;
 mod cli;
 mod dns;
+mod events;
 mod fuzz;
 mod hardening;
 mod lifetime;
