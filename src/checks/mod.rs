@@ -40,6 +40,7 @@ pub struct CheckRegistration {
     pub failures_before_critical: Option<i64>,
     pub successes_before_passing: Option<i64>,
     pub deregister_after: Option<f64>,
+    pub tls_skip_verify: Option<bool>,
 }
 
 /// What a check probes.
@@ -51,7 +52,7 @@ pub enum CheckTarget {
     Tcp { host: String, port: u16 },
 }
 
-/// A parsed `http://` check URL.
+/// A parsed `http://` or `https://` check URL.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HttpTarget {
     /// The URL as registered, echoed back in the service object.
@@ -63,6 +64,10 @@ pub struct HttpTarget {
     pub authority: String,
     /// Path and query, at least `/`.
     pub path: String,
+    /// `https`: speak TLS, and verify the certificate against the system's
+    /// trusted roots unless `tls_skip_verify`.
+    pub tls: bool,
+    pub tls_skip_verify: bool,
 }
 
 /// A check that passed every rule.
@@ -130,8 +135,8 @@ fn host_port(field: &str, value: &str) -> Result<(String, u16), ValidationError>
     Ok((host, port))
 }
 
-/// Parses an `http://` URL into what the probe needs.
-fn http_target(url: &str) -> Result<HttpTarget, ValidationError> {
+/// Parses an `http://` or `https://` URL into what the probe needs.
+fn http_target(url: &str, tls_skip_verify: bool) -> Result<HttpTarget, ValidationError> {
     if url.len() > MAX_URL_BYTES {
         return Err(invalid(format!(
             "check.http must be at most {MAX_URL_BYTES} bytes, got {}",
@@ -142,14 +147,15 @@ fn http_target(url: &str) -> Result<HttpTarget, ValidationError> {
     let uri: axum::http::Uri = url
         .parse()
         .map_err(|_| bad("must be a URL such as http://10.0.0.5:8080/health"))?;
-    match uri.scheme_str() {
-        Some("http") => {}
-        Some("https") => {
-            return Err(bad(
-                "uses https, which this version cannot check; use an http URL or a tcp check",
-            ));
-        }
-        _ => return Err(bad("must start with http://")),
+    let tls = match uri.scheme_str() {
+        Some("http") => false,
+        Some("https") => true,
+        _ => return Err(bad("must start with http:// or https://")),
+    };
+    if tls_skip_verify && !tls {
+        return Err(invalid(
+            "check.tls_skip_verify applies only to https:// URLs",
+        ));
     }
     let authority = uri.authority().ok_or_else(|| bad("must name a host"))?;
     if authority.as_str().contains('@') {
@@ -169,6 +175,7 @@ fn http_target(url: &str) -> Result<HttpTarget, ValidationError> {
     // `Authority::port` is `None` for an unparsable port such as 99999, so
     // read what follows the host ourselves.
     let port = match authority.as_str()[authority.host().len()..].strip_prefix(':') {
+        None if tls => 443,
         None => 80,
         Some(port) => match port.parse::<u16>() {
             Ok(0) | Err(_) => return Err(bad("must have a port of 1-65535")),
@@ -187,6 +194,8 @@ fn http_target(url: &str) -> Result<HttpTarget, ValidationError> {
         port,
         authority: authority.as_str().to_string(),
         path,
+        tls,
+        tls_skip_verify,
     })
 }
 
@@ -194,7 +203,14 @@ impl CheckRegistration {
     /// Applies every rule of a `check` object.
     pub fn validate(&self) -> Result<CheckSpec, ValidationError> {
         let target = match (&self.http, &self.tcp) {
-            (Some(url), None) => CheckTarget::Http(http_target(url)?),
+            (Some(url), None) => {
+                CheckTarget::Http(http_target(url, self.tls_skip_verify.unwrap_or(false))?)
+            }
+            (None, Some(_)) if self.tls_skip_verify.is_some() => {
+                return Err(invalid(
+                    "check.tls_skip_verify applies only to https:// URLs",
+                ));
+            }
             (None, Some(address)) => {
                 let (host, port) = host_port("check.tcp", address)?;
                 CheckTarget::Tcp { host, port }
@@ -273,7 +289,12 @@ impl CheckSpec {
             "successes_before_passing": self.successes_before_passing,
         });
         match &self.target {
-            CheckTarget::Http(target) => object["http"] = json!(target.url),
+            CheckTarget::Http(target) => {
+                object["http"] = json!(target.url);
+                if target.tls_skip_verify {
+                    object["tls_skip_verify"] = json!(true);
+                }
+            }
             CheckTarget::Tcp { host, port } => {
                 let host = if host.contains(':') {
                     format!("[{host}]")
@@ -324,6 +345,17 @@ mod tests {
             (target.host.as_str(), target.path.as_str()),
             ("example.com", "/")
         );
+        let spec = check(json!({"http": "https://h/", "tls_skip_verify": true})).unwrap();
+        let CheckTarget::Http(target) = &spec.target else {
+            panic!()
+        };
+        assert_eq!(
+            (target.port, target.tls, target.tls_skip_verify),
+            (443, true, true)
+        );
+        assert_eq!(spec.to_json()["tls_skip_verify"], json!(true));
+        assert!(check(json!({"http": "http://h/", "tls_skip_verify": true})).is_err());
+        assert!(check(json!({"tcp": "h:1", "tls_skip_verify": false})).is_err());
         for bad in [
             "",
             "10.0.0.5:80",
@@ -334,7 +366,6 @@ mod tests {
             "http://a..b/",
             "http://host:0/",
             "http://host:99999/",
-            "https://host/",
         ] {
             assert!(check(json!({"http": bad})).is_err(), "{bad}");
         }

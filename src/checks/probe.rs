@@ -10,6 +10,7 @@ use http_body_util::{BodyExt, Empty};
 use hyper::StatusCode;
 use hyper::header::{CONNECTION, HOST, USER_AGENT};
 use hyper_util::rt::TokioIo;
+use rustls::pki_types::ServerName;
 use tokio::net::TcpStream;
 
 use super::{CheckTarget, HttpTarget};
@@ -132,13 +133,32 @@ async fn connect(host: &str, port: u16) -> Result<TcpStream, Outcome> {
 }
 
 /// `GET`s the URL on a fresh connection (closed afterwards; redirects are
-/// not followed) and reads at most [`MAX_BODY_BYTES`] of the body.
+/// not followed) and reads at most [`MAX_BODY_BYTES`] of the body. An
+/// `https` URL gets a TLS handshake first.
 async fn http(target: &HttpTarget) -> Result<Outcome, Outcome> {
     let label = format!("HTTP GET {}", abbreviate(&target.url));
     let error =
         |e: &dyn std::fmt::Display| Outcome::failed(FailureKind::Error, format!("{label}: {e}"));
     let stream = connect(&target.host, target.port).await?;
-    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+    if !target.tls {
+        return exchange(TokioIo::new(stream), target, &label).await;
+    }
+    let server_name = ServerName::try_from(target.host.clone()).map_err(|e| error(&e))?;
+    let stream = tls::connector(target.tls_skip_verify)
+        .connect(server_name, stream)
+        .await
+        .map_err(|e| error(&format!("TLS: {e}")))?;
+    exchange(TokioIo::new(stream), target, &label).await
+}
+
+/// The HTTP/1.1 exchange on an open connection.
+async fn exchange<I>(io: I, target: &HttpTarget, label: &str) -> Result<Outcome, Outcome>
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let error =
+        |e: &dyn std::fmt::Display| Outcome::failed(FailureKind::Error, format!("{label}: {e}"));
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(io)
         .await
         .map_err(|e| error(&e))?;
     // Drives the connection; aborted with this future (the timeout).
@@ -200,5 +220,96 @@ struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
 impl<T> Drop for AbortOnDrop<T> {
     fn drop(&mut self) {
         self.0.abort();
+    }
+}
+
+/// TLS client settings for `https` checks, built once.
+mod tls {
+    use std::sync::{Arc, OnceLock};
+
+    use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+    use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
+    use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+    use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
+    use tokio_rustls::TlsConnector;
+
+    fn provider() -> Arc<CryptoProvider> {
+        Arc::new(rustls::crypto::ring::default_provider())
+    }
+
+    /// The connector for `tls_skip_verify` (`true`) or for verified
+    /// checks: the system's trusted roots (`/etc/ssl/certs`, read once at
+    /// the first https check), so a private CA added there is trusted too.
+    pub fn connector(skip_verify: bool) -> TlsConnector {
+        static VERIFIED: OnceLock<TlsConnector> = OnceLock::new();
+        static UNVERIFIED: OnceLock<TlsConnector> = OnceLock::new();
+        let build = |skip_verify: bool| {
+            let builder = ClientConfig::builder_with_provider(provider())
+                .with_safe_default_protocol_versions()
+                .expect("ring supports the default protocol versions");
+            let config = if skip_verify {
+                builder
+                    .dangerous()
+                    .with_custom_certificate_verifier(Arc::new(AnyCertificate(
+                        provider().signature_verification_algorithms,
+                    )))
+                    .with_no_client_auth()
+            } else {
+                let mut roots = RootCertStore::empty();
+                let native = rustls_native_certs::load_native_certs();
+                let (added, _) = roots.add_parsable_certificates(native.certs);
+                if added == 0 {
+                    tracing::warn!(
+                        errors = ?native.errors,
+                        "no trusted root certificates found: every verified https check will fail"
+                    );
+                }
+                builder.with_root_certificates(roots).with_no_client_auth()
+            };
+            TlsConnector::from(Arc::new(config))
+        };
+        let cell = if skip_verify { &UNVERIFIED } else { &VERIFIED };
+        cell.get_or_init(|| build(skip_verify)).clone()
+    }
+
+    /// Accepts any certificate (`tls_skip_verify`), but still checks the
+    /// handshake signatures, so the connection is at least with the holder
+    /// of the certificate's key.
+    #[derive(Debug)]
+    struct AnyCertificate(WebPkiSupportedAlgorithms);
+
+    impl ServerCertVerifier for AnyCertificate {
+        fn verify_server_cert(
+            &self,
+            _: &CertificateDer<'_>,
+            _: &[CertificateDer<'_>],
+            _: &ServerName<'_>,
+            _: &[u8],
+            _: UnixTime,
+        ) -> Result<ServerCertVerified, rustls::Error> {
+            Ok(ServerCertVerified::assertion())
+        }
+
+        fn verify_tls12_signature(
+            &self,
+            message: &[u8],
+            cert: &CertificateDer<'_>,
+            dss: &DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, rustls::Error> {
+            rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0)
+        }
+
+        fn verify_tls13_signature(
+            &self,
+            message: &[u8],
+            cert: &CertificateDer<'_>,
+            dss: &DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, rustls::Error> {
+            rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0)
+        }
+
+        fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+            self.0.supported_schemes()
+        }
     }
 }

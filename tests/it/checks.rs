@@ -9,7 +9,9 @@ use std::time::{Duration, Instant};
 use hickory_proto::rr::{RData, RecordType};
 use serde_json::{Value, json};
 
-use crate::support::{Endpoint, EventStream, Mode, TestServer, eventually, metric_value};
+use crate::support::{
+    Endpoint, EventStream, Mode, TestServer, TlsEndpoint, eventually, metric_value,
+};
 
 /// Registers `name` of type `web` at 10.0.0.N with `check`; returns its id.
 async fn register_checked(
@@ -556,6 +558,14 @@ async fn every_check_rule_is_enforced() {
             "deregister_after",
         ),
         (json!({"tcp": "h:1", "script": "rm -rf /"}), "script"),
+        (
+            json!({"http": "http://10.0.0.1/", "tls_skip_verify": true}),
+            "tls_skip_verify",
+        ),
+        (
+            json!({"http": "https://10.0.0.1/", "tls_skip_verify": "yes"}),
+            "tls_skip_verify",
+        ),
         (json!("http://10.0.0.1/"), "check"),
     ];
     for (check, field) in cases {
@@ -591,5 +601,59 @@ async fn every_check_rule_is_enforced() {
     // A fetched object, sent back as is, is accepted.
     let (status, again) = server.register(&body).await;
     assert_eq!(status, 200, "{again}");
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_checks_verify_the_certificate_unless_told_not_to() {
+    let server = TestServer::start().await;
+    let tls = TlsEndpoint::start().await;
+    let plain = Endpoint::start(Mode::Status(200)).await;
+    let url = format!("https://{}/health", tls.addr);
+    let trusting = register_checked(
+        &server,
+        "trusting",
+        12,
+        300,
+        json!({"http": url, "interval": 1, "timeout": 0.5, "tls_skip_verify": true}),
+    )
+    .await;
+    let verifying = register_checked(
+        &server,
+        "verifying",
+        13,
+        300,
+        json!({"http": url, "interval": 1, "timeout": 0.5}),
+    )
+    .await;
+    let mismatched = register_checked(
+        &server,
+        "mismatched",
+        14,
+        300,
+        json!({"http": format!("https://{}/", plain.addr), "interval": 1, "timeout": 0.5,
+               "tls_skip_verify": true}),
+    )
+    .await;
+    until_served(&server, "10.0.0.13", false, Duration::from_secs(5)).await;
+    until_served(&server, "10.0.0.14", false, Duration::from_secs(5)).await;
+    assert!(tls.requests() > 0, "the skip-verify check got through");
+    let service = health_of(&server, &trusting).await;
+    assert_eq!(service["check_health"], "passing", "{service}");
+    assert!(
+        service["check_output"].as_str().unwrap().contains("200 OK"),
+        "{service}"
+    );
+    assert_eq!(service["check"]["tls_skip_verify"], true);
+    assert_eq!(served(&server).await, ["10.0.0.12"]);
+    // A self-signed certificate is not trusted by default.
+    let output = health_of(&server, &verifying).await["check_output"].clone();
+    assert!(output.as_str().unwrap().contains("certificate"), "{output}");
+    // TLS spoken to a plain HTTP port (which waits for a request line that
+    // never comes) fails the check.
+    assert_eq!(
+        health_of(&server, &mismatched).await["check_health"],
+        "critical"
+    );
     server.stop().await;
 }
