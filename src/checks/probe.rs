@@ -63,6 +63,11 @@ pub struct Outcome {
 }
 
 impl Outcome {
+    fn prefixed(mut self, prefix: &str) -> Outcome {
+        self.output = format!("{prefix} {}", self.output);
+        self
+    }
+
     fn failed(kind: FailureKind, output: String) -> Outcome {
         Outcome {
             health: Health::Critical,
@@ -78,7 +83,7 @@ pub async fn run(target: &CheckTarget, timeout: Duration) -> Outcome {
         match target {
             CheckTarget::Http(target) => http(target).await,
             CheckTarget::Tcp { host, port } => {
-                connect(host, *port).await?;
+                connect(host, *port).await.map_err(|o| o.prefixed("TCP"))?;
                 Ok(Outcome {
                     health: Health::Passing,
                     failure: None,
@@ -139,7 +144,9 @@ async fn http(target: &HttpTarget) -> Result<Outcome, Outcome> {
     let label = format!("HTTP GET {}", abbreviate(&target.url));
     let error =
         |e: &dyn std::fmt::Display| Outcome::failed(FailureKind::Error, format!("{label}: {e}"));
-    let stream = connect(&target.host, target.port).await?;
+    let stream = connect(&target.host, target.port)
+        .await
+        .map_err(|o| o.prefixed(&format!("{label}:")))?;
     if !target.tls {
         return exchange(TokioIo::new(stream), target, &label).await;
     }
