@@ -12,11 +12,24 @@ use super::error::ApiError;
 /// Largest request body accepted.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
-/// Reads the whole body, refusing more than [`MAX_BODY_BYTES`].
+/// Time a client has to send the whole body, once its headers are in: a
+/// client trickling a byte at a time must not hold a connection (and, for
+/// a registration, nothing else) for ever.
+pub const BODY_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Reads the whole body, refusing more than [`MAX_BODY_BYTES`] (413) or
+/// one that takes longer than [`BODY_READ_TIMEOUT`] (408).
 pub async fn read_body(body: Body) -> Result<axum::body::Bytes, ApiError> {
-    axum::body::to_bytes(body, MAX_BODY_BYTES)
-        .await
-        .map_err(|_| ApiError::TooLarge(MAX_BODY_BYTES))
+    match tokio::time::timeout(
+        BODY_READ_TIMEOUT,
+        axum::body::to_bytes(body, MAX_BODY_BYTES),
+    )
+    .await
+    {
+        Ok(Ok(bytes)) => Ok(bytes),
+        Ok(Err(_)) => Err(ApiError::TooLarge(MAX_BODY_BYTES)),
+        Err(_) => Err(ApiError::BodyTimeout(BODY_READ_TIMEOUT.as_secs())),
+    }
 }
 
 /// Whether the request says its body is JSON (`application/json`, or any

@@ -19,6 +19,9 @@ pub enum ApiError {
     MethodNotAllowed,
     #[error("request body is larger than {0} bytes")]
     TooLarge(usize),
+    /// The body did not arrive in time (a client trickling bytes).
+    #[error("the request body did not arrive within {0} seconds")]
+    BodyTimeout(u64),
     #[error("{0}")]
     UnsupportedMediaType(String),
     /// Well-formed JSON that breaks a rule: a missing field, a wrong type, a
@@ -51,6 +54,7 @@ impl ApiError {
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
