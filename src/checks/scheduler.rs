@@ -6,7 +6,9 @@
 //! never stall it: every check is bounded by its timeout, and a check that is
 //! still running when the next one falls due simply delays that one. A new
 //! check's first run is placed at a random point of its first interval, so
-//! thousands registered at once spread out instead of firing together.
+//! thousands registered at once spread out instead of firing together, and
+//! every later run moves by up to ±2 % of the interval, so checks that a
+//! stall bunched together drift apart again.
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
@@ -281,6 +283,9 @@ fn apply(
     } else {
         entry.critical_since = None;
     }
-    let next = (done.started + check.interval).max(Instant::now());
+    // ±2 % of jitter on every run, not only the first: checks bunched by a
+    // stall would otherwise fire together every interval for ever.
+    let interval = check.interval.mul_f64(0.98 + 0.04 * fastrand::f64());
+    let next = (done.started + interval).max(Instant::now());
     due.push(Reverse((next, entry.epoch, done.id)));
 }
