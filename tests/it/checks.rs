@@ -307,7 +307,10 @@ async fn a_passing_check_keeps_an_instance_alive_without_heartbeats() {
     let service = health_of(&server, &id).await;
     let left =
         service["expires_at"].as_f64().unwrap() - service["last_heartbeat"].as_f64().unwrap();
-    assert_eq!(left, 2.0, "the check renews by the instance's own ttl");
+    assert!(
+        (left - 2.0).abs() < 0.01,
+        "the check renews by the instance's own ttl: {left}"
+    );
 
     // With the check failing nothing renews it: it expires one TTL later.
     endpoint.set(Mode::Closed).await;
