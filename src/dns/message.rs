@@ -15,6 +15,7 @@ use hickory_proto::op::{
 use hickory_proto::rr::{DNSClass, Record, RecordType};
 use hickory_proto::serialize::binary::{BinEncodable, BinEncoder};
 
+use super::fast::{self, ZoneWire};
 use super::zone::{self, AnswerRecord, ZoneSettings};
 use crate::metrics::Metrics;
 use crate::registry::{Registry, now_ms};
@@ -40,6 +41,8 @@ pub struct Responder {
     pub registry: Registry,
     pub zone: ZoneSettings,
     pub metrics: std::sync::Arc<Metrics>,
+    /// The zone's names in wire form, for the fast path.
+    pub(super) wire: ZoneWire,
 }
 
 /// A response ready to send.
@@ -49,7 +52,34 @@ pub struct Response {
 }
 
 impl Responder {
-    /// Answers one request packet. `None` means drop it: too short to carry
+    pub fn new(registry: Registry, zone: ZoneSettings, metrics: std::sync::Arc<Metrics>) -> Self {
+        let wire = ZoneWire::new(&zone);
+        Responder {
+            registry,
+            zone,
+            metrics,
+            wire,
+        }
+    }
+
+    /// Answers one request packet into `out` (cleared first): the common
+    /// questions by the fast path, the rest by [`Responder::respond`]. False
+    /// means drop the packet.
+    pub fn respond_into(&self, packet: &[u8], transport: Transport, out: &mut Vec<u8>) -> bool {
+        if fast::respond(self, packet, transport, out) {
+            return true;
+        }
+        out.clear();
+        match self.respond(packet, transport) {
+            Some(response) => {
+                out.extend_from_slice(&response.bytes);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Answers one request packet by the general path. `None` means drop it: too short to carry
     /// an id to answer to, or itself a response (never answer those, to
     /// avoid loops).
     pub fn respond(&self, packet: &[u8], transport: Transport) -> Option<Response> {

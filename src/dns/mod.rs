@@ -2,14 +2,18 @@
 //!
 //! - [`zone`]: what a name means and which records answer it, read from the
 //!   registry at answer time.
+//! - [`fast`]: the common questions, straight from the registry to wire.
 //! - [`message`]: request checks, EDNS, and size-bounded encoding.
-//! - [`server`]: UDP and TCP sockets.
+//! - [`server`]: binding, and TCP connections.
+//! - [`udp`]: UDP, a thread per `SO_REUSEPORT` socket with batched I/O.
 //!
 //! **Invariant:** nothing here writes to the registry, blocks, or awaits while
 //! holding a lock.
 
+pub mod fast;
 pub mod message;
 pub mod server;
+pub mod udp;
 pub mod zone;
 
 use hickory_proto::rr::Name;

@@ -1,0 +1,858 @@
+//! The fast answer path: the questions discovery clients ask all the time,
+//! answered straight from the registry into wire format.
+//!
+//! It takes a plain query (one question, at most an OPT record, EDNS version
+//! 0) for `<type>` (A, AAAA, SRV, anything else as NODATA), `<name>.<type>`,
+//! `_<type>._tcp`, and names too deep to exist. Everything else returns
+//! `false` and goes the general way ([`super::message`]), which is the
+//! reference: a test checks that both give the same answers.
+//!
+//! Nothing is cached between queries. Each answer reads the type's current
+//! snapshot and filters its instances by lifetime and health at answer time,
+//! so a registration, removal, expiry or health change shows in the very next
+//! answer. What makes it fast is what it does not do: no message objects, no
+//! per-record names or heap allocation beyond one small list, no compression
+//! table. Names are compressed by pointing at the question or at a name this
+//! answer already wrote, whose offsets are known as it writes.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use hickory_proto::op::ResponseCode;
+use hickory_proto::rr::{Name, RecordType};
+
+use super::message::{CLASSIC_UDP_LIMIT, MAX_UDP_PAYLOAD, Responder, TCP_LIMIT, Transport};
+use super::zone::ZoneSettings;
+use crate::registry::{TypeSet, now_ms};
+use crate::service::{Host, Instance};
+
+const TYPE_A: u16 = 1;
+const TYPE_PTR: u16 = 12;
+const TYPE_SOA: u16 = 6;
+const TYPE_TXT: u16 = 16;
+const TYPE_AAAA: u16 = 28;
+const TYPE_SRV: u16 = 33;
+const TYPE_OPT: u16 = 41;
+const CLASS_IN: u16 = 1;
+/// A name of at most 255 bytes has at most 127 labels.
+const MAX_LABELS: usize = 128;
+/// Compression pointers reach only the first 16 KiB of a message.
+const POINTER_REACH: usize = 0x4000;
+/// EDNS options that hickory parses into typed values (and may reject):
+/// NSID, DAU, DHU, N3U, client subnet. A query carrying one goes the general
+/// way, so malformed ones get its FORMERR.
+const TYPED_EDNS_OPTIONS: [u16; 5] = [3, 5, 6, 7, 8];
+
+/// The zone's names in wire form, worked out once.
+#[derive(Debug)]
+pub struct ZoneWire {
+    /// The apex, lowercase, uncompressed.
+    apex: Vec<u8>,
+    apex_labels: usize,
+    /// The SOA MNAME: the labels left of the apex when it is inside the
+    /// zone (then followed by a pointer to the apex), else the whole name.
+    nameserver: Vec<u8>,
+    nameserver_in_zone: bool,
+    ttl: u32,
+    negative_ttl: u32,
+}
+
+impl ZoneWire {
+    pub fn new(zone: &ZoneSettings) -> ZoneWire {
+        let apex = name_wire(&zone.apex);
+        let full = name_wire(&zone.nameserver.to_lowercase());
+        let in_zone = full.len() > apex.len() && full.ends_with(&apex) && {
+            // The suffix must start on a label boundary.
+            let mut at = 0;
+            while at < full.len() - apex.len() {
+                at += 1 + usize::from(full[at]);
+            }
+            at == full.len() - apex.len()
+        };
+        let nameserver = if in_zone {
+            full[..full.len() - apex.len()].to_vec()
+        } else {
+            full
+        };
+        ZoneWire {
+            apex_labels: zone.apex.iter().count(),
+            apex,
+            nameserver,
+            nameserver_in_zone: in_zone,
+            ttl: zone.ttl,
+            negative_ttl: zone.negative_ttl,
+        }
+    }
+}
+
+/// A name as uncompressed wire bytes, ending with the root label.
+pub fn name_wire(name: &Name) -> Vec<u8> {
+    let mut wire = Vec::with_capacity(name.len() + 1);
+    for label in name.iter() {
+        wire.push(label.len() as u8);
+        wire.extend_from_slice(label);
+    }
+    wire.push(0);
+    wire
+}
+
+/// A query the fast path can take, as offsets into its packet.
+struct Question {
+    /// End of the question section; the response repeats it as asked.
+    end: usize,
+    /// Where each label of the query name starts.
+    labels: [u16; MAX_LABELS],
+    label_count: usize,
+    qtype: u16,
+    /// The payload size the client offered, when it sent an OPT record.
+    edns_payload: Option<u16>,
+}
+
+/// Reads a query the fast path can take; `None` for anything else.
+fn parse(packet: &[u8]) -> Option<Question> {
+    let u16_at = |at: usize| -> Option<u16> {
+        Some(u16::from_be_bytes([*packet.get(at)?, *packet.get(at + 1)?]))
+    };
+    // A query (QR clear) with opcode QUERY, one question, nothing else but
+    // possibly an OPT record.
+    if packet.len() < 12 || packet[2] & 0xf8 != 0 {
+        return None;
+    }
+    if u16_at(4)? != 1 || u16_at(6)? != 0 || u16_at(8)? != 0 || u16_at(10)? > 1 {
+        return None;
+    }
+    let mut labels = [0u16; MAX_LABELS];
+    let mut label_count = 0;
+    let mut at = 12;
+    loop {
+        let len = usize::from(*packet.get(at)?);
+        if len == 0 {
+            at += 1;
+            break;
+        }
+        // No compression pointers in a question we take, and at most 255
+        // bytes of name.
+        if len > 63 || label_count == MAX_LABELS || at + 1 + len - 12 >= 255 {
+            return None;
+        }
+        labels[label_count] = at as u16;
+        label_count += 1;
+        at += 1 + len;
+    }
+    let qtype = u16_at(at)?;
+    if u16_at(at + 2)? != CLASS_IN {
+        return None;
+    }
+    let end = at + 4;
+    let mut edns_payload = None;
+    let mut at = end;
+    if packet[11] == 1 {
+        // OPT: root owner, type 41, class = payload size, TTL = extended
+        // rcode, version, flags; then well-formed options.
+        if *packet.get(at)? != 0 || u16_at(at + 1)? != TYPE_OPT {
+            return None;
+        }
+        let version = *packet.get(at + 6)?;
+        if version != 0 {
+            return None;
+        }
+        edns_payload = Some(u16_at(at + 3)?);
+        let rdata_len = usize::from(u16_at(at + 9)?);
+        at += 11;
+        let rdata_end = at + rdata_len;
+        while at < rdata_end {
+            let code = u16_at(at)?;
+            if TYPED_EDNS_OPTIONS.contains(&code) {
+                return None;
+            }
+            at += 4 + usize::from(u16_at(at + 2)?);
+        }
+        if at != rdata_end {
+            return None;
+        }
+    }
+    // Trailing bytes: let the general parser decide what they mean.
+    if at != packet.len() {
+        return None;
+    }
+    Some(Question {
+        end,
+        labels,
+        label_count,
+        qtype,
+        edns_payload,
+    })
+}
+
+/// A label copied to lowercase; its text, or `None` when it is not UTF-8
+/// (then it names nothing).
+struct Lower {
+    bytes: [u8; 63],
+    len: usize,
+}
+
+impl Lower {
+    fn new(raw: &[u8]) -> Lower {
+        let mut bytes = [0u8; 63];
+        for (out, b) in bytes.iter_mut().zip(raw) {
+            *out = b.to_ascii_lowercase();
+        }
+        Lower {
+            bytes,
+            len: raw.len().min(63),
+        }
+    }
+
+    fn as_str(&self) -> Option<&str> {
+        std::str::from_utf8(&self.bytes[..self.len]).ok()
+    }
+}
+
+/// What a fast-path query name refers to.
+enum Node {
+    /// `<type>`: the type's snapshot.
+    Type(Arc<TypeSet>),
+    /// `_<type>._tcp`.
+    Service(Arc<TypeSet>),
+    /// `<name>.<type>`, serving.
+    Instance(Arc<Instance>),
+    Missing,
+}
+
+/// Answers `packet` into `out` if it is a query the fast path takes; false
+/// (and `out` unspecified) when the general path must answer it.
+pub fn respond(
+    responder: &Responder,
+    packet: &[u8],
+    transport: Transport,
+    out: &mut Vec<u8>,
+) -> bool {
+    let Some(question) = parse(packet) else {
+        return false;
+    };
+    let wire = &responder.wire;
+    if question.label_count < wire.apex_labels {
+        return false;
+    }
+    let depth = question.label_count - wire.apex_labels;
+    let apex_at = if depth == question.label_count {
+        // The root zone is never served (see `dns::zone_name`).
+        return false;
+    } else {
+        usize::from(question.labels[depth])
+    };
+    // In the zone? (Case-insensitive; anything else is REFUSED, the
+    // general path's business.)
+    let asked_apex = &packet[apex_at..question.end - 4];
+    if !asked_apex.eq_ignore_ascii_case(&wire.apex) {
+        return false;
+    }
+    if matches!(question.qtype, 251..=252 | 255) {
+        return false; // IXFR, AXFR, ANY
+    }
+    let label = |index: usize| -> &[u8] {
+        let at = usize::from(question.labels[index]);
+        &packet[at + 1..at + 1 + usize::from(packet[at])]
+    };
+    let registry = &responder.registry;
+    let now = now_ms();
+    let node = match depth {
+        1 if label(0).first() != Some(&b'_') => {
+            let service_type = Lower::new(label(0));
+            match service_type.as_str().and_then(|t| registry.type_set(t)) {
+                Some(set) => Node::Type(set),
+                None => Node::Missing,
+            }
+        }
+        2 if label(0).first() != Some(&b'_') && label(1).first() != Some(&b'_') => {
+            let name = Lower::new(label(0));
+            let service_type = Lower::new(label(1));
+            match (name.as_str(), service_type.as_str()) {
+                (Some(name), Some(service_type)) => registry
+                    .type_set(service_type)
+                    .and_then(|set| set.find(name).cloned())
+                    .filter(|instance| instance.is_serving(now))
+                    .map_or(Node::Missing, Node::Instance),
+                _ => Node::Missing,
+            }
+        }
+        2 if label(0).len() > 1
+            && label(0)[0] == b'_'
+            && label(1).eq_ignore_ascii_case(b"_tcp") =>
+        {
+            let service_type = Lower::new(&label(0)[1..]);
+            match service_type.as_str().and_then(|t| registry.type_set(t)) {
+                Some(set) => Node::Service(set),
+                None => Node::Missing,
+            }
+        }
+        5.. => Node::Missing,
+        _ => return false,
+    };
+    let limit = match (transport, question.edns_payload) {
+        (Transport::Tcp, _) => TCP_LIMIT,
+        (Transport::Udp, None) => CLASSIC_UDP_LIMIT,
+        (Transport::Udp, Some(payload)) => usize::from(payload.clamp(512, MAX_UDP_PAYLOAD)),
+    };
+    let opt_len = if question.edns_payload.is_some() {
+        OPT_RECORD.len()
+    } else {
+        0
+    };
+    let mut message = Message {
+        out,
+        budget: limit - opt_len,
+        answers: 0,
+        authorities: 0,
+        additionals: 0,
+        truncated: false,
+    };
+    message.out.clear();
+    message.out.extend_from_slice(&packet[..question.end]);
+    let rcode = write_answer(
+        &mut message,
+        wire,
+        &node,
+        question.qtype,
+        now,
+        apex_at,
+        || registry.version() as u32,
+    );
+    if question.edns_payload.is_some() {
+        message.out.extend_from_slice(&OPT_RECORD);
+        message.additionals += 1;
+    }
+    let out = message.out;
+    // Header: id kept; QR, AA, TC, RD as asked; RA, AD clear; CD as asked.
+    out[2] = 0x80 | 0x04 | if message.truncated { 0x02 } else { 0 } | (packet[2] & 0x01);
+    out[3] = (packet[3] & 0x10) | rcode.low();
+    out[4..6].copy_from_slice(&1u16.to_be_bytes());
+    out[6..8].copy_from_slice(&message.answers.to_be_bytes());
+    out[8..10].copy_from_slice(&message.authorities.to_be_bytes());
+    out[10..12].copy_from_slice(&message.additionals.to_be_bytes());
+    responder
+        .metrics
+        .count_query(RecordType::from(question.qtype), rcode);
+    if message.truncated {
+        responder.metrics.dns_truncated.inc();
+    }
+    true
+}
+
+/// Our OPT record: root owner, payload 1232, no extended rcode, version 0,
+/// no flags, no options.
+const OPT_RECORD: [u8; 11] = {
+    let size = MAX_UDP_PAYLOAD.to_be_bytes();
+    [0, 0, 41, size[0], size[1], 0, 0, 0, 0, 0, 0]
+};
+
+/// The response being written, within `budget` bytes.
+struct Message<'a> {
+    out: &'a mut Vec<u8>,
+    budget: usize,
+    answers: u16,
+    authorities: u16,
+    additionals: u16,
+    truncated: bool,
+}
+
+impl Message<'_> {
+    /// Appends one record written by `write`, if it fits; else leaves
+    /// nothing and returns false.
+    fn record(&mut self, write: impl FnOnce(&mut Vec<u8>)) -> bool {
+        let mark = self.out.len();
+        write(self.out);
+        if self.out.len() > self.budget {
+            self.out.truncate(mark);
+            return false;
+        }
+        true
+    }
+}
+
+/// One member of an answer RRset: an instance, its own TTL, and where its
+/// answer record went (for the extras that point back at it).
+struct Member<'a> {
+    instance: &'a Instance,
+    ttl: u32,
+    /// Offset of the name extras refer to by pointer (SRV target, PTR name),
+    /// once written.
+    name_at: usize,
+}
+
+/// Writes the answer and authority sections (and extras) for `node`;
+/// returns the rcode.
+fn write_answer(
+    message: &mut Message<'_>,
+    wire: &ZoneWire,
+    node: &Node,
+    qtype: u16,
+    now: u64,
+    apex_at: usize,
+    serial: impl FnOnce() -> u32,
+) -> ResponseCode {
+    let (candidates, rrtype): (&[Arc<Instance>], Option<u16>) = match node {
+        Node::Type(set) => (
+            &set.instances,
+            matches!(qtype, TYPE_A | TYPE_AAAA | TYPE_SRV).then_some(qtype),
+        ),
+        Node::Service(set) => (
+            &set.instances,
+            matches!(qtype, TYPE_PTR | TYPE_SRV).then_some(qtype),
+        ),
+        Node::Instance(instance) => (
+            std::slice::from_ref(instance),
+            matches!(qtype, TYPE_A | TYPE_AAAA | TYPE_SRV | TYPE_TXT).then_some(qtype),
+        ),
+        Node::Missing => (&[], None),
+    };
+    // The serving instances that have a record of the asked type; the node
+    // exists as long as any instance serves.
+    let mut members: Vec<Member<'_>> = Vec::new();
+    let mut exists = false;
+    for instance in candidates {
+        if !instance.is_serving(now) {
+            continue;
+        }
+        exists = true;
+        if rrtype.is_some_and(|rrtype| {
+            !matches!(rrtype, TYPE_A | TYPE_AAAA) || address(instance, rrtype).is_some()
+        }) {
+            members.push(Member {
+                instance,
+                ttl: instance.remaining_secs(now).min(wire.ttl),
+                name_at: 0,
+            });
+        }
+    }
+    if !exists {
+        write_soa(message, wire, apex_at, serial());
+        return ResponseCode::NXDomain;
+    }
+    let Some(rrtype) = rrtype.filter(|_| !members.is_empty()) else {
+        write_soa(message, wire, apex_at, serial());
+        return ResponseCode::NoError;
+    };
+    let rrset_ttl = members.iter().map(|m| m.ttl).min().unwrap_or(wire.ttl);
+    fastrand::shuffle(&mut members);
+    let mut sent = 0;
+    for member in &mut members {
+        let instance = member.instance;
+        let fits = message.record(|out| {
+            begin_record(out, 0x0c, rrtype, rrset_ttl);
+            match rrtype {
+                TYPE_A | TYPE_AAAA => {
+                    rdata(out, address(instance, rrtype).unwrap_or(&[]));
+                }
+                TYPE_SRV => {
+                    member.name_at = out.len() + 8;
+                    srv_rdata(out, instance);
+                }
+                TYPE_TXT => rdata(out, &instance.txt_wire),
+                _ => {
+                    // PTR to `<name>._<type>._tcp`: the instance label, then
+                    // the question name.
+                    let name = instance.spec.name.as_bytes();
+                    out.extend_from_slice(&((name.len() + 3) as u16).to_be_bytes());
+                    member.name_at = out.len();
+                    out.push(name.len() as u8);
+                    out.extend_from_slice(name);
+                    out.extend_from_slice(&[0xc0, 0x0c]);
+                }
+            }
+        });
+        if !fits {
+            message.truncated = true;
+            break;
+        }
+        message.answers += 1;
+        sent += 1;
+    }
+    for member in &members[..sent] {
+        match rrtype {
+            TYPE_SRV => {
+                glue(message, member.instance, member.ttl, member.name_at);
+            }
+            TYPE_PTR => dnssd_extras(message, member),
+            _ => {}
+        }
+    }
+    ResponseCode::NoError
+}
+
+/// Starts a record whose owner is a pointer to `owner_at`.
+fn begin_record(out: &mut Vec<u8>, owner_at: usize, rrtype: u16, ttl: u32) {
+    out.extend_from_slice(&(0xc000 | owner_at as u16).to_be_bytes());
+    record_fields(out, rrtype, ttl);
+}
+
+/// Type, class IN and TTL of a record whose owner was just written.
+fn record_fields(out: &mut Vec<u8>, rrtype: u16, ttl: u32) {
+    out.extend_from_slice(&rrtype.to_be_bytes());
+    out.extend_from_slice(&CLASS_IN.to_be_bytes());
+    out.extend_from_slice(&ttl.to_be_bytes());
+}
+
+/// RDLENGTH and RDATA.
+fn rdata(out: &mut Vec<u8>, data: &[u8]) {
+    out.extend_from_slice(&(data.len() as u16).to_be_bytes());
+    out.extend_from_slice(data);
+}
+
+/// SRV RDLENGTH and RDATA; the target is never compressed (RFC 2782).
+fn srv_rdata(out: &mut Vec<u8>, instance: &Instance) {
+    let spec = &instance.spec;
+    let target = &instance.target_wire;
+    out.extend_from_slice(&((6 + target.len()) as u16).to_be_bytes());
+    out.extend_from_slice(&spec.priority.to_be_bytes());
+    out.extend_from_slice(&spec.weight.to_be_bytes());
+    out.extend_from_slice(&spec.port.to_be_bytes());
+    out.extend_from_slice(target);
+}
+
+/// The instance's address as record data, when it has one of `rrtype`.
+fn address(instance: &Instance, rrtype: u16) -> Option<&[u8]> {
+    match (&instance.spec.host, rrtype, &instance.address_wire) {
+        (Host::Ip(IpAddr::V4(_)), TYPE_A, bytes) | (Host::Ip(IpAddr::V6(_)), TYPE_AAAA, bytes) => {
+            Some(bytes)
+        }
+        _ => None,
+    }
+}
+
+/// Writes a name: a pointer to `at` when one can reach it, else in full.
+fn name_or_pointer(out: &mut Vec<u8>, at: usize, full: &[u8]) {
+    if at != 0 && at < POINTER_REACH {
+        out.extend_from_slice(&(0xc000 | at as u16).to_be_bytes());
+    } else {
+        out.extend_from_slice(full);
+    }
+}
+
+/// The instance's address under its SRV target (written at `target_at`), as
+/// an additional record if it fits.
+fn glue(message: &mut Message<'_>, instance: &Instance, ttl: u32, target_at: usize) {
+    let rrtype = match instance.spec.host {
+        Host::Ip(IpAddr::V4(_)) => TYPE_A,
+        Host::Ip(IpAddr::V6(_)) => TYPE_AAAA,
+        Host::Name(_) => return,
+    };
+    if message.record(|out| {
+        name_or_pointer(out, target_at, &instance.target_wire);
+        record_fields(out, rrtype, ttl);
+        rdata(out, &instance.address_wire);
+    }) {
+        message.additionals += 1;
+    }
+}
+
+/// RFC 6763 §12.1: with each PTR answer, the instance's SRV, TXT and
+/// address, each if it fits.
+fn dnssd_extras(message: &mut Message<'_>, member: &Member<'_>) {
+    let instance = member.instance;
+    let mut target_at = 0;
+    if message.record(|out| {
+        instance_name(out, member);
+        record_fields(out, TYPE_SRV, member.ttl);
+        target_at = out.len() + 8;
+        srv_rdata(out, instance);
+    }) {
+        message.additionals += 1;
+    } else {
+        target_at = 0;
+    }
+    if message.record(|out| {
+        instance_name(out, member);
+        record_fields(out, TYPE_TXT, member.ttl);
+        rdata(out, &instance.txt_wire);
+    }) {
+        message.additionals += 1;
+    }
+    glue(message, instance, member.ttl, target_at);
+}
+
+/// `<name>._<type>._tcp`, as the PTR answer at `member.name_at` wrote it:
+/// a pointer there when one reaches, else the label and the question name.
+fn instance_name(out: &mut Vec<u8>, member: &Member<'_>) {
+    if member.name_at < POINTER_REACH {
+        out.extend_from_slice(&(0xc000 | member.name_at as u16).to_be_bytes());
+    } else {
+        let name = member.instance.spec.name.as_bytes();
+        out.push(name.len() as u8);
+        out.extend_from_slice(name);
+        out.extend_from_slice(&[0xc0, 0x0c]);
+    }
+}
+
+/// The zone SOA in the authority section (negative answers), its owner a
+/// pointer to the apex in the question.
+fn write_soa(message: &mut Message<'_>, wire: &ZoneWire, apex_at: usize, serial: u32) {
+    let pointer = (0xc000 | apex_at as u16).to_be_bytes();
+    let written = message.record(|out| {
+        out.extend_from_slice(&pointer);
+        record_fields(out, TYPE_SOA, wire.negative_ttl);
+        let len_at = out.len();
+        out.extend_from_slice(&[0, 0]);
+        out.extend_from_slice(&wire.nameserver);
+        if wire.nameserver_in_zone {
+            out.extend_from_slice(&pointer);
+        }
+        out.push(10);
+        out.extend_from_slice(b"hostmaster");
+        out.extend_from_slice(&pointer);
+        for value in [serial, 3600, 600, 86400, wire.negative_ttl] {
+            out.extend_from_slice(&value.to_be_bytes());
+        }
+        let len = (out.len() - len_at - 2) as u16;
+        out[len_at..len_at + 2].copy_from_slice(&len.to_be_bytes());
+    });
+    if written {
+        message.authorities += 1;
+    } else {
+        message.truncated = true;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The fast path against the general one, which is the reference: for
+    //! every question the fast path takes, both must give the same answer
+    //! (records compared as sets, since each answer is shuffled).
+
+    use std::collections::BTreeMap;
+    use std::sync::Arc;
+
+    use hickory_proto::op::{Edns, Message, Query};
+    use hickory_proto::rr::{Name, Record, RecordType};
+
+    use super::*;
+    use crate::metrics::Metrics;
+    use crate::registry::Registry;
+    use crate::service::{Health, ValidRegistration};
+
+    fn responder(nameserver: &str) -> Responder {
+        let apex = Name::from_ascii("svc.local.").unwrap();
+        let registry = Registry::new(apex.clone());
+        type Fixture<'a> = (&'a str, &'a str, &'a str, &'a [(&'a str, &'a str)], Health);
+        let instances: [Fixture<'_>; 8] = [
+            ("a1", "web", "10.0.0.1", &[("k", "v")], Health::Passing),
+            ("a2", "web", "10.0.0.2", &[], Health::Warning),
+            (
+                "a3",
+                "web",
+                "fd00::3",
+                &[("x", "1"), ("y", "2")],
+                Health::Passing,
+            ),
+            ("a4", "web", "db.example.com", &[], Health::Passing),
+            ("down", "web", "10.0.0.9", &[], Health::Critical),
+            ("only", "v6", "fd00::1", &[], Health::Passing),
+            ("dead", "gone", "10.0.1.1", &[], Health::Critical),
+            (
+                "h",
+                "named",
+                "host.example.org",
+                &[("a", "b")],
+                Health::Passing,
+            ),
+        ];
+        for (name, service_type, host, metadata, health) in instances {
+            let spec = ValidRegistration {
+                name: name.into(),
+                service_type: service_type.into(),
+                host: crate::service::validate_host(host).unwrap(),
+                port: 8080,
+                tags: vec![],
+                metadata: metadata
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect::<BTreeMap<_, _>>(),
+                ttl: 60,
+                priority: 3,
+                weight: 7,
+                check: None,
+            };
+            let identity = registry.identity_for(&spec);
+            registry.register(spec, identity, health);
+        }
+        let zone = ZoneSettings {
+            apex: apex.clone(),
+            nameserver: Name::from_ascii(nameserver).unwrap(),
+            ttl: 5,
+            negative_ttl: 7,
+        };
+        Responder::new(registry, zone, Arc::new(Metrics::default()))
+    }
+
+    fn query(name: &str, qtype: RecordType, edns: bool) -> Vec<u8> {
+        let mut message = Message::query();
+        message.metadata.id = 4242;
+        message.metadata.recursion_desired = true;
+        message.add_query(Query::query(Name::from_ascii(name).unwrap(), qtype));
+        if edns {
+            let mut opt = Edns::new();
+            opt.set_max_payload(4096);
+            message.edns = Some(opt);
+        }
+        message.to_vec().unwrap()
+    }
+
+    fn sorted(records: &[Record]) -> Vec<String> {
+        let mut text: Vec<String> = records
+            .iter()
+            .map(|r| r.to_string().to_lowercase())
+            .collect();
+        text.sort();
+        text
+    }
+
+    fn compare(responder: &Responder, packet: &[u8], transport: Transport) -> bool {
+        let mut fast_bytes = Vec::new();
+        if !respond(responder, packet, transport, &mut fast_bytes) {
+            return false;
+        }
+        let general = responder.respond(packet, transport).unwrap();
+        let fast = Message::from_vec(&fast_bytes).expect("the fast answer parses");
+        let general = Message::from_vec(&general.bytes).unwrap();
+        let context = format!("{:?}", Message::from_vec(packet).unwrap().queries);
+        assert_eq!(fast.metadata, general.metadata, "{context}");
+        assert_eq!(fast.queries, general.queries, "{context}");
+        assert_eq!(sorted(&fast.answers), sorted(&general.answers), "{context}");
+        assert_eq!(
+            sorted(&fast.authorities),
+            sorted(&general.authorities),
+            "{context}"
+        );
+        assert_eq!(
+            sorted(&fast.additionals),
+            sorted(&general.additionals),
+            "{context}"
+        );
+        assert_eq!(fast.edns.is_some(), general.edns.is_some(), "{context}");
+        if let (Some(fast), Some(general)) = (&fast.edns, &general.edns) {
+            assert_eq!(fast.max_payload(), general.max_payload());
+        }
+        assert!(fast_bytes.len() <= general.to_vec().unwrap().len() + 64);
+        true
+    }
+
+    #[test]
+    fn fast_answers_equal_the_general_path() {
+        let names = [
+            "web.svc.local.",
+            "WeB.Svc.LOCAL.",
+            "v6.svc.local.",
+            "named.svc.local.",
+            "gone.svc.local.",
+            "nope.svc.local.",
+            "a1.web.svc.local.",
+            "A3.web.svc.local.",
+            "a4.web.svc.local.",
+            "down.web.svc.local.",
+            "zz.web.svc.local.",
+            "a1.nope.svc.local.",
+            "_web._tcp.svc.local.",
+            "_WEB._TCP.svc.local.",
+            "_gone._tcp.svc.local.",
+            "_named._tcp.svc.local.",
+            "_nope._tcp.svc.local.",
+            "a.b.c.d.e.svc.local.",
+            "h.named.svc.local.",
+        ];
+        let qtypes = [
+            RecordType::A,
+            RecordType::AAAA,
+            RecordType::SRV,
+            RecordType::TXT,
+            RecordType::PTR,
+            RecordType::MX,
+            RecordType::CNAME,
+            RecordType::NS,
+        ];
+        for nameserver in ["ns.svc.local.", "ns1.example.net."] {
+            let responder = responder(nameserver);
+            let mut taken = 0;
+            for name in names {
+                for qtype in qtypes {
+                    for edns in [false, true] {
+                        for transport in [Transport::Udp, Transport::Tcp] {
+                            let packet = query(name, qtype, edns);
+                            taken += usize::from(compare(&responder, &packet, transport));
+                        }
+                    }
+                }
+            }
+            assert_eq!(
+                taken,
+                names.len() * qtypes.len() * 4,
+                "every one is fast-path"
+            );
+        }
+    }
+
+    #[test]
+    fn other_questions_go_the_general_way() {
+        let responder = responder("ns.svc.local.");
+        let mut out = Vec::new();
+        for (name, qtype) in [
+            ("svc.local.", RecordType::SOA),
+            ("_services._dns-sd._udp.svc.local.", RecordType::PTR),
+            ("_tag._sub.web.svc.local.", RecordType::A),
+            ("a1._web._tcp.svc.local.", RecordType::SRV),
+            ("_tcp.svc.local.", RecordType::A),
+            ("web.svc.local.", RecordType::ANY),
+            ("web.svc.local.", RecordType::AXFR),
+            ("web.other.", RecordType::A),
+            ("local.", RecordType::A),
+        ] {
+            let packet = query(name, qtype, true);
+            assert!(
+                !respond(&responder, &packet, Transport::Udp, &mut out),
+                "{name} {qtype}"
+            );
+        }
+        let mut packet = query("web.svc.local.", RecordType::A, false);
+        packet.push(0); // trailing garbage
+        assert!(!respond(&responder, &packet, Transport::Udp, &mut out));
+        let mut packet = query("web.svc.local.", RecordType::A, false);
+        packet[2] |= 0x80; // a response
+        assert!(!respond(&responder, &packet, Transport::Udp, &mut out));
+        for cut in 0..query("web.svc.local.", RecordType::A, true).len() {
+            let packet = &query("web.svc.local.", RecordType::A, true)[..cut];
+            assert!(!respond(&responder, packet, Transport::Udp, &mut out));
+        }
+    }
+
+    #[test]
+    fn udp_truncation_matches_in_count_and_flag() {
+        let responder = responder("ns.svc.local.");
+        for i in 0..200 {
+            let spec = ValidRegistration {
+                name: format!("many{i:03}"),
+                service_type: "big".into(),
+                host: crate::service::validate_host(&format!("10.1.{}.{}", i / 200, i % 200))
+                    .unwrap(),
+                port: 80,
+                tags: vec![],
+                metadata: BTreeMap::new(),
+                ttl: 60,
+                priority: 0,
+                weight: 1,
+                check: None,
+            };
+            let identity = responder.registry.identity_for(&spec);
+            responder.registry.register(spec, identity, Health::Passing);
+        }
+        for (qtype, edns) in [(RecordType::A, false), (RecordType::SRV, true)] {
+            let packet = query("big.svc.local.", qtype, edns);
+            let mut out = Vec::new();
+            assert!(respond(&responder, &packet, Transport::Udp, &mut out));
+            let general = responder.respond(&packet, Transport::Udp).unwrap();
+            let fast = Message::from_vec(&out).unwrap();
+            let general_message = Message::from_vec(&general.bytes).unwrap();
+            assert!(fast.metadata.truncation && general_message.metadata.truncation);
+            assert_eq!(fast.answers.len(), general_message.answers.len());
+            assert!(out.len() <= if edns { 1232 } else { 512 });
+        }
+    }
+}
