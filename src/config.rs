@@ -46,6 +46,20 @@ pub struct DnsConfig {
     pub max_tcp_connections: usize,
     /// Seconds a TCP connection may sit without a complete query.
     pub tcp_idle_timeout: u64,
+    /// UDP threads (each with its own socket on the port); 0 means one per
+    /// CPU core, at most 8.
+    #[serde(default)]
+    pub threads: usize,
+}
+
+impl DnsConfig {
+    /// How many UDP threads to run.
+    pub fn udp_threads(&self) -> usize {
+        match self.threads {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get().min(8)),
+            n => n,
+        }
+    }
 }
 
 /// `[admin]`: the HTTP admin API.
@@ -161,6 +175,9 @@ impl Config {
         }
         if self.dns.max_tcp_connections == 0 {
             return Err(invalid("dns.max_tcp_connections", "must be at least 1"));
+        }
+        if self.dns.threads > 256 {
+            return Err(invalid("dns.threads", "must be 0 (one per core) to 256"));
         }
         if self.dns.tcp_idle_timeout == 0 {
             return Err(invalid("dns.tcp_idle_timeout", "must be at least 1 second"));

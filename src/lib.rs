@@ -31,9 +31,10 @@ pub mod store;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use tokio::net::{TcpListener, UdpSocket};
+use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
@@ -68,10 +69,19 @@ pub enum StartError {
     },
 }
 
+/// Sets its flag when dropped.
+struct StopOnDrop(Arc<AtomicBool>);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
 /// A signpost server whose sockets are bound, ready to [`run`](Server::run).
 pub struct Server {
     config: Config,
-    udp: UdpSocket,
+    udp: Vec<std::net::UdpSocket>,
     tcp: TcpListener,
     http: TcpListener,
     dns_addr: SocketAddr,
@@ -107,7 +117,7 @@ impl Server {
             "store {store_kind}: restored {restored} registrations in {:?}",
             started.elapsed()
         );
-        let (udp, tcp) = dns::server::bind(config.dns.listen)
+        let (udp, tcp) = dns::server::bind(config.dns.listen, config.dns.udp_threads())
             .await
             .map_err(|source| StartError::BindDns {
                 addr: config.dns.listen,
@@ -119,7 +129,7 @@ impl Server {
                 addr: config.admin.listen,
                 source,
             })?;
-        let dns_addr = udp.local_addr().expect("bound socket has an address");
+        let dns_addr = udp[0].local_addr().expect("bound socket has an address");
         let admin_addr = http.local_addr().expect("bound socket has an address");
         tracing::info!("dns listening on {dns_addr} (udp and tcp), zone {zone}");
         tracing::info!("admin listening on http://{admin_addr}");
@@ -173,29 +183,28 @@ impl Server {
         } else {
             dns::zone_name(&config.dns.nameserver).unwrap_or_else(|_| apex.clone())
         };
-        let responder = Arc::new(Responder {
-            registry: registry.clone(),
-            zone: ZoneSettings {
+        let responder = Arc::new(Responder::new(
+            registry.clone(),
+            ZoneSettings {
                 apex,
                 nameserver,
                 ttl: config.dns.ttl,
                 negative_ttl: config.dns.negative_ttl,
             },
-            metrics: metrics.clone(),
-        });
+            metrics.clone(),
+        ));
         let token = CancellationToken::new();
         let mut tasks = JoinSet::new();
 
-        let udp = Arc::new(udp);
-        let udp_workers = std::thread::available_parallelism()
-            .map_or(1, |n| n.get())
-            .min(4);
-        for _ in 0..udp_workers {
-            tasks.spawn(dns::server::serve_udp(
-                udp.clone(),
-                responder.clone(),
-                token.clone(),
-            ));
+        let udp_stop = Arc::new(AtomicBool::new(false));
+        // The UDP threads stop when this future ends, however it ends: also
+        // when it is dropped mid-run (a runtime shutting down would
+        // otherwise wait for them for ever).
+        let _stop_udp = StopOnDrop(udp_stop.clone());
+        for socket in udp {
+            let responder = responder.clone();
+            let stop = udp_stop.clone();
+            tasks.spawn_blocking(move || dns::udp::serve(socket, responder, stop));
         }
         tasks.spawn(dns::server::serve_tcp(
             tcp,
@@ -230,6 +239,7 @@ impl Server {
         shutdown.await;
         tracing::info!("shutting down");
         token.cancel();
+        udp_stop.store(true, Ordering::Relaxed);
         let drained = tokio::time::timeout(SHUTDOWN_GRACE, async {
             while tasks.join_next().await.is_some() {}
         })

@@ -42,9 +42,12 @@ struct ServeArgs {
     /// Zone served [default: svc.local].
     #[arg(long, value_name = "NAME")]
     zone: Option<String>,
-    /// Where registrations live: "memory" [default: memory].
+    /// Where registrations live: "memory" or "sqlite:PATH" [default: sqlite:data/signpost.db].
     #[arg(long, value_name = "URL")]
     store: Option<String>,
+    /// Threads answering DNS over UDP; 0 means one per core [default: 0].
+    #[arg(long, value_name = "N")]
+    dns_threads: Option<usize>,
 }
 
 fn load_config(args: ServeArgs) -> Result<Config, String> {
@@ -63,6 +66,9 @@ fn load_config(args: ServeArgs) -> Result<Config, String> {
     }
     if let Some(store) = args.store {
         config.store.url = store;
+    }
+    if let Some(threads) = args.dns_threads {
+        config.dns.threads = threads;
     }
     if let Ok(token) = std::env::var("SIGNPOST_ADMIN_TOKEN") {
         config.admin.token = token;

@@ -1,9 +1,10 @@
-//! The DNS transport: UDP receive loops and TCP connections, both feeding
-//! [`Responder::respond`].
+//! Binding the DNS port, and DNS over TCP; both transports feed
+//! [`Responder::respond_into`]. UDP is served by threads of its own
+//! ([`super::udp`]).
 //!
-//! Answering is pure CPU work on an in-memory snapshot, so each packet is
-//! answered inline by the task that received it: no task spawned per packet,
-//! no lock held across an await.
+//! Answering is pure CPU work on an in-memory snapshot, so each query is
+//! answered inline by the task that read it: no task spawned per query, no
+//! lock held across an await.
 
 use std::io;
 use std::net::SocketAddr;
@@ -11,24 +12,32 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use super::message::{Responder, Transport};
 
-/// Largest UDP datagram read; longer ones arrive cut and answer FORMERR.
-const UDP_RECEIVE_BUFFER: usize = 4096;
-/// Time allowed to write one TCP response before the connection is dropped.
+/// Time allowed to write one batch of TCP responses before the connection
+/// is dropped.
 const TCP_WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Bytes read from a TCP connection at a time.
+const TCP_READ_CHUNK: usize = 16 * 1024;
+/// Responses buffered before they are written, when many queries arrive at
+/// once.
+const TCP_FLUSH_AT: usize = 64 * 1024;
 
-/// Binds UDP and TCP on the same address. With port 0, both get the same
-/// free port (retrying when TCP finds the UDP port taken).
-pub async fn bind(addr: SocketAddr) -> io::Result<(UdpSocket, TcpListener)> {
+/// Binds `udp_sockets` UDP sockets (see [`super::udp::bind`]) and a TCP
+/// listener on the same address. With port 0, all get the same free port
+/// (retrying when TCP finds the UDP port taken).
+pub async fn bind(
+    addr: SocketAddr,
+    udp_sockets: usize,
+) -> io::Result<(Vec<std::net::UdpSocket>, TcpListener)> {
     let mut last_error = None;
     for _ in 0..20 {
-        let udp = UdpSocket::bind(addr).await?;
-        let port = udp.local_addr()?.port();
+        let udp = super::udp::bind(addr, udp_sockets)?;
+        let port = udp[0].local_addr()?.port();
         match TcpListener::bind(SocketAddr::new(addr.ip(), port)).await {
             Ok(tcp) => return Ok((udp, tcp)),
             Err(error) if addr.port() == 0 && error.kind() == io::ErrorKind::AddrInUse => {
@@ -38,34 +47,6 @@ pub async fn bind(addr: SocketAddr) -> io::Result<(UdpSocket, TcpListener)> {
         }
     }
     Err(last_error.unwrap_or_else(|| io::Error::other("no free port for UDP and TCP")))
-}
-
-/// Answers datagrams on `socket` until `shutdown` fires.
-pub async fn serve_udp(
-    socket: Arc<UdpSocket>,
-    responder: Arc<Responder>,
-    shutdown: CancellationToken,
-) {
-    let mut buffer = vec![0u8; UDP_RECEIVE_BUFFER];
-    loop {
-        let received = tokio::select! {
-            _ = shutdown.cancelled() => return,
-            received = socket.recv_from(&mut buffer) => received,
-        };
-        let (len, peer) = match received {
-            Ok(received) => received,
-            Err(error) => {
-                // E.g. an ICMP error from an earlier send: never fatal.
-                tracing::debug!(%error, "udp receive failed");
-                continue;
-            }
-        };
-        if let Some(response) = responder.respond(&buffer[..len], Transport::Udp)
-            && let Err(error) = socket.send_to(&response.bytes, peer).await
-        {
-            tracing::debug!(%error, %peer, "udp send failed");
-        }
-    }
 }
 
 /// Accepts TCP connections until `shutdown` fires; at most `max_connections`
@@ -110,7 +91,11 @@ pub async fn serve_tcp(
     }
 }
 
-/// Answers length-prefixed queries on one connection, in order.
+/// Answers length-prefixed queries on one connection, in order. Reads
+/// whatever has arrived, answers every complete query in it, and writes the
+/// answers in one go: pipelined queries cost a read and a write per batch,
+/// not per query. The connection is closed after `idle` without a complete
+/// query, however slowly bytes trickle in.
 async fn serve_connection(
     mut stream: TcpStream,
     responder: &Responder,
@@ -118,30 +103,52 @@ async fn serve_connection(
     idle: Duration,
 ) -> io::Result<()> {
     stream.set_nodelay(true)?;
-    let mut request = Vec::new();
+    let mut input: Vec<u8> = Vec::with_capacity(TCP_READ_CHUNK);
+    let mut output: Vec<u8> = Vec::new();
+    let mut response = Vec::new();
+    let mut deadline = tokio::time::Instant::now() + idle;
     loop {
-        let read = async {
-            let len = stream.read_u16().await?;
-            request.resize(usize::from(len), 0);
-            stream.read_exact(&mut request).await?;
-            io::Result::Ok(())
-        };
-        tokio::select! {
-            _ = shutdown.cancelled() => return Ok(()),
-            result = tokio::time::timeout(idle, read) => match result {
-                Err(_) => return Ok(()), // idle: close quietly
-                Ok(Err(error)) if error.kind() == io::ErrorKind::UnexpectedEof => return Ok(()),
-                Ok(result) => result?,
-            },
+        let mut consumed = 0;
+        while let Some(len) = input
+            .get(consumed..consumed + 2)
+            .map(|prefix| usize::from(u16::from_be_bytes([prefix[0], prefix[1]])))
+        {
+            let Some(request) = input.get(consumed + 2..consumed + 2 + len) else {
+                break;
+            };
+            consumed += 2 + len;
+            deadline = tokio::time::Instant::now() + idle;
+            if responder.respond_into(request, Transport::Tcp, &mut response) {
+                output.extend_from_slice(&(response.len() as u16).to_be_bytes());
+                output.extend_from_slice(&response);
+            }
+            if output.len() >= TCP_FLUSH_AT {
+                write_all(&mut stream, &output).await?;
+                output.clear();
+            }
         }
-        let Some(response) = responder.respond(&request, Transport::Tcp) else {
-            continue;
+        input.drain(..consumed);
+        if !output.is_empty() {
+            write_all(&mut stream, &output).await?;
+            output.clear();
+        }
+        let read_from = input.len();
+        input.resize(read_from + TCP_READ_CHUNK, 0);
+        let read = tokio::select! {
+            _ = shutdown.cancelled() => return Ok(()),
+            read = tokio::time::timeout_at(deadline, stream.read(&mut input[read_from..])) => read,
         };
-        let mut framed = Vec::with_capacity(response.bytes.len() + 2);
-        framed.extend_from_slice(&(response.bytes.len() as u16).to_be_bytes());
-        framed.extend_from_slice(&response.bytes);
-        tokio::time::timeout(TCP_WRITE_TIMEOUT, stream.write_all(&framed))
-            .await
-            .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "tcp write timed out"))??;
+        match read {
+            Err(_) => return Ok(()), // idle: close quietly
+            Ok(Ok(0)) => return Ok(()),
+            Ok(Ok(n)) => input.truncate(read_from + n),
+            Ok(Err(error)) => return Err(error),
+        }
     }
+}
+
+async fn write_all(stream: &mut TcpStream, bytes: &[u8]) -> io::Result<()> {
+    tokio::time::timeout(TCP_WRITE_TIMEOUT, stream.write_all(bytes))
+        .await
+        .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "tcp write timed out"))?
 }

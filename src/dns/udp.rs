@@ -1,0 +1,208 @@
+//! DNS over UDP: one OS thread per socket, several sockets on one port.
+//!
+//! Each thread owns a socket bound with `SO_REUSEPORT` (the kernel spreads
+//! clients across the sockets by address hash), receives up to
+//! [`BATCH`] datagrams per `recvmmsg` call, answers them, and sends the
+//! answers with one `sendmmsg`. Answering is pure CPU work on in-memory
+//! data, so there is nothing to await: an async runtime would only add a
+//! readiness round trip per packet.
+//!
+//! A thread notices shutdown within [`POLL`], the socket's receive timeout.
+
+use std::io;
+use std::mem::{self, MaybeUninit};
+use std::net::{SocketAddr, UdpSocket};
+use std::os::fd::AsRawFd;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use socket2::{Domain, Protocol, SockAddr, Socket, Type};
+
+use super::message::{MAX_UDP_PAYLOAD, Responder, Transport};
+
+/// Datagrams taken per `recvmmsg` call, at most.
+const BATCH: usize = 32;
+/// Largest datagram read; longer ones arrive cut and answer FORMERR.
+const RECEIVE_BUFFER: usize = 4096;
+/// How long a thread waits for a datagram before looking for shutdown.
+const POLL: Duration = Duration::from_millis(100);
+
+/// Binds `count` UDP sockets to `addr`, all with `SO_REUSEPORT` so they
+/// share its port (with port 0, the port the first one got).
+pub fn bind(addr: SocketAddr, count: usize) -> io::Result<Vec<UdpSocket>> {
+    let mut sockets = Vec::with_capacity(count);
+    let mut addr = addr;
+    for _ in 0..count.max(1) {
+        let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+        socket.set_reuse_port(true)?;
+        if addr.is_ipv6() {
+            socket.set_only_v6(true)?;
+        }
+        socket.bind(&SockAddr::from(addr))?;
+        let socket: UdpSocket = socket.into();
+        addr = socket.local_addr()?;
+        sockets.push(socket);
+    }
+    Ok(sockets)
+}
+
+/// Answers datagrams on `socket` until `stop` is set. Runs on its own thread.
+pub fn serve(socket: UdpSocket, responder: Arc<Responder>, stop: Arc<AtomicBool>) {
+    if let Err(error) = socket.set_read_timeout(Some(POLL)) {
+        tracing::error!(%error, "cannot set a receive timeout; udp thread stops");
+        return;
+    }
+    let mut batch = Batch::new();
+    while !stop.load(Ordering::Relaxed) {
+        let received = match batch.receive(&socket) {
+            Ok(received) => received,
+            Err(error) => {
+                // A timeout (look at `stop` again), an interrupted call, or an
+                // ICMP error from an earlier send: never fatal.
+                if !matches!(
+                    error.kind(),
+                    io::ErrorKind::WouldBlock
+                        | io::ErrorKind::TimedOut
+                        | io::ErrorKind::Interrupted
+                ) {
+                    tracing::debug!(%error, "udp receive failed");
+                }
+                continue;
+            }
+        };
+        for slot in 0..received {
+            batch.answer(slot, &responder);
+        }
+        batch.send(&socket, received);
+    }
+}
+
+/// Buffers and message headers for one `recvmmsg`/`sendmmsg` round, built
+/// once per thread. The headers point into the buffers, which never move
+/// (they are boxed and never resized).
+struct Batch {
+    requests: Box<[[u8; RECEIVE_BUFFER]]>,
+    responses: Vec<Vec<u8>>,
+    peers: Box<[libc::sockaddr_storage]>,
+    request_iov: Box<[libc::iovec]>,
+    response_iov: Box<[libc::iovec]>,
+    received: Box<[libc::mmsghdr]>,
+    outgoing: Box<[libc::mmsghdr]>,
+    /// Which slots have a response to send.
+    answered: [bool; BATCH],
+}
+
+// The raw pointers inside refer only to the struct's own boxes.
+unsafe impl Send for Batch {}
+
+impl Batch {
+    fn new() -> Batch {
+        // SAFETY: all-zero is a valid value of these plain C structs.
+        let zeroed_storage: libc::sockaddr_storage = unsafe { mem::zeroed() };
+        let zeroed_msg: libc::mmsghdr = unsafe { MaybeUninit::zeroed().assume_init() };
+        let empty_iov = libc::iovec {
+            iov_base: std::ptr::null_mut(),
+            iov_len: 0,
+        };
+        let mut batch = Batch {
+            requests: vec![[0u8; RECEIVE_BUFFER]; BATCH].into_boxed_slice(),
+            responses: (0..BATCH)
+                .map(|_| Vec::with_capacity(usize::from(MAX_UDP_PAYLOAD)))
+                .collect(),
+            peers: vec![zeroed_storage; BATCH].into_boxed_slice(),
+            request_iov: vec![empty_iov; BATCH].into_boxed_slice(),
+            response_iov: vec![empty_iov; BATCH].into_boxed_slice(),
+            received: vec![zeroed_msg; BATCH].into_boxed_slice(),
+            outgoing: vec![zeroed_msg; BATCH].into_boxed_slice(),
+            answered: [false; BATCH],
+        };
+        for slot in 0..BATCH {
+            batch.request_iov[slot] = libc::iovec {
+                iov_base: batch.requests[slot].as_mut_ptr().cast(),
+                iov_len: RECEIVE_BUFFER,
+            };
+            let header = &mut batch.received[slot].msg_hdr;
+            header.msg_iov = &mut batch.request_iov[slot];
+            header.msg_iovlen = 1;
+            header.msg_name = (&mut batch.peers[slot] as *mut libc::sockaddr_storage).cast();
+        }
+        batch
+    }
+
+    /// Waits (up to the socket's timeout) for at least one datagram and
+    /// takes as many as are queued, up to [`BATCH`]. Returns how many.
+    fn receive(&mut self, socket: &UdpSocket) -> io::Result<usize> {
+        for message in self.received.iter_mut() {
+            message.msg_hdr.msg_namelen = mem::size_of::<libc::sockaddr_storage>() as _;
+            message.msg_hdr.msg_flags = 0;
+            message.msg_len = 0;
+        }
+        // SAFETY: every header points at live buffers of the stated sizes.
+        let received = unsafe {
+            libc::recvmmsg(
+                socket.as_raw_fd(),
+                self.received.as_mut_ptr(),
+                BATCH as _,
+                libc::MSG_WAITFORONE,
+                std::ptr::null_mut(),
+            )
+        };
+        if received < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(received as usize)
+    }
+
+    /// Answers the datagram in `slot` into its response buffer.
+    fn answer(&mut self, slot: usize, responder: &Responder) {
+        let len = (self.received[slot].msg_len as usize).min(RECEIVE_BUFFER);
+        let request = &self.requests[slot][..len];
+        self.answered[slot] =
+            responder.respond_into(request, Transport::Udp, &mut self.responses[slot]);
+    }
+
+    /// Sends the answers of the first `received` slots, each to the peer
+    /// its query came from. A datagram the kernel refuses is skipped.
+    fn send(&mut self, socket: &UdpSocket, received: usize) {
+        let mut count = 0;
+        for slot in 0..received {
+            if !self.answered[slot] {
+                continue;
+            }
+            let response = &mut self.responses[slot];
+            self.response_iov[count] = libc::iovec {
+                iov_base: response.as_mut_ptr().cast(),
+                iov_len: response.len(),
+            };
+            let header = &mut self.outgoing[count].msg_hdr;
+            header.msg_iov = &mut self.response_iov[count];
+            header.msg_iovlen = 1;
+            header.msg_name = (&mut self.peers[slot] as *mut libc::sockaddr_storage).cast();
+            header.msg_namelen = self.received[slot].msg_hdr.msg_namelen;
+            count += 1;
+        }
+        let mut sent = 0;
+        while sent < count {
+            // SAFETY: headers `sent..count` point at live buffers.
+            let result = unsafe {
+                libc::sendmmsg(
+                    socket.as_raw_fd(),
+                    self.outgoing[sent..].as_mut_ptr(),
+                    (count - sent) as _,
+                    0,
+                )
+            };
+            if result < 0 {
+                let error = io::Error::last_os_error();
+                if error.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                tracing::debug!(%error, "udp send failed");
+                sent += 1; // skip the datagram that failed
+            } else {
+                sent += result as usize;
+            }
+        }
+    }
+}
