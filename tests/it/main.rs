@@ -12,4 +12,5 @@ mod events;
 mod fuzz;
 mod hardening;
 mod lifetime;
+mod live;
 mod store;

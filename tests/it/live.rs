@@ -1,0 +1,225 @@
+//! Answers are live: whatever the fast answer path keeps between queries
+//! (prepared wire forms, per-thread buffers) never outlives a change. Each
+//! test hammers a name first, so that anything cached would be warm, then
+//! changes the registry and asserts that the very next answer, over UDP and
+//! over TCP, shows the change: registration, replacement, deregistration,
+//! health going critical and back, and expiry before the sweep runs.
+
+use std::collections::BTreeSet;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use hickory_proto::op::{Message, ResponseCode};
+use hickory_proto::rr::{RData, RecordType};
+use serde_json::{Value, json};
+
+use crate::support::{TestServer, query_tcp, query_udp};
+
+/// Queries `name` over UDP and over TCP; both answers, UDP first.
+async fn both(server: SocketAddr, name: &str, qtype: RecordType) -> [Message; 2] {
+    [
+        query_udp(server, name, qtype, Some(1232)).await,
+        query_tcp(server, name, qtype, Some(1232)).await,
+    ]
+}
+
+/// What an answer says about instance names: the SRV targets' first labels,
+/// the PTR instance labels, or the A addresses' last octet as `aN`.
+fn members(response: &Message) -> BTreeSet<String> {
+    response
+        .answers
+        .iter()
+        .map(|record| match &record.data {
+            RData::A(a) => format!("a{}", a.0.octets()[3]),
+            RData::SRV(srv) => first_label(&srv.target.to_string()),
+            RData::PTR(ptr) => first_label(&ptr.0.to_string()),
+            other => panic!("unexpected record {other:?}"),
+        })
+        .collect()
+}
+
+fn first_label(name: &str) -> String {
+    name.split('.').next().unwrap_or_default().to_string()
+}
+
+/// Asserts that every way of asking for type `web` shows exactly `expected`
+/// (instance names `aN` at 10.0.0.N), over UDP and TCP.
+async fn assert_served(server: &TestServer, expected: &[u8], context: &str) {
+    let want: BTreeSet<String> = expected.iter().map(|n| format!("a{n}")).collect();
+    for qtype in [RecordType::A, RecordType::SRV] {
+        for response in both(server.dns, "web.svc.local.", qtype).await {
+            assert_eq!(members(&response), want, "{context}: web {qtype}");
+            let rcode = if want.is_empty() {
+                ResponseCode::NXDomain
+            } else {
+                ResponseCode::NoError
+            };
+            assert_eq!(
+                response.metadata.response_code, rcode,
+                "{context}: web {qtype}"
+            );
+        }
+    }
+    for response in both(server.dns, "_web._tcp.svc.local.", RecordType::PTR).await {
+        assert_eq!(members(&response), want, "{context}: _web._tcp PTR");
+    }
+    for n in 1..=3u8 {
+        let name = format!("a{n}.web.svc.local.");
+        for response in both(server.dns, &name, RecordType::A).await {
+            let served = expected.contains(&n);
+            let want = if served {
+                vec![Ipv4Addr::new(10, 0, 0, n)]
+            } else {
+                vec![]
+            };
+            let got: Vec<Ipv4Addr> = response
+                .answers
+                .iter()
+                .filter_map(|r| match &r.data {
+                    RData::A(a) => Some(a.0),
+                    _ => None,
+                })
+                .collect();
+            assert_eq!(got, want, "{context}: {name}");
+        }
+    }
+}
+
+/// Asks for the type often enough that anything cached would be warm.
+async fn warm(server: &TestServer) {
+    for _ in 0..50 {
+        for qtype in [RecordType::A, RecordType::SRV] {
+            query_udp(server.dns, "web.svc.local.", qtype, Some(1232)).await;
+        }
+        query_udp(
+            server.dns,
+            "_web._tcp.svc.local.",
+            RecordType::PTR,
+            Some(1232),
+        )
+        .await;
+    }
+}
+
+async fn register(server: &TestServer, n: u8, ttl: u32) -> Value {
+    let body = json!({
+        "name": format!("a{n}"), "type": "web", "host": format!("10.0.0.{n}"),
+        "port": 8000 + u16::from(n), "ttl": ttl,
+    });
+    let (status, body) = server.register(&body).await;
+    assert!(
+        status == 201 || status == 200,
+        "register a{n}: {status} {body}"
+    );
+    body
+}
+
+fn id(service: &Value) -> String {
+    service["id"].as_str().unwrap().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_change_shows_in_the_very_next_answer() {
+    let server = TestServer::start().await;
+    assert_served(&server, &[], "empty").await;
+    let a1 = register(&server, 1, 60).await;
+    assert_served(&server, &[1], "after registering a1").await;
+    warm(&server).await;
+    let a2 = register(&server, 2, 60).await;
+    assert_served(&server, &[1, 2], "after registering a2").await;
+    warm(&server).await;
+
+    let status = server
+        .heartbeat(&id(&a1), Some(json!({"status": "critical"})))
+        .await;
+    assert_eq!(status, 200);
+    assert_served(&server, &[2], "a1 critical").await;
+    warm(&server).await;
+    let status = server
+        .heartbeat(&id(&a1), Some(json!({"status": "warning"})))
+        .await;
+    assert_eq!(status, 200);
+    assert_served(&server, &[1, 2], "a1 warning again").await;
+    warm(&server).await;
+
+    assert_eq!(server.deregister(&id(&a2)).await, 204);
+    assert_served(&server, &[1], "a2 deregistered").await;
+    warm(&server).await;
+
+    // Replacing a1 in place with another address: the old one is gone at once.
+    let body = json!({"name": "a1", "type": "web", "host": "10.0.0.3", "port": 8001, "ttl": 60});
+    let (status, _) = server.register(&body).await;
+    assert_eq!(status, 200, "a replacement");
+    let [udp, tcp] = both(server.dns, "web.svc.local.", RecordType::A).await;
+    for response in [udp, tcp] {
+        assert_eq!(members(&response), BTreeSet::from(["a3".to_string()]));
+    }
+    assert_eq!(server.deregister(&id(&a1)).await, 204);
+    assert_served(&server, &[], "all gone").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_instance_is_never_answered_even_before_the_sweep() {
+    let server = TestServer::start().await;
+    register(&server, 2, 60).await;
+    let a1 = register(&server, 1, 1).await;
+    let registered = Instant::now();
+    let lifetime = Duration::from_secs(1);
+    warm(&server).await;
+    // Query as fast as we can across the expiry. The sweep runs every
+    // 250 ms; answers must not wait for it. A query sent after the lifetime
+    // ends (plus a little slack for the server's millisecond clock) must not
+    // show a1; one answered well before must.
+    let mut seen_after = 0;
+    while registered.elapsed() < lifetime + Duration::from_millis(600) {
+        let sent = registered.elapsed();
+        let response = query_udp(server.dns, "web.svc.local.", RecordType::A, Some(1232)).await;
+        let answered = registered.elapsed();
+        let has_a1 = members(&response).contains("a1");
+        if sent > lifetime + Duration::from_millis(20) {
+            assert!(
+                !has_a1,
+                "a1 answered {sent:?} after registering with a 1 s TTL"
+            );
+            seen_after += 1;
+        } else if answered < lifetime - Duration::from_millis(200) {
+            assert!(has_a1, "a1 missing {answered:?} after registering");
+        }
+    }
+    assert!(
+        seen_after > 10,
+        "too few queries after expiry: {seen_after}"
+    );
+    let (status, _) = server.get(&format!("/v1/services/{}", id(&a1))).await;
+    assert_eq!(status, 404);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_answer_is_shuffled_afresh() {
+    let server = TestServer::start().await;
+    for n in 1..=8 {
+        register(&server, n, 60).await;
+    }
+    for (name, qtype) in [
+        ("web.svc.local.", RecordType::A),
+        ("web.svc.local.", RecordType::SRV),
+        ("_web._tcp.svc.local.", RecordType::PTR),
+    ] {
+        let mut orders = BTreeSet::new();
+        for round in 0..20 {
+            let response = if round % 2 == 0 {
+                query_udp(server.dns, name, qtype, Some(1232)).await
+            } else {
+                query_tcp(server.dns, name, qtype, Some(1232)).await
+            };
+            assert_eq!(response.answers.len(), 8, "{name} {qtype}: the whole set");
+            orders.insert(format!("{:?}", response.answers));
+        }
+        // 20 answers from 8! orders: a fair shuffle repeats one only rarely.
+        assert!(
+            orders.len() >= 15,
+            "{name} {qtype}: only {} orders",
+            orders.len()
+        );
+    }
+}
