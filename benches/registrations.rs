@@ -8,8 +8,9 @@
 //!    `--store sqlite:…` (a fresh server and a fresh, empty database file each
 //!    round). Each round registers a fixed COUNT of distinct instances
 //!    (names `i000000`.., spread over TYPES types `bench-00`..) with CLIENTS
-//!    concurrent tokio tasks pulling indexes from a shared counter, over
-//!    reqwest (keep-alive, up to CLIENTS connections). A warm-up of
+//!    concurrent tokio tasks pulling indexes from a shared counter, each over
+//!    its own keep-alive HTTP/1.1 connection spoken by hand (see
+//!    `Connection`). A warm-up of
 //!    2 x CLIENTS registrations opens the connections first and is not
 //!    counted. Only 200/201 count as successes; everything else is reported
 //!    as a failure. Reported: medians per store and the sqlite/memory ratio,
@@ -27,6 +28,7 @@
 //! ROUNDS=3 CLIENTS=64 COUNT=20000 TYPES=100 STARTUP_N=100000 RESTARTS=3.
 
 use std::fmt::Write as _;
+use std::io::Write as _;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -244,6 +246,65 @@ fn http_client(clients: usize) -> Result<reqwest::Client> {
         .build()?)
 }
 
+/// One keep-alive HTTP/1.1 connection, spoken by hand: a load generator
+/// has to be cheaper than the server it measures, and a general client
+/// (reqwest) cost about as much CPU per request as the server did.
+struct Connection {
+    stream: tokio::io::BufReader<tokio::net::TcpStream>,
+    request: Vec<u8>,
+    head: String,
+}
+
+impl Connection {
+    async fn open(addr: SocketAddr) -> std::io::Result<Connection> {
+        let stream = tokio::net::TcpStream::connect(addr).await?;
+        stream.set_nodelay(true)?;
+        Ok(Connection {
+            stream: tokio::io::BufReader::new(stream),
+            request: Vec::with_capacity(512),
+            head: String::with_capacity(512),
+        })
+    }
+
+    /// POSTs a JSON body; returns the status and the response body.
+    async fn post(&mut self, path: &str, body: &str) -> std::io::Result<(u16, Vec<u8>)> {
+        use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
+        self.request.clear();
+        write!(
+            self.request,
+            "POST {path} HTTP/1.1\r\nhost: bench\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+            body.len()
+        )?;
+        self.stream.get_mut().write_all(&self.request).await?;
+        let mut status = 0;
+        let mut length = 0;
+        loop {
+            self.head.clear();
+            if self.stream.read_line(&mut self.head).await? == 0 {
+                return Err(std::io::ErrorKind::UnexpectedEof.into());
+            }
+            let line = self.head.trim_end();
+            if line.is_empty() {
+                break;
+            }
+            if status == 0 {
+                status = line
+                    .split(' ')
+                    .nth(1)
+                    .and_then(|s| s.parse().ok())
+                    .unwrap_or(0);
+            } else if let Some((name, value)) = line.split_once(':')
+                && name.eq_ignore_ascii_case("content-length")
+            {
+                length = value.trim().parse().unwrap_or(0);
+            }
+        }
+        let mut body = vec![0; length];
+        self.stream.read_exact(&mut body).await?;
+        Ok((status, body))
+    }
+}
+
 /// What one batch of registrations did.
 #[derive(Default)]
 struct Load {
@@ -277,13 +338,11 @@ impl Load {
 /// concurrent tasks sharing one counter.
 async fn register_many(
     server: &Server,
-    http: &reqwest::Client,
     settings: &Settings,
     prefix: &'static str,
     count: usize,
 ) -> Load {
     let next = Arc::new(AtomicUsize::new(0));
-    let url: Arc<str> = server.url("/v1/services").into();
     let types = settings.types;
     let server_cpu = server.cpu_seconds();
     let store_cpu = server.store_thread_cpu_seconds();
@@ -291,34 +350,35 @@ async fn register_many(
     let started = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
     for _ in 0..settings.clients {
-        let (next, url, http) = (next.clone(), url.clone(), http.clone());
+        let next = next.clone();
+        let admin = server.admin;
         tasks.spawn(async move {
             let mut load = Load::default();
+            let mut connection = match Connection::open(admin).await {
+                Ok(connection) => connection,
+                Err(error) => {
+                    load.failed += 1;
+                    load.first_failure = Some(format!("connect: {error}"));
+                    return load;
+                }
+            };
             loop {
                 let index = next.fetch_add(1, Ordering::Relaxed);
                 if index >= count {
                     break;
                 }
-                let body = serde_json::json!({
-                    "name": format!("{prefix}{index:06}"),
-                    "type": format!("bench-{:02}", index % types),
-                    "host": "127.0.0.1",
-                    "port": 1024 + index % 60_000,
-                    "ttl": 86_400,
-                });
+                let body = format!(
+                    r#"{{"name":"{prefix}{index:06}","type":"bench-{:02}","host":"127.0.0.1","port":{},"ttl":86400}}"#,
+                    index % types,
+                    1024 + index % 60_000
+                );
                 let sent = Instant::now();
-                let outcome = match http.post(&*url).json(&body).send().await {
-                    Ok(response) => {
-                        let status = response.status().as_u16();
-                        match response.bytes().await {
-                            Ok(_) if status == 200 || status == 201 => Ok(()),
-                            Ok(bytes) => Err(format!(
-                                "HTTP {status}: {}",
-                                String::from_utf8_lossy(&bytes[..bytes.len().min(200)])
-                            )),
-                            Err(error) => Err(format!("reading the body: {error}")),
-                        }
-                    }
+                let outcome = match connection.post("/v1/services", &body).await {
+                    Ok((200 | 201, _)) => Ok(()),
+                    Ok((status, body)) => Err(format!(
+                        "HTTP {status}: {}",
+                        String::from_utf8_lossy(&body[..body.len().min(200)])
+                    )),
                     Err(error) => Err(format!("request: {error}")),
                 };
                 match outcome {
@@ -329,6 +389,9 @@ async fn register_many(
                     Err(message) => {
                         load.failed += 1;
                         load.first_failure.get_or_insert(message);
+                        if let Ok(fresh) = Connection::open(admin).await {
+                            connection = fresh;
+                        }
                     }
                 }
             }
@@ -371,11 +434,11 @@ async fn throughput_round(
     let server = Server::spawn(&store_url, &dir.join(format!("round{round}-{store}.log"))).await?;
     let http = http_client(settings.clients)?;
     server.wait_healthy(&http).await?;
-    let warm = register_many(&server, &http, settings, "w", 2 * settings.clients).await;
+    let warm = register_many(&server, settings, "w", 2 * settings.clients).await;
     if warm.failed > 0 {
         return Err(format!("warm-up failed: {:?}", warm.first_failure).into());
     }
-    let load = register_many(&server, &http, settings, "i", settings.count).await;
+    let load = register_many(&server, settings, "i", settings.count).await;
     server.stop().await?;
     Ok(load)
 }
@@ -487,7 +550,7 @@ async fn main() -> Result<()> {
     let http = http_client(settings.clients)?;
     let server = Server::spawn(&store_url, &dir.0.join("fill.log")).await?;
     server.wait_healthy(&http).await?;
-    let fill = register_many(&server, &http, &settings, "i", settings.startup_n).await;
+    let fill = register_many(&server, &settings, "i", settings.startup_n).await;
     eprintln!(
         "  fill: {} registrations in {:.1} s ({:.0}/s, p50 {:.2} ms, server cpu {:.2} cores, store thread {:.2}), {} failed{}",
         fill.ok,

@@ -1,0 +1,176 @@
+//! Micro-benchmark of the DNS answer path, without sockets: the time
+//! `Responder::respond_into` takes per query, by kind of question, through
+//! the fast path and through the general path (`Responder::respond`, the
+//! reference it replaced for these questions), with the registry holding
+//! the benchmark data set alone and then alongside many more instances.
+//!
+//! Run with `cargo bench --bench answer_path`. Settings (env): ROUNDS=5
+//! (medians are reported), QUERIES=200000 per round, BIG=1000000 (instances
+//! in the large registry, as BIG/10 types of 10; 0 skips it).
+//! Under `cargo test` (no `--bench` argument) it does nothing.
+
+use std::collections::BTreeMap;
+use std::hint::black_box;
+use std::sync::Arc;
+use std::time::Instant;
+
+use hickory_proto::op::{Edns, Message, Query};
+use hickory_proto::rr::{Name, RecordType};
+use signpost::dns::{Responder, Transport, ZoneSettings};
+use signpost::metrics::Metrics;
+use signpost::registry::Registry;
+use signpost::service::{Health, ValidRegistration, validate_host};
+
+fn env_usize(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// Registers `types` types of 10 instances, `typeNNNNNN`/`instMM`.
+fn load(registry: &Registry, first_type: usize, types: usize) {
+    for n in first_type..first_type + types {
+        for m in 0..10 {
+            let spec = ValidRegistration {
+                name: format!("inst{m:02}"),
+                service_type: format!("type{n:06}"),
+                host: validate_host(&format!("10.{}.{}.{m}", n / 256 % 256, n % 256)).unwrap(),
+                port: 8000 + m as u16,
+                tags: vec![],
+                metadata: BTreeMap::new(),
+                ttl: 86400,
+                priority: 1,
+                weight: 1,
+                check: None,
+            };
+            let identity = registry.identity_for(&spec);
+            registry.register(spec, identity, Health::Passing);
+        }
+    }
+}
+
+fn query(name: &str, qtype: RecordType) -> Vec<u8> {
+    let mut message = Message::query();
+    message.metadata.id = 7;
+    message.add_query(Query::query(Name::from_ascii(name).unwrap(), qtype));
+    let mut edns = Edns::new();
+    edns.set_max_payload(1232);
+    message.edns = Some(edns);
+    message.to_vec().unwrap()
+}
+
+/// The benchmark's query kinds, each over the first 100 types.
+fn kinds() -> Vec<(&'static str, Vec<Vec<u8>>)> {
+    let over_types = |make: &dyn Fn(usize) -> Vec<u8>| (0..100).map(make).collect::<Vec<_>>();
+    vec![
+        (
+            "type A (10 records)",
+            over_types(&|n| query(&format!("type{n:06}.svc.local."), RecordType::A)),
+        ),
+        (
+            "type SRV (10 + 10 glue)",
+            over_types(&|n| query(&format!("type{n:06}.svc.local."), RecordType::SRV)),
+        ),
+        (
+            "instance A",
+            over_types(&|n| {
+                query(
+                    &format!("inst{:02}.type{n:06}.svc.local.", n % 10),
+                    RecordType::A,
+                )
+            }),
+        ),
+        (
+            "NXDOMAIN",
+            over_types(&|n| query(&format!("nosuch{n}.svc.local."), RecordType::A)),
+        ),
+        (
+            "DNS-SD PTR",
+            over_types(&|n| query(&format!("_type{n:06}._tcp.svc.local."), RecordType::PTR)),
+        ),
+    ]
+}
+
+/// Median nanoseconds per query over `rounds` rounds of `queries` queries.
+fn measure(rounds: usize, queries: usize, mut answer: impl FnMut(usize)) -> f64 {
+    let mut samples: Vec<f64> = (0..rounds)
+        .map(|_| {
+            let started = Instant::now();
+            for i in 0..queries {
+                answer(i);
+            }
+            started.elapsed().as_nanos() as f64 / queries as f64
+        })
+        .collect();
+    samples.sort_by(f64::total_cmp);
+    samples[samples.len() / 2]
+}
+
+fn rss_mib() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+fn report(responder: &Responder, rounds: usize, queries: usize, general_too: bool) {
+    let mut out = Vec::with_capacity(1232);
+    for (kind, packets) in kinds() {
+        let fast = measure(rounds, queries, |i| {
+            let packet = &packets[i % packets.len()];
+            assert!(responder.respond_into(black_box(packet), Transport::Udp, &mut out));
+            black_box(&out);
+        });
+        if general_too {
+            let general = measure(rounds, queries / 4, |i| {
+                let packet = &packets[i % packets.len()];
+                black_box(responder.respond(black_box(packet), Transport::Udp));
+            });
+            println!(
+                "  {kind:<24} fast {fast:>7.0} ns   general {general:>7.0} ns   ({:.1}x)",
+                general / fast
+            );
+        } else {
+            println!("  {kind:<24} fast {fast:>7.0} ns");
+        }
+    }
+}
+
+fn main() {
+    if !std::env::args().any(|a| a == "--bench") {
+        return;
+    }
+    let rounds = env_usize("ROUNDS", 5);
+    let queries = env_usize("QUERIES", 200_000);
+    let big = env_usize("BIG", 1_000_000);
+    let apex = Name::from_ascii("svc.local.").unwrap();
+    let zone = ZoneSettings {
+        apex: apex.clone(),
+        nameserver: Name::from_ascii("ns.svc.local.").unwrap(),
+        ttl: 5,
+        negative_ttl: 5,
+    };
+    let registry = Registry::new(apex);
+    load(&registry, 0, 100);
+    let responder = Responder::new(registry.clone(), zone, Arc::new(Metrics::default()));
+    println!(
+        "answer path, median of {rounds} rounds x {queries} queries, 1 000 instances (100 types x 10):"
+    );
+    report(&responder, rounds, queries, true);
+    if big > 1000 {
+        let before = rss_mib();
+        let started = Instant::now();
+        load(&registry, 100, big / 10 - 100);
+        println!(
+            "{} instances ({} types x 10), loaded in {:.1} s, +{:.0} MiB RSS in this process:",
+            registry.len(),
+            big / 10,
+            started.elapsed().as_secs_f64(),
+            rss_mib() - before
+        );
+        report(&responder, rounds, queries, false);
+    }
+}
