@@ -109,16 +109,18 @@ impl Registrar {
     pub async fn register(&self, spec: ValidRegistration) -> Result<Registered, RegistrarError> {
         let _same_name = self.stripe(&spec.service_type, &spec.name).lock().await;
         let identity = self.registry.identity_for(&spec);
-        let stored = StoredInstance {
-            id: identity.id,
-            spec: spec.clone(),
-            health: Health::Passing,
-            registered_at_ms: identity.registered_at_ms,
-        };
-        self.store
-            .write(Write::Put(Box::new(stored)))
-            .await
-            .map_err(|e| self.store_failed(e))?;
+        if self.store.is_persistent() {
+            let stored = StoredInstance {
+                id: identity.id,
+                spec: spec.clone(),
+                health: Health::Passing,
+                registered_at_ms: identity.registered_at_ms,
+            };
+            self.store
+                .write(Write::Put(Box::new(stored)))
+                .await
+                .map_err(|e| self.store_failed(e))?;
+        }
         let registered = self.registry.register(spec, identity, Health::Passing);
         if let Some(stale) = &registered.expired {
             self.checker.forget(stale.id);

@@ -36,25 +36,105 @@ pub fn now_ms() -> u64 {
     unix_ms + instant.elapsed().as_millis() as u64
 }
 
-/// Every instance of one type, sorted by name. Immutable: a change publishes a
-/// new `TypeSet`.
-#[derive(Debug, Default)]
+/// Chunks are split when they grow past this many instances.
+const CHUNK_MAX: usize = 128;
+
+/// Every instance of one type, sorted by name. Immutable once published: a
+/// change publishes a new `TypeSet`.
+///
+/// The instances are kept in sorted chunks of at most [`CHUNK_MAX`], shared
+/// between snapshots, so a change copies the chunk list and the one chunk it
+/// touches (about n/64 + 128 pointers), not every instance of the type.
+#[derive(Debug, Default, Clone)]
 pub struct TypeSet {
-    pub instances: Vec<Arc<Instance>>,
+    chunks: Vec<Arc<Vec<Arc<Instance>>>>,
+    len: usize,
 }
 
 impl TypeSet {
+    /// A set of `instances`, which must be sorted by name without duplicates.
+    fn from_sorted(instances: Vec<Arc<Instance>>) -> TypeSet {
+        let len = instances.len();
+        let chunks = instances
+            .chunks(CHUNK_MAX / 2)
+            .map(|chunk| Arc::new(chunk.to_vec()))
+            .collect();
+        TypeSet { chunks, len }
+    }
+
+    /// Number of instances, serving or not.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Every instance, sorted by name.
+    pub fn iter(&self) -> impl Iterator<Item = &Arc<Instance>> {
+        self.chunks.iter().flat_map(|chunk| chunk.iter())
+    }
+
+    /// The chunk that holds, or would hold, `name`.
+    fn chunk_for(&self, name: &str) -> usize {
+        self.chunks
+            .partition_point(|chunk| chunk[0].spec.name.as_str() <= name)
+            .saturating_sub(1)
+    }
+
     /// The instance called `name` (lowercase), serving or not.
     pub fn find(&self, name: &str) -> Option<&Arc<Instance>> {
-        self.instances
+        let chunk = self.chunks.get(self.chunk_for(name))?;
+        chunk
             .binary_search_by(|i| i.spec.name.as_str().cmp(name))
             .ok()
-            .map(|index| &self.instances[index])
+            .map(|index| &chunk[index])
     }
 
     /// Whether any instance is serving at `now_ms`.
     pub fn any_serving(&self, now_ms: u64) -> bool {
-        self.instances.iter().any(|i| i.is_serving(now_ms))
+        self.iter().any(|i| i.is_serving(now_ms))
+    }
+
+    /// Inserts `instance`, or replaces the one of the same name (returned).
+    fn upsert(&mut self, instance: Arc<Instance>) -> Option<Arc<Instance>> {
+        if self.chunks.is_empty() {
+            self.chunks.push(Arc::new(vec![instance]));
+            self.len = 1;
+            return None;
+        }
+        let at = self.chunk_for(&instance.spec.name);
+        let chunk = Arc::make_mut(&mut self.chunks[at]);
+        match chunk.binary_search_by(|i| i.spec.name.cmp(&instance.spec.name)) {
+            Ok(index) => Some(std::mem::replace(&mut chunk[index], instance)),
+            Err(index) => {
+                chunk.insert(index, instance);
+                self.len += 1;
+                if chunk.len() > CHUNK_MAX {
+                    let upper = chunk.split_off(chunk.len() / 2);
+                    self.chunks.insert(at + 1, Arc::new(upper));
+                }
+                None
+            }
+        }
+    }
+
+    /// Removes exactly `instance` (the same allocation), if present.
+    fn remove(&mut self, instance: &Arc<Instance>) {
+        let at = self.chunk_for(&instance.spec.name);
+        let Some(shared) = self.chunks.get_mut(at) else {
+            return;
+        };
+        let Some(index) = shared.iter().position(|i| Arc::ptr_eq(i, instance)) else {
+            return;
+        };
+        let chunk = Arc::make_mut(shared);
+        chunk.remove(index);
+        self.len -= 1;
+        if chunk.is_empty() {
+            self.chunks.remove(at);
+        }
     }
 }
 
@@ -178,20 +258,16 @@ impl Registry {
         // Another instance of the same name (a lapsed one the sweep has not
         // reached yet) is dropped from the set below, and returned as expired.
         let mut expired = None;
-        self.publish_type(&instance.spec.service_type, |instances| {
-            match instances.binary_search_by(|i| i.spec.name.cmp(&instance.spec.name)) {
-                Ok(index) => {
-                    let stale = std::mem::replace(&mut instances[index], instance.clone());
-                    if stale.id != instance.id {
-                        shared.by_id.remove(&stale.id);
-                        if stale.kill_if_lapsed_by(now) {
-                            expired = Some(stale);
-                        } else {
-                            stale.kill_if_live(now);
-                        }
-                    }
+        self.publish_type(&instance.spec.service_type, |set| {
+            if let Some(stale) = set.upsert(instance.clone())
+                && stale.id != instance.id
+            {
+                shared.by_id.remove(&stale.id);
+                if stale.kill_if_lapsed_by(now) {
+                    expired = Some(stale);
+                } else {
+                    stale.kill_if_live(now);
                 }
-                Err(index) => instances.insert(index, instance.clone()),
             }
         });
         shared.by_id.insert(identity.id, instance.clone());
@@ -246,7 +322,7 @@ impl Registry {
             loaded += instances.len();
             shared
                 .by_type
-                .insert(service_type, Arc::new(TypeSet { instances }));
+                .insert(service_type, Arc::new(TypeSet::from_sorted(instances)));
         }
         shared.version.fetch_add(1, Ordering::Relaxed);
         loaded
@@ -303,7 +379,7 @@ impl Registry {
         types.sort_by(|a, b| a.0.cmp(&b.0));
         types
             .iter()
-            .flat_map(|(_, set)| set.instances.iter())
+            .flat_map(|(_, set)| set.iter())
             .filter(|i| now < i.expires_at_ms())
             .cloned()
             .collect()
@@ -401,8 +477,10 @@ impl Registry {
                 .push(instance);
         }
         for (service_type, gone) in by_type {
-            self.publish_type(service_type, |instances| {
-                instances.retain(|i| !gone.iter().any(|g| Arc::ptr_eq(g, i)));
+            self.publish_type(service_type, |set| {
+                for instance in gone {
+                    set.remove(instance);
+                }
             });
         }
         self.shared.version.fetch_add(1, Ordering::Relaxed);
@@ -410,20 +488,20 @@ impl Registry {
 
     /// Publishes a new snapshot of one type, changed by `edit`; drops the
     /// type when it becomes empty. The caller holds the writer lock.
-    fn publish_type(&self, service_type: &str, edit: impl FnOnce(&mut Vec<Arc<Instance>>)) {
-        let mut instances = self
+    fn publish_type(&self, service_type: &str, edit: impl FnOnce(&mut TypeSet)) {
+        let mut set = self
             .shared
             .by_type
             .get(service_type)
-            .map(|set| set.instances.clone())
+            .map(|set| TypeSet::clone(&set))
             .unwrap_or_default();
-        edit(&mut instances);
-        if instances.is_empty() {
+        edit(&mut set);
+        if set.is_empty() {
             self.shared.by_type.remove(service_type);
         } else {
             self.shared
                 .by_type
-                .insert(service_type.to_string(), Arc::new(TypeSet { instances }));
+                .insert(service_type.to_string(), Arc::new(set));
         }
     }
 }
@@ -466,8 +544,17 @@ mod tests {
         assert!(!second.created);
         assert_eq!(first.instance.id, second.instance.id);
         assert_eq!(registry.len(), 1);
-        assert_eq!(registry.type_set("web").unwrap().instances.len(), 1);
-        assert_eq!(registry.type_set("web").unwrap().instances[0].spec.ttl, 60);
+        assert_eq!(registry.type_set("web").unwrap().len(), 1);
+        assert_eq!(
+            registry
+                .type_set("web")
+                .unwrap()
+                .find("a")
+                .unwrap()
+                .spec
+                .ttl,
+            60
+        );
     }
 
     #[test]
@@ -479,7 +566,7 @@ mod tests {
         assert_eq!(removed.len(), 1);
         assert_eq!(removed[0].id, short.id);
         assert!(registry.get(short.id).is_none());
-        assert_eq!(registry.type_set("web").unwrap().instances.len(), 1);
+        assert_eq!(registry.type_set("web").unwrap().len(), 1);
         assert_eq!(
             registry
                 .heartbeat(short.id, Health::Passing, None)
@@ -503,16 +590,44 @@ mod tests {
             .collect();
         assert_eq!(registry.restore(entries), 1000);
         let set = registry.type_set("web").unwrap();
-        assert_eq!(set.instances.len(), 1000);
-        assert!(
-            set.instances
-                .windows(2)
-                .all(|w| w[0].spec.name < w[1].spec.name)
-        );
+        assert_eq!(set.len(), 1000);
+        let names: Vec<&str> = set.iter().map(|i| i.spec.name.as_str()).collect();
+        assert!(names.windows(2).all(|w| w[0] < w[1]));
         let found = set.find("i0500").unwrap();
         assert_eq!(found.health(), Health::Warning);
         assert_eq!(registry.get(found.id).unwrap().registered_at_ms, 1);
         assert!(found.is_serving(now_ms()));
+    }
+
+    #[test]
+    fn chunked_sets_stay_sorted_through_churn() {
+        let registry = registry();
+        let mut rng = fastrand::Rng::with_seed(7);
+        let mut live: std::collections::BTreeMap<String, Uuid> = Default::default();
+        for _ in 0..5000 {
+            let name = format!("n{:04}", rng.usize(..1500));
+            if rng.u8(..4) == 0 {
+                if let Some(id) = live.remove(&name) {
+                    assert!(registry.deregister(id).is_some());
+                }
+            } else {
+                let id = register(&registry, spec(&name, 60)).instance.id;
+                live.insert(name, id);
+            }
+        }
+        let set = registry.type_set("web").unwrap();
+        let names: Vec<String> = set.iter().map(|i| i.spec.name.clone()).collect();
+        assert_eq!(names, live.keys().cloned().collect::<Vec<_>>());
+        assert_eq!(set.len(), live.len());
+        assert!(
+            set.chunks
+                .iter()
+                .all(|c| !c.is_empty() && c.len() <= CHUNK_MAX)
+        );
+        for (name, id) in &live {
+            assert_eq!(set.find(name).unwrap().id, *id);
+        }
+        assert!(set.find("n9999").is_none() && set.find("a").is_none());
     }
 
     #[test]

@@ -391,40 +391,24 @@ fn write_answer(
     apex_at: usize,
     serial: impl FnOnce() -> u32,
 ) -> ResponseCode {
-    let (candidates, rrtype): (&[Arc<Instance>], Option<u16>) = match node {
-        Node::Type(set) => (
-            &set.instances,
-            matches!(qtype, TYPE_A | TYPE_AAAA | TYPE_SRV).then_some(qtype),
-        ),
-        Node::Service(set) => (
-            &set.instances,
-            matches!(qtype, TYPE_PTR | TYPE_SRV).then_some(qtype),
-        ),
-        Node::Instance(instance) => (
-            std::slice::from_ref(instance),
-            matches!(qtype, TYPE_A | TYPE_AAAA | TYPE_SRV | TYPE_TXT).then_some(qtype),
-        ),
-        Node::Missing => (&[], None),
+    let rrtype = match node {
+        Node::Type(_) => matches!(qtype, TYPE_A | TYPE_AAAA | TYPE_SRV).then_some(qtype),
+        Node::Service(_) => matches!(qtype, TYPE_PTR | TYPE_SRV).then_some(qtype),
+        Node::Instance(_) => {
+            matches!(qtype, TYPE_A | TYPE_AAAA | TYPE_SRV | TYPE_TXT).then_some(qtype)
+        }
+        Node::Missing => None,
     };
-    // The serving instances that have a record of the asked type; the node
-    // exists as long as any instance serves.
-    let mut members: Vec<Member<'_>> = Vec::new();
-    let mut exists = false;
-    for instance in candidates {
-        if !instance.is_serving(now) {
-            continue;
+    let (members, exists) = match node {
+        Node::Type(set) | Node::Service(set) => {
+            serving_members(set.iter(), set.len(), rrtype, now, wire.ttl)
         }
-        exists = true;
-        if rrtype.is_some_and(|rrtype| {
-            !matches!(rrtype, TYPE_A | TYPE_AAAA) || address(instance, rrtype).is_some()
-        }) {
-            members.push(Member {
-                instance,
-                ttl: instance.remaining_secs(now).min(wire.ttl),
-                name_at: 0,
-            });
+        Node::Instance(instance) => {
+            serving_members(std::iter::once(instance), 1, rrtype, now, wire.ttl)
         }
-    }
+        Node::Missing => (Vec::new(), false),
+    };
+    let mut members = members;
     if !exists {
         write_soa(message, wire, apex_at, serial());
         return ResponseCode::NXDomain;
@@ -478,6 +462,36 @@ fn write_answer(
         }
     }
     ResponseCode::NoError
+}
+
+/// The serving instances among `candidates` that have a record of `rrtype`
+/// (none when it is `None`), and whether any instance serves at all (the
+/// name exists as long as one does).
+fn serving_members<'a>(
+    candidates: impl Iterator<Item = &'a Arc<Instance>>,
+    capacity: usize,
+    rrtype: Option<u16>,
+    now: u64,
+    max_ttl: u32,
+) -> (Vec<Member<'a>>, bool) {
+    let mut members = Vec::with_capacity(capacity);
+    let mut exists = false;
+    for instance in candidates {
+        if !instance.is_serving(now) {
+            continue;
+        }
+        exists = true;
+        if rrtype.is_some_and(|rrtype| {
+            !matches!(rrtype, TYPE_A | TYPE_AAAA) || address(instance, rrtype).is_some()
+        }) {
+            members.push(Member {
+                instance,
+                ttl: instance.remaining_secs(now).min(max_ttl),
+                name_at: 0,
+            });
+        }
+    }
+    (members, exists)
 }
 
 /// Starts a record whose owner is a pointer to `owner_at`.

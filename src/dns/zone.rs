@@ -307,8 +307,7 @@ fn resolve(registry: &Registry, zone: &ZoneSettings, qname: &Name, now_ms: u64) 
 
 /// The serving instances of a type, optionally only those with `tag`.
 fn serving(set: &TypeSet, tag: Option<&str>, now_ms: u64) -> Vec<Arc<Instance>> {
-    set.instances
-        .iter()
+    set.iter()
         .filter(|i| i.is_serving(now_ms) && tag.is_none_or(|t| i.has_tag(t)))
         .cloned()
         .collect()

@@ -115,6 +115,12 @@ impl Store {
         }
     }
 
+    /// Whether writes go anywhere (false for `memory`, whose writes are
+    /// no-ops and need not even be built).
+    pub fn is_persistent(&self) -> bool {
+        !matches!(self, Store::Memory)
+    }
+
     /// Persists `write`; returns once it is committed (or failed).
     pub async fn write(&self, write: Write) -> Result<(), StoreError> {
         match self {
