@@ -221,6 +221,16 @@ mod tests {
     }
 
     #[test]
+    fn dns_threads_default_to_the_cores_and_are_bounded() {
+        let config = Config::default();
+        assert_eq!(config.dns.threads, 0);
+        assert!((1..=8).contains(&config.dns.udp_threads()));
+        let text = DEFAULT_CONFIG_TOML.replace("threads = 0", "threads = 300");
+        let err = Config::from_toml(&text, "x.toml").unwrap_err().to_string();
+        assert!(err.contains("dns.threads"), "{err}");
+    }
+
+    #[test]
     fn bad_zone_is_refused() {
         let text = DEFAULT_CONFIG_TOML.replace("zone = \"svc.local\"", "zone = \"bad..zone\"");
         let err = Config::from_toml(&text, "x.toml").unwrap_err().to_string();

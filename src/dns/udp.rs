@@ -29,22 +29,29 @@ const RECEIVE_BUFFER: usize = 4096;
 const POLL: Duration = Duration::from_millis(100);
 
 /// Binds `count` UDP sockets to `addr`, all with `SO_REUSEPORT` so they
-/// share its port (with port 0, the port the first one got).
+/// share its port. One socket is bound plainly.
+///
+/// With port 0 the port is first reserved by a plain socket: the kernel's
+/// free-port search counts a port held only by other `SO_REUSEPORT` sockets
+/// of the same user as free, so binding port 0 with `SO_REUSEPORT` could
+/// land on a port another program is serving.
 pub fn bind(addr: SocketAddr, count: usize) -> io::Result<Vec<UdpSocket>> {
-    let mut sockets = Vec::with_capacity(count);
-    let mut addr = addr;
-    for _ in 0..count.max(1) {
-        let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
-        socket.set_reuse_port(true)?;
-        if addr.is_ipv6() {
-            socket.set_only_v6(true)?;
-        }
-        socket.bind(&SockAddr::from(addr))?;
-        let socket: UdpSocket = socket.into();
-        addr = socket.local_addr()?;
-        sockets.push(socket);
+    if count <= 1 {
+        return Ok(vec![UdpSocket::bind(addr)?]);
     }
-    Ok(sockets)
+    let addr = if addr.port() == 0 {
+        UdpSocket::bind(addr)?.local_addr()?
+    } else {
+        addr
+    };
+    (0..count)
+        .map(|_| {
+            let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+            socket.set_reuse_port(true)?;
+            socket.bind(&SockAddr::from(addr))?;
+            Ok(socket.into())
+        })
+        .collect()
 }
 
 /// Answers datagrams on `socket` until `stop` is set. Runs on its own thread.

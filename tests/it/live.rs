@@ -223,3 +223,27 @@ async fn every_answer_is_shuffled_afresh() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn any_number_of_udp_threads_serves_the_same_port() {
+    for threads in [1, 3] {
+        let server = TestServer::start_with(|config| config.dns.threads = threads).await;
+        register(&server, 1, 60).await;
+        // Many client sockets, so that SO_REUSEPORT spreads them over every
+        // server socket: each must answer.
+        for _ in 0..24 {
+            let [udp, tcp] = both(server.dns, "a1.web.svc.local.", RecordType::A).await;
+            assert_eq!(
+                members(&udp),
+                BTreeSet::from(["a1".to_string()]),
+                "{threads}"
+            );
+            assert_eq!(
+                members(&tcp),
+                BTreeSet::from(["a1".to_string()]),
+                "{threads}"
+            );
+        }
+        server.stop().await;
+    }
+}
