@@ -805,6 +805,48 @@ mod tests {
     }
 
     #[test]
+    fn mutated_queries_the_fast_path_takes_get_the_general_answer() {
+        let responder = responder("ns.svc.local.");
+        let seeds: Vec<Vec<u8>> = [
+            "web.svc.local.",
+            "a1.web.svc.local.",
+            "_web._tcp.svc.local.",
+        ]
+        .iter()
+        .flat_map(|name| {
+            [RecordType::A, RecordType::SRV, RecordType::PTR].map(|qtype| query(name, qtype, true))
+        })
+        .collect();
+        let mut rng = fastrand::Rng::with_seed(20261123);
+        let mut taken = 0;
+        let mut out = Vec::new();
+        for _ in 0..20_000 {
+            let mut packet = rng.choice(&seeds).unwrap().clone();
+            for _ in 0..rng.usize(1..4) {
+                let at = rng.usize(..packet.len());
+                match rng.u8(..3) {
+                    0 => packet[at] = rng.u8(..),
+                    1 => packet[at] ^= 1 << rng.u8(..8),
+                    _ => packet[at] = packet[at].to_ascii_uppercase(),
+                }
+            }
+            if !respond(&responder, &packet, Transport::Udp, &mut out) {
+                continue;
+            }
+            taken += 1;
+            assert!(
+                Message::from_vec(&packet).is_ok(),
+                "the fast path answered a packet hickory cannot parse: {packet:?}"
+            );
+            compare(&responder, &packet, Transport::Udp);
+        }
+        assert!(
+            taken > 1000,
+            "only {taken} mutated packets took the fast path"
+        );
+    }
+
+    #[test]
     fn other_questions_go_the_general_way() {
         let responder = responder("ns.svc.local.");
         let mut out = Vec::new();

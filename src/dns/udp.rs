@@ -79,7 +79,15 @@ pub fn serve(socket: UdpSocket, responder: Arc<Responder>, stop: Arc<AtomicBool>
             }
         };
         for slot in 0..received {
-            batch.answer(slot, &responder);
+            // A bug that panics on some packet must cost that packet, not
+            // the thread (and with it UDP service for good).
+            let answered = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                batch.answer(slot, &responder);
+            }));
+            if answered.is_err() {
+                tracing::error!("answering a datagram panicked; dropped it");
+                batch.answered[slot] = false;
+            }
         }
         batch.send(&socket, received);
     }
