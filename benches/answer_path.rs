@@ -6,7 +6,8 @@
 //!
 //! Run with `cargo bench --bench answer_path`. Settings (env): ROUNDS=5
 //! (medians are reported), QUERIES=200000 per round, BIG=1000000 (instances
-//! in the large registry, as BIG/10 types of 10; 0 skips it).
+//! in the large registry, as BIG/10 types of 10; 0 skips it), HUGE=100000
+//! (instances of one more type, asked for last; 0 skips it).
 //! Under `cargo test` (no `--bench` argument) it does nothing.
 
 use std::collections::BTreeMap;
@@ -172,5 +173,39 @@ fn main() {
             rss_mib() - before
         );
         report(&responder, rounds, queries, false);
+    }
+    let huge = env_usize("HUGE", 100_000);
+    if huge > 0 {
+        for i in 0..huge {
+            let spec = ValidRegistration {
+                name: format!("i{i:07}"),
+                service_type: "huge".into(),
+                host: validate_host(&format!(
+                    "10.{}.{}.{}",
+                    i >> 16 & 255,
+                    i >> 8 & 255,
+                    i & 255
+                ))
+                .unwrap(),
+                port: 80,
+                tags: vec![],
+                metadata: BTreeMap::new(),
+                ttl: 86400,
+                priority: 1,
+                weight: 1,
+                check: None,
+            };
+            let identity = registry.identity_for(&spec);
+            registry.register(spec, identity, Health::Passing);
+        }
+        println!("one type with {huge} instances (answers sample what fits, TC set):");
+        let mut out = Vec::with_capacity(1232);
+        for qtype in [RecordType::A, RecordType::SRV] {
+            let packet = query("huge.svc.local.", qtype);
+            let ns = measure(rounds, queries / 10, |_| {
+                assert!(responder.respond_into(black_box(&packet), Transport::Udp, &mut out));
+            });
+            println!("  huge {qtype:<20} fast {ns:>7.0} ns");
+        }
     }
 }

@@ -76,6 +76,26 @@ impl TypeSet {
         self.chunks.iter().flat_map(|chunk| chunk.iter())
     }
 
+    /// Every instance once, starting at position `start` (in name order)
+    /// and wrapping around to the first. Skips whole chunks to get there.
+    pub fn iter_from(&self, start: usize) -> impl Iterator<Item = &Arc<Instance>> {
+        let mut first = 0;
+        let mut offset = start.min(self.len);
+        while first < self.chunks.len() && offset >= self.chunks[first].len() {
+            offset -= self.chunks[first].len();
+            first += 1;
+        }
+        let (before, from) = self.chunks.split_at(first);
+        let (head, tail) = match from.first() {
+            Some(chunk) => chunk.split_at(offset),
+            None => (&[][..], &[][..]),
+        };
+        tail.iter()
+            .chain(from.iter().skip(1).flat_map(|chunk| chunk.iter()))
+            .chain(before.iter().flat_map(|chunk| chunk.iter()))
+            .chain(head.iter())
+    }
+
     /// The chunk that holds, or would hold, `name`.
     fn chunk_for(&self, name: &str) -> usize {
         self.chunks
@@ -628,6 +648,12 @@ mod tests {
             assert_eq!(set.find(name).unwrap().id, *id);
         }
         assert!(set.find("n9999").is_none() && set.find("a").is_none());
+        for start in [0, 1, 63, 64, 65, set.len() / 2, set.len() - 1, set.len()] {
+            let mut rotated: Vec<String> =
+                set.iter_from(start).map(|i| i.spec.name.clone()).collect();
+            rotated.rotate_right(start % set.len());
+            assert_eq!(rotated, names, "from {start}");
+        }
     }
 
     #[test]

@@ -38,6 +38,10 @@ const CLASS_IN: u16 = 1;
 const MAX_LABELS: usize = 128;
 /// Compression pointers reach only the first 16 KiB of a message.
 const POINTER_REACH: usize = 0x4000;
+/// A type with more instances than this is answered from a sample: a run of
+/// instances from a random start, as many as the message can hold, instead
+/// of a check of every instance per query.
+const LARGE_SET: usize = 256;
 /// EDNS options that hickory parses into typed values (and may reject):
 /// NSID, DAU, DHU, N3U, client subnet. A query carrying one goes the general
 /// way, so malformed ones get its FORMERR.
@@ -400,6 +404,14 @@ fn write_answer(
         Node::Missing => None,
     };
     let (members, exists) = match node {
+        Node::Type(set) | Node::Service(set) if set.len() > LARGE_SET => {
+            // Only what can fit is needed: the smallest record written is an
+            // A record of 16 bytes. Start at a random instance so every one
+            // gets its turn; more than fit means TC, as with a full scan.
+            let most = message.budget / 16 + 1;
+            let start = fastrand::usize(..set.len());
+            serving_members(set.iter_from(start), most, rrtype, now, wire.ttl)
+        }
         Node::Type(set) | Node::Service(set) => {
             serving_members(set.iter(), set.len(), rrtype, now, wire.ttl)
         }
@@ -465,8 +477,8 @@ fn write_answer(
 }
 
 /// The serving instances among `candidates` that have a record of `rrtype`
-/// (none when it is `None`), and whether any instance serves at all (the
-/// name exists as long as one does).
+/// (none when it is `None`; at most `capacity`), and whether any instance
+/// serves at all (the name exists as long as one does).
 fn serving_members<'a>(
     candidates: impl Iterator<Item = &'a Arc<Instance>>,
     capacity: usize,
@@ -474,9 +486,12 @@ fn serving_members<'a>(
     now: u64,
     max_ttl: u32,
 ) -> (Vec<Member<'a>>, bool) {
-    let mut members = Vec::with_capacity(capacity);
+    let mut members = Vec::with_capacity(capacity.min(LARGE_SET));
     let mut exists = false;
     for instance in candidates {
+        if members.len() == capacity {
+            break;
+        }
         if !instance.is_serving(now) {
             continue;
         }
@@ -882,10 +897,56 @@ mod tests {
     #[test]
     fn udp_truncation_matches_in_count_and_flag() {
         let responder = responder("ns.svc.local.");
-        for i in 0..200 {
+        register_many(&responder, "big", 200);
+        for (qtype, edns) in [(RecordType::A, false), (RecordType::SRV, true)] {
+            let packet = query("big.svc.local.", qtype, edns);
+            let mut out = Vec::new();
+            assert!(respond(&responder, &packet, Transport::Udp, &mut out));
+            let general = responder.respond(&packet, Transport::Udp).unwrap();
+            let fast = Message::from_vec(&out).unwrap();
+            let general_message = Message::from_vec(&general.bytes).unwrap();
+            assert!(fast.metadata.truncation && general_message.metadata.truncation);
+            assert_eq!(fast.answers.len(), general_message.answers.len());
+            assert!(out.len() <= if edns { 1232 } else { 512 });
+        }
+    }
+
+    #[test]
+    fn large_types_are_sampled_fairly_and_completely_over_tcp() {
+        let responder = responder("ns.svc.local.");
+        register_many(&responder, "huge", 1000);
+        let packet = query("huge.svc.local.", RecordType::A, true);
+        // Over TCP everything fits: the sample is the whole set.
+        assert!(compare(&responder, &packet, Transport::Tcp));
+        // Over UDP: as many as fit, TC set, and every instance gets its turn.
+        let mut seen = std::collections::BTreeSet::new();
+        let mut firsts = std::collections::BTreeSet::new();
+        for _ in 0..200 {
+            let mut out = Vec::new();
+            assert!(respond(&responder, &packet, Transport::Udp, &mut out));
+            let fast = Message::from_vec(&out).unwrap();
+            assert!(fast.metadata.truncation);
+            assert_eq!(fast.answers.len(), (1232 - 11 - 12 - 20) / 16);
+            firsts.insert(fast.answers[0].to_string());
+            seen.extend(fast.answers.iter().map(|r| r.to_string()));
+        }
+        assert!(
+            seen.len() > 990,
+            "only {} of 1000 instances ever answered",
+            seen.len()
+        );
+        assert!(
+            firsts.len() > 150,
+            "only {} different first records",
+            firsts.len()
+        );
+    }
+
+    fn register_many(responder: &Responder, service_type: &str, count: usize) {
+        for i in 0..count {
             let spec = ValidRegistration {
-                name: format!("many{i:03}"),
-                service_type: "big".into(),
+                name: format!("many{i:04}"),
+                service_type: service_type.into(),
                 host: crate::service::validate_host(&format!("10.1.{}.{}", i / 200, i % 200))
                     .unwrap(),
                 port: 80,
@@ -898,17 +959,6 @@ mod tests {
             };
             let identity = responder.registry.identity_for(&spec);
             responder.registry.register(spec, identity, Health::Passing);
-        }
-        for (qtype, edns) in [(RecordType::A, false), (RecordType::SRV, true)] {
-            let packet = query("big.svc.local.", qtype, edns);
-            let mut out = Vec::new();
-            assert!(respond(&responder, &packet, Transport::Udp, &mut out));
-            let general = responder.respond(&packet, Transport::Udp).unwrap();
-            let fast = Message::from_vec(&out).unwrap();
-            let general_message = Message::from_vec(&general.bytes).unwrap();
-            assert!(fast.metadata.truncation && general_message.metadata.truncation);
-            assert_eq!(fast.answers.len(), general_message.answers.len());
-            assert!(out.len() <= if edns { 1232 } else { 512 });
         }
     }
 }
