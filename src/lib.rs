@@ -31,7 +31,6 @@ pub mod store;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use tokio::net::TcpListener;
@@ -67,15 +66,6 @@ pub enum StartError {
         addr: SocketAddr,
         source: std::io::Error,
     },
-}
-
-/// Sets its flag when dropped.
-struct StopOnDrop(Arc<AtomicBool>);
-
-impl Drop for StopOnDrop {
-    fn drop(&mut self) {
-        self.0.store(true, Ordering::Relaxed);
-    }
 }
 
 /// A signpost server whose sockets are bound, ready to [`run`](Server::run).
@@ -194,16 +184,15 @@ impl Server {
             metrics.clone(),
         ));
         let token = CancellationToken::new();
+        // Everything stops when this future ends, however it ends: also when
+        // it is dropped mid-run (the UDP threads, which are not tasks, would
+        // otherwise keep a shutting-down runtime waiting for ever).
+        let _cancel_on_drop = token.clone().drop_guard();
         let mut tasks = JoinSet::new();
 
-        let udp_stop = Arc::new(AtomicBool::new(false));
-        // The UDP threads stop when this future ends, however it ends: also
-        // when it is dropped mid-run (a runtime shutting down would
-        // otherwise wait for them for ever).
-        let _stop_udp = StopOnDrop(udp_stop.clone());
         for socket in udp {
             let responder = responder.clone();
-            let stop = udp_stop.clone();
+            let stop = token.clone();
             tasks.spawn_blocking(move || dns::udp::serve(socket, responder, stop));
         }
         tasks.spawn(dns::server::serve_tcp(
@@ -239,7 +228,6 @@ impl Server {
         shutdown.await;
         tracing::info!("shutting down");
         token.cancel();
-        udp_stop.store(true, Ordering::Relaxed);
         let drained = tokio::time::timeout(SHUTDOWN_GRACE, async {
             while tasks.join_next().await.is_some() {}
         })

@@ -321,11 +321,9 @@ pub struct Instance {
     /// TXT strings, `key=value`, or one empty string (RFC 6763 §6).
     pub txt: Vec<String>,
     /// Wire forms for the fast answer path, built once here: the SRV target
-    /// (uncompressed, lowercase), the TXT RDATA, and the address RDATA
-    /// (empty for a hostname).
+    /// (uncompressed; validated names are lowercase) and the TXT RDATA.
     pub target_wire: Box<[u8]>,
     pub txt_wire: Box<[u8]>,
-    pub address_wire: Box<[u8]>,
     pub registered_at_ms: u64,
     last_heartbeat_ms: AtomicU64,
     /// Health as the last heartbeat (or the registration) reported it.
@@ -363,16 +361,11 @@ impl Instance {
                 .map(|(k, v)| format!("{k}={v}"))
                 .collect()
         };
-        let target_wire = crate::dns::fast::name_wire(&srv_target.to_lowercase()).into();
+        let target_wire = crate::dns::fast::name_wire(&srv_target).into();
         let txt_wire = txt
             .iter()
             .flat_map(|s| std::iter::once(s.len() as u8).chain(s.bytes()))
             .collect();
-        let address_wire = match &spec.host {
-            Host::Ip(IpAddr::V4(ip)) => ip.octets().into(),
-            Host::Ip(IpAddr::V6(ip)) => ip.octets().into(),
-            Host::Name(_) => Box::default(),
-        };
         Instance {
             id,
             generation,
@@ -381,7 +374,6 @@ impl Instance {
             txt,
             target_wire,
             txt_wire,
-            address_wire,
             registered_at_ms,
             last_heartbeat_ms: AtomicU64::new(now_ms),
             reported_health: AtomicU8::new(health as u8),

@@ -22,7 +22,7 @@ use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::{Name, RecordType};
 
 use super::message::{CLASSIC_UDP_LIMIT, MAX_UDP_PAYLOAD, Responder, TCP_LIMIT, Transport};
-use super::zone::ZoneSettings;
+use super::zone::{Label, ZoneSettings};
 use crate::registry::{TypeSet, now_ms};
 use crate::service::{Host, Instance};
 
@@ -65,14 +65,7 @@ impl ZoneWire {
     pub fn new(zone: &ZoneSettings) -> ZoneWire {
         let apex = name_wire(&zone.apex);
         let full = name_wire(&zone.nameserver.to_lowercase());
-        let in_zone = full.len() > apex.len() && full.ends_with(&apex) && {
-            // The suffix must start on a label boundary.
-            let mut at = 0;
-            while at < full.len() - apex.len() {
-                at += 1 + usize::from(full[at]);
-            }
-            at == full.len() - apex.len()
-        };
+        let in_zone = zone.apex.zone_of(&zone.nameserver) && full.len() > apex.len();
         let nameserver = if in_zone {
             full[..full.len() - apex.len()].to_vec()
         } else {
@@ -188,30 +181,6 @@ fn parse(packet: &[u8]) -> Option<Question> {
     })
 }
 
-/// A label copied to lowercase; its text, or `None` when it is not UTF-8
-/// (then it names nothing).
-struct Lower {
-    bytes: [u8; 63],
-    len: usize,
-}
-
-impl Lower {
-    fn new(raw: &[u8]) -> Lower {
-        let mut bytes = [0u8; 63];
-        for (out, b) in bytes.iter_mut().zip(raw) {
-            *out = b.to_ascii_lowercase();
-        }
-        Lower {
-            bytes,
-            len: raw.len().min(63),
-        }
-    }
-
-    fn as_str(&self) -> Option<&str> {
-        std::str::from_utf8(&self.bytes[..self.len]).ok()
-    }
-}
-
 /// What a fast-path query name refers to.
 enum Node {
     /// `<type>`: the type's snapshot.
@@ -262,32 +231,29 @@ pub fn respond(
     let now = now_ms();
     let node = match depth {
         1 if label(0).first() != Some(&b'_') => {
-            let service_type = Lower::new(label(0));
-            match service_type.as_str().and_then(|t| registry.type_set(t)) {
+            match registry.type_set(Label::new(label(0)).as_str()) {
                 Some(set) => Node::Type(set),
                 None => Node::Missing,
             }
         }
         2 if label(0).first() != Some(&b'_') && label(1).first() != Some(&b'_') => {
-            let name = Lower::new(label(0));
-            let service_type = Lower::new(label(1));
-            match (name.as_str(), service_type.as_str()) {
-                (Some(name), Some(service_type)) => registry
-                    .type_set(service_type)
-                    .and_then(|set| set.find(name).cloned())
-                    .filter(|instance| instance.is_serving(now))
-                    .map_or(Node::Missing, Node::Instance),
-                _ => Node::Missing,
-            }
+            let name = Label::new(label(0));
+            registry
+                .type_set(Label::new(label(1)).as_str())
+                .and_then(|set| set.find(name.as_str()).cloned())
+                .filter(|instance| instance.is_serving(now))
+                .map_or(Node::Missing, Node::Instance)
         }
-        2 if label(0).len() > 1
-            && label(0)[0] == b'_'
-            && label(1).eq_ignore_ascii_case(b"_tcp") =>
-        {
-            let service_type = Lower::new(&label(0)[1..]);
-            match service_type.as_str().and_then(|t| registry.type_set(t)) {
-                Some(set) => Node::Service(set),
-                None => Node::Missing,
+        2 if label(1).eq_ignore_ascii_case(b"_tcp") => {
+            let service = Label::new(label(0));
+            match service.underscored() {
+                Some(service_type) if !service_type.is_empty() => {
+                    match registry.type_set(service_type) {
+                        Some(set) => Node::Service(set),
+                        None => Node::Missing,
+                    }
+                }
+                _ => return false,
             }
         }
         5.. => Node::Missing,
@@ -320,7 +286,7 @@ pub fn respond(
         question.qtype,
         now,
         apex_at,
-        || registry.version() as u32,
+        registry.version() as u32,
     );
     if question.edns_payload.is_some() {
         message.out.extend_from_slice(&OPT_RECORD);
@@ -393,7 +359,7 @@ fn write_answer(
     qtype: u16,
     now: u64,
     apex_at: usize,
-    serial: impl FnOnce() -> u32,
+    serial: u32,
 ) -> ResponseCode {
     let rrtype = match node {
         Node::Type(_) => matches!(qtype, TYPE_A | TYPE_AAAA | TYPE_SRV).then_some(qtype),
@@ -422,11 +388,11 @@ fn write_answer(
     };
     let mut members = members;
     if !exists {
-        write_soa(message, wire, apex_at, serial());
+        write_soa(message, wire, apex_at, serial);
         return ResponseCode::NXDomain;
     }
     let Some(rrtype) = rrtype.filter(|_| !members.is_empty()) else {
-        write_soa(message, wire, apex_at, serial());
+        write_soa(message, wire, apex_at, serial);
         return ResponseCode::NoError;
     };
     let rrset_ttl = members.iter().map(|m| m.ttl).min().unwrap_or(wire.ttl);
@@ -438,7 +404,9 @@ fn write_answer(
             begin_record(out, 0x0c, rrtype, rrset_ttl);
             match rrtype {
                 TYPE_A | TYPE_AAAA => {
-                    rdata(out, address(instance, rrtype).unwrap_or(&[]));
+                    if let Some((_, ip)) = address(instance) {
+                        address_rdata(out, ip);
+                    }
                 }
                 TYPE_SRV => {
                     member.name_at = out.len() + 8;
@@ -497,7 +465,8 @@ fn serving_members<'a>(
         }
         exists = true;
         if rrtype.is_some_and(|rrtype| {
-            !matches!(rrtype, TYPE_A | TYPE_AAAA) || address(instance, rrtype).is_some()
+            !matches!(rrtype, TYPE_A | TYPE_AAAA)
+                || address(instance).is_some_and(|(of, _)| of == rrtype)
         }) {
             members.push(Member {
                 instance,
@@ -539,13 +508,20 @@ fn srv_rdata(out: &mut Vec<u8>, instance: &Instance) {
     out.extend_from_slice(target);
 }
 
-/// The instance's address as record data, when it has one of `rrtype`.
-fn address(instance: &Instance, rrtype: u16) -> Option<&[u8]> {
-    match (&instance.spec.host, rrtype, &instance.address_wire) {
-        (Host::Ip(IpAddr::V4(_)), TYPE_A, bytes) | (Host::Ip(IpAddr::V6(_)), TYPE_AAAA, bytes) => {
-            Some(bytes)
-        }
-        _ => None,
+/// The instance's address record type and address, when its host is an IP.
+fn address(instance: &Instance) -> Option<(u16, IpAddr)> {
+    match instance.spec.host {
+        Host::Ip(ip @ IpAddr::V4(_)) => Some((TYPE_A, ip)),
+        Host::Ip(ip @ IpAddr::V6(_)) => Some((TYPE_AAAA, ip)),
+        Host::Name(_) => None,
+    }
+}
+
+/// RDLENGTH and RDATA of an A or AAAA record.
+fn address_rdata(out: &mut Vec<u8>, ip: IpAddr) {
+    match ip {
+        IpAddr::V4(ip) => rdata(out, &ip.octets()),
+        IpAddr::V6(ip) => rdata(out, &ip.octets()),
     }
 }
 
@@ -561,15 +537,13 @@ fn name_or_pointer(out: &mut Vec<u8>, at: usize, full: &[u8]) {
 /// The instance's address under its SRV target (written at `target_at`), as
 /// an additional record if it fits.
 fn glue(message: &mut Message<'_>, instance: &Instance, ttl: u32, target_at: usize) {
-    let rrtype = match instance.spec.host {
-        Host::Ip(IpAddr::V4(_)) => TYPE_A,
-        Host::Ip(IpAddr::V6(_)) => TYPE_AAAA,
-        Host::Name(_) => return,
+    let Some((rrtype, ip)) = address(instance) else {
+        return;
     };
     if message.record(|out| {
         name_or_pointer(out, target_at, &instance.target_wire);
         record_fields(out, rrtype, ttl);
-        rdata(out, &instance.address_wire);
+        address_rdata(out, ip);
     }) {
         message.additionals += 1;
     }

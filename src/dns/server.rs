@@ -132,16 +132,16 @@ async fn serve_connection(
             write_all(&mut stream, &output).await?;
             output.clear();
         }
-        let read_from = input.len();
-        input.resize(read_from + TCP_READ_CHUNK, 0);
+        // Appends to `input` (into reserved, unfilled capacity).
+        input.reserve(TCP_READ_CHUNK);
         let read = tokio::select! {
             _ = shutdown.cancelled() => return Ok(()),
-            read = tokio::time::timeout_at(deadline, stream.read(&mut input[read_from..])) => read,
+            read = tokio::time::timeout_at(deadline, stream.read_buf(&mut input)) => read,
         };
         match read {
             Err(_) => return Ok(()), // idle: close quietly
             Ok(Ok(0)) => return Ok(()),
-            Ok(Ok(n)) => input.truncate(read_from + n),
+            Ok(Ok(_)) => {}
             Ok(Err(error)) => return Err(error),
         }
     }

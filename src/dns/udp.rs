@@ -7,17 +7,18 @@
 //! data, so there is nothing to await: an async runtime would only add a
 //! readiness round trip per packet.
 //!
-//! A thread notices shutdown within [`POLL`], the socket's receive timeout.
+//! A thread notices shutdown (its cancelled token) within [`POLL`], the
+//! socket's receive timeout.
 
 use std::io;
 use std::mem::{self, MaybeUninit};
 use std::net::{SocketAddr, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
+use tokio_util::sync::CancellationToken;
 
 use super::message::{MAX_UDP_PAYLOAD, Responder, Transport};
 
@@ -54,14 +55,15 @@ pub fn bind(addr: SocketAddr, count: usize) -> io::Result<Vec<UdpSocket>> {
         .collect()
 }
 
-/// Answers datagrams on `socket` until `stop` is set. Runs on its own thread.
-pub fn serve(socket: UdpSocket, responder: Arc<Responder>, stop: Arc<AtomicBool>) {
+/// Answers datagrams on `socket` until `stop` is cancelled. Runs on its own
+/// thread.
+pub fn serve(socket: UdpSocket, responder: Arc<Responder>, stop: CancellationToken) {
     if let Err(error) = socket.set_read_timeout(Some(POLL)) {
         tracing::error!(%error, "cannot set a receive timeout; udp thread stops");
         return;
     }
     let mut batch = Batch::new();
-    while !stop.load(Ordering::Relaxed) {
+    while !stop.is_cancelled() {
         let received = match batch.receive(&socket) {
             Ok(received) => received,
             Err(error) => {
@@ -107,9 +109,6 @@ struct Batch {
     /// Which slots have a response to send.
     answered: [bool; BATCH],
 }
-
-// The raw pointers inside refer only to the struct's own boxes.
-unsafe impl Send for Batch {}
 
 impl Batch {
     fn new() -> Batch {

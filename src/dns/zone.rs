@@ -89,13 +89,13 @@ enum Node {
 }
 
 /// A label copied to lowercase on the stack, so lookups need no allocation.
-struct Label {
+pub(super) struct Label {
     bytes: [u8; 63],
     len: usize,
 }
 
 impl Label {
-    fn new(raw: &[u8]) -> Label {
+    pub(super) fn new(raw: &[u8]) -> Label {
         let mut bytes = [0u8; 63];
         let len = raw.len().min(63);
         for (out, b) in bytes.iter_mut().zip(raw) {
@@ -104,13 +104,14 @@ impl Label {
         Label { bytes, len }
     }
 
-    /// The label as text; invalid UTF-8 can match nothing, so it is "".
-    fn as_str(&self) -> &str {
+    /// The label as text; invalid UTF-8 can match nothing, so it is "\0"
+    /// (which no type, name or tag can be).
+    pub(super) fn as_str(&self) -> &str {
         std::str::from_utf8(&self.bytes[..self.len]).unwrap_or("\u{0}")
     }
 
     /// The part after a leading `_`, if any.
-    fn underscored(&self) -> Option<&str> {
+    pub(super) fn underscored(&self) -> Option<&str> {
         self.as_str().strip_prefix('_')
     }
 }
