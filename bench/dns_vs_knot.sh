@@ -86,21 +86,15 @@ for port in "$KNOT_PORT" "$SIGNPOST_PORT"; do
   [ "$answer" = "10.0.7.3" ] || { echo "server on port $port answers '$answer'" >&2; exit 1; }
 done
 
-clk=$(getconf CLK_TCK)
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+# shellcheck source=dnsperf.sh
+. "$here/dnsperf.sh"
 : >"$WORK/results"
 for round in $(seq 1 "$ROUNDS"); do
   for server in knot signpost; do
     if [ "$server" = knot ]; then pid=$knot port=$KNOT_PORT; else pid=$signpost port=$SIGNPOST_PORT; fi
     for mode in $MODES; do
-      args=(-s 127.0.0.1 -p "$port" -m "$mode" -d "$WORK/queries.txt" -c 4 -q 100 -e -t 2)
-      [ "$round" = 1 ] && taskset -c "$CLIENT_CPU" dnsperf "${args[@]}" -l 1 >/dev/null 2>&1 || true
-      t0=$(cpu_ticks "$pid")
-      taskset -c "$CLIENT_CPU" dnsperf "${args[@]}" -l "$DURATION" >"$WORK/dnsperf.out" 2>&1
-      t1=$(cpu_ticks "$pid")
-      qps=$(awk '/Queries per second:/{print $4}' "$WORK/dnsperf.out")
-      completed=$(awk '/Queries completed:/{print $3}' "$WORK/dnsperf.out")
-      us=$(python3 -c "print('%.2f' % (1e6 * ($t1 - $t0) / $clk / max(1, $completed)))")
+      [ "$round" = 1 ] && measure "$pid" "$port" "$mode" "$WORK/queries.txt" 1 >/dev/null  # warm-up
+      read -r qps us < <(measure "$pid" "$port" "$mode" "$WORK/queries.txt" "$DURATION")
       echo "round $round $server $mode: qps=$qps server_us_per_query=$us" >&2
       echo "$server $mode $qps $us" >>"$WORK/results"
     done

@@ -44,20 +44,14 @@ echo "instances: small $(curl -s http://127.0.0.1:18754/v1/health) large $(curl 
 taskset -a -p -c "$SERVER_CPU" "$small" >/dev/null
 taskset -a -p -c "$SERVER_CPU" "$large" >/dev/null
 
-clk=$(getconf CLK_TCK)
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+# shellcheck source=dnsperf.sh
+. "$here/dnsperf.sh"
 : >"$WORK/results"
 for round in $(seq 1 "$ROUNDS"); do
   for server in small large; do
     if [ $server = small ]; then pid=$small port=18654; else pid=$large port=18655; fi
-    args=(-s 127.0.0.1 -p "$port" -d "$WORK/queries.txt" -c 4 -q 100 -e -t 2)
-    [ "$round" = 1 ] && taskset -c "$CLIENT_CPU" dnsperf "${args[@]}" -l 1 >/dev/null 2>&1 || true
-    t0=$(cpu_ticks "$pid")
-    taskset -c "$CLIENT_CPU" dnsperf "${args[@]}" -l "$DURATION" >"$WORK/dnsperf.out" 2>&1
-    t1=$(cpu_ticks "$pid")
-    qps=$(awk '/Queries per second:/{print $4}' "$WORK/dnsperf.out")
-    completed=$(awk '/Queries completed:/{print $3}' "$WORK/dnsperf.out")
-    us=$(python3 -c "print('%.2f' % (1e6 * ($t1 - $t0) / $clk / max(1, $completed)))")
+    [ "$round" = 1 ] && measure "$pid" "$port" udp "$WORK/queries.txt" 1 >/dev/null  # warm-up
+    read -r qps us < <(measure "$pid" "$port" udp "$WORK/queries.txt" "$DURATION")
     echo "round $round $server: qps=$qps server_us_per_query=$us" >&2
     echo "$server $qps $us" >>"$WORK/results"
   done

@@ -29,24 +29,36 @@ fn env_usize(name: &str, default: usize) -> usize {
         .unwrap_or(default)
 }
 
+/// Registers `name` of `service_type` at `host`, passing, for a day.
+fn register(registry: &Registry, name: String, service_type: String, host: &str, port: u16) {
+    let spec = ValidRegistration {
+        name,
+        service_type,
+        host: validate_host(host).unwrap(),
+        port,
+        tags: vec![],
+        metadata: BTreeMap::new(),
+        ttl: 86400,
+        priority: 1,
+        weight: 1,
+        check: None,
+    };
+    let identity = registry.identity_for(&spec);
+    registry.register(spec, identity, Health::Passing);
+}
+
 /// Registers `types` types of 10 instances, `typeNNNNNN`/`instMM`.
 fn load(registry: &Registry, first_type: usize, types: usize) {
     for n in first_type..first_type + types {
-        for m in 0..10 {
-            let spec = ValidRegistration {
-                name: format!("inst{m:02}"),
-                service_type: format!("type{n:06}"),
-                host: validate_host(&format!("10.{}.{}.{m}", n / 256 % 256, n % 256)).unwrap(),
-                port: 8000 + m as u16,
-                tags: vec![],
-                metadata: BTreeMap::new(),
-                ttl: 86400,
-                priority: 1,
-                weight: 1,
-                check: None,
-            };
-            let identity = registry.identity_for(&spec);
-            registry.register(spec, identity, Health::Passing);
+        for m in 0..10u16 {
+            let host = format!("10.{}.{}.{m}", n / 256 % 256, n % 256);
+            register(
+                registry,
+                format!("inst{m:02}"),
+                format!("type{n:06}"),
+                &host,
+                8000 + m,
+            );
         }
     }
 }
@@ -177,26 +189,8 @@ fn main() {
     let huge = env_usize("HUGE", 100_000);
     if huge > 0 {
         for i in 0..huge {
-            let spec = ValidRegistration {
-                name: format!("i{i:07}"),
-                service_type: "huge".into(),
-                host: validate_host(&format!(
-                    "10.{}.{}.{}",
-                    i >> 16 & 255,
-                    i >> 8 & 255,
-                    i & 255
-                ))
-                .unwrap(),
-                port: 80,
-                tags: vec![],
-                metadata: BTreeMap::new(),
-                ttl: 86400,
-                priority: 1,
-                weight: 1,
-                check: None,
-            };
-            let identity = registry.identity_for(&spec);
-            registry.register(spec, identity, Health::Passing);
+            let host = format!("10.{}.{}.{}", i >> 16 & 255, i >> 8 & 255, i & 255);
+            register(&registry, format!("i{i:07}"), "huge".into(), &host, 80);
         }
         println!("one type with {huge} instances (answers sample what fits, TC set):");
         let mut out = Vec::with_capacity(1232);
