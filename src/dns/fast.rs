@@ -835,6 +835,33 @@ mod tests {
         );
     }
 
+    /// `packet` (ending in an OPT record without options) with one option.
+    fn with_option(mut packet: Vec<u8>, code: u16, data: &[u8]) -> Vec<u8> {
+        let len_at = packet.len() - 2;
+        let len = (4 + data.len()) as u16;
+        packet[len_at..].copy_from_slice(&len.to_be_bytes());
+        packet.extend_from_slice(&code.to_be_bytes());
+        packet.extend_from_slice(&(data.len() as u16).to_be_bytes());
+        packet.extend_from_slice(data);
+        packet
+    }
+
+    #[test]
+    fn edns_options_clients_send_are_handled() {
+        let responder = responder("ns.svc.local.");
+        let plain = query("web.svc.local.", RecordType::SRV, true);
+        // A client cookie (dig sends one by default): fast, same answer.
+        let cookie = with_option(plain.clone(), 10, &[7; 8]);
+        assert!(compare(&responder, &cookie, Transport::Udp));
+        // Client subnet, well-formed and not: the general path's business.
+        let mut out = Vec::new();
+        for data in [&[0, 1, 24, 0, 10, 0, 0][..], &[0, 1, 99][..]] {
+            let subnet = with_option(plain.clone(), 8, data);
+            assert!(!respond(&responder, &subnet, Transport::Udp, &mut out));
+            assert!(responder.respond(&subnet, Transport::Udp).is_some());
+        }
+    }
+
     #[test]
     fn other_questions_go_the_general_way() {
         let responder = responder("ns.svc.local.");

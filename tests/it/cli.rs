@@ -203,6 +203,19 @@ async fn bad_settings_are_refused_with_a_clear_message() {
     let (code, stderr) = run_to_exit(&["--dns-listen", "not-an-address"]).await;
     assert_ne!(code, Some(0));
     assert!(stderr.contains("--dns-listen"), "{stderr}");
+
+    let (code, stderr) = run_to_exit(&["--dns-threads", "300"]).await;
+    assert_ne!(code, Some(0));
+    assert!(stderr.contains("dns.threads"), "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dns_threads_flag_serves_and_stops_cleanly() {
+    let mut args = PORT_ZERO.to_vec();
+    args.extend(["--dns-threads", "3"]);
+    let mut process = spawn(&args).await;
+    register_and_resolve(&process, "svc.local").await;
+    assert_eq!(stop_with(&mut process, "TERM").await, Some(0));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

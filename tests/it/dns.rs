@@ -1192,6 +1192,73 @@ async fn tcp_pipelined_queries_are_answered_in_order() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tcp_queries_split_across_writes_and_long_pipelines_are_answered() {
+    let server = web_fixture().await;
+    // One query written a byte at a time: answered once it is whole.
+    let request = query_message("w4.web.svc.local.", RecordType::A, None);
+    let framed = frame(&request.to_vec().unwrap());
+    let mut stream = TcpStream::connect(server.dns).await.unwrap();
+    for byte in &framed {
+        stream.write_all(std::slice::from_ref(byte)).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let response = decode_whole(&read_frame(&mut stream).await.unwrap());
+    assert_eq!(response.metadata.id, request.metadata.id);
+    assert_eq!(ipv4s(&response.answers), vec![Ipv4Addr::new(10, 0, 0, 1)]);
+
+    // 2 000 queries in one write, whose answers (about 300 KiB) are more
+    // than the server buffers before writing: every one answered, in order.
+    let mut all = Vec::new();
+    for id in 0..2000u16 {
+        let mut request = query_message("web.svc.local.", RecordType::SRV, None);
+        request.metadata.id = id;
+        all.extend(frame(&request.to_vec().unwrap()));
+    }
+    let (mut reader, mut writer) = stream.into_split();
+    let writing = tokio::spawn(async move { writer.write_all(&all).await });
+    for id in 0..2000u16 {
+        let len = usize::from(reader.read_u16().await.unwrap());
+        let mut reply = vec![0u8; len];
+        reader.read_exact(&mut reply).await.unwrap();
+        let response = decode_whole(&reply);
+        assert_eq!(response.metadata.id, id, "in order");
+        assert_eq!(response.answers.len(), 3, "the whole SRV set");
+    }
+    writing.await.unwrap().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trickling_bytes_do_not_keep_a_tcp_connection_open() {
+    let server = TestServer::start_with(|config| config.dns.tcp_idle_timeout = 1).await;
+    let stream = TcpStream::connect(server.dns).await.unwrap();
+    let (mut reader, mut writer) = stream.into_split();
+    // A frame announcing 400 bytes, sent one byte every 100 ms: it would
+    // take 40 s to complete. The idle timeout counts from the last
+    // complete query, so the server closes within about 1 s regardless.
+    let trickle = tokio::spawn(async move {
+        writer.write_all(&[1, 144]).await?;
+        loop {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            writer.write_all(&[0]).await?;
+        }
+        #[allow(unreachable_code)]
+        std::io::Result::Ok(())
+    });
+    let started = std::time::Instant::now();
+    let mut byte = [0u8; 1];
+    let closed = tokio::time::timeout(Duration::from_secs(4), reader.read(&mut byte))
+        .await
+        .expect("closed while bytes still trickled in");
+    // EOF, or a reset if a trickled byte arrived after the close.
+    assert!(matches!(closed, Ok(0) | Err(_)), "{closed:?}");
+    assert!(
+        started.elapsed() >= Duration::from_millis(800),
+        "closed too early"
+    );
+    trickle.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_tcp_connection_is_closed_after_the_timeout() {
     let server = TestServer::start_with(|config| config.dns.tcp_idle_timeout = 1).await;
     server.register_ok("w1", "web", "10.0.0.1", 80, 60).await;
