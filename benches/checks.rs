@@ -32,29 +32,23 @@
 //! Settings (env): ROUNDS=3 COUNT=10000 CLIENTS=64 INTERVAL=10 DURATION=30.
 
 use std::fmt::Write as _;
-use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::Stdio;
+use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::process::{Child, Command};
 
-const BIN: &str = env!("CARGO_BIN_EXE_signpost");
+mod support;
+use support::{BIN, Result, Server, TempDir, cpu_seconds, env_usize, median, shell_line};
+
 /// Only the crate-root lines (start-up, shutdown) at info: they tell the
 /// admin address. Everything else (per registration, per health change) warn.
 const LOG_FILTER: &str = "warn,signpost=info,signpost::=warn";
-const START_TIMEOUT: Duration = Duration::from_secs(120);
-const STOP_TIMEOUT: Duration = Duration::from_secs(60);
 const RESPONSE: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok";
 /// Path of a request that did not name an instance.
 const OTHER: u32 = u32::MAX;
-
-type Error = Box<dyn std::error::Error + Send + Sync>;
-type Result<T, E = Error> = std::result::Result<T, E>;
 
 struct Settings {
     rounds: usize,
@@ -62,141 +56,6 @@ struct Settings {
     clients: usize,
     interval: usize,
     duration: usize,
-}
-
-fn env_usize(name: &str, default: usize) -> usize {
-    match std::env::var(name) {
-        Ok(value) => match value.trim().parse::<usize>() {
-            Ok(n) if n > 0 => n,
-            _ => panic!("{name} must be a positive integer, got {value:?}"),
-        },
-        Err(_) => default,
-    }
-}
-
-/// A scratch directory, removed when dropped.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new() -> Result<TempDir> {
-        let path =
-            std::env::temp_dir().join(format!("signpost-bench-checks-{}", std::process::id()));
-        std::fs::create_dir_all(&path)?;
-        Ok(TempDir(path))
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// A running server process, killed if dropped while running.
-struct Server {
-    child: Child,
-    pid: u32,
-    admin: SocketAddr,
-}
-
-impl Server {
-    async fn spawn(log: &Path) -> Result<Server> {
-        let mut child = Command::new(BIN)
-            .args(["--store", "memory"])
-            .args(["--dns-listen", "127.0.0.1:0"])
-            .args(["--admin-listen", "127.0.0.1:0"])
-            .env("RUST_LOG", LOG_FILTER)
-            .env_remove("SIGNPOST_ADMIN_TOKEN")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::from(std::fs::File::create(log)?))
-            .kill_on_drop(true)
-            .spawn()?;
-        let pid = child.id().ok_or("server exited at once")?;
-        let deadline = Instant::now() + START_TIMEOUT;
-        loop {
-            let text = std::fs::read_to_string(log).unwrap_or_default();
-            if let Some(admin) = text.lines().find_map(|line| {
-                let (_, rest) = line.split_once("admin listening on http://")?;
-                rest.split_whitespace().next()?.parse().ok()
-            }) {
-                return Ok(Server { child, pid, admin });
-            }
-            if let Some(status) = child.try_wait()? {
-                return Err(format!("server exited ({status}) before listening:\n{text}").into());
-            }
-            if Instant::now() > deadline {
-                return Err(format!("server did not listen within {START_TIMEOUT:?}").into());
-            }
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        }
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.admin)
-    }
-
-    /// Sends SIGTERM and waits for a clean exit.
-    async fn stop(mut self) -> Result<()> {
-        let pid = self.pid.to_string();
-        if !std::process::Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()?
-            .success()
-        {
-            return Err(format!("kill -TERM {pid} failed").into());
-        }
-        let status = tokio::time::timeout(STOP_TIMEOUT, self.child.wait())
-            .await
-            .map_err(|_| format!("server did not exit within {STOP_TIMEOUT:?} of SIGTERM"))??;
-        if !status.success() {
-            return Err(format!("server exited with {status} after SIGTERM").into());
-        }
-        Ok(())
-    }
-
-    /// A `Vm…` line of /proc/PID/status, in MiB.
-    fn memory_mib(&self, field: &str) -> f64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid));
-        status
-            .ok()
-            .and_then(|s| {
-                let line = s.lines().find(|l| l.starts_with(field))?;
-                line.split_whitespace().nth(1)?.parse::<f64>().ok()
-            })
-            .map_or(f64::NAN, |kib| kib / 1024.0)
-    }
-}
-
-/// utime + stime of a /proc/…/stat file, in seconds (0 when unreadable).
-fn cpu_seconds(stat_path: &str) -> f64 {
-    static TICKS: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
-    let ticks = *TICKS.get_or_init(|| {
-        shell_line("getconf", &["CLK_TCK"])
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(100.0)
-    });
-    let stat = std::fs::read_to_string(stat_path).unwrap_or_default();
-    // After the ")" closing the command name, utime and stime are the 12th
-    // and 13th fields.
-    let fields: Vec<f64> = stat
-        .rsplit_once(')')
-        .map_or("", |(_, rest)| rest)
-        .split_whitespace()
-        .skip(11)
-        .take(2)
-        .filter_map(|f| f.parse().ok())
-        .collect();
-    fields.iter().sum::<f64>() / ticks
-}
-
-fn shell_line(program: &str, args: &[&str]) -> Option<String> {
-    let output = std::process::Command::new(program)
-        .args(args)
-        .output()
-        .ok()?;
-    let text = String::from_utf8(output.stdout).ok()?;
-    Some(text.trim().to_string()).filter(|t| !t.is_empty())
 }
 
 /// One request the endpoint received: accept time (seconds since the bench
@@ -377,15 +236,6 @@ fn metric(text: &str, series: &str) -> f64 {
         .unwrap_or(f64::NAN)
 }
 
-fn median(values: &mut [f64]) -> f64 {
-    values.sort_by(f64::total_cmp);
-    match values.len() {
-        0 => f64::NAN,
-        n if n % 2 == 1 => values[n / 2],
-        n => (values[n / 2 - 1] + values[n / 2]) / 2.0,
-    }
-}
-
 /// `q` quantile of sorted `values` (nearest rank).
 fn quantile(sorted: &[f64], q: f64) -> f64 {
     if sorted.is_empty() {
@@ -485,7 +335,12 @@ struct Round {
 
 async fn round(settings: &Settings, dir: &Path, index: usize, epoch: Instant) -> Result<Round> {
     let endpoint = Endpoint::start(epoch).await?;
-    let server = Server::spawn(&dir.join(format!("round{index}.log"))).await?;
+    let server = Server::spawn(
+        &["--store", "memory"],
+        Some(LOG_FILTER),
+        &dir.join(format!("round{index}.log")),
+    )
+    .await?;
     let registered = register_all(&server, settings, endpoint.port, epoch).await?;
     let (start, end) = (registered.start, registered.end);
     let (server_cpu, bench_cpu) = (
@@ -497,8 +352,8 @@ async fn round(settings: &Settings, dir: &Path, index: usize, epoch: Instant) ->
     tokio::time::sleep_until((epoch + Duration::from_secs_f64(end + window)).into()).await;
     let server_cpu = cpu_seconds(&format!("/proc/{}/stat", server.pid)) - server_cpu;
     let bench_cpu = cpu_seconds("/proc/self/stat") - bench_cpu;
-    let rss_mib = server.memory_mib("VmRSS:");
-    let hwm_mib = server.memory_mib("VmHWM:");
+    let rss_mib = server.memory_mib("VmRSS:").unwrap_or(f64::NAN);
+    let hwm_mib = server.memory_mib("VmHWM:").unwrap_or(f64::NAN);
     let hits = endpoint.hits();
     let metrics = reqwest::Client::builder()
         .no_proxy()
@@ -686,7 +541,7 @@ async fn main() -> Result<()> {
         interval: env_usize("INTERVAL", 10),
         duration: env_usize("DURATION", 30),
     };
-    let dir = TempDir::new()?;
+    let dir = TempDir::new("signpost-bench-checks")?;
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
     let date = shell_line("date", &["-u", "+%Y-%m-%d %H:%M:%S UTC"]).unwrap_or_default();
     let cpu = std::fs::read_to_string("/proc/cpuinfo")

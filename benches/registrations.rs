@@ -30,22 +30,15 @@
 use std::fmt::Write as _;
 use std::io::Write as _;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::Stdio;
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use tokio::process::{Child, Command};
-
-const BIN: &str = env!("CARGO_BIN_EXE_signpost");
-/// Longest wait for a server to log its admin address or answer /v1/health.
-const START_TIMEOUT: Duration = Duration::from_secs(120);
-/// Longest wait for a server to exit after SIGTERM.
-const STOP_TIMEOUT: Duration = Duration::from_secs(60);
-
-type Error = Box<dyn std::error::Error + Send + Sync>;
-type Result<T, E = Error> = std::result::Result<T, E>;
+mod support;
+use support::{
+    BIN, Result, START_TIMEOUT, Server, TempDir, cpu_seconds, env_usize, median, shell_line,
+};
 
 struct Settings {
     rounds: usize,
@@ -54,16 +47,6 @@ struct Settings {
     types: usize,
     startup_n: usize,
     restarts: usize,
-}
-
-fn env_usize(name: &str, default: usize) -> usize {
-    match std::env::var(name) {
-        Ok(value) => match value.trim().parse::<usize>() {
-            Ok(n) if n > 0 => n,
-            _ => panic!("{name} must be a positive integer, got {value:?}"),
-        },
-        Err(_) => default,
-    }
 }
 
 impl Settings {
@@ -79,163 +62,31 @@ impl Settings {
     }
 }
 
-/// A scratch directory, removed when dropped.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new() -> Result<TempDir> {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)?
-            .subsec_nanos();
-        let path =
-            std::env::temp_dir().join(format!("signpost-bench-{}-{nanos:09}", std::process::id()));
-        std::fs::create_dir_all(&path)?;
-        Ok(TempDir(path))
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// A running server process, killed if dropped while running.
-struct Server {
-    child: Child,
-    pid: u32,
-    admin: SocketAddr,
-    log: PathBuf,
-}
-
-impl Server {
-    /// Spawns the binary with `store`, logging to `log`. Returns once the
-    /// admin address is logged (the server binds after restoring its store).
-    async fn spawn(store: &str, log: &Path) -> Result<Server> {
-        let log_file = std::fs::File::create(log)?;
-        let mut child = Command::new(BIN)
-            .args(["--dns-listen", "127.0.0.1:0"])
-            .args(["--admin-listen", "127.0.0.1:0"])
-            .args(["--store", store])
-            .env_remove("SIGNPOST_ADMIN_TOKEN")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::from(log_file))
-            .kill_on_drop(true)
-            .spawn()?;
-        let pid = child.id().ok_or("server exited at once")?;
-        let deadline = Instant::now() + START_TIMEOUT;
-        let admin = loop {
-            let text = std::fs::read_to_string(log).unwrap_or_default();
-            if let Some(addr) = text.lines().find_map(|line| {
-                let (_, rest) = line.split_once("admin listening on http://")?;
-                rest.split_whitespace().next()?.parse::<SocketAddr>().ok()
-            }) {
-                break addr;
-            }
-            if let Some(status) = child.try_wait()? {
-                return Err(format!("server exited ({status}) before listening:\n{text}").into());
-            }
-            if Instant::now() > deadline {
-                return Err(format!("server did not listen within {START_TIMEOUT:?}").into());
-            }
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        };
-        Ok(Server {
-            child,
-            pid,
-            admin,
-            log: log.to_path_buf(),
-        })
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.admin)
-    }
-
-    /// Polls `GET /v1/health` until it answers 200; returns its JSON.
-    async fn wait_healthy(&self, http: &reqwest::Client) -> Result<serde_json::Value> {
-        let deadline = Instant::now() + START_TIMEOUT;
-        loop {
-            if let Ok(response) = http.get(self.url("/v1/health")).send().await
-                && response.status().as_u16() == 200
-            {
-                return Ok(response.json().await?);
-            }
-            if Instant::now() > deadline {
-                return Err("the admin API did not answer /v1/health".into());
-            }
-            tokio::time::sleep(Duration::from_millis(1)).await;
+/// Polls `GET /v1/health` until it answers 200; returns its JSON.
+async fn wait_healthy(server: &Server, http: &reqwest::Client) -> Result<serde_json::Value> {
+    let deadline = Instant::now() + START_TIMEOUT;
+    loop {
+        if let Ok(response) = http.get(server.url("/v1/health")).send().await
+            && response.status().as_u16() == 200
+        {
+            return Ok(response.json().await?);
         }
-    }
-
-    /// Sends SIGTERM and waits for a clean exit; returns how long it took.
-    async fn stop(mut self) -> Result<Duration> {
-        let started = Instant::now();
-        let kill = std::process::Command::new("kill")
-            .args(["-TERM", &self.pid.to_string()])
-            .status()?;
-        if !kill.success() {
-            return Err(format!("kill -TERM {} failed", self.pid).into());
+        if Instant::now() > deadline {
+            return Err("the admin API did not answer /v1/health".into());
         }
-        let status = tokio::time::timeout(STOP_TIMEOUT, self.child.wait())
-            .await
-            .map_err(|_| format!("server did not exit within {STOP_TIMEOUT:?} of SIGTERM"))??;
-        if !status.success() {
-            return Err(format!("server exited with {status} after SIGTERM").into());
-        }
-        Ok(started.elapsed())
-    }
-
-    /// CPU seconds (user + system) the server has used so far.
-    fn cpu_seconds(&self) -> f64 {
-        cpu_seconds(&format!("/proc/{}/stat", self.pid))
-    }
-
-    /// CPU seconds used so far by the server's SQLite writer thread
-    /// ("signpost-store"), when it has one.
-    fn store_thread_cpu_seconds(&self) -> Option<f64> {
-        let tasks = std::fs::read_dir(format!("/proc/{}/task", self.pid)).ok()?;
-        tasks.filter_map(|task| task.ok()).find_map(|task| {
-            let comm = std::fs::read_to_string(task.path().join("comm")).ok()?;
-            (comm.trim() == "signpost-store")
-                .then(|| cpu_seconds(&task.path().join("stat").to_string_lossy()))
-        })
-    }
-
-    /// A `Vm…` line of /proc/PID/status, in MiB.
-    fn memory_mib(&self, field: &str) -> Option<f64> {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid)).ok()?;
-        let line = status.lines().find(|l| l.starts_with(field))?;
-        let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
-        Some(kib / 1024.0)
+        tokio::time::sleep(Duration::from_millis(1)).await;
     }
 }
 
-/// utime + stime of a /proc/…/stat file, in seconds (0 when unreadable).
-fn cpu_seconds(stat_path: &str) -> f64 {
-    static TICKS: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
-    let ticks = *TICKS.get_or_init(|| {
-        std::process::Command::new("getconf")
-            .arg("CLK_TCK")
-            .output()
-            .ok()
-            .and_then(|o| String::from_utf8(o.stdout).ok())
-            .and_then(|s| s.trim().parse().ok())
-            .unwrap_or(100.0)
-    });
-    let Ok(stat) = std::fs::read_to_string(stat_path) else {
-        return 0.0;
-    };
-    // Fields after the ")" closing the command name: state is field 3, so
-    // utime (14) and stime (15) are at indexes 11 and 12.
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .map_or("", |(_, rest)| rest)
-        .split_whitespace()
-        .collect();
-    let field = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok());
-    (field(11).unwrap_or(0.0) + field(12).unwrap_or(0.0)) / ticks
+/// CPU seconds used so far by the server's SQLite writer thread
+/// ("signpost-store"), when it has one.
+fn store_thread_cpu_seconds(server: &Server) -> Option<f64> {
+    let tasks = std::fs::read_dir(format!("/proc/{}/task", server.pid)).ok()?;
+    tasks.filter_map(|task| task.ok()).find_map(|task| {
+        let comm = std::fs::read_to_string(task.path().join("comm")).ok()?;
+        (comm.trim() == "signpost-store")
+            .then(|| cpu_seconds(&task.path().join("stat").to_string_lossy()))
+    })
 }
 
 fn http_client(clients: usize) -> Result<reqwest::Client> {
@@ -345,7 +196,7 @@ async fn register_many(
     let next = Arc::new(AtomicUsize::new(0));
     let types = settings.types;
     let server_cpu = server.cpu_seconds();
-    let store_cpu = server.store_thread_cpu_seconds();
+    let store_cpu = store_thread_cpu_seconds(server);
     let client_cpu = cpu_seconds("/proc/self/stat");
     let started = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
@@ -410,8 +261,7 @@ async fn register_many(
     }
     total.elapsed = started.elapsed();
     total.server_cpu = server.cpu_seconds() - server_cpu;
-    total.store_cpu = server
-        .store_thread_cpu_seconds()
+    total.store_cpu = store_thread_cpu_seconds(server)
         .zip(store_cpu)
         .map(|(end, start)| end - start);
     total.client_cpu = cpu_seconds("/proc/self/stat") - client_cpu;
@@ -431,9 +281,14 @@ async fn throughput_round(
     } else {
         format!("sqlite:{}", dir.join(format!("round{round}.db")).display())
     };
-    let server = Server::spawn(&store_url, &dir.join(format!("round{round}-{store}.log"))).await?;
+    let server = Server::spawn(
+        &["--store", &store_url],
+        None,
+        &dir.join(format!("round{round}-{store}.log")),
+    )
+    .await?;
     let http = http_client(settings.clients)?;
-    server.wait_healthy(&http).await?;
+    wait_healthy(&server, &http).await?;
     let warm = register_many(&server, settings, "w", 2 * settings.clients).await;
     if warm.failed > 0 {
         return Err(format!("warm-up failed: {:?}", warm.first_failure).into());
@@ -466,24 +321,6 @@ struct Restart {
     stop: Duration,
 }
 
-fn median(values: &mut [f64]) -> f64 {
-    values.sort_by(f64::total_cmp);
-    match values.len() {
-        0 => f64::NAN,
-        n if n % 2 == 1 => values[n / 2],
-        n => (values[n / 2 - 1] + values[n / 2]) / 2.0,
-    }
-}
-
-fn shell_line(program: &str, args: &[&str]) -> Option<String> {
-    let output = std::process::Command::new(program)
-        .args(args)
-        .output()
-        .ok()?;
-    let text = String::from_utf8(output.stdout).ok()?;
-    Some(text.trim().to_string()).filter(|t| !t.is_empty())
-}
-
 #[tokio::main]
 async fn main() -> Result<()> {
     if !std::env::args().any(|a| a == "--bench") {
@@ -493,7 +330,7 @@ async fn main() -> Result<()> {
         return Ok(());
     }
     let settings = Settings::from_env();
-    let dir = TempDir::new()?;
+    let dir = TempDir::new("signpost-bench")?;
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
     let date = shell_line("date", &["-u", "+%Y-%m-%d %H:%M:%S UTC"]).unwrap_or_default();
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
@@ -548,8 +385,8 @@ async fn main() -> Result<()> {
     let db = dir.0.join("startup.db");
     let store_url = format!("sqlite:{}", db.display());
     let http = http_client(settings.clients)?;
-    let server = Server::spawn(&store_url, &dir.0.join("fill.log")).await?;
-    server.wait_healthy(&http).await?;
+    let server = Server::spawn(&["--store", &store_url], None, &dir.0.join("fill.log")).await?;
+    wait_healthy(&server, &http).await?;
     let fill = register_many(&server, &settings, "i", settings.startup_n).await;
     eprintln!(
         "  fill: {} registrations in {:.1} s ({:.0}/s, p50 {:.2} ms, server cpu {:.2} cores, store thread {:.2}), {} failed{}",
@@ -576,8 +413,8 @@ async fn main() -> Result<()> {
         let log = dir.0.join(format!("restart{attempt}.log"));
         let http = http_client(1)?;
         let spawned = Instant::now();
-        let server = Server::spawn(&store_url, &log).await?;
-        let health = server.wait_healthy(&http).await?;
+        let server = Server::spawn(&["--store", &store_url], None, &log).await?;
+        let health = wait_healthy(&server, &http).await?;
         let ready = spawned.elapsed();
         let rss_mib = server.memory_mib("VmRSS:");
         let hwm_mib = server.memory_mib("VmHWM:");
