@@ -12,7 +12,7 @@ use hickory_proto::op::{Message, ResponseCode};
 use hickory_proto::rr::{RData, RecordType};
 use serde_json::{Value, json};
 
-use crate::support::{TestServer, eventually};
+use crate::support::{TestServer, eventually, metrics};
 
 /// Wall-clock unix seconds.
 fn unix_now() -> f64 {
@@ -101,18 +101,6 @@ fn metric(text: &str, series: &str) -> Option<f64> {
             .parse()
             .ok()
     })
-}
-
-async fn metrics(server: &TestServer) -> String {
-    server
-        .http
-        .get(server.url("/metrics"))
-        .send()
-        .await
-        .expect("metrics answer")
-        .text()
-        .await
-        .unwrap()
 }
 
 const ADDR: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 1);

@@ -251,10 +251,23 @@ where
     }
 }
 
-/// The value of one Prometheus series (`name{labels}` exactly as written)
-/// from `/metrics`.
-pub async fn metric_value(server: &TestServer, series: &str) -> Option<f64> {
-    let text = server
+/// Reads an HTTP request up to the end of its headers; false when the
+/// connection ends or fails first.
+async fn read_request_head(stream: &mut (impl tokio::io::AsyncRead + Unpin)) -> bool {
+    let mut request = Vec::new();
+    let mut buffer = [0u8; 1024];
+    while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+        match stream.read(&mut buffer).await {
+            Ok(0) | Err(_) => return false,
+            Ok(n) => request.extend_from_slice(&buffer[..n]),
+        }
+    }
+    true
+}
+
+/// The `/metrics` text.
+pub async fn metrics(server: &TestServer) -> String {
+    server
         .http
         .get(server.url("/metrics"))
         .send()
@@ -262,8 +275,15 @@ pub async fn metric_value(server: &TestServer, series: &str) -> Option<f64> {
         .expect("metrics answer")
         .text()
         .await
-        .unwrap();
-    text.lines()
+        .unwrap()
+}
+
+/// The value of one Prometheus series (`name{labels}` exactly as written)
+/// from `/metrics`.
+pub async fn metric_value(server: &TestServer, series: &str) -> Option<f64> {
+    metrics(server)
+        .await
+        .lines()
         .filter(|line| !line.starts_with('#'))
         .find_map(|line| {
             line.strip_prefix(series)?
@@ -329,13 +349,8 @@ impl Endpoint {
                 requests.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                 let state = state.clone();
                 tokio::spawn(async move {
-                    let mut request = Vec::new();
-                    let mut buffer = [0u8; 1024];
-                    while !request.windows(4).any(|w| w == b"\r\n\r\n") {
-                        match stream.read(&mut buffer).await {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => request.extend_from_slice(&buffer[..n]),
-                        }
+                    if !read_request_head(&mut stream).await {
+                        return;
                     }
                     let mode = *state.lock().unwrap();
                     match mode {
@@ -548,13 +563,8 @@ impl TlsEndpoint {
                     let Ok(mut stream) = acceptor.accept(stream).await else {
                         return;
                     };
-                    let mut request = Vec::new();
-                    let mut buffer = [0u8; 1024];
-                    while !request.windows(4).any(|w| w == b"\r\n\r\n") {
-                        match stream.read(&mut buffer).await {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => request.extend_from_slice(&buffer[..n]),
-                        }
+                    if !read_request_head(&mut stream).await {
+                        return;
                     }
                     counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                     let _ = stream
