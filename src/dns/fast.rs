@@ -22,7 +22,7 @@ use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::{Name, RecordType};
 
 use super::message::{CLASSIC_UDP_LIMIT, MAX_UDP_PAYLOAD, Responder, TCP_LIMIT, Transport};
-use super::zone::{Label, ZoneSettings};
+use super::zone::{LARGE_SET, Label, ZoneSettings};
 use crate::registry::{TypeSet, now_ms};
 use crate::service::{Host, Instance};
 
@@ -38,10 +38,6 @@ const CLASS_IN: u16 = 1;
 const MAX_LABELS: usize = 128;
 /// Compression pointers reach only the first 16 KiB of a message.
 const POINTER_REACH: usize = 0x4000;
-/// A type with more instances than this is answered from a sample: a run of
-/// instances from a random start, as many as the message can hold, instead
-/// of a check of every instance per query.
-const LARGE_SET: usize = 256;
 /// EDNS options that hickory parses into typed values (and may reject):
 /// NSID, DAU, DHU, N3U, client subnet. A query carrying one goes the general
 /// way, so malformed ones get its FORMERR.
@@ -941,6 +937,14 @@ mod tests {
             "only {} different first records",
             firsts.len()
         );
+        // The general path samples the same way: a tag subdomain of the type.
+        let tagged = query("_t._sub.huge.svc.local.", RecordType::A, true);
+        let tcp = responder.respond(&tagged, Transport::Tcp).unwrap();
+        assert_eq!(Message::from_vec(&tcp.bytes).unwrap().answers.len(), 1000);
+        let udp = responder.respond(&tagged, Transport::Udp).unwrap();
+        let udp = Message::from_vec(&udp.bytes).unwrap();
+        assert!(udp.metadata.truncation);
+        assert_eq!(udp.answers.len(), (1232 - 11 - 12 - 27) / 16);
     }
 
     fn register_many(responder: &Responder, service_type: &str, count: usize) {
@@ -951,7 +955,7 @@ mod tests {
                 host: crate::service::validate_host(&format!("10.1.{}.{}", i / 200, i % 200))
                     .unwrap(),
                 port: 80,
-                tags: vec![],
+                tags: vec!["t".into()],
                 metadata: BTreeMap::new(),
                 ttl: 60,
                 priority: 0,

@@ -306,10 +306,26 @@ fn resolve(registry: &Registry, zone: &ZoneSettings, qname: &Name, now_ms: u64) 
     }
 }
 
-/// The serving instances of a type, optionally only those with `tag`.
+/// A type with more instances than this is answered from a sample: a run
+/// from a random instance, as many as a message could hold, instead of
+/// every instance per query (the answer is truncated with TC either way).
+pub(super) const LARGE_SET: usize = 256;
+/// More records than any message holds: 65 535 bytes / 16, the size of the
+/// smallest answer record (an A record with a compressed owner).
+const MAX_RECORDS: usize = 65535 / 16 + 1;
+
+/// The serving instances of a type, optionally only those with `tag`; for a
+/// type of more than [`LARGE_SET`] instances, at most [`MAX_RECORDS`] of
+/// them, from a random start.
 fn serving(set: &TypeSet, tag: Option<&str>, now_ms: u64) -> Vec<Arc<Instance>> {
-    set.iter()
+    let start = if set.len() > LARGE_SET {
+        fastrand::usize(..set.len())
+    } else {
+        0
+    };
+    set.iter_from(start)
         .filter(|i| i.is_serving(now_ms) && tag.is_none_or(|t| i.has_tag(t)))
+        .take(MAX_RECORDS)
         .cloned()
         .collect()
 }
