@@ -200,16 +200,12 @@ pub fn respond(
         return false;
     };
     let wire = &responder.wire;
-    if question.label_count < wire.apex_labels {
+    // Where the apex would start in the name: `depth` labels in. (The apex
+    // has at least one label: the root zone is never served.)
+    let Some(depth) = question.label_count.checked_sub(wire.apex_labels) else {
         return false;
-    }
-    let depth = question.label_count - wire.apex_labels;
-    let apex_at = if depth == question.label_count {
-        // The root zone is never served (see `dns::zone_name`).
-        return false;
-    } else {
-        usize::from(question.labels[depth])
     };
+    let apex_at = usize::from(question.labels[depth]);
     // In the zone? (Case-insensitive; anything else is REFUSED, the
     // general path's business.)
     let asked_apex = &packet[apex_at..question.end - 4];
