@@ -1,6 +1,7 @@
 //! `GET /v1/events`: the event stream as server-sent events.
 
 use std::convert::Infallible;
+use std::sync::Arc;
 
 use axum::extract::{RawQuery, State};
 use axum::response::sse::{Event, KeepAlive, Sse};
@@ -14,7 +15,7 @@ use crate::events::lagged;
 /// the server shuts down. The subscription exists once the response headers
 /// are sent, so a client that has them will see every later change.
 pub async fn stream(
-    State(state): State<AdminState>,
+    State(state): State<Arc<AdminState>>,
     RawQuery(query): RawQuery,
 ) -> Result<Response, ApiError> {
     let filters = parse_filters(query, &["type"])?;

@@ -32,8 +32,10 @@ use crate::registrar::{Registrar, RegistrarError};
 use crate::registry::{Registry, now_ms};
 use crate::service::{Health, MAX_OUTPUT_BYTES, Registration, validate_label};
 
-/// What every handler can reach.
-#[derive(Clone)]
+/// What every handler can reach, shared behind one `Arc`: axum clones the
+/// state for every extractor of every request, and a deep clone (a
+/// `String`, a cancellation token, the registrar's handles) cost more than
+/// the routing.
 pub struct AdminState {
     pub registry: Registry,
     /// The write path: store first, then the registry.
@@ -52,26 +54,33 @@ pub struct AdminState {
 
 /// The whole admin API.
 pub fn router(state: AdminState) -> Router {
-    let v1 = Router::new()
-        .route("/services", post(register).get(list))
-        .route("/services/{id}", get(get_one).delete(deregister))
-        .route("/services/{id}/heartbeat", put(heartbeat))
-        .route("/discover/{service_type}", get(discover))
-        .route("/types", get(types))
-        .route("/events", get(events::stream))
-        .route("/health", get(health));
-    Router::new()
-        .nest("/v1", v1)
+    let state = Arc::new(state);
+    let mut router = Router::new()
+        .route("/v1/services", post(register).get(list))
+        .route("/v1/services/{id}", get(get_one).delete(deregister))
+        .route("/v1/services/{id}/heartbeat", put(heartbeat))
+        .route("/v1/discover/{service_type}", get(discover))
+        .route("/v1/types", get(types))
+        .route("/v1/events", get(events::stream))
+        .route("/v1/health", get(health))
         .route("/metrics", get(metrics))
         .fallback(|| async { ApiError::NotFound("no such endpoint".into()) })
-        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
-        .layer(middleware::from_fn_with_state(state.clone(), require_token))
-        .with_state(state)
+        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed });
+    // Without a token there is nothing to check: no layer at all, rather
+    // than one that runs (and boxes a future) on every request.
+    if state.token.is_some() {
+        router = router.layer(middleware::from_fn_with_state(state.clone(), require_token));
+    }
+    router.with_state(state)
 }
 
 /// With a token configured, every request that can change something must
 /// carry `Authorization: Bearer <token>`.
-async fn require_token(State(state): State<AdminState>, request: Request, next: Next) -> Response {
+async fn require_token(
+    State(state): State<Arc<AdminState>>,
+    request: Request,
+    next: Next,
+) -> Response {
     let read_only = matches!(*request.method(), Method::GET | Method::HEAD);
     if let Some(token) = &state.token
         && !read_only
@@ -107,7 +116,7 @@ fn unknown_id(id: Uuid) -> ApiError {
 }
 
 async fn register(
-    State(state): State<AdminState>,
+    State(state): State<Arc<AdminState>>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
@@ -164,7 +173,7 @@ fn default_status() -> Health {
 }
 
 async fn heartbeat(
-    State(state): State<AdminState>,
+    State(state): State<Arc<AdminState>>,
     Path(id): Path<String>,
     headers: HeaderMap,
     body: Body,
@@ -209,7 +218,7 @@ async fn heartbeat(
 }
 
 async fn deregister(
-    State(state): State<AdminState>,
+    State(state): State<Arc<AdminState>>,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     let id = parse_id(&id)?;
@@ -232,7 +241,7 @@ async fn deregister(
 }
 
 async fn get_one(
-    State(state): State<AdminState>,
+    State(state): State<Arc<AdminState>>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     let id = parse_id(&id)?;
@@ -285,7 +294,7 @@ pub(crate) fn parse_filters(raw: Option<String>, allowed: &[&str]) -> Result<Fil
 }
 
 async fn list(
-    State(state): State<AdminState>,
+    State(state): State<Arc<AdminState>>,
     RawQuery(query): RawQuery,
 ) -> Result<Response, ApiError> {
     let filters = parse_filters(query, &["type", "tag", "health"])?;
@@ -313,7 +322,7 @@ async fn list(
 }
 
 async fn discover(
-    State(state): State<AdminState>,
+    State(state): State<Arc<AdminState>>,
     Path(service_type): Path<String>,
     RawQuery(query): RawQuery,
 ) -> Result<Response, ApiError> {
@@ -337,7 +346,7 @@ async fn discover(
     Ok(Json(chosen.view()).into_response())
 }
 
-async fn types(State(state): State<AdminState>) -> Json<serde_json::Value> {
+async fn types(State(state): State<Arc<AdminState>>) -> Json<serde_json::Value> {
     let now = now_ms();
     let types: Vec<_> = state
         .registry
@@ -354,7 +363,7 @@ async fn types(State(state): State<AdminState>) -> Json<serde_json::Value> {
     Json(json!({ "types": types }))
 }
 
-async fn health(State(state): State<AdminState>) -> Json<serde_json::Value> {
+async fn health(State(state): State<Arc<AdminState>>) -> Json<serde_json::Value> {
     let now = now_ms();
     let instances = state.registry.list();
     let serving = instances.iter().filter(|i| i.is_serving(now)).count();
@@ -369,7 +378,7 @@ async fn health(State(state): State<AdminState>) -> Json<serde_json::Value> {
     }))
 }
 
-async fn metrics(State(state): State<AdminState>) -> Response {
+async fn metrics(State(state): State<Arc<AdminState>>) -> Response {
     (
         [(
             header::CONTENT_TYPE,
