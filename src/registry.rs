@@ -1,10 +1,11 @@
 //! The registry: every registered instance, indexed for the admin API (by id)
-//! and for DNS (by type, as an immutable snapshot).
+//! and for DNS (by type, as a snapshot that never changes under a reader).
 //!
 //! It does no I/O. Reads never wait on writers for long: the DNS path takes a
 //! `DashMap` shard lock just long enough to clone an `Arc<TypeSet>`, then works
 //! on that snapshot. Writers (register, deregister, expiry) are serialised by
-//! one mutex and publish a new snapshot of the one type they change.
+//! one mutex and change the snapshot of the one type they touch: in place
+//! when no reader holds it, on a copy when one does.
 //! Heartbeats change only an instance's atomics and take no registry lock.
 
 use std::cmp::Reverse;
@@ -39,12 +40,13 @@ pub fn now_ms() -> u64 {
 /// Chunks are split when they grow past this many instances.
 const CHUNK_MAX: usize = 128;
 
-/// Every instance of one type, sorted by name. Immutable once published: a
-/// change publishes a new `TypeSet`.
+/// Every instance of one type, sorted by name. What a reader holds never
+/// changes: a change to a set that a reader holds edits a copy (see
+/// `Registry::publish_type`).
 ///
 /// The instances are kept in sorted chunks of at most [`CHUNK_MAX`], shared
-/// between snapshots, so a change copies the chunk list and the one chunk it
-/// touches (about n/64 + 128 pointers), not every instance of the type.
+/// between copies, so a copy takes the chunk list and the one chunk the
+/// change touches (about n/64 + 128 pointers), not every instance of the type.
 #[derive(Debug, Default, Clone)]
 pub struct TypeSet {
     chunks: Vec<Arc<Vec<Arc<Instance>>>>,
@@ -506,22 +508,30 @@ impl Registry {
         self.shared.version.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Publishes a new snapshot of one type, changed by `edit`; drops the
-    /// type when it becomes empty. The caller holds the writer lock.
+    /// Applies `edit` to one type's snapshot; drops the type when it
+    /// becomes empty. The caller holds the writer lock.
+    ///
+    /// The edit happens in place when no reader holds the snapshot (the
+    /// usual case: a DNS answer holds one for microseconds), so a burst of
+    /// registrations copies nothing. When a reader does hold it, `make_mut`
+    /// edits a copy, which shares every chunk the edit does not touch, and
+    /// the reader keeps the snapshot it had.
     fn publish_type(&self, service_type: &str, edit: impl FnOnce(&mut TypeSet)) {
-        let mut set = self
-            .shared
-            .by_type
-            .get(service_type)
-            .map(|set| TypeSet::clone(&set))
-            .unwrap_or_default();
-        edit(&mut set);
-        if set.is_empty() {
-            self.shared.by_type.remove(service_type);
-        } else {
-            self.shared
-                .by_type
-                .insert(service_type.to_string(), Arc::new(set));
+        let by_type = &self.shared.by_type;
+        let Some(mut published) = by_type.get_mut(service_type) else {
+            let mut set = TypeSet::default();
+            edit(&mut set);
+            if !set.is_empty() {
+                by_type.insert(service_type.to_string(), Arc::new(set));
+            }
+            return;
+        };
+        let set = Arc::make_mut(published.value_mut());
+        edit(set);
+        let empty = set.is_empty();
+        drop(published);
+        if empty {
+            by_type.remove(service_type);
         }
     }
 }
@@ -617,6 +627,52 @@ mod tests {
         assert_eq!(found.health(), Health::Warning);
         assert_eq!(registry.get(found.id).unwrap().registered_at_ms, 1);
         assert!(found.is_serving(now_ms()));
+    }
+
+    /// Names of a snapshot, in order.
+    fn names(set: &TypeSet) -> Vec<String> {
+        set.iter().map(|i| i.spec.name.clone()).collect()
+    }
+
+    #[test]
+    fn a_snapshot_a_reader_holds_never_changes() {
+        let registry = registry();
+        // Enough for several chunks, so edits touch one chunk of many.
+        for n in 0..1000 {
+            register(&registry, spec(&format!("i{n:04}"), 60));
+        }
+        let held = registry.type_set("web").unwrap();
+        let before = names(&held);
+        let replaced = registry
+            .type_set("web")
+            .unwrap()
+            .find("i0500")
+            .unwrap()
+            .clone();
+
+        register(&registry, spec("i0500a", 60));
+        register(&registry, spec("i0500", 60));
+        let gone = registry.type_set("web").unwrap().find("i0001").unwrap().id;
+        registry.deregister(gone).unwrap();
+
+        assert_eq!(names(&held), before, "the held snapshot is as it was");
+        assert!(Arc::ptr_eq(held.find("i0500").unwrap(), &replaced));
+        let now = registry.type_set("web").unwrap();
+        assert_eq!(now.len(), 1000);
+        assert!(now.find("i0500a").is_some() && now.find("i0001").is_none());
+        assert!(!Arc::ptr_eq(now.find("i0500").unwrap(), &replaced));
+
+        // With no reader left, edits go in place and still keep order.
+        drop((held, now));
+        for n in (0..1000).step_by(7) {
+            register(&registry, spec(&format!("i{n:04}b"), 60));
+        }
+        let after = names(&registry.type_set("web").unwrap());
+        assert!(
+            after.windows(2).all(|w| w[0] < w[1]),
+            "sorted, no duplicates"
+        );
+        assert_eq!(after.len(), 1000 + 143);
     }
 
     #[test]
