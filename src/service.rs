@@ -70,6 +70,9 @@ impl fmt::Display for Health {
 /// Unknown fields are refused so a typo (`"nmae"`) is an error rather than a
 /// silently missing value. The read-only fields of the service object are
 /// accepted and ignored, so that a fetched object can be sent back as is.
+/// They are read as JSON values rather than skipped, so that what is
+/// ignored is still checked as strictly as the rest (see
+/// `admin::body::parse_json`).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Registration {
@@ -88,21 +91,21 @@ pub struct Registration {
     /// An active health check (see [`crate::checks`]).
     pub check: Option<CheckRegistration>,
     #[serde(default, rename = "id")]
-    _id: Option<serde::de::IgnoredAny>,
+    _id: Option<serde_json::Value>,
     #[serde(default, rename = "registered_at")]
-    _registered_at: Option<serde::de::IgnoredAny>,
+    _registered_at: Option<serde_json::Value>,
     #[serde(default, rename = "last_heartbeat")]
-    _last_heartbeat: Option<serde::de::IgnoredAny>,
+    _last_heartbeat: Option<serde_json::Value>,
     #[serde(default, rename = "expires_at")]
-    _expires_at: Option<serde::de::IgnoredAny>,
+    _expires_at: Option<serde_json::Value>,
     #[serde(default, rename = "health")]
-    _health: Option<serde::de::IgnoredAny>,
+    _health: Option<serde_json::Value>,
     #[serde(default, rename = "output")]
-    _output: Option<serde::de::IgnoredAny>,
+    _output: Option<serde_json::Value>,
     #[serde(default, rename = "check_health")]
-    _check_health: Option<serde::de::IgnoredAny>,
+    _check_health: Option<serde_json::Value>,
     #[serde(default, rename = "check_output")]
-    _check_output: Option<serde::de::IgnoredAny>,
+    _check_output: Option<serde_json::Value>,
 }
 
 /// Where an instance can be reached.

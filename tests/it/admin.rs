@@ -1611,6 +1611,37 @@ async fn hostile_bodies_get_a_clear_4xx_and_the_server_keeps_working() {
             &format!("invalid UTF-8 {bytes:?}"),
         );
     }
+    // The read-only fields a fetched object carries are ignored, but what
+    // they hold is still checked: bad UTF-8 or a lone surrogate there is
+    // 400, as anywhere else, while any well-formed value is accepted.
+    let mut in_ignored =
+        br#"{"name": "web-x", "type": "web", "host": "10.0.0.1", "port": 80, "output": ""#.to_vec();
+    in_ignored.extend_from_slice(&[0xff, 0xfe]);
+    in_ignored.extend_from_slice(br#""}"#);
+    let surrogate =
+        br#"{"name": "web-x", "type": "web", "host": "10.0.0.1", "port": 80, "id": "\ud800"}"#;
+    for bytes in [in_ignored, surrogate.to_vec()] {
+        let (status, reply) = post_raw(&server, json_type, bytes.clone()).await;
+        assert_error(
+            status,
+            &reply,
+            &[400],
+            "",
+            &format!(
+                "bad string in an ignored field {}",
+                String::from_utf8_lossy(&bytes)
+            ),
+        );
+    }
+    let ignored = with(
+        &web("web-ignored"),
+        "health",
+        json!({"nested": [1, "two", null, {"deep": true}]}),
+    );
+    let (status, reply) = post_raw(&server, json_type, ignored.to_string().into_bytes()).await;
+    assert_eq!(status, 201, "any well-formed ignored field: {reply}");
+    assert_eq!(reply["health"], "passing");
+    assert_eq!(server.deregister(reply["id"].as_str().unwrap()).await, 204);
     // NUL bytes and control characters inside strings.
     for name in ["web\u{0}1", "web\n1", "web\u{7f}"] {
         assert_rejected(&server, &with(&web("web-1"), "name", json!(name)), "name").await;
