@@ -321,7 +321,7 @@ struct Restart {
     stop: Duration,
 }
 
-#[tokio::main]
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<()> {
     if !std::env::args().any(|a| a == "--bench") {
         println!(
