@@ -318,14 +318,18 @@ pub struct Instance {
     /// (replacement in place), for the expiry queue.
     pub generation: u64,
     pub spec: ValidRegistration,
-    /// The SRV target, built once: `<name>.<type>.<zone>` (whose A/AAAA is
-    /// the host address) for an IP host, the hostname itself otherwise.
-    pub srv_target: hickory_proto::rr::Name,
-    /// TXT strings, `key=value`, or one empty string (RFC 6763 §6).
-    pub txt: Vec<String>,
-    /// Wire forms for the fast answer path, built once here: the SRV target
-    /// (uncompressed; validated names are lowercase) and the TXT RDATA.
+    /// The SRV target in wire form (uncompressed; validated names are
+    /// lowercase), built once: `<name>.<type>.<zone>` (whose A/AAAA is the
+    /// host address) for an IP host, the hostname itself otherwise.
+    /// [`Instance::srv_target`] gives it as a hickory `Name`.
     pub target_wire: Box<[u8]>,
+    /// The TXT RDATA: `key=value` strings, or one empty string (RFC 6763
+    /// §6). [`Instance::txt`] gives it as hickory record data.
+    ///
+    /// Only the wire forms are kept: the fast answer path copies them as
+    /// they are, and the general path, which needs hickory types, is rare
+    /// enough to decode them when it does (a copy of each cost about 130
+    /// bytes per instance).
     pub txt_wire: Box<[u8]>,
     pub registered_at_ms: u64,
     last_heartbeat_ms: AtomicU64,
@@ -347,36 +351,39 @@ impl Instance {
         now_ms: u64,
         health: Health,
     ) -> Instance {
-        let srv_target = match &spec.host {
-            Host::Ip(_) => hickory_proto::rr::Name::from_labels([
-                spec.name.as_bytes(),
-                spec.service_type.as_bytes(),
-            ])
-            .and_then(|n| n.append_domain(zone)),
-            Host::Name(host) => hickory_proto::rr::Name::from_ascii(format!("{host}.")),
+        let mut target_wire = Vec::with_capacity(64);
+        match &spec.host {
+            Host::Ip(_) => {
+                for label in [&spec.name, &spec.service_type] {
+                    target_wire.push(label.len() as u8);
+                    target_wire.extend_from_slice(label.as_bytes());
+                }
+                target_wire.extend_from_slice(&crate::dns::fast::name_wire(zone));
+            }
+            Host::Name(host) => {
+                for label in host.split('.') {
+                    target_wire.push(label.len() as u8);
+                    target_wire.extend_from_slice(label.as_bytes());
+                }
+                target_wire.push(0);
+            }
         }
-        .expect("validated labels form a valid name");
-        let txt = if spec.metadata.is_empty() {
-            vec![String::new()]
-        } else {
-            spec.metadata
-                .iter()
-                .map(|(k, v)| format!("{k}={v}"))
-                .collect()
-        };
-        let target_wire = crate::dns::fast::name_wire(&srv_target).into();
-        let txt_wire = txt
-            .iter()
-            .flat_map(|s| std::iter::once(s.len() as u8).chain(s.bytes()))
-            .collect();
+        let mut txt_wire = Vec::new();
+        if spec.metadata.is_empty() {
+            txt_wire.push(0);
+        }
+        for (key, value) in &spec.metadata {
+            txt_wire.push((key.len() + 1 + value.len()) as u8);
+            txt_wire.extend_from_slice(key.as_bytes());
+            txt_wire.push(b'=');
+            txt_wire.extend_from_slice(value.as_bytes());
+        }
         Instance {
             id,
             generation,
             spec,
-            srv_target,
-            txt,
-            target_wire,
-            txt_wire,
+            target_wire: target_wire.into(),
+            txt_wire: txt_wire.into(),
             registered_at_ms,
             last_heartbeat_ms: AtomicU64::new(now_ms),
             reported_health: AtomicU8::new(health as u8),
@@ -527,6 +534,17 @@ impl Instance {
     }
 
     /// The JSON service object of the admin API.
+    /// The SRV target as a hickory name (decoded from [`Instance::target_wire`]).
+    pub fn srv_target(&self) -> hickory_proto::rr::Name {
+        let labels = length_prefixed(&self.target_wire).take_while(|label| !label.is_empty());
+        hickory_proto::rr::Name::from_labels(labels).expect("built from validated labels")
+    }
+
+    /// The TXT record data (decoded from [`Instance::txt_wire`]).
+    pub fn txt(&self) -> hickory_proto::rr::rdata::TXT {
+        hickory_proto::rr::rdata::TXT::from_bytes(length_prefixed(&self.txt_wire).collect())
+    }
+
     pub fn view(&self) -> ServiceView {
         let spec = &self.spec;
         ServiceView {
@@ -550,6 +568,16 @@ impl Instance {
             check_output: self.check_output(),
         }
     }
+}
+
+/// The strings of `wire`, each a length byte then that many bytes.
+fn length_prefixed(mut wire: &[u8]) -> impl Iterator<Item = &[u8]> {
+    std::iter::from_fn(move || {
+        let (&len, rest) = wire.split_first()?;
+        let (item, rest) = rest.split_at(usize::from(len).min(rest.len()));
+        wire = rest;
+        Some(item)
+    })
 }
 
 fn unix_secs(ms: u64) -> f64 {
@@ -602,6 +630,56 @@ mod tests {
         assert!(validate_label("name", &"a".repeat(63)).is_ok());
         assert!(validate_label("name", &"a".repeat(64)).is_err());
         assert!(validate_label("name", "é").is_err());
+    }
+
+    fn instance(host: Host, metadata: &[(&str, &str)]) -> Instance {
+        let spec = ValidRegistration {
+            name: "web-1".into(),
+            service_type: "web".into(),
+            host,
+            port: 80,
+            tags: vec![],
+            metadata: metadata
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            ttl: 30,
+            priority: 0,
+            weight: 1,
+            check: None,
+        };
+        let zone = hickory_proto::rr::Name::from_ascii("svc.local.").unwrap();
+        Instance::new(Uuid::nil(), 1, spec, &zone, 0, 0, Health::Passing)
+    }
+
+    /// The wire forms decode to what hickory builds from the strings.
+    #[test]
+    fn srv_target_and_txt_decode_from_their_wire_forms() {
+        use hickory_proto::rr::Name;
+        use hickory_proto::rr::rdata::TXT;
+        let by_ip = instance(Host::Ip("10.0.0.1".parse().unwrap()), &[]);
+        let target = by_ip.srv_target();
+        assert_eq!(target, Name::from_ascii("web-1.web.svc.local.").unwrap());
+        assert!(target.is_fqdn());
+        assert_eq!(target.to_string(), "web-1.web.svc.local.");
+        assert_eq!(by_ip.txt(), TXT::new(vec![String::new()]));
+        assert_eq!(&*by_ip.txt_wire, &[0]);
+
+        let by_name = instance(
+            Host::Name("db-3.east.example.com".into()),
+            &[("version", "1.2"), ("a", ""), ("zone", "x=y")],
+        );
+        let target = by_name.srv_target();
+        assert_eq!(target.to_string(), "db-3.east.example.com.");
+        assert_eq!(target.num_labels(), 4);
+        assert_eq!(
+            by_name.txt(),
+            TXT::new(vec!["a=".into(), "version=1.2".into(), "zone=x=y".into()])
+        );
+        let longest = "v".repeat(255 - 2);
+        let full = instance(Host::Ip("::1".parse().unwrap()), &[("k", &longest)]);
+        assert_eq!(full.txt_wire.len(), 256);
+        assert_eq!(full.txt(), TXT::new(vec![format!("k={longest}")]));
     }
 
     #[test]

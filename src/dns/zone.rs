@@ -23,7 +23,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use hickory_proto::op::ResponseCode;
-use hickory_proto::rr::rdata::{A, AAAA, HINFO, NS, PTR, SOA, SRV, TXT};
+use hickory_proto::rr::rdata::{A, AAAA, HINFO, NS, PTR, SOA, SRV};
 use hickory_proto::rr::{Name, RData, Record, RecordType};
 
 use crate::registry::{Registry, TypeSet};
@@ -378,28 +378,19 @@ fn address_records(
 
 fn srv_record(owner: &Name, instance: &Instance, ttl: u32) -> Record {
     let spec = &instance.spec;
-    let srv = SRV::new(
-        spec.priority,
-        spec.weight,
-        spec.port,
-        instance.srv_target.clone(),
-    );
+    let srv = SRV::new(spec.priority, spec.weight, spec.port, instance.srv_target());
     Record::from_rdata(owner.clone(), ttl, RData::SRV(srv))
 }
 
 fn txt_record(owner: &Name, instance: &Instance, ttl: u32) -> Record {
-    Record::from_rdata(
-        owner.clone(),
-        ttl,
-        RData::TXT(TXT::new(instance.txt.clone())),
-    )
+    Record::from_rdata(owner.clone(), ttl, RData::TXT(instance.txt()))
 }
 
 /// The instance's address under its SRV target, when it has one.
 fn glue(instance: &Instance, ttl: u32, out: &mut Vec<Record>) {
     for qtype in [RecordType::A, RecordType::AAAA] {
         if let Some(rdata) = address_rdata(instance, qtype) {
-            out.push(Record::from_rdata(instance.srv_target.clone(), ttl, rdata));
+            out.push(Record::from_rdata(instance.srv_target(), ttl, rdata));
         }
     }
 }
