@@ -536,8 +536,9 @@ impl Instance {
     /// The JSON service object of the admin API.
     /// The SRV target as a hickory name (decoded from [`Instance::target_wire`]).
     pub fn srv_target(&self) -> hickory_proto::rr::Name {
-        let labels = length_prefixed(&self.target_wire).take_while(|label| !label.is_empty());
-        hickory_proto::rr::Name::from_labels(labels).expect("built from validated labels")
+        use hickory_proto::serialize::binary::{BinDecodable, BinDecoder};
+        hickory_proto::rr::Name::read(&mut BinDecoder::new(&self.target_wire))
+            .expect("built from validated labels")
     }
 
     /// The TXT record data (decoded from [`Instance::txt_wire`]).
