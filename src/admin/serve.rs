@@ -51,6 +51,12 @@ pub async fn serve(listener: TcpListener, app: Router, shutdown: CancellationTok
             tracing::warn!(%peer, "admin connection limit reached, closing");
             continue;
         };
+        // Every response and event goes out at once: with Nagle, a second
+        // small write (the next event, a pipelined response) waits for the
+        // peer's delayed ACK, up to 40 ms.
+        if let Err(error) = stream.set_nodelay(true) {
+            tracing::debug!(%error, %peer, "could not set TCP_NODELAY");
+        }
         let service = TowerToHyperService::new(app.clone());
         let connection = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
         tokio::spawn(async move {

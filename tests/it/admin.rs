@@ -1447,6 +1447,84 @@ async fn unknown_paths_are_404_and_wrong_methods_405() {
 // Hostile and heavy input
 // ---------------------------------------------------------------------------
 
+/// Reads one HTTP/1.1 response (status and body, by Content-Length).
+async fn read_response(
+    reader: &mut tokio::io::BufReader<tokio::net::TcpStream>,
+) -> Option<(u16, Vec<u8>)> {
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt};
+    let mut status = None;
+    let mut length = 0;
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line).await.ok()? == 0 {
+            return None;
+        }
+        let line = line.trim_end();
+        if line.is_empty() {
+            break;
+        }
+        match status {
+            None => status = line.split(' ').nth(1)?.parse().ok(),
+            Some(_) => {
+                if let Some((name, value)) = line.split_once(':')
+                    && name.eq_ignore_ascii_case("content-length")
+                {
+                    length = value.trim().parse().ok()?;
+                }
+            }
+        }
+    }
+    let mut body = vec![0; length];
+    reader.read_exact(&mut body).await.ok()?;
+    Some((status?, body))
+}
+
+#[tokio::test]
+async fn pipelined_requests_on_one_connection_are_answered_in_order() {
+    use tokio::io::AsyncWriteExt;
+    let server = TestServer::start().await;
+    let post = |body: &Value| {
+        let body = body.to_string();
+        format!(
+            "POST /v1/services HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+    };
+    // Registrations, a read, and a refused body, all written at once.
+    let mut requests = String::new();
+    let mut expected = Vec::new();
+    for n in 0..30 {
+        if n == 10 {
+            requests.push_str("GET /v1/health HTTP/1.1\r\nHost: t\r\n\r\n");
+            expected.push((200, None));
+        }
+        if n == 20 {
+            requests.push_str(&post(
+                &json!({"name": "no-type", "host": "10.0.0.1", "port": 80}),
+            ));
+            expected.push((422, None));
+        }
+        requests.push_str(&post(&web(&format!("p{n:02}"))));
+        expected.push((201, Some(format!("p{n:02}"))));
+    }
+    let mut stream = tokio::net::TcpStream::connect(server.admin).await.unwrap();
+    stream.write_all(requests.as_bytes()).await.unwrap();
+    let mut reader = tokio::io::BufReader::new(stream);
+    for (status, name) in expected {
+        let (got, body) = read_response(&mut reader)
+            .await
+            .expect("a response for every pipelined request");
+        let body: Value = serde_json::from_slice(&body).expect("JSON body");
+        assert_eq!(got, status, "{body}");
+        if let Some(name) = name {
+            assert_eq!(body["name"], name.as_str(), "answers come in request order");
+        }
+    }
+    assert_eq!(list(&server, "").await.len(), 30);
+    let answer = server.query("p29.web.svc.local.", RecordType::A).await;
+    assert_eq!(answer.answers.len(), 1, "{answer:?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_burst_of_concurrent_registrations_all_succeed() {
     let server = TestServer::start().await;
