@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # Registrations/s with 64 concurrent HTTP clients, memory vs sqlite store (alternating rounds, medians,
 # sqlite/memory ratio), and start-up time + RSS with 100 000 stored registrations. Real release binary.
-# Env: ROUNDS=3 CLIENTS=64 COUNT=20000 TYPES=100 STARTUP_N=100000 RESTARTS=3. See benches/registrations.rs.
+# Env: ROUNDS=3 CLIENTS=64 COUNT=20000 TYPES=100 STARTUP_N=100000 RESTARTS=3 PIPELINE=1.
+# See benches/registrations.rs.
 cd "$(dirname "$0")/.." && exec cargo bench --bench registrations "$@"

@@ -10,7 +10,8 @@
 //!    (names `i000000`.., spread over TYPES types `bench-00`..) with CLIENTS
 //!    concurrent tokio tasks pulling indexes from a shared counter, each over
 //!    its own keep-alive HTTP/1.1 connection spoken by hand (see
-//!    `Connection`). A warm-up of
+//!    `Connection`; with PIPELINE > 1 each client writes that many requests
+//!    at once, then reads their responses). A warm-up of
 //!    2 x CLIENTS registrations opens the connections first and is not
 //!    counted. Only 200/201 count as successes; everything else is reported
 //!    as a failure. Reported: medians per store and the sqlite/memory ratio,
@@ -25,7 +26,9 @@
 //! port is read from its log), with its log (default filter: info, so every
 //! registration is logged, as in production) written to a file in a temp dir
 //! that is removed at the end. Nothing is pinned to a CPU. Settings (env):
-//! ROUNDS=3 CLIENTS=64 COUNT=20000 TYPES=100 STARTUP_N=100000 RESTARTS=3.
+//! ROUNDS=3 CLIENTS=64 COUNT=20000 TYPES=100 STARTUP_N=100000 RESTARTS=3
+//! PIPELINE=1 (requests each client writes before reading their responses:
+//! HTTP/1.1 pipelining; 1 is one request at a time, as most clients do).
 
 use std::fmt::Write as _;
 use std::io::Write as _;
@@ -47,6 +50,9 @@ struct Settings {
     types: usize,
     startup_n: usize,
     restarts: usize,
+    /// Requests each client sends before reading their responses (HTTP/1.1
+    /// pipelining); 1, the default, is one request at a time.
+    pipeline: usize,
 }
 
 impl Settings {
@@ -58,6 +64,7 @@ impl Settings {
             types: env_usize("TYPES", 100),
             startup_n: env_usize("STARTUP_N", 100_000),
             restarts: env_usize("RESTARTS", 3),
+            pipeline: env_usize("PIPELINE", 1),
         }
     }
 }
@@ -117,16 +124,27 @@ impl Connection {
         })
     }
 
-    /// POSTs a JSON body; returns the status and the response body.
-    async fn post(&mut self, path: &str, body: &str) -> std::io::Result<(u16, Vec<u8>)> {
-        use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
-        self.request.clear();
+    /// Queues a POST of a JSON body; [`Connection::send`] sends what is queued.
+    fn queue_post(&mut self, path: &str, body: &str) {
         write!(
             self.request,
             "POST {path} HTTP/1.1\r\nhost: bench\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
             body.len()
-        )?;
-        self.stream.get_mut().write_all(&self.request).await?;
+        )
+        .expect("writing to a Vec cannot fail");
+    }
+
+    /// Sends every queued request in one write.
+    async fn send(&mut self) -> std::io::Result<()> {
+        use tokio::io::AsyncWriteExt;
+        let sent = self.stream.get_mut().write_all(&self.request).await;
+        self.request.clear();
+        sent
+    }
+
+    /// Reads the next response; returns its status and body.
+    async fn response(&mut self) -> std::io::Result<(u16, Vec<u8>)> {
+        use tokio::io::{AsyncBufReadExt, AsyncReadExt};
         let mut status = 0;
         let mut length = 0;
         loop {
@@ -195,6 +213,7 @@ async fn register_many(
 ) -> Load {
     let next = Arc::new(AtomicUsize::new(0));
     let types = settings.types;
+    let pipeline = settings.pipeline.max(1);
     let server_cpu = server.cpu_seconds();
     let store_cpu = store_thread_cpu_seconds(server);
     let client_cpu = cpu_seconds("/proc/self/stat");
@@ -214,35 +233,46 @@ async fn register_many(
                 }
             };
             loop {
-                let index = next.fetch_add(1, Ordering::Relaxed);
-                if index >= count {
+                let first = next.fetch_add(pipeline, Ordering::Relaxed);
+                if first >= count {
                     break;
                 }
-                let body = format!(
-                    r#"{{"name":"{prefix}{index:06}","type":"bench-{:02}","host":"127.0.0.1","port":{},"ttl":86400}}"#,
-                    index % types,
-                    1024 + index % 60_000
-                );
+                let batch = first..(first + pipeline).min(count);
+                for index in batch.clone() {
+                    let body = format!(
+                        r#"{{"name":"{prefix}{index:06}","type":"bench-{:02}","host":"127.0.0.1","port":{},"ttl":86400}}"#,
+                        index % types,
+                        1024 + index % 60_000
+                    );
+                    connection.queue_post("/v1/services", &body);
+                }
                 let sent = Instant::now();
-                let outcome = match connection.post("/v1/services", &body).await {
-                    Ok((200 | 201, _)) => Ok(()),
-                    Ok((status, body)) => Err(format!(
-                        "HTTP {status}: {}",
-                        String::from_utf8_lossy(&body[..body.len().min(200)])
-                    )),
-                    Err(error) => Err(format!("request: {error}")),
-                };
-                match outcome {
-                    Ok(()) => {
+                let mut outcome = connection
+                    .send()
+                    .await
+                    .map_err(|error| format!("request: {error}"));
+                let mut answered = 0;
+                while outcome.is_ok() && answered < batch.len() {
+                    outcome = match connection.response().await {
+                        Ok((200 | 201, _)) => Ok(()),
+                        Ok((status, body)) => Err(format!(
+                            "HTTP {status}: {}",
+                            String::from_utf8_lossy(&body[..body.len().min(200)])
+                        )),
+                        Err(error) => Err(format!("response: {error}")),
+                    };
+                    if outcome.is_ok() {
                         load.ok += 1;
                         load.latencies.push(sent.elapsed());
+                        answered += 1;
                     }
-                    Err(message) => {
-                        load.failed += 1;
-                        load.first_failure.get_or_insert(message);
-                        if let Ok(fresh) = Connection::open(admin).await {
-                            connection = fresh;
-                        }
+                }
+                if let Err(message) = outcome {
+                    // The rest of the batch is lost with the connection.
+                    load.failed += batch.len() - answered;
+                    load.first_failure.get_or_insert(message);
+                    if let Ok(fresh) = Connection::open(admin).await {
+                        connection = fresh;
                     }
                 }
             }
@@ -343,9 +373,10 @@ async fn main() -> Result<()> {
         })
         .unwrap_or_default();
     eprintln!(
-        "signpost registrations bench: rounds={} clients={} count={} types={} startup_n={} restarts={}\n  binary {BIN}\n  scratch {}",
+        "signpost registrations bench: rounds={} clients={} pipeline={} count={} types={} startup_n={} restarts={}\n  binary {BIN}\n  scratch {}",
         settings.rounds,
         settings.clients,
+        settings.pipeline,
         settings.count,
         settings.types,
         settings.startup_n,
@@ -451,8 +482,13 @@ async fn main() -> Result<()> {
     );
     let _ = writeln!(
         out,
-        "throughput: {} clients, {} distinct registrations per round over {} types (+{} warm-up), {} rounds per store, alternating; fresh server and empty store each round; server log filter {}",
+        "throughput: {} clients ({}), {} distinct registrations per round over {} types (+{} warm-up), {} rounds per store, alternating; fresh server and empty store each round; server log filter {}",
         settings.clients,
+        if settings.pipeline > 1 {
+            format!("each pipelining {} requests", settings.pipeline)
+        } else {
+            "one request at a time each".to_string()
+        },
         settings.count,
         settings.types,
         2 * settings.clients,
