@@ -1017,6 +1017,46 @@ async fn list_is_sorted_and_filtered() {
     }
 }
 
+/// The list is sent a few hundred services at a time; what the client
+/// gets is still one JSON document, whole and in order, at every size
+/// around a chunk's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn long_lists_are_one_whole_json_document() {
+    let server = TestServer::start().await;
+    for (service_type, count) in [("one", 1), ("full", 256), ("more", 257), ("many", 600)] {
+        let mut tasks = tokio::task::JoinSet::new();
+        for n in 0..count {
+            let http = server.http.clone();
+            let url = server.url("/v1/services");
+            let body = json!({"name": format!("i{n:04}"), "type": service_type,
+                              "host": "10.0.0.1", "port": 80, "ttl": 300});
+            tasks.spawn(async move { http.post(&url).json(&body).send().await.unwrap().status() });
+        }
+        while let Some(status) = tasks.join_next().await {
+            assert_eq!(status.unwrap().as_u16(), 201);
+        }
+    }
+    for (query, count) in [
+        ("", 1 + 256 + 257 + 600),
+        ("?type=one", 1),
+        ("?type=full", 256),
+        ("?type=more", 257),
+        ("?type=many", 600),
+        ("?type=none", 0),
+    ] {
+        let services = list(&server, query).await;
+        assert_eq!(services.len(), count, "{query}");
+        let pairs = type_names(&services);
+        assert!(
+            pairs.windows(2).all(|w| w[0] < w[1]),
+            "{query}: sorted, no duplicates"
+        );
+        if let Some(first) = services.first() {
+            assert!(first["id"].is_string() && first["port"] == 80, "{first}");
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn list_refuses_bad_filters() {
     let server = TestServer::start().await;
