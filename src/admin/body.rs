@@ -54,11 +54,11 @@ fn is_json(headers: &HeaderMap) -> bool {
 /// first the bytes are parsed as JSON, where any syntax error is 400 (even
 /// after the first field that breaks a rule, as in `{"name": "a"}}`); then
 /// the value is checked against `T`, where a missing field or a wrong type
-/// is 422 naming the field. Deserialising straight from the bytes gets both
-/// wrong when it fails: serde's derived structs also accept a JSON array of
-/// the fields in order, and serde_json reports some type mismatches (a
-/// number where an enum string is expected) as syntax errors without the
-/// field's name.
+/// is 422 naming the field. Deserialising every body straight from the
+/// bytes got both wrong: serde's derived structs also accept a JSON array
+/// of the fields in order (hence only an object is tried in one pass), and
+/// serde_json reports some type mismatches (a number where an enum string
+/// is expected) as syntax errors without the field's name.
 ///
 /// Where both ways succeed they give the same `T`; they differ only in what
 /// they refuse. That holds because `T` reads the fields it ignores as JSON
