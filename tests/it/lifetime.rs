@@ -12,7 +12,7 @@ use hickory_proto::op::{Message, ResponseCode};
 use hickory_proto::rr::{RData, RecordType};
 use serde_json::{Value, json};
 
-use crate::support::{TestServer, eventually, metrics};
+use crate::support::{TestServer, eventually, id_of, metric, metrics};
 
 /// Wall-clock unix seconds.
 fn unix_now() -> f64 {
@@ -38,13 +38,6 @@ async fn register(
         .await;
     assert_eq!(status, 201, "register {name}: {body}");
     body
-}
-
-fn id_of(service: &Value) -> String {
-    service["id"]
-        .as_str()
-        .expect("service has an id")
-        .to_string()
 }
 
 /// The IPv4 addresses of an A answer.
@@ -91,16 +84,6 @@ async fn listed(server: &TestServer) -> Vec<Value> {
     let (status, body) = server.get("/v1/services").await;
     assert_eq!(status, 200, "{body}");
     body["services"].as_array().expect("services array").clone()
-}
-
-fn metric(text: &str, series: &str) -> Option<f64> {
-    text.lines().find_map(|line| {
-        line.strip_prefix(series)?
-            .strip_prefix(' ')?
-            .trim()
-            .parse()
-            .ok()
-    })
 }
 
 const ADDR: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 1);

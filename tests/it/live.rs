@@ -13,7 +13,8 @@ use hickory_proto::op::{Message, ResponseCode};
 use hickory_proto::rr::{RData, RecordType};
 use serde_json::{Value, json};
 
-use crate::support::{TestServer, query_tcp, query_udp};
+use crate::dns::ipv4s;
+use crate::support::{TestServer, id_of, query_tcp, query_udp};
 
 /// Queries `name` over UDP and over TCP; both answers, UDP first.
 async fn both(server: SocketAddr, name: &str, qtype: RecordType) -> [Message; 2] {
@@ -72,15 +73,7 @@ async fn assert_served(server: &TestServer, expected: &[u8], context: &str) {
             } else {
                 vec![]
             };
-            let got: Vec<Ipv4Addr> = response
-                .answers
-                .iter()
-                .filter_map(|r| match &r.data {
-                    RData::A(a) => Some(a.0),
-                    _ => None,
-                })
-                .collect();
-            assert_eq!(got, want, "{context}: {name}");
+            assert_eq!(ipv4s(&response.answers), want, "{context}: {name}");
         }
     }
 }
@@ -101,21 +94,12 @@ async fn warm(server: &TestServer) {
     }
 }
 
+/// Registers instance `a<n>` of type `web` at 10.0.0.n.
 async fn register(server: &TestServer, n: u8, ttl: u32) -> Value {
-    let body = json!({
-        "name": format!("a{n}"), "type": "web", "host": format!("10.0.0.{n}"),
-        "port": 8000 + u16::from(n), "ttl": ttl,
-    });
-    let (status, body) = server.register(&body).await;
-    assert!(
-        status == 201 || status == 200,
-        "register a{n}: {status} {body}"
-    );
-    body
-}
-
-fn id(service: &Value) -> String {
-    service["id"].as_str().unwrap().to_string()
+    let (name, host) = (format!("a{n}"), format!("10.0.0.{n}"));
+    server
+        .register_ok(&name, "web", &host, 8000 + u16::from(n), ttl)
+        .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -130,19 +114,19 @@ async fn every_change_shows_in_the_very_next_answer() {
     warm(&server).await;
 
     let status = server
-        .heartbeat(&id(&a1), Some(json!({"status": "critical"})))
+        .heartbeat(&id_of(&a1), Some(json!({"status": "critical"})))
         .await;
     assert_eq!(status, 200);
     assert_served(&server, &[2], "a1 critical").await;
     warm(&server).await;
     let status = server
-        .heartbeat(&id(&a1), Some(json!({"status": "warning"})))
+        .heartbeat(&id_of(&a1), Some(json!({"status": "warning"})))
         .await;
     assert_eq!(status, 200);
     assert_served(&server, &[1, 2], "a1 warning again").await;
     warm(&server).await;
 
-    assert_eq!(server.deregister(&id(&a2)).await, 204);
+    assert_eq!(server.deregister(&id_of(&a2)).await, 204);
     assert_served(&server, &[1], "a2 deregistered").await;
     warm(&server).await;
 
@@ -154,7 +138,7 @@ async fn every_change_shows_in_the_very_next_answer() {
     for response in [udp, tcp] {
         assert_eq!(members(&response), BTreeSet::from(["a3".to_string()]));
     }
-    assert_eq!(server.deregister(&id(&a1)).await, 204);
+    assert_eq!(server.deregister(&id_of(&a1)).await, 204);
     assert_served(&server, &[], "all gone").await;
 }
 
@@ -195,7 +179,7 @@ async fn an_expired_instance_is_never_answered_even_before_the_sweep() {
         seen_after > 10,
         "too few queries after expiry: {seen_after}"
     );
-    let (status, _) = server.get(&format!("/v1/services/{}", id(&a1))).await;
+    let (status, _) = server.get(&format!("/v1/services/{}", id_of(&a1))).await;
     assert_eq!(status, 404);
 }
 

@@ -265,6 +265,14 @@ async fn read_request_head(stream: &mut (impl tokio::io::AsyncRead + Unpin)) -> 
     true
 }
 
+/// The `id` of a service object.
+pub fn id_of(service: &Value) -> String {
+    service["id"]
+        .as_str()
+        .expect("service has an id")
+        .to_string()
+}
+
 /// The `/metrics` text.
 pub async fn metrics(server: &TestServer) -> String {
     server
@@ -279,11 +287,9 @@ pub async fn metrics(server: &TestServer) -> String {
 }
 
 /// The value of one Prometheus series (`name{labels}` exactly as written)
-/// from `/metrics`.
-pub async fn metric_value(server: &TestServer, series: &str) -> Option<f64> {
-    metrics(server)
-        .await
-        .lines()
+/// in a `/metrics` text.
+pub fn metric(text: &str, series: &str) -> Option<f64> {
+    text.lines()
         .filter(|line| !line.starts_with('#'))
         .find_map(|line| {
             line.strip_prefix(series)?
@@ -292,6 +298,11 @@ pub async fn metric_value(server: &TestServer, series: &str) -> Option<f64> {
                 .parse()
                 .ok()
         })
+}
+
+/// The value of one Prometheus series, fetched from `/metrics`.
+pub async fn metric_value(server: &TestServer, series: &str) -> Option<f64> {
+    metric(&metrics(server).await, series)
 }
 
 /// What a test [`Endpoint`] does with a connection.
