@@ -182,6 +182,15 @@ pub struct Identity {
     pub replaces: bool,
 }
 
+/// The live (unexpired) instances of `sets`, in order.
+fn live<'a>(sets: impl Iterator<Item = &'a Arc<TypeSet>>) -> Vec<Arc<Instance>> {
+    let now = now_ms();
+    sets.flat_map(|set| set.iter())
+        .filter(|i| now < i.expires_at_ms())
+        .cloned()
+        .collect()
+}
+
 /// Why a heartbeat was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum HeartbeatError {
@@ -391,20 +400,12 @@ impl Registry {
 
     /// Every live instance, sorted by type then name.
     pub fn list(&self) -> Vec<Arc<Instance>> {
-        let now = now_ms();
-        let mut types: Vec<(String, Arc<TypeSet>)> = self
-            .shared
-            .by_type
-            .iter()
-            .map(|e| (e.key().clone(), e.value().clone()))
-            .collect();
-        types.sort_by(|a, b| a.0.cmp(&b.0));
-        types
-            .iter()
-            .flat_map(|(_, set)| set.iter())
-            .filter(|i| now < i.expires_at_ms())
-            .cloned()
-            .collect()
+        live(self.types().values())
+    }
+
+    /// Every live instance of one type (lowercase), sorted by name.
+    pub fn list_type(&self, service_type: &str) -> Vec<Arc<Instance>> {
+        live(self.type_set(service_type).iter())
     }
 
     /// The snapshot of one type (lowercase), if any instance of it exists.

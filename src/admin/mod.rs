@@ -299,16 +299,13 @@ async fn list(
 ) -> Result<Response, ApiError> {
     let filters = parse_filters(query, &["type", "tag", "health"])?;
     let now = now_ms();
-    let services: Vec<_> = state
-        .registry
-        .list()
+    // One type's snapshot when filtered by type, not the whole registry.
+    let candidates = match &filters.service_type {
+        Some(service_type) => state.registry.list_type(service_type),
+        None => state.registry.list(),
+    };
+    let services: Vec<_> = candidates
         .into_iter()
-        .filter(|i| {
-            filters
-                .service_type
-                .as_ref()
-                .is_none_or(|t| &i.spec.service_type == t)
-        })
         .filter(|i| filters.tag.as_ref().is_none_or(|t| i.has_tag(t)))
         .filter(|i| match filters.health {
             None => true,
@@ -333,33 +330,29 @@ const SERVICES_PER_CHUNK: usize = 256;
 /// size (3.8 GiB at peak for 1 M instances), and the worker thread gets
 /// back to other requests between chunks.
 fn services_body(services: Vec<Arc<crate::service::Instance>>) -> Body {
-    let chunks = futures_util::stream::unfold(0, move |start| {
-        let end = (start + SERVICES_PER_CHUNK).min(services.len());
-        let chunk = (start <= services.len()).then(|| {
-            let mut out = Vec::with_capacity(512 * (end - start) + 16);
-            if start == 0 {
-                out.extend_from_slice(br#"{"services":["#);
+    use futures_util::stream::{self, StreamExt};
+    let count = services.len();
+    let chunks = (0..count).step_by(SERVICES_PER_CHUNK).map(move |start| {
+        let end = (start + SERVICES_PER_CHUNK).min(count);
+        let mut out = Vec::with_capacity(512 * (end - start));
+        for (at, instance) in services[start..end].iter().enumerate() {
+            if start + at > 0 {
+                out.push(b',');
             }
-            for (n, instance) in services[start..end].iter().enumerate() {
-                if start + n > 0 {
-                    out.push(b',');
-                }
-                serde_json::to_writer(&mut out, &instance.view())
-                    .expect("a service view always serialises");
-            }
-            if end == services.len() {
-                out.extend_from_slice(b"]}");
-            }
-            // One past the end once the closing bracket is out.
-            let next = if end == services.len() { end + 1 } else { end };
-            (
-                Ok::<_, std::convert::Infallible>(bytes::Bytes::from(out)),
-                next,
-            )
-        });
-        std::future::ready(chunk)
+            serde_json::to_writer(&mut out, &instance.view())
+                .expect("a service view always serialises");
+        }
+        bytes::Bytes::from(out)
     });
-    Body::from_stream(chunks)
+    let parts = stream::once(std::future::ready(bytes::Bytes::from_static(
+        br#"{"services":["#,
+    )))
+    .chain(stream::iter(chunks))
+    .chain(stream::once(std::future::ready(bytes::Bytes::from_static(
+        b"]}",
+    ))))
+    .map(Ok::<_, std::convert::Infallible>);
+    Body::from_stream(parts)
 }
 
 async fn discover(

@@ -15,7 +15,7 @@ use hickory_proto::rr::RecordType;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use crate::support::TestServer;
+use crate::support::{TestServer, metric};
 
 // ---------------------------------------------------------------------------
 // Helpers
@@ -182,16 +182,6 @@ async fn assert_rejected(server: &TestServer, body: &Value, field: &str) {
         before,
         "a rejected registration changes nothing: {body}"
     );
-}
-
-/// The value of one Prometheus series (`name{labels}` exactly as written).
-fn metric(text: &str, series: &str) -> Option<f64> {
-    text.lines()
-        .filter(|line| !line.starts_with('#'))
-        .find_map(|line| {
-            let rest = line.strip_prefix(series)?;
-            rest.strip_prefix(' ')?.trim().parse().ok()
-        })
 }
 
 async fn metrics_text(server: &TestServer) -> String {
@@ -1024,17 +1014,7 @@ async fn list_is_sorted_and_filtered() {
 async fn long_lists_are_one_whole_json_document() {
     let server = TestServer::start().await;
     for (service_type, count) in [("one", 1), ("full", 256), ("more", 257), ("many", 600)] {
-        let mut tasks = tokio::task::JoinSet::new();
-        for n in 0..count {
-            let http = server.http.clone();
-            let url = server.url("/v1/services");
-            let body = json!({"name": format!("i{n:04}"), "type": service_type,
-                              "host": "10.0.0.1", "port": 80, "ttl": 300});
-            tasks.spawn(async move { http.post(&url).json(&body).send().await.unwrap().status() });
-        }
-        while let Some(status) = tasks.join_next().await {
-            assert_eq!(status.unwrap().as_u16(), 201);
-        }
+        crate::dns::register_many(&server, service_type, count).await;
     }
     for (query, count) in [
         ("", 1 + 256 + 257 + 600),
@@ -1052,7 +1032,8 @@ async fn long_lists_are_one_whole_json_document() {
             "{query}: sorted, no duplicates"
         );
         if let Some(first) = services.first() {
-            assert!(first["id"].is_string() && first["port"] == 80, "{first}");
+            // i00, the first by name, has port 1000 (see `register_many`).
+            assert!(first["id"].is_string() && first["port"] == 1000, "{first}");
         }
     }
 }
