@@ -456,10 +456,12 @@ fn serving_members<'a>(
             continue;
         }
         exists = true;
-        if rrtype.is_some_and(|rrtype| {
-            !matches!(rrtype, TYPE_A | TYPE_AAAA)
-                || address(instance).is_some_and(|(of, _)| of == rrtype)
-        }) {
+        // With no record type to collect, one serving instance settles it:
+        // a NODATA question on a huge type must not visit every instance.
+        let Some(rrtype) = rrtype else { break };
+        if !matches!(rrtype, TYPE_A | TYPE_AAAA)
+            || address(instance).is_some_and(|(of, _)| of == rrtype)
+        {
             members.push(Member {
                 instance,
                 ttl: instance.remaining_secs(now).min(max_ttl),
@@ -901,6 +903,29 @@ mod tests {
             assert!(fast.metadata.truncation && general_message.metadata.truncation);
             assert_eq!(fast.answers.len(), general_message.answers.len());
             assert!(out.len() <= if edns { 1232 } else { 512 });
+        }
+    }
+
+    /// Questions on a huge type that the sampling does not bound (no
+    /// record of the type asked for, or no instance of the address family)
+    /// answer as the general path does, over UDP and TCP.
+    #[test]
+    fn nodata_questions_on_large_types_answer_as_the_general_path() {
+        let responder = responder("ns.svc.local.");
+        register_many(&responder, "huge", 1000);
+        for (name, qtype) in [
+            ("huge.svc.local.", RecordType::AAAA),
+            ("huge.svc.local.", RecordType::TXT),
+            ("huge.svc.local.", RecordType::PTR),
+            ("_huge._tcp.svc.local.", RecordType::A),
+        ] {
+            for transport in [Transport::Udp, Transport::Tcp] {
+                let packet = query(name, qtype, true);
+                assert!(
+                    compare(&responder, &packet, transport),
+                    "{name} {qtype} {transport:?}"
+                );
+            }
         }
     }
 
