@@ -510,29 +510,38 @@ impl Registry {
     }
 
     /// Applies `edit` to one type's snapshot; drops the type when it
-    /// becomes empty. The caller holds the writer lock.
+    /// becomes empty. The caller holds the writer lock, so no other change
+    /// can come between reading the snapshot and publishing it.
     ///
-    /// The edit happens in place when no reader holds the snapshot (the
-    /// usual case: a DNS answer holds one for microseconds), so a burst of
-    /// registrations copies nothing. When a reader does hold it, `make_mut`
-    /// edits a copy, which shares every chunk the edit does not touch, and
+    /// The edit happens in place, under the map's shard lock, only when no
+    /// reader holds the snapshot (a burst of registrations then copies
+    /// nothing). When a reader does hold it, the copy (sharing every chunk
+    /// the edit does not touch) is made and edited outside the shard lock,
+    /// then published, so DNS readers of the shard never wait on a copy and
     /// the reader keeps the snapshot it had.
     fn publish_type(&self, service_type: &str, edit: impl FnOnce(&mut TypeSet)) {
         let by_type = &self.shared.by_type;
-        let Some(mut published) = by_type.get_mut(service_type) else {
-            let mut set = TypeSet::default();
-            edit(&mut set);
-            if !set.is_empty() {
-                by_type.insert(service_type.to_string(), Arc::new(set));
-            }
-            return;
+        let held = match by_type.get_mut(service_type) {
+            None => None,
+            Some(mut published) => match Arc::get_mut(published.value_mut()) {
+                Some(set) => {
+                    edit(set);
+                    let empty = set.is_empty();
+                    drop(published);
+                    if empty {
+                        by_type.remove(service_type);
+                    }
+                    return;
+                }
+                None => Some(published.value().clone()),
+            },
         };
-        let set = Arc::make_mut(published.value_mut());
-        edit(set);
-        let empty = set.is_empty();
-        drop(published);
-        if empty {
+        let mut set = held.map(|set| TypeSet::clone(&set)).unwrap_or_default();
+        edit(&mut set);
+        if set.is_empty() {
             by_type.remove(service_type);
+        } else {
+            by_type.insert(service_type.to_string(), Arc::new(set));
         }
     }
 }
