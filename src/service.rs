@@ -533,7 +533,6 @@ impl Instance {
             .clone()
     }
 
-    /// The JSON service object of the admin API.
     /// The SRV target as a hickory name (decoded from [`Instance::target_wire`]).
     pub fn srv_target(&self) -> hickory_proto::rr::Name {
         use hickory_proto::serialize::binary::{BinDecodable, BinDecoder};
@@ -546,6 +545,7 @@ impl Instance {
         hickory_proto::rr::rdata::TXT::from_bytes(length_prefixed(&self.txt_wire).collect())
     }
 
+    /// The JSON service object of the admin API.
     pub fn view(&self) -> ServiceView {
         let spec = &self.spec;
         ServiceView {
