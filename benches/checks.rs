@@ -344,13 +344,13 @@ async fn round(settings: &Settings, dir: &Path, index: usize, epoch: Instant) ->
     let registered = register_all(&server, settings, endpoint.port, epoch).await?;
     let (start, end) = (registered.start, registered.end);
     let (server_cpu, bench_cpu) = (
-        cpu_seconds(&format!("/proc/{}/stat", server.pid)),
+        server.cpu_seconds(),
         cpu_seconds("/proc/self/stat"),
     );
     let window = settings.duration as f64;
     let interval = settings.interval as f64;
     tokio::time::sleep_until((epoch + Duration::from_secs_f64(end + window)).into()).await;
-    let server_cpu = cpu_seconds(&format!("/proc/{}/stat", server.pid)) - server_cpu;
+    let server_cpu = server.cpu_seconds() - server_cpu;
     let bench_cpu = cpu_seconds("/proc/self/stat") - bench_cpu;
     let rss_mib = server.memory_mib("VmRSS:").unwrap_or(f64::NAN);
     let hwm_mib = server.memory_mib("VmHWM:").unwrap_or(f64::NAN);

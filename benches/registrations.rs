@@ -23,9 +23,9 @@
 //!    figure, and VmRSS / VmHWM from /proc/PID/status once it answers.
 //!
 //! Every server runs as a separate process on 127.0.0.1 port 0 (the admin
-//! port is read from its log), with its log (default filter: info, so every
-//! registration is logged, as in production) written to a file in a temp dir
-//! that is removed at the end. Nothing is pinned to a CPU. Settings (env):
+//! port is read from its log), with its log (default filter: info, as in
+//! production; registrations themselves are logged at debug) written to a
+//! file in a temp dir that is removed at the end. Nothing is pinned to a CPU. Settings (env):
 //! ROUNDS=3 CLIENTS=64 COUNT=20000 TYPES=100 STARTUP_N=100000 RESTARTS=3
 //! PIPELINE=1 (requests each client writes before reading their responses:
 //! HTTP/1.1 pipelining; 1 is one request at a time, as most clients do).
@@ -494,7 +494,7 @@ async fn main() -> Result<()> {
         2 * settings.clients,
         settings.rounds,
         std::env::var("RUST_LOG").map_or(
-            "info (default: every registration logged)".to_string(),
+            "info (default; registrations are logged at debug)".to_string(),
             |f| format!("RUST_LOG={f}")
         ),
     );
