@@ -343,10 +343,7 @@ async fn round(settings: &Settings, dir: &Path, index: usize, epoch: Instant) ->
     .await?;
     let registered = register_all(&server, settings, endpoint.port, epoch).await?;
     let (start, end) = (registered.start, registered.end);
-    let (server_cpu, bench_cpu) = (
-        server.cpu_seconds(),
-        cpu_seconds("/proc/self/stat"),
-    );
+    let (server_cpu, bench_cpu) = (server.cpu_seconds(), cpu_seconds("/proc/self/stat"));
     let window = settings.duration as f64;
     let interval = settings.interval as f64;
     tokio::time::sleep_until((epoch + Duration::from_secs_f64(end + window)).into()).await;

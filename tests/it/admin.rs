@@ -846,6 +846,28 @@ async fn heartbeat_status_sets_health() {
     )
     .await;
     assert_error(status, &reply, &[400], "json", "malformed heartbeat");
+    // Bad strings in a heartbeat's output: 400, like a malformed body.
+    let mut bad_utf8 = br#"{"status": "passing", "output": "x"#.to_vec();
+    bad_utf8.extend_from_slice(&[0xff, 0xfe]);
+    bad_utf8.extend_from_slice(br#""}"#);
+    let surrogate = br#"{"status": "passing", "output": "\ud800"}"#.to_vec();
+    for body in [bad_utf8, surrogate] {
+        let (status, reply) = send(
+            &server,
+            reqwest::Method::PUT,
+            &format!("{path}/heartbeat"),
+            Some("application/json"),
+            body.clone(),
+        )
+        .await;
+        let what = format!("heartbeat {}", String::from_utf8_lossy(&body));
+        assert_error(status, &reply, &[400], "", &what);
+        assert_eq!(
+            get_ok(&server, &path).await["output"],
+            "disk full",
+            "{what}"
+        );
+    }
     let (status, reply) = send(
         &server,
         reqwest::Method::PUT,
@@ -1016,6 +1038,16 @@ async fn long_lists_are_one_whole_json_document() {
     for (service_type, count) in [("one", 1), ("full", 256), ("more", 257), ("many", 600)] {
         crate::dns::register_many(&server, service_type, count).await;
     }
+    // HEAD: the head of the same answer, no body.
+    let head = server
+        .http
+        .head(server.url("/v1/services"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(head.status().as_u16(), 200);
+    assert_eq!(head.headers()["content-type"], "application/json");
+    assert!(head.bytes().await.unwrap().is_empty(), "HEAD has no body");
     for (query, count) in [
         ("", 1 + 256 + 257 + 600),
         ("?type=one", 1),
@@ -1750,6 +1782,9 @@ async fn hostile_bodies_get_a_clear_4xx_and_the_server_keeps_working() {
         INVALID.contains(&status) || status == 201,
         "duplicate key: {status} {reply}"
     );
+    // As it is: the last value of a repeated key wins (README).
+    assert_eq!(status, 201, "duplicate key: {reply}");
+    assert_eq!(reply["name"], "dup2", "the last value wins");
     if status == 201 {
         assert_eq!(server.deregister(reply["id"].as_str().unwrap()).await, 204);
     }
