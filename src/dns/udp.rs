@@ -30,12 +30,14 @@ const RECEIVE_BUFFER: usize = 4096;
 const POLL: Duration = Duration::from_millis(100);
 
 /// Binds `count` UDP sockets to `addr`, all with `SO_REUSEPORT` so they
-/// share its port. One socket is bound plainly.
+/// share its port; a single socket is bound plainly.
 ///
-/// With port 0 the port is first reserved by a plain socket: the kernel's
-/// free-port search counts a port held only by other `SO_REUSEPORT` sockets
-/// of the same user as free, so binding port 0 with `SO_REUSEPORT` could
-/// land on a port another program is serving.
+/// With port 0 the port is first chosen by binding a plain socket, which
+/// is then closed: the kernel's free-port search for a `SO_REUSEPORT`
+/// socket counts a port held only by other `SO_REUSEPORT` sockets of the
+/// same user as free, and could land on a port another program is serving.
+/// Between the close and the binds below another program could take the
+/// port; the bind then fails and the server reports it.
 pub fn bind(addr: SocketAddr, count: usize) -> io::Result<Vec<UdpSocket>> {
     if count <= 1 {
         return Ok(vec![UdpSocket::bind(addr)?]);
