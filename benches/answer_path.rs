@@ -29,9 +29,9 @@ fn env_usize(name: &str, default: usize) -> usize {
         .unwrap_or(default)
 }
 
-/// Registers `name` of `service_type` at `host`, passing, for a day.
-fn register(registry: &Registry, name: String, service_type: String, host: &str, port: u16) {
-    let spec = ValidRegistration {
+/// A registration of `name` of `service_type` at `host`, for a day.
+fn spec(name: String, service_type: String, host: &str, port: u16) -> ValidRegistration {
+    ValidRegistration {
         name,
         service_type,
         host: validate_host(host).unwrap(),
@@ -42,7 +42,12 @@ fn register(registry: &Registry, name: String, service_type: String, host: &str,
         priority: 1,
         weight: 1,
         check: None,
-    };
+    }
+}
+
+/// Registers `name` of `service_type` at `host`, passing, for a day.
+fn register(registry: &Registry, name: String, service_type: String, host: &str, port: u16) {
+    let spec = spec(name, service_type, host, port);
     let identity = registry.identity_for(&spec);
     registry.register(spec, identity, Health::Passing);
 }
@@ -192,14 +197,30 @@ fn main() {
             let host = format!("10.{}.{}.{}", i >> 16 & 255, i >> 8 & 255, i & 255);
             register(&registry, format!("i{i:07}"), "huge".into(), &host, 80);
         }
-        println!("one type with {huge} instances (answers sample what fits, TC set):");
+        // One instance unlike the rest: the only IPv6 one, the only tagged one.
+        let odd = ValidRegistration {
+            tags: vec!["rare".into()],
+            ..spec("odd".into(), "huge".into(), "fd00::1", 80)
+        };
+        let identity = registry.identity_for(&odd);
+        registry.register(odd, identity, Health::Passing);
+        println!(
+            "one type with {huge} IPv4 instances and one IPv6 one tagged rare (answers sample what fits, TC set):"
+        );
         let mut out = Vec::with_capacity(1232);
-        for qtype in [RecordType::A, RecordType::SRV] {
-            let packet = query("huge.svc.local.", qtype);
+        for (name, qtype) in [
+            ("huge.svc.local.", RecordType::A),
+            ("huge.svc.local.", RecordType::SRV),
+            ("huge.svc.local.", RecordType::AAAA),
+            ("_rare._sub.huge.svc.local.", RecordType::AAAA),
+            ("_rare._sub.huge.svc.local.", RecordType::A),
+            ("_absent._sub.huge.svc.local.", RecordType::A),
+        ] {
+            let packet = query(name, qtype);
             let ns = measure(rounds, queries / 10, |_| {
                 assert!(responder.respond_into(black_box(&packet), Transport::Udp, &mut out));
             });
-            println!("  huge {qtype:<20} fast {ns:>7.0} ns");
+            println!("  {name:<30} {:<6} {ns:>9.0} ns", qtype.to_string());
         }
     }
 }

@@ -117,6 +117,24 @@ pub enum Host {
     Name(String),
 }
 
+impl Host {
+    /// The address family of an IP host; `None` for a hostname.
+    pub fn family(&self) -> Option<Family> {
+        match self {
+            Host::Ip(IpAddr::V4(_)) => Some(Family::V4),
+            Host::Ip(IpAddr::V6(_)) => Some(Family::V6),
+            Host::Name(_) => None,
+        }
+    }
+}
+
+/// An address family, as A (IPv4) and AAAA (IPv6) questions ask for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Family {
+    V4,
+    V6,
+}
+
 impl fmt::Display for Host {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {

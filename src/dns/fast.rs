@@ -24,7 +24,7 @@ use hickory_proto::rr::{Name, RecordType};
 use super::message::{CLASSIC_UDP_LIMIT, MAX_UDP_PAYLOAD, Responder, TCP_LIMIT, Transport};
 use super::zone::{LARGE_SET, Label, ZoneSettings};
 use crate::registry::{TypeSet, now_ms};
-use crate::service::{Host, Instance};
+use crate::service::{Family, Host, Instance};
 
 const TYPE_A: u16 = 1;
 const TYPE_PTR: u16 = 12;
@@ -362,16 +362,23 @@ fn write_answer(
         Node::Missing => None,
     };
     let (members, exists) = match node {
-        Node::Type(set) | Node::Service(set) if set.len() > LARGE_SET => {
-            // Only what can fit is needed: the smallest record written is an
-            // A record of 16 bytes. Start at a random instance so every one
-            // gets its turn; more than fit means TC, as with a full scan.
-            let most = message.budget / 16 + 1;
-            let start = fastrand::usize(..set.len());
-            serving_members(set.iter_from(start), most, rrtype, now, wire.ttl)
-        }
         Node::Type(set) | Node::Service(set) => {
-            serving_members(set.iter(), set.len(), rrtype, now, wire.ttl)
+            // A and AAAA read only the instances with an address of that
+            // family; the name exists all the same if any other one serves.
+            let family = rrtype.and_then(family_of);
+            let candidates = family.map_or(set.all(), |family| set.with_address(family));
+            let (members, found) = if candidates.len() > LARGE_SET {
+                // Only what can fit is needed: the smallest record written is
+                // an A record of 16 bytes. Start at a random instance so every
+                // one gets its turn; more than fit means TC, as with a full scan.
+                let most = message.budget / 16 + 1;
+                let start = fastrand::usize(..candidates.len());
+                serving_members(candidates.iter_from(start), most, rrtype, now, wire.ttl)
+            } else {
+                serving_members(candidates.iter(), candidates.len(), rrtype, now, wire.ttl)
+            };
+            let exists = found || (family.is_some() && set.any_serving(now));
+            (members, exists)
         }
         Node::Instance(instance) => {
             serving_members(std::iter::once(instance), 1, rrtype, now, wire.ttl)
@@ -500,6 +507,15 @@ fn srv_rdata(out: &mut Vec<u8>, instance: &Instance) {
     out.extend_from_slice(&spec.weight.to_be_bytes());
     out.extend_from_slice(&spec.port.to_be_bytes());
     out.extend_from_slice(target);
+}
+
+/// The address family an A or AAAA question asks for.
+fn family_of(rrtype: u16) -> Option<Family> {
+    match rrtype {
+        TYPE_A => Some(Family::V4),
+        TYPE_AAAA => Some(Family::V6),
+        _ => None,
+    }
 }
 
 /// The instance's address record type and address, when its host is an IP.
@@ -966,6 +982,102 @@ mod tests {
         let udp = Message::from_vec(&udp.bytes).unwrap();
         assert!(udp.metadata.truncation);
         assert_eq!(udp.answers.len(), (1232 - 11 - 12 - 27) / 16);
+    }
+
+    /// One instance unlike the others in a huge type (the only IPv6 one,
+    /// the only one with a tag) is found by A/AAAA and tag questions on
+    /// both paths, not missed by the sampling, and a health change or a
+    /// deregistration shows at once.
+    #[test]
+    fn the_odd_one_out_of_a_large_type_is_found() {
+        let responder = responder("ns.svc.local.");
+        register_many(&responder, "huge", 1000);
+        let odd = ValidRegistration {
+            name: "odd".into(),
+            service_type: "huge".into(),
+            host: crate::service::validate_host("fd00::99").unwrap(),
+            port: 80,
+            tags: vec!["rare".into()],
+            metadata: BTreeMap::new(),
+            ttl: 60,
+            priority: 0,
+            weight: 1,
+            check: None,
+        };
+        let identity = responder.registry.identity_for(&odd);
+        let odd = responder
+            .registry
+            .register(odd, identity, Health::Passing)
+            .instance;
+        let ask = |name: &str, qtype: RecordType, transport: Transport| {
+            let packet = query(name, qtype, true);
+            compare(&responder, &packet, transport);
+            let answer = responder.respond(&packet, transport).unwrap();
+            let message = Message::from_vec(&answer.bytes).unwrap();
+            let answers: Vec<String> = message.answers.iter().map(|r| r.data.to_string()).collect();
+            (message.metadata.response_code, answers)
+        };
+        for transport in [Transport::Udp, Transport::Tcp] {
+            let only_odd = (ResponseCode::NoError, vec!["fd00::99".to_string()]);
+            assert_eq!(
+                ask("huge.svc.local.", RecordType::AAAA, transport),
+                only_odd
+            );
+            assert_eq!(
+                ask("_rare._sub.huge.svc.local.", RecordType::AAAA, transport),
+                only_odd
+            );
+            assert_eq!(
+                ask("_rare._sub.huge.svc.local.", RecordType::A, transport),
+                (ResponseCode::NoError, vec![])
+            );
+            let (rcode, ptr) = ask(
+                "_rare._sub._huge._tcp.svc.local.",
+                RecordType::PTR,
+                transport,
+            );
+            assert_eq!((rcode, ptr.len()), (ResponseCode::NoError, 1));
+            assert_eq!(
+                ask("_absent._sub.huge.svc.local.", RecordType::A, transport).0,
+                ResponseCode::NXDomain
+            );
+        }
+        // Critical: the name the tag makes is gone, the type stays (NODATA).
+        odd.heartbeat(now_ms(), Health::Critical, None).unwrap();
+        assert_eq!(
+            ask("huge.svc.local.", RecordType::AAAA, Transport::Udp),
+            (ResponseCode::NoError, vec![])
+        );
+        assert_eq!(
+            ask(
+                "_rare._sub.huge.svc.local.",
+                RecordType::AAAA,
+                Transport::Udp
+            )
+            .0,
+            ResponseCode::NXDomain
+        );
+        odd.heartbeat(now_ms(), Health::Passing, None).unwrap();
+        assert_eq!(
+            ask("huge.svc.local.", RecordType::AAAA, Transport::Udp)
+                .1
+                .len(),
+            1
+        );
+        responder.registry.deregister(odd.id).unwrap();
+        assert_eq!(
+            ask("huge.svc.local.", RecordType::AAAA, Transport::Udp),
+            (ResponseCode::NoError, vec![])
+        );
+        assert_eq!(
+            ask(
+                "_rare._sub.huge.svc.local.",
+                RecordType::AAAA,
+                Transport::Udp
+            )
+            .0,
+            ResponseCode::NXDomain
+        );
     }
 
     fn register_many(responder: &Responder, service_type: &str, count: usize) {

@@ -27,7 +27,7 @@ use hickory_proto::rr::rdata::{A, AAAA, HINFO, NS, PTR, SOA, SRV};
 use hickory_proto::rr::{Name, RData, Record, RecordType};
 
 use crate::registry::{Registry, TypeSet};
-use crate::service::{Host, Instance};
+use crate::service::{Family, Host, Instance};
 
 /// Fixed settings of the served zone.
 #[derive(Debug, Clone)]
@@ -129,7 +129,7 @@ pub fn answer(
         authoritative: true,
         ..Answer::default()
     };
-    let node = resolve(registry, zone, qname, now_ms);
+    let node = resolve(registry, zone, qname, qtype, now_ms);
     if matches!(node, Node::Missing) {
         answer.rcode = ResponseCode::NXDomain;
         answer
@@ -223,7 +223,13 @@ pub fn answer(
 }
 
 /// Works out which node `qname` (inside the zone) refers to.
-fn resolve(registry: &Registry, zone: &ZoneSettings, qname: &Name, now_ms: u64) -> Node {
+fn resolve(
+    registry: &Registry,
+    zone: &ZoneSettings,
+    qname: &Name,
+    qtype: RecordType,
+    now_ms: u64,
+) -> Node {
     // Count labels ourselves: `Name::num_labels` leaves out a leading `*`,
     // which would make `*.<zone>` look like the apex.
     let depth = qname.iter().count() - zone.apex.iter().count();
@@ -231,18 +237,22 @@ fn resolve(registry: &Registry, zone: &ZoneSettings, qname: &Name, now_ms: u64) 
         return Node::Missing;
     }
     let labels: Vec<Label> = qname.iter().take(depth).map(Label::new).collect();
-    let serving_of = |service_type: &str, tag: Option<&str>| -> Vec<Arc<Instance>> {
+    // A and AAAA questions about a type need only the instances of that
+    // address family.
+    let family = match qtype {
+        RecordType::A => Some(Family::V4),
+        RecordType::AAAA => Some(Family::V6),
+        _ => None,
+    };
+    let serving_of = |service_type: &str, tag: Option<&str>, family: Option<Family>| {
         registry
             .type_set(service_type)
-            .map(|set| serving(&set, tag, now_ms))
-            .unwrap_or_default()
+            .and_then(|set| serving(&set, tag, family, now_ms))
     };
-    let non_empty = |instances: Vec<Arc<Instance>>, make: fn(Vec<Arc<Instance>>) -> Node| {
-        if instances.is_empty() {
-            Node::Missing
-        } else {
-            make(instances)
-        }
+    let exists = |service_type: &str| {
+        registry
+            .type_set(service_type)
+            .is_some_and(|set| set.any_serving(now_ms))
     };
     let instance_node = |service_type: &str, name: &str| -> Node {
         registry
@@ -264,32 +274,34 @@ fn resolve(registry: &Registry, zone: &ZoneSettings, qname: &Name, now_ms: u64) 
                 .collect(),
         ),
         [service_type] if !service_type.starts_with('_') => {
-            non_empty(serving_of(service_type, None), Node::Type)
+            serving_of(service_type, None, family).map_or(Node::Missing, Node::Type)
         }
         ["_sub", service_type] if !service_type.starts_with('_') => {
-            if serving_of(service_type, None).is_empty() {
-                Node::Missing
-            } else {
+            if exists(service_type) {
                 Node::EmptyNonTerminal
+            } else {
+                Node::Missing
             }
         }
         [name, service_type] if !name.starts_with('_') && !service_type.starts_with('_') => {
             instance_node(service_type, name)
         }
         [_, "_tcp"] => match labels[0].underscored() {
-            Some(service_type) => non_empty(serving_of(service_type, None), Node::Service),
+            Some(service_type) => {
+                serving_of(service_type, None, None).map_or(Node::Missing, Node::Service)
+            }
             None => Node::Missing,
         },
         [_, "_sub", service_type] if !service_type.starts_with('_') => {
             match labels[0].underscored() {
-                Some(tag) => non_empty(serving_of(service_type, Some(tag)), Node::Type),
+                Some(tag) => {
+                    serving_of(service_type, Some(tag), family).map_or(Node::Missing, Node::Type)
+                }
                 None => Node::Missing,
             }
         }
         ["_sub", _, "_tcp"] => match labels[1].underscored() {
-            Some(service_type) if !serving_of(service_type, None).is_empty() => {
-                Node::EmptyNonTerminal
-            }
+            Some(service_type) if exists(service_type) => Node::EmptyNonTerminal,
             _ => Node::Missing,
         },
         [name, _, "_tcp"] if !name.starts_with('_') => match labels[1].underscored() {
@@ -298,7 +310,7 @@ fn resolve(registry: &Registry, zone: &ZoneSettings, qname: &Name, now_ms: u64) 
         },
         [_, "_sub", _, "_tcp"] => match (labels[0].underscored(), labels[2].underscored()) {
             (Some(tag), Some(service_type)) => {
-                non_empty(serving_of(service_type, Some(tag)), Node::Service)
+                serving_of(service_type, Some(tag), None).map_or(Node::Missing, Node::Service)
             }
             _ => Node::Missing,
         },
@@ -314,20 +326,48 @@ pub(super) const LARGE_SET: usize = 256;
 /// smallest answer record (an A record with a compressed owner).
 const MAX_RECORDS: usize = 65535 / 16 + 1;
 
-/// The serving instances of a type, optionally only those with `tag`; for a
-/// type of more than [`LARGE_SET`] instances, at most [`MAX_RECORDS`] of
-/// them, from a random start.
-fn serving(set: &TypeSet, tag: Option<&str>, now_ms: u64) -> Vec<Arc<Instance>> {
-    let start = if set.len() > LARGE_SET {
-        fastrand::usize(..set.len())
+/// The serving instances of a type that carry `tag` and have an address of
+/// `family` (each only when given), from the smallest index that holds
+/// them: `None` when the name does not exist (no instance with `tag`
+/// serves), else the instances, possibly none. When there are more than
+/// [`LARGE_SET`] candidates, at most [`MAX_RECORDS`] of them, from a random
+/// start.
+fn serving(
+    set: &TypeSet,
+    tag: Option<&str>,
+    family: Option<Family>,
+    now_ms: u64,
+) -> Option<Vec<Arc<Instance>>> {
+    let tagged = match tag {
+        Some(tag) => Some(set.tagged(tag)?),
+        None => None,
+    };
+    let with_address = family.map(|family| set.with_address(family));
+    let candidates = [tagged, with_address]
+        .into_iter()
+        .flatten()
+        .min_by_key(|members| members.len())
+        .unwrap_or(set.all());
+    let start = if candidates.len() > LARGE_SET {
+        fastrand::usize(..candidates.len())
     } else {
         0
     };
-    set.iter_from(start)
-        .filter(|i| i.is_serving(now_ms) && tag.is_none_or(|t| i.has_tag(t)))
+    let found: Vec<_> = candidates
+        .iter_from(start)
+        .filter(|i| {
+            i.is_serving(now_ms)
+                && tag.is_none_or(|t| i.has_tag(t))
+                && family.is_none_or(|f| i.spec.host.family() == Some(f))
+        })
         .take(MAX_RECORDS)
         .cloned()
-        .collect()
+        .collect();
+    // Found none: when the candidates were filtered by family, the name may
+    // still exist through an instance of the other family (NODATA).
+    let exists =
+        !found.is_empty() || (family.is_some() && tagged.unwrap_or(set.all()).any_serving(now_ms));
+    exists.then_some(found)
 }
 
 /// An instance's record TTL: the zone TTL, capped by its remaining lifetime.

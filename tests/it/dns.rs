@@ -522,6 +522,61 @@ async fn tag_subdomains_filter_instances() {
     );
 }
 
+/// A type larger than the sampling threshold, with one instance unlike the
+/// others: A/AAAA and tag questions find it by family and tag, and when a
+/// re-registration moves it to the other family or drops its tag, the very
+/// next answer follows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn re_registering_with_another_family_or_tags_shows_at_once() {
+    let server = TestServer::start().await;
+    register_many(&server, "big", 300).await;
+    let odd = |host: &str, tags: &[&str]| json!({"name": "odd", "type": "big", "host": host, "port": 9, "ttl": 60, "tags": tags});
+    register(&server, odd("fd00::9", &["canary"])).await;
+
+    let aaaa = server.query("big.svc.local.", RecordType::AAAA).await;
+    assert_eq!(
+        ipv6s(&aaaa.answers),
+        vec!["fd00::9".parse::<Ipv6Addr>().unwrap()]
+    );
+    let tagged = server
+        .query("_canary._sub.big.svc.local.", RecordType::AAAA)
+        .await;
+    assert_eq!(ipv6s(&tagged.answers).len(), 1);
+    assert_nodata(
+        &server
+            .query("_canary._sub.big.svc.local.", RecordType::A)
+            .await,
+    );
+
+    // Now IPv4, still tagged: no AAAA left in the type, the tag answers A.
+    assert_eq!(server.register(&odd("10.99.0.9", &["canary"])).await.0, 200);
+    assert_nodata(&server.query("big.svc.local.", RecordType::AAAA).await);
+    let tagged = server
+        .query("_canary._sub.big.svc.local.", RecordType::A)
+        .await;
+    assert_eq!(ipv4s(&tagged.answers), vec![Ipv4Addr::new(10, 99, 0, 9)]);
+    assert_nodata(
+        &server
+            .query("_canary._sub.big.svc.local.", RecordType::AAAA)
+            .await,
+    );
+
+    // Untagged: the tag's names are gone; the instance still answers.
+    assert_eq!(server.register(&odd("10.99.0.9", &[])).await.0, 200);
+    assert_nxdomain(
+        &server
+            .query("_canary._sub.big.svc.local.", RecordType::A)
+            .await,
+    );
+    assert_nxdomain(
+        &server
+            .query("_canary._sub._big._tcp.svc.local.", RecordType::PTR)
+            .await,
+    );
+    let one = server.query("odd.big.svc.local.", RecordType::A).await;
+    assert_eq!(ipv4s(&one.answers), vec![Ipv4Addr::new(10, 99, 0, 9)]);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn instance_names_answer_that_instance() {
     let server = web_fixture().await;
