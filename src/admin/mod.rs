@@ -363,21 +363,37 @@ async fn discover(
     let filters = parse_filters(query, &["tag"])?;
     let service_type =
         validate_label("type", &service_type).map_err(|e| ApiError::BadRequest(e.to_string()))?;
-    let now = now_ms();
-    let candidates: Vec<_> = state
-        .registry
-        .type_set(&service_type)
-        .map(|set| {
-            set.iter()
-                .filter(|i| i.is_serving(now) && filters.tag.as_ref().is_none_or(|t| i.has_tag(t)))
-                .cloned()
-                .collect()
-        })
-        .unwrap_or_default();
-    let chosen = fastrand::choice(&candidates).ok_or_else(|| {
-        ApiError::NotFound(format!("no serving instance of type {service_type:?}"))
-    })?;
+    let set = state.registry.type_set(&service_type);
+    let candidates = match (&set, &filters.tag) {
+        (Some(set), Some(tag)) => set.tagged(tag),
+        (Some(set), None) => Some(set.all()),
+        (None, _) => None,
+    };
+    let chosen = candidates
+        .and_then(|members| pick_serving(members, now_ms()))
+        .ok_or_else(|| {
+            ApiError::NotFound(format!("no serving instance of type {service_type:?}"))
+        })?;
     Ok(Json(chosen.view()).into_response())
+}
+
+/// A serving instance of `members`, each equally likely. A few random
+/// draws find one at once when most serve; only when they all miss are the
+/// serving ones listed and one chosen, so a large healthy type costs no
+/// full pass per request.
+fn pick_serving(
+    members: &crate::registry::Members,
+    now: u64,
+) -> Option<Arc<crate::service::Instance>> {
+    const DRAWS: usize = 8;
+    for _ in 0..DRAWS.min(members.len()) {
+        let drawn = members.iter_from(fastrand::usize(..members.len())).next()?;
+        if drawn.is_serving(now) {
+            return Some(drawn.clone());
+        }
+    }
+    let serving: Vec<_> = members.iter().filter(|i| i.is_serving(now)).collect();
+    fastrand::choice(serving).cloned()
 }
 
 async fn types(State(state): State<Arc<AdminState>>) -> Json<serde_json::Value> {
