@@ -204,8 +204,20 @@ fn main() {
         };
         let identity = registry.identity_for(&odd);
         registry.register(odd, identity, Health::Passing);
+        // Another type as large, all but one of its instances critical.
+        for i in 0..huge {
+            let host = format!("10.{}.{}.{}", i >> 16 & 255, i >> 8 & 255, i & 255);
+            let spec = spec(format!("i{i:07}"), "down".into(), &host, 80);
+            let identity = registry.identity_for(&spec);
+            let health = if i == huge / 2 {
+                Health::Passing
+            } else {
+                Health::Critical
+            };
+            registry.register(spec, identity, health);
+        }
         println!(
-            "one type with {huge} IPv4 instances and one IPv6 one tagged rare (answers sample what fits, TC set):"
+            "huge: {huge} IPv4 instances and one IPv6 one tagged rare; down: {huge} instances, one not critical (answers sample what fits, TC set):"
         );
         let mut out = Vec::with_capacity(1232);
         for (name, qtype) in [
@@ -215,6 +227,8 @@ fn main() {
             ("_rare._sub.huge.svc.local.", RecordType::AAAA),
             ("_rare._sub.huge.svc.local.", RecordType::A),
             ("_absent._sub.huge.svc.local.", RecordType::A),
+            ("down.svc.local.", RecordType::A),
+            ("down.svc.local.", RecordType::SRV),
         ] {
             let packet = query(name, qtype);
             let ns = measure(rounds, queries / 10, |_| {

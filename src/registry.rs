@@ -6,7 +6,8 @@
 //! on that snapshot. Writers (register, deregister, expiry) are serialised by
 //! one mutex and change the snapshot of the one type they touch: in place
 //! when no reader holds it, on a copy when one does.
-//! Heartbeats change only an instance's atomics and take no registry lock.
+//! Heartbeats change only an instance's atomics and take no registry lock,
+//! except one that takes it to or from critical (the health index).
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, HashMap};
@@ -41,7 +42,7 @@ pub fn now_ms() -> u64 {
 const CHUNK_MAX: usize = 128;
 
 /// Every instance of one type, sorted by name, with the same instances also
-/// indexed by address family and by tag. What a reader holds never changes:
+/// indexed by health, by address family and by tag. What a reader holds never changes:
 /// a change to a set that a reader holds edits a copy (see
 /// `Registry::publish_type`).
 ///
@@ -49,10 +50,15 @@ const CHUNK_MAX: usize = 128;
 /// instances, or a question for a tag only one instance carries, is answered
 /// without visiting every instance: a scan for a rare match cost 13 ms per
 /// query there, and with `getaddrinfo` asking AAAA beside every A, a few
-/// hundred queries a second would have taken the server down.
+/// hundred queries a second would have taken the server down. The health
+/// index does the same for a type whose instances are nearly all failing:
+/// during an outage, questions about it must not cost the most.
 #[derive(Debug, Default, Clone)]
 pub struct TypeSet {
     all: Members,
+    /// The instances that are not critical (their health as of the last
+    /// `Registry::health_changed`): the only ones that can serve.
+    healthy: Members,
     ipv4: Members,
     ipv6: Members,
     /// The instances carrying each tag; a tag no instance carries has no entry.
@@ -96,7 +102,12 @@ impl TypeSet {
 
     /// Whether any instance is serving at `now_ms`.
     pub fn any_serving(&self, now_ms: u64) -> bool {
-        self.all.any_serving(now_ms)
+        self.healthy.any_serving(now_ms)
+    }
+
+    /// The instances that are not critical: a superset of those serving.
+    pub fn healthy(&self) -> &Members {
+        &self.healthy
     }
 
     /// The instances whose host is an address of `family`.
@@ -131,8 +142,31 @@ impl TypeSet {
         }
     }
 
-    /// Adds `instance` to the family and tag indexes it belongs in.
+    /// Whether `instance` is in this set and in the health index its
+    /// health says, so `reindex_health` would change nothing.
+    fn health_indexed(&self, instance: &Arc<Instance>) -> bool {
+        let healthy = instance.health() != Health::Critical;
+        !self.all.contains(instance) || self.healthy.contains(instance) == healthy
+    }
+
+    /// Puts `instance` (if it is in this set) in or out of the health index
+    /// as its health is now.
+    fn reindex_health(&mut self, instance: &Arc<Instance>) {
+        if !self.all.contains(instance) {
+            return;
+        }
+        if instance.health() == Health::Critical {
+            self.healthy.remove(instance);
+        } else {
+            self.healthy.upsert(instance.clone());
+        }
+    }
+
+    /// Adds `instance` to the health, family and tag indexes it belongs in.
     fn index(&mut self, instance: &Arc<Instance>, add: impl Fn(&mut Members, Arc<Instance>)) {
+        if instance.health() != Health::Critical {
+            add(&mut self.healthy, instance.clone());
+        }
         if let Some(family) = instance.spec.host.family() {
             add(
                 match family {
@@ -150,8 +184,9 @@ impl TypeSet {
         }
     }
 
-    /// Takes `instance` out of the family and tag indexes.
+    /// Takes `instance` out of the health, family and tag indexes.
     fn unindex(&mut self, instance: &Arc<Instance>) {
+        self.healthy.remove(instance);
         self.ipv4.remove(instance);
         self.ipv6.remove(instance);
         for tag in &instance.spec.tags {
@@ -238,6 +273,12 @@ impl Members {
             .binary_search_by(|i| i.spec.name.as_str().cmp(name))
             .ok()
             .map(|index| &chunk[index])
+    }
+
+    /// Whether exactly `instance` (the same allocation) is here.
+    fn contains(&self, instance: &Arc<Instance>) -> bool {
+        self.find(&instance.spec.name)
+            .is_some_and(|found| Arc::ptr_eq(found, instance))
     }
 
     /// Appends `instance`, which sorts after every instance already here
@@ -512,7 +553,26 @@ impl Registry {
         let previous = instance
             .heartbeat(now_ms(), health, output)
             .ok_or(HeartbeatError::NotFound)?;
+        if (previous == Health::Critical) != (health == Health::Critical) {
+            self.health_changed(&instance);
+        }
         Ok((instance, previous))
+    }
+
+    /// Puts `instance` in or out of its type's health index as its health
+    /// is now. Called after every change that may take its health to or from
+    /// critical (a heartbeat's status, a check's verdict), before the change
+    /// is acknowledged or announced, so the next answer follows it. Reading
+    /// the health under the writer lock makes the last of racing changes win.
+    pub fn health_changed(&self, instance: &Arc<Instance>) {
+        let service_type = instance.spec.service_type.as_str();
+        let _writer = self.lock_writer();
+        let indexed = self
+            .type_set(service_type)
+            .is_none_or(|set| set.health_indexed(instance));
+        if !indexed {
+            self.publish_type(service_type, |set| set.reindex_health(instance));
+        }
     }
 
     /// Removes a live instance. Returns it, or `None` when it was unknown or
@@ -862,8 +922,8 @@ mod tests {
         }
     }
 
-    /// The family and tag indexes hold exactly the instances of the whole
-    /// set that belong in them, in name order, and no empty tag entry.
+    /// The health, family and tag indexes hold exactly the instances of the
+    /// whole set that belong in them, in name order, and no empty tag entry.
     fn assert_indexed(set: &TypeSet) {
         let names = |members: &Members| -> Vec<String> {
             members.iter().map(|i| i.spec.name.clone()).collect()
@@ -874,6 +934,10 @@ mod tests {
                 .map(|i| i.spec.name.clone())
                 .collect()
         };
+        assert_eq!(
+            names(set.healthy()),
+            expected(&|i| i.health() != Health::Critical)
+        );
         for family in [Family::V4, Family::V6] {
             let members = set.with_address(family);
             assert_eq!(
@@ -900,16 +964,25 @@ mod tests {
     }
 
     #[test]
-    fn family_and_tag_indexes_follow_every_change() {
+    fn health_family_and_tag_indexes_follow_every_change() {
         let registry = registry();
         let mut rng = fastrand::Rng::with_seed(11);
         let mut live: std::collections::BTreeMap<String, Uuid> = Default::default();
         let hosts = ["10.0.0.1", "fd00::1", "db.example.com"];
         for round in 0..6000 {
             let name = format!("n{:03}", rng.usize(..700));
-            if rng.u8(..5) == 0 {
+            let roll = rng.u8(..10);
+            if roll < 2 {
                 if let Some(id) = live.remove(&name) {
                     assert!(registry.deregister(id).is_some());
+                }
+            } else if roll < 5 {
+                let health = *rng
+                    .choice(&[Health::Passing, Health::Warning, Health::Critical])
+                    .unwrap();
+                if let Some(id) = live.get(&name) {
+                    // A short-lived one may have lapsed: then it is refused.
+                    let _ = registry.heartbeat(*id, health, None);
                 }
             } else {
                 // Replacing changes family and tags as often as not.

@@ -366,7 +366,7 @@ async fn discover(
     let set = state.registry.type_set(&service_type);
     let candidates = match (&set, &filters.tag) {
         (Some(set), Some(tag)) => set.tagged(tag),
-        (Some(set), None) => Some(set.all()),
+        (Some(set), None) => Some(set.healthy()),
         (None, _) => None,
     };
     let chosen = candidates

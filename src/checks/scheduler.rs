@@ -246,6 +246,9 @@ fn apply(
         instance.renew(now);
     }
     instance.set_check_result(verdict, outcome.output);
+    if (previous_check == Health::Critical) != (verdict == Health::Critical) {
+        registrar.registry.health_changed(&instance);
+    }
     let after = instance.health();
     if after != before {
         tracing::info!(

@@ -363,10 +363,19 @@ fn write_answer(
     };
     let (members, exists) = match node {
         Node::Type(set) | Node::Service(set) => {
-            // A and AAAA read only the instances with an address of that
-            // family; the name exists all the same if any other one serves.
+            // Only instances that are not critical can serve; A and AAAA
+            // need only those with an address of that family. Read the
+            // smaller index (the other test is made per instance below).
+            // The name exists all the same if an instance of the other
+            // family serves.
             let family = rrtype.and_then(family_of);
-            let candidates = family.map_or(set.all(), |family| set.with_address(family));
+            let candidates = match family {
+                Some(family) => [set.with_address(family), set.healthy()]
+                    .into_iter()
+                    .min_by_key(|members| members.len())
+                    .unwrap_or(set.healthy()),
+                None => set.healthy(),
+            };
             let (members, found) = if candidates.len() > LARGE_SET {
                 // Only what can fit is needed: the smallest record written is
                 // an A record of 16 bytes. Start at a random instance so every
@@ -1043,7 +1052,8 @@ mod tests {
             );
         }
         // Critical: the name the tag makes is gone, the type stays (NODATA).
-        odd.heartbeat(now_ms(), Health::Critical, None).unwrap();
+        let beat = |health| responder.registry.heartbeat(odd.id, health, None).unwrap();
+        beat(Health::Critical);
         assert_eq!(
             ask("huge.svc.local.", RecordType::AAAA, Transport::Udp),
             (ResponseCode::NoError, vec![])
@@ -1057,7 +1067,7 @@ mod tests {
             .0,
             ResponseCode::NXDomain
         );
-        odd.heartbeat(now_ms(), Health::Passing, None).unwrap();
+        beat(Health::Passing);
         assert_eq!(
             ask("huge.svc.local.", RecordType::AAAA, Transport::Udp)
                 .1

@@ -26,7 +26,7 @@ use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::rdata::{A, AAAA, HINFO, NS, PTR, SOA, SRV};
 use hickory_proto::rr::{Name, RData, Record, RecordType};
 
-use crate::registry::{Registry, TypeSet};
+use crate::registry::{Members, Registry, TypeSet};
 use crate::service::{Family, Host, Instance};
 
 /// Fixed settings of the served zone.
@@ -327,11 +327,11 @@ pub(super) const LARGE_SET: usize = 256;
 const MAX_RECORDS: usize = 65535 / 16 + 1;
 
 /// The serving instances of a type that carry `tag` and have an address of
-/// `family` (each only when given), from the smallest index that holds
-/// them: `None` when the name does not exist (no instance with `tag`
-/// serves), else the instances, possibly none. When there are more than
-/// [`LARGE_SET`] candidates, at most [`MAX_RECORDS`] of them, from a random
-/// start.
+/// `family` (each only when given), read from the smallest index that holds
+/// them all (not critical, of that family, with that tag): `None` when the
+/// name does not exist (no instance with `tag` serves), else the
+/// instances, possibly none. When there are more than [`LARGE_SET`]
+/// candidates, at most [`MAX_RECORDS`] of them, from a random start.
 fn serving(
     set: &TypeSet,
     tag: Option<&str>,
@@ -343,11 +343,8 @@ fn serving(
         None => None,
     };
     let with_address = family.map(|family| set.with_address(family));
-    let candidates = [tagged, with_address]
-        .into_iter()
-        .flatten()
-        .min_by_key(|members| members.len())
-        .unwrap_or(set.all());
+    let has_tag = |i: &Instance| tag.is_none_or(|t| i.has_tag(t));
+    let candidates = smallest(set.healthy(), [tagged, with_address]);
     let start = if candidates.len() > LARGE_SET {
         fastrand::usize(..candidates.len())
     } else {
@@ -357,7 +354,7 @@ fn serving(
         .iter_from(start)
         .filter(|i| {
             i.is_serving(now_ms)
-                && tag.is_none_or(|t| i.has_tag(t))
+                && has_tag(i)
                 && family.is_none_or(|f| i.spec.host.family() == Some(f))
         })
         .take(MAX_RECORDS)
@@ -365,9 +362,23 @@ fn serving(
         .collect();
     // Found none: when the candidates were filtered by family, the name may
     // still exist through an instance of the other family (NODATA).
-    let exists =
-        !found.is_empty() || (family.is_some() && tagged.unwrap_or(set.all()).any_serving(now_ms));
+    let exists = !found.is_empty()
+        || (family.is_some()
+            && smallest(set.healthy(), [tagged, None])
+                .iter()
+                .any(|i| i.is_serving(now_ms) && has_tag(i)));
     exists.then_some(found)
+}
+
+/// The smallest of `first` and the `others` given.
+fn smallest<'a>(first: &'a Members, others: [Option<&'a Members>; 2]) -> &'a Members {
+    others.into_iter().flatten().fold(first, |small, members| {
+        if members.len() < small.len() {
+            members
+        } else {
+            small
+        }
+    })
 }
 
 /// An instance's record TTL: the zone TTL, capped by its remaining lifetime.

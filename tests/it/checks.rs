@@ -367,6 +367,20 @@ async fn heartbeat_and_check_health_combine_to_the_worse() {
     assert!(served(&server).await.is_empty());
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert_eq!(health_of(&server, &id).await["health"], "critical");
+
+    // Both critical, then the heartbeat recovers first: still out. When the
+    // check recovers last, the instance is back in the very next answers.
+    endpoint.set(Mode::Status(500)).await;
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            health_of(&server, &id).await["check_health"] == "critical"
+        })
+        .await
+    );
+    assert_eq!(server.heartbeat(&id, None).await, 200);
+    assert!(served(&server).await.is_empty());
+    endpoint.set(Mode::Status(200)).await;
+    until_served(&server, "10.0.0.7", true, Duration::from_secs(5)).await;
     server.stop().await;
 }
 
