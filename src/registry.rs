@@ -621,6 +621,20 @@ impl Registry {
             .collect()
     }
 
+    /// At most `most` types that have an instance serving at `now_ms`, in
+    /// no particular order (the map's). For the DNS-SD browse answer, which
+    /// holds only what fits one message: listing every one of 100 000 types
+    /// per query cost 200 ms.
+    pub fn serving_types(&self, now_ms: u64, most: usize) -> Vec<String> {
+        self.shared
+            .by_type
+            .iter()
+            .filter(|entry| entry.value().any_serving(now_ms))
+            .map(|entry| entry.key().clone())
+            .take(most)
+            .collect()
+    }
+
     /// Number of instances held (including lapsed ones not yet swept).
     pub fn len(&self) -> usize {
         self.shared.by_id.len()

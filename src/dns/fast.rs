@@ -22,7 +22,7 @@ use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::{Name, RecordType};
 
 use super::message::{CLASSIC_UDP_LIMIT, MAX_UDP_PAYLOAD, Responder, TCP_LIMIT, Transport};
-use super::zone::{LARGE_SET, Label, ZoneSettings};
+use super::zone::{LARGE_SET, Label, ZoneSettings, most_records};
 use crate::registry::{TypeSet, now_ms};
 use crate::service::{Family, Host, Instance};
 
@@ -380,7 +380,7 @@ fn write_answer(
                 // Only what can fit is needed: the smallest record written is
                 // an A record of 16 bytes. Start at a random instance so every
                 // one gets its turn; more than fit means TC, as with a full scan.
-                let most = message.budget / 16 + 1;
+                let most = most_records(message.budget);
                 let start = fastrand::usize(..candidates.len());
                 serving_members(candidates.iter_from(start), most, rrtype, now, wire.ttl)
             } else {
@@ -929,6 +929,46 @@ mod tests {
             assert_eq!(fast.answers.len(), general_message.answers.len());
             assert!(out.len() <= if edns { 1232 } else { 512 });
         }
+    }
+
+    /// A type under the sampling threshold is answered from all of its
+    /// instances, shuffled, also on the general path and when few fit.
+    #[test]
+    fn small_types_are_answered_from_every_instance() {
+        let responder = responder("ns.svc.local.");
+        register_many(&responder, "big", 200);
+        let packet = query("_t._sub.big.svc.local.", RecordType::A, false);
+        let mut seen = std::collections::BTreeSet::new();
+        for _ in 0..150 {
+            let udp = responder.respond(&packet, Transport::Udp).unwrap();
+            let udp = Message::from_vec(&udp.bytes).unwrap();
+            assert!(udp.metadata.truncation);
+            seen.extend(udp.answers.iter().map(|r| r.data.to_string()));
+        }
+        assert_eq!(seen.len(), 200, "every instance gets its turn");
+    }
+
+    /// The DNS-SD browse answer over many types: every type over TCP, as
+    /// many as fit with TC over UDP.
+    #[test]
+    fn browsing_many_types_lists_what_fits() {
+        let responder = responder("ns.svc.local.");
+        for n in 0..300 {
+            register_many(&responder, &format!("many{n:03}"), 1);
+        }
+        let packet = query("_services._dns-sd._udp.svc.local.", RecordType::PTR, true);
+        let tcp = responder.respond(&packet, Transport::Tcp).unwrap();
+        let tcp = Message::from_vec(&tcp.bytes).unwrap();
+        assert!(!tcp.metadata.truncation);
+        let listed: std::collections::BTreeSet<String> =
+            tcp.answers.iter().map(|r| r.data.to_string()).collect();
+        // The fixture's serving types, and the 300.
+        assert_eq!(listed.len(), 300 + 3, "{listed:?}");
+        assert!(listed.contains("_many299._tcp.svc.local."));
+        let udp = responder.respond(&packet, Transport::Udp).unwrap();
+        let udp = Message::from_vec(&udp.bytes).unwrap();
+        assert!(udp.metadata.truncation && !udp.answers.is_empty());
+        assert!(udp.answers.len() < 1232 / 16);
     }
 
     /// Questions on a huge type that the sampling does not bound (no

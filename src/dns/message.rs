@@ -137,7 +137,10 @@ impl Responder {
         if matches!(qtype, RecordType::AXFR | RecordType::IXFR) {
             return Some(refuse(ResponseCode::Refused, metadata));
         }
-        let answer = zone::answer(&self.registry, &self.zone, qname, qtype, now_ms());
+        // No more candidates than the message could hold: the rest would be
+        // built only to be dropped (TC says there were more).
+        let most = zone::most_records(limit);
+        let answer = zone::answer(&self.registry, &self.zone, qname, qtype, now_ms(), most);
         Some(self.finish(
             metadata,
             answer.rcode,

@@ -117,19 +117,22 @@ impl Label {
 }
 
 /// Answers one question about a name inside the zone. `qname` is echoed as
-/// the owner of answer records, in the case it was asked.
+/// the owner of answer records, in the case it was asked. `most` is more
+/// records than the response can hold ([`most_records`]): larger sets are
+/// answered from a sample of that many.
 pub fn answer(
     registry: &Registry,
     zone: &ZoneSettings,
     qname: &Name,
     qtype: RecordType,
     now_ms: u64,
+    most: usize,
 ) -> Answer {
     let mut answer = Answer {
         authoritative: true,
         ..Answer::default()
     };
-    let node = resolve(registry, zone, qname, qtype, now_ms);
+    let node = resolve(registry, zone, qname, qtype, now_ms, most);
     if matches!(node, Node::Missing) {
         answer.rcode = ResponseCode::NXDomain;
         answer
@@ -229,6 +232,7 @@ fn resolve(
     qname: &Name,
     qtype: RecordType,
     now_ms: u64,
+    most: usize,
 ) -> Node {
     // Count labels ourselves: `Name::num_labels` leaves out a leading `*`,
     // which would make `*.<zone>` look like the apex.
@@ -247,7 +251,7 @@ fn resolve(
     let serving_of = |service_type: &str, tag: Option<&str>, family: Option<Family>| {
         registry
             .type_set(service_type)
-            .and_then(|set| serving(&set, tag, family, now_ms))
+            .and_then(|set| serving(&set, tag, family, now_ms, most))
     };
     let exists = |service_type: &str| {
         registry
@@ -265,14 +269,7 @@ fn resolve(
     match strs.as_slice() {
         [] => Node::Apex,
         ["_tcp"] | ["_udp"] | ["_dns-sd", "_udp"] => Node::EmptyNonTerminal,
-        ["_services", "_dns-sd", "_udp"] => Node::Browse(
-            registry
-                .types()
-                .into_iter()
-                .filter(|(_, set)| set.any_serving(now_ms))
-                .map(|(service_type, _)| service_type)
-                .collect(),
-        ),
+        ["_services", "_dns-sd", "_udp"] => Node::Browse(registry.serving_types(now_ms, most)),
         [service_type] if !service_type.starts_with('_') => {
             serving_of(service_type, None, family).map_or(Node::Missing, Node::Type)
         }
@@ -322,21 +319,24 @@ fn resolve(
 /// from a random instance, as many as a message could hold, instead of
 /// every instance per query (the answer is truncated with TC either way).
 pub(super) const LARGE_SET: usize = 256;
-/// More records than any message holds: 65 535 bytes / 16, the size of the
-/// smallest answer record (an A record with a compressed owner).
-const MAX_RECORDS: usize = 65535 / 16 + 1;
+/// More records than a message of `limit` bytes holds: 16 bytes is the size
+/// of the smallest answer record (an A record with a compressed owner).
+pub fn most_records(limit: usize) -> usize {
+    limit / 16 + 1
+}
 
 /// The serving instances of a type that carry `tag` and have an address of
 /// `family` (each only when given), read from the smallest index that holds
 /// them all (not critical, of that family, with that tag): `None` when the
 /// name does not exist (no instance with `tag` serves), else the
 /// instances, possibly none. When there are more than [`LARGE_SET`]
-/// candidates, at most [`MAX_RECORDS`] of them, from a random start.
+/// candidates, at most `most` of them, from a random start.
 fn serving(
     set: &TypeSet,
     tag: Option<&str>,
     family: Option<Family>,
     now_ms: u64,
+    most: usize,
 ) -> Option<Vec<Arc<Instance>>> {
     let tagged = match tag {
         Some(tag) => Some(set.tagged(tag)?),
@@ -345,10 +345,12 @@ fn serving(
     let with_address = family.map(|family| set.with_address(family));
     let has_tag = |i: &Instance| tag.is_none_or(|t| i.has_tag(t));
     let candidates = smallest(set.healthy(), [tagged, with_address]);
-    let start = if candidates.len() > LARGE_SET {
-        fastrand::usize(..candidates.len())
+    // A small set is taken whole (and shuffled by the caller); a large one
+    // from a random start, only as many as can be sent.
+    let (start, most) = if candidates.len() > LARGE_SET {
+        (fastrand::usize(..candidates.len()), most)
     } else {
-        0
+        (0, usize::MAX)
     };
     let found: Vec<_> = candidates
         .iter_from(start)
@@ -357,7 +359,7 @@ fn serving(
                 && has_tag(i)
                 && family.is_none_or(|f| i.spec.host.family() == Some(f))
         })
-        .take(MAX_RECORDS)
+        .take(most)
         .cloned()
         .collect();
     // Found none: when the candidates were filtered by family, the name may
