@@ -252,8 +252,8 @@ fn encode(
         }
     }
     let sent = usize::from(counts.answers);
-    for extra in answers[..sent].iter().flat_map(|a| a.extras.iter()) {
-        if emit_one(&mut encoder, extra)? {
+    for extra in answers[..sent].iter().flat_map(|a| a.extras.records()) {
+        if emit_one(&mut encoder, &extra)? {
             counts.additionals += 1;
         }
     }

@@ -60,15 +60,45 @@ pub struct Answer {
 #[derive(Debug)]
 pub struct AnswerRecord {
     pub record: Record,
-    pub extras: Vec<Record>,
+    pub extras: Extras,
 }
 
 impl From<Record> for AnswerRecord {
     fn from(record: Record) -> AnswerRecord {
         AnswerRecord {
             record,
-            extras: Vec::new(),
+            extras: Extras::None,
         }
+    }
+}
+
+/// The additional records an answer record brings, built only for the
+/// answers that fit: a full TCP answer of DNS-SD PTRs holds a few thousand
+/// answers and none of their extras, and building them all cost most of
+/// the answer's time.
+#[derive(Debug)]
+pub enum Extras {
+    None,
+    /// The SRV target's addresses, with this TTL.
+    Glue(Arc<Instance>, u32),
+    /// RFC 6763 §12.1: the DNS-SD instance's SRV and TXT (owner `name`) and
+    /// its addresses, with this TTL, to save lookups.
+    DnsSd(Name, Arc<Instance>, u32),
+}
+
+impl Extras {
+    pub fn records(&self) -> Vec<Record> {
+        let mut records = Vec::new();
+        match self {
+            Extras::None => {}
+            Extras::Glue(instance, ttl) => glue(instance, *ttl, &mut records),
+            Extras::DnsSd(name, instance, ttl) => {
+                records.push(srv_record(name, instance, *ttl));
+                records.push(txt_record(name, instance, *ttl));
+                glue(instance, *ttl, &mut records);
+            }
+        }
+        records
     }
 }
 
@@ -166,16 +196,11 @@ pub fn answer(
         }
         (Node::Service(instances), RecordType::PTR) => {
             let ttl = rrset_ttl(&instances, zone, now_ms);
-            for instance in &instances {
-                let name = dnssd_instance_name(instance, zone);
-                // RFC 6763 §12.1: the SRV, TXT and addresses, to save lookups.
-                let own_ttl = instance_ttl(instance, zone, now_ms);
-                let mut extras = vec![
-                    srv_record(&name, instance, own_ttl),
-                    txt_record(&name, instance, own_ttl),
-                ];
-                glue(instance, own_ttl, &mut extras);
-                let record = Record::from_rdata(qname.clone(), ttl, RData::PTR(PTR(name)));
+            for instance in instances {
+                let name = dnssd_instance_name(&instance, zone);
+                let own_ttl = instance_ttl(&instance, zone, now_ms);
+                let record = Record::from_rdata(qname.clone(), ttl, RData::PTR(PTR(name.clone())));
+                let extras = Extras::DnsSd(name, instance, own_ttl);
                 answer.answers.push(AnswerRecord { record, extras });
             }
         }
@@ -458,8 +483,7 @@ fn srv_answer(
 ) {
     let ttl = rrset_ttl(instances, zone, now_ms);
     for instance in instances {
-        let mut extras = Vec::new();
-        glue(instance, instance_ttl(instance, zone, now_ms), &mut extras);
+        let extras = Extras::Glue(instance.clone(), instance_ttl(instance, zone, now_ms));
         let record = srv_record(owner, instance, ttl);
         answer.answers.push(AnswerRecord { record, extras });
     }
