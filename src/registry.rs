@@ -206,18 +206,30 @@ impl TypeSet {
 #[derive(Debug, Default, Clone)]
 pub struct Members {
     chunks: Vec<Arc<Vec<Arc<Instance>>>>,
+    /// The [`name_key`] of each chunk's first name: finding a name's chunk
+    /// compares these, in one array, instead of following four pointers
+    /// per step to the first name's bytes (5 % of a registration's time).
+    firsts: Vec<u128>,
     len: usize,
+}
+
+/// The first 16 bytes of `name`, zero-padded, as a number that orders as
+/// the names do (names have no zero bytes); equal keys need the names.
+fn name_key(name: &str) -> u128 {
+    let mut bytes = [0u8; 16];
+    let head = &name.as_bytes()[..name.len().min(16)];
+    bytes[..head.len()].copy_from_slice(head);
+    u128::from_be_bytes(bytes)
 }
 
 impl Members {
     /// `instances`, which must be sorted by name without duplicates.
     fn from_sorted(instances: Vec<Arc<Instance>>) -> Members {
-        let len = instances.len();
-        let chunks = instances
-            .chunks(CHUNK_MAX / 2)
-            .map(|chunk| Arc::new(chunk.to_vec()))
-            .collect();
-        Members { chunks, len }
+        let mut members = Members::default();
+        for instance in instances {
+            members.push(instance);
+        }
+        members
     }
 
     /// Number of instances, serving or not.
@@ -259,11 +271,20 @@ impl Members {
         self.iter().any(|i| i.is_serving(now_ms))
     }
 
-    /// The chunk that holds, or would hold, `name`.
+    /// The chunk that holds, or would hold, `name`: the last whose first
+    /// name is not after it (or the first chunk).
     fn chunk_for(&self, name: &str) -> usize {
-        self.chunks
-            .partition_point(|chunk| chunk[0].spec.name.as_str() <= name)
-            .saturating_sub(1)
+        let key = name_key(name);
+        let before = self.firsts.partition_point(|&first| first < key);
+        let same = self.firsts[before..].partition_point(|&first| first == key);
+        let not_after = self.chunks[before..before + same]
+            .partition_point(|chunk| chunk[0].spec.name.as_str() <= name);
+        (before + not_after).saturating_sub(1)
+    }
+
+    /// Records a new first instance of chunk `at`.
+    fn first_changed(&mut self, at: usize) {
+        self.firsts[at] = name_key(&self.chunks[at][0].spec.name);
     }
 
     /// The instance called `name` (lowercase), serving or not.
@@ -286,7 +307,10 @@ impl Members {
     fn push(&mut self, instance: Arc<Instance>) {
         match self.chunks.last_mut() {
             Some(last) if last.len() < CHUNK_MAX / 2 => Arc::make_mut(last).push(instance),
-            _ => self.chunks.push(Arc::new(vec![instance])),
+            _ => {
+                self.firsts.push(name_key(&instance.spec.name));
+                self.chunks.push(Arc::new(vec![instance]));
+            }
         }
         self.len += 1;
     }
@@ -294,8 +318,7 @@ impl Members {
     /// Inserts `instance`, or replaces the one of the same name (returned).
     fn upsert(&mut self, instance: Arc<Instance>) -> Option<Arc<Instance>> {
         if self.chunks.is_empty() {
-            self.chunks.push(Arc::new(vec![instance]));
-            self.len = 1;
+            self.push(instance);
             return None;
         }
         let at = self.chunk_for(&instance.spec.name);
@@ -307,7 +330,11 @@ impl Members {
                 self.len += 1;
                 if chunk.len() > CHUNK_MAX {
                     let upper = chunk.split_off(chunk.len() / 2);
+                    self.firsts.insert(at + 1, name_key(&upper[0].spec.name));
                     self.chunks.insert(at + 1, Arc::new(upper));
+                }
+                if index == 0 {
+                    self.first_changed(at);
                 }
                 None
             }
@@ -332,6 +359,9 @@ impl Members {
         self.len -= 1;
         if chunk.is_empty() {
             self.chunks.remove(at);
+            self.firsts.remove(at);
+        } else if index == 0 {
+            self.first_changed(at);
         }
         true
     }
@@ -901,7 +931,11 @@ mod tests {
         let mut rng = fastrand::Rng::with_seed(7);
         let mut live: std::collections::BTreeMap<String, Uuid> = Default::default();
         for _ in 0..5000 {
-            let name = format!("n{:04}", rng.usize(..1500));
+            // Half the names share their first 16 bytes (one search key).
+            let name = match rng.usize(..1500) {
+                n if n % 2 == 0 => format!("n{n:04}"),
+                n => format!("a-long-shared-prefix-{n:04}"),
+            };
             if rng.u8(..4) == 0 {
                 if let Some(id) = live.remove(&name) {
                     assert!(registry.deregister(id).is_some());
@@ -915,12 +949,7 @@ mod tests {
         let names: Vec<String> = set.iter().map(|i| i.spec.name.clone()).collect();
         assert_eq!(names, live.keys().cloned().collect::<Vec<_>>());
         assert_eq!(set.len(), live.len());
-        assert!(
-            set.all
-                .chunks
-                .iter()
-                .all(|c| !c.is_empty() && c.len() <= CHUNK_MAX)
-        );
+        assert_chunked(&set.all);
         for (name, id) in &live {
             assert_eq!(set.find(name).unwrap().id, *id);
         }
@@ -933,6 +962,47 @@ mod tests {
                 .collect();
             rotated.rotate_right(start % set.len());
             assert_eq!(rotated, names, "from {start}");
+        }
+    }
+
+    /// Chunks are non-empty and at most `CHUNK_MAX`, their first keys are
+    /// recorded, and the count is right.
+    fn assert_chunked(members: &Members) {
+        assert!(
+            members
+                .chunks
+                .iter()
+                .all(|c| !c.is_empty() && c.len() <= CHUNK_MAX)
+        );
+        let firsts: Vec<u128> = members
+            .chunks
+            .iter()
+            .map(|c| name_key(&c[0].spec.name))
+            .collect();
+        assert_eq!(members.firsts, firsts);
+        assert_eq!(members.len, members.iter().count());
+    }
+
+    #[test]
+    fn name_keys_order_as_names_do() {
+        let mut rng = fastrand::Rng::with_seed(3);
+        let names: Vec<String> = (0..2000)
+            .map(|_| {
+                let len = rng.usize(1..40);
+                // Few letters, so long shared prefixes are common.
+                (0..len)
+                    .map(|_| rng.choice(['a', 'b', '-', '9']).unwrap())
+                    .collect()
+            })
+            .collect();
+        for pair in names.windows(2) {
+            let (a, b) = (&pair[0], &pair[1]);
+            let (ka, kb) = (name_key(a), name_key(b));
+            if ka != kb {
+                assert_eq!(ka.cmp(&kb), a.cmp(b), "{a} {b}");
+            } else {
+                assert_eq!(a.get(..16), b.get(..16), "{a} {b}");
+            }
         }
     }
 
@@ -958,15 +1028,17 @@ mod tests {
                 names(members),
                 expected(&|i| i.spec.host.family() == Some(family))
             );
-            assert_eq!(members.len(), members.iter().count());
+            assert_chunked(members);
         }
+        assert_chunked(&set.all);
+        assert_chunked(set.healthy());
         let tags: std::collections::BTreeSet<&String> =
             set.iter().flat_map(|i| i.spec.tags.iter()).collect();
         assert_eq!(set.tagged.len(), tags.len(), "one entry per tag in use");
         for tag in tags {
             let members = set.tagged(tag).unwrap();
             assert_eq!(names(members), expected(&|i| i.has_tag(tag)), "tag {tag}");
-            assert_eq!(members.len(), members.iter().count());
+            assert_chunked(members);
         }
         // Each index finds what the whole set finds, by the same allocation.
         for instance in set.iter() {
