@@ -3,7 +3,8 @@
 //!
 //! It takes a plain query (one question, at most an OPT record, EDNS version
 //! 0) for `<type>` (A, AAAA, SRV, anything else as NODATA), `<name>.<type>`,
-//! `_<type>._tcp`, and names too deep to exist. Everything else returns
+//! `_<type>._tcp`, their subtypes `_<tag>._sub.<type>` and
+//! `_<tag>._sub._<type>._tcp`, and names too deep to exist. Everything else returns
 //! `false` and goes the general way ([`super::message`]), which is the
 //! reference: a test checks that both give the same answers.
 //!
@@ -22,8 +23,8 @@ use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::{Name, RecordType};
 
 use super::message::{CLASSIC_UDP_LIMIT, MAX_UDP_PAYLOAD, Responder, TCP_LIMIT, Transport};
-use super::zone::{LARGE_SET, Label, ZoneSettings, most_records};
-use crate::registry::{TypeSet, now_ms};
+use super::zone::{LARGE_SET, Label, ZoneSettings, most_records, smallest};
+use crate::registry::{Members, TypeSet, now_ms};
 use crate::service::{Family, Host, Instance};
 
 const TYPE_A: u16 = 1;
@@ -179,10 +180,10 @@ fn parse(packet: &[u8]) -> Option<Question> {
 
 /// What a fast-path query name refers to.
 enum Node {
-    /// `<type>`: the type's snapshot.
-    Type(Arc<TypeSet>),
-    /// `_<type>._tcp`.
-    Service(Arc<TypeSet>),
+    /// `<type>`, or `_<tag>._sub.<type>` with the tag: the type's snapshot.
+    Type(Arc<TypeSet>, Option<Label>),
+    /// `_<type>._tcp`, or `_<tag>._sub._<type>._tcp` with the tag.
+    Service(Arc<TypeSet>, Option<Label>),
     /// `<name>.<type>`, serving.
     Instance(Arc<Instance>),
     Missing,
@@ -224,7 +225,7 @@ pub fn respond(
     let node = match depth {
         1 if label(0).first() != Some(&b'_') => {
             match registry.type_set(Label::new(label(0)).as_str()) {
-                Some(set) => Node::Type(set),
+                Some(set) => Node::Type(set, None),
                 None => Node::Missing,
             }
         }
@@ -241,15 +242,47 @@ pub fn respond(
             match service.underscored() {
                 Some(service_type) if !service_type.is_empty() => {
                     match registry.type_set(service_type) {
-                        Some(set) => Node::Service(set),
+                        Some(set) => Node::Service(set, None),
                         None => Node::Missing,
                     }
                 }
                 _ => return false,
             }
         }
+        // `_<tag>._sub.<type>`
+        3 if label(1).eq_ignore_ascii_case(b"_sub")
+            && label(0).len() > 1
+            && label(0)[0] == b'_'
+            && label(2).first() != Some(&b'_') =>
+        {
+            let tag = Label::new(&label(0)[1..]);
+            match registry.type_set(Label::new(label(2)).as_str()) {
+                Some(set) => Node::Type(set, Some(tag)),
+                None => Node::Missing,
+            }
+        }
+        // `_<tag>._sub._<type>._tcp`
+        4 if label(1).eq_ignore_ascii_case(b"_sub")
+            && label(3).eq_ignore_ascii_case(b"_tcp")
+            && label(0).len() > 1
+            && label(0)[0] == b'_'
+            && label(2).len() > 1
+            && label(2)[0] == b'_' =>
+        {
+            let tag = Label::new(&label(0)[1..]);
+            match registry.type_set(Label::new(&label(2)[1..]).as_str()) {
+                Some(set) => Node::Service(set, Some(tag)),
+                None => Node::Missing,
+            }
+        }
         5.. => Node::Missing,
         _ => return false,
+    };
+    // PTR answers name `<name>._<type>._tcp.<zone>`: the question name, or
+    // for a subtype its part from `_<type>`.
+    let service_at = match node {
+        Node::Service(_, Some(_)) => usize::from(question.labels[2]),
+        _ => 12,
     };
     let limit = match (transport, question.edns_payload) {
         (Transport::Tcp, _) => TCP_LIMIT,
@@ -263,6 +296,7 @@ pub fn respond(
     };
     let mut message = Message {
         out,
+        service_at,
         budget: limit - opt_len,
         answers: 0,
         authorities: 0,
@@ -311,6 +345,8 @@ const OPT_RECORD: [u8; 11] = {
 /// The response being written, within `budget` bytes.
 struct Message<'a> {
     out: &'a mut Vec<u8>,
+    /// Offset of `_<type>._tcp.<zone>` in the question, for PTR targets.
+    service_at: usize,
     budget: usize,
     answers: u16,
     authorities: u16,
@@ -354,40 +390,24 @@ fn write_answer(
     serial: u32,
 ) -> ResponseCode {
     let rrtype = match node {
-        Node::Type(_) => matches!(qtype, TYPE_A | TYPE_AAAA | TYPE_SRV).then_some(qtype),
-        Node::Service(_) => matches!(qtype, TYPE_PTR | TYPE_SRV).then_some(qtype),
+        Node::Type(..) => matches!(qtype, TYPE_A | TYPE_AAAA | TYPE_SRV).then_some(qtype),
+        Node::Service(..) => matches!(qtype, TYPE_PTR | TYPE_SRV).then_some(qtype),
         Node::Instance(_) => {
             matches!(qtype, TYPE_A | TYPE_AAAA | TYPE_SRV | TYPE_TXT).then_some(qtype)
         }
         Node::Missing => None,
     };
     let (members, exists) = match node {
-        Node::Type(set) | Node::Service(set) => {
-            // Only instances that are not critical can serve; A and AAAA
-            // need only those with an address of that family. Read the
-            // smaller index (the other test is made per instance below).
-            // The name exists all the same if an instance of the other
-            // family serves.
-            let family = rrtype.and_then(family_of);
-            let candidates = match family {
-                Some(family) => [set.with_address(family), set.healthy()]
-                    .into_iter()
-                    .min_by_key(|members| members.len())
-                    .unwrap_or(set.healthy()),
-                None => set.healthy(),
-            };
-            let (members, found) = if candidates.len() > LARGE_SET {
-                // Only what can fit is needed: the smallest record written is
-                // an A record of 16 bytes. Start at a random instance so every
-                // one gets its turn; more than fit means TC, as with a full scan.
-                let most = most_records(message.budget);
-                let start = fastrand::usize(..candidates.len());
-                serving_members(candidates.iter_from(start), most, rrtype, now, wire.ttl)
-            } else {
-                serving_members(candidates.iter(), candidates.len(), rrtype, now, wire.ttl)
-            };
-            let exists = found || (family.is_some() && set.any_serving(now));
-            (members, exists)
+        Node::Type(set, tag) | Node::Service(set, tag) => {
+            let tag = tag.as_ref().map(Label::as_str);
+            match tag.map(|tag| set.tagged(tag)) {
+                // No instance carries the tag: the name does not exist.
+                Some(None) => (Vec::new(), false),
+                tagged => {
+                    let budget = message.budget;
+                    tagged_members(set, tagged.flatten(), tag, rrtype, now, wire.ttl, budget)
+                }
+            }
         }
         Node::Instance(instance) => {
             serving_members(std::iter::once(instance), 1, rrtype, now, wire.ttl)
@@ -406,6 +426,7 @@ fn write_answer(
     let rrset_ttl = members.iter().map(|m| m.ttl).min().unwrap_or(wire.ttl);
     fastrand::shuffle(&mut members);
     let mut sent = 0;
+    let service_at = message.service_at;
     for member in &mut members {
         let instance = member.instance;
         let fits = message.record(|out| {
@@ -429,7 +450,7 @@ fn write_answer(
                     member.name_at = out.len();
                     out.push(name.len() as u8);
                     out.extend_from_slice(name);
-                    out.extend_from_slice(&[0xc0, 0x0c]);
+                    out.extend_from_slice(&(0xc000 | service_at as u16).to_be_bytes());
                 }
             }
         });
@@ -450,6 +471,47 @@ fn write_answer(
         }
     }
     ResponseCode::NoError
+}
+
+/// The serving members of a type (with `tag`, whose index is `tagged`) for
+/// an answer of `rrtype` within `budget` bytes, and whether the name exists.
+///
+/// Only instances that are not critical can serve, A and AAAA need only
+/// those of that address family, and a tag only those carrying it: the
+/// smallest of those indexes is read, and the other tests are made per
+/// instance. With more than [`LARGE_SET`] candidates, only what can fit is
+/// needed: the smallest record written is an A record of 16 bytes; start at
+/// a random instance so every one gets its turn (more than fit means TC, as
+/// with a full scan).
+fn tagged_members<'a>(
+    set: &'a TypeSet,
+    tagged: Option<&'a Members>,
+    tag: Option<&str>,
+    rrtype: Option<u16>,
+    now: u64,
+    max_ttl: u32,
+    budget: usize,
+) -> (Vec<Member<'a>>, bool) {
+    let family = rrtype.and_then(family_of);
+    let candidates = smallest(set.healthy(), [tagged, family.map(|f| set.with_address(f))]);
+    let has_tag = |i: &&Arc<Instance>| tag.is_none_or(|t| i.has_tag(t));
+    let (members, found) = if candidates.len() > LARGE_SET {
+        let start = fastrand::usize(..candidates.len());
+        let run = candidates.iter_from(start).filter(has_tag);
+        serving_members(run, most_records(budget), rrtype, now, max_ttl)
+    } else {
+        let all = candidates.iter().filter(has_tag);
+        serving_members(all, candidates.len(), rrtype, now, max_ttl)
+    };
+    // None of the family serves: the name exists all the same if another
+    // instance (with the tag) does.
+    let exists = found
+        || (family.is_some()
+            && smallest(set.healthy(), [tagged, None])
+                .iter()
+                .filter(has_tag)
+                .any(|i| i.is_serving(now)));
+    (members, exists)
 }
 
 /// The serving instances among `candidates` that have a record of `rrtype`
@@ -572,9 +634,10 @@ fn glue(message: &mut Message<'_>, instance: &Instance, ttl: u32, target_at: usi
 /// address, each if it fits.
 fn dnssd_extras(message: &mut Message<'_>, member: &Member<'_>) {
     let instance = member.instance;
+    let service_at = message.service_at;
     let mut target_at = 0;
     if message.record(|out| {
-        instance_name(out, member);
+        instance_name(out, member, service_at);
         record_fields(out, TYPE_SRV, member.ttl);
         target_at = out.len() + 8;
         srv_rdata(out, instance);
@@ -584,7 +647,7 @@ fn dnssd_extras(message: &mut Message<'_>, member: &Member<'_>) {
         target_at = 0;
     }
     if message.record(|out| {
-        instance_name(out, member);
+        instance_name(out, member, service_at);
         record_fields(out, TYPE_TXT, member.ttl);
         rdata(out, &instance.txt_wire);
     }) {
@@ -594,15 +657,16 @@ fn dnssd_extras(message: &mut Message<'_>, member: &Member<'_>) {
 }
 
 /// `<name>._<type>._tcp`, as the PTR answer at `member.name_at` wrote it:
-/// a pointer there when one reaches, else the label and the question name.
-fn instance_name(out: &mut Vec<u8>, member: &Member<'_>) {
+/// a pointer there when one reaches, else the label and a pointer to the
+/// service name at `service_at`.
+fn instance_name(out: &mut Vec<u8>, member: &Member<'_>, service_at: usize) {
     if member.name_at < POINTER_REACH {
         out.extend_from_slice(&(0xc000 | member.name_at as u16).to_be_bytes());
     } else {
         let name = member.instance.spec.name.as_bytes();
         out.push(name.len() as u8);
         out.extend_from_slice(name);
-        out.extend_from_slice(&[0xc0, 0x0c]);
+        out.extend_from_slice(&(0xc000 | service_at as u16).to_be_bytes());
     }
 }
 
@@ -655,36 +719,66 @@ mod tests {
     fn responder(nameserver: &str) -> Responder {
         let apex = Name::from_ascii("svc.local.").unwrap();
         let registry = Registry::new(apex.clone());
-        type Fixture<'a> = (&'a str, &'a str, &'a str, &'a [(&'a str, &'a str)], Health);
+        type Fixture<'a> = (
+            &'a str,
+            &'a str,
+            &'a str,
+            &'a [(&'a str, &'a str)],
+            &'a [&'a str],
+            Health,
+        );
         let instances: [Fixture<'_>; 8] = [
-            ("a1", "web", "10.0.0.1", &[("k", "v")], Health::Passing),
-            ("a2", "web", "10.0.0.2", &[], Health::Warning),
+            (
+                "a1",
+                "web",
+                "10.0.0.1",
+                &[("k", "v")],
+                &["api"],
+                Health::Passing,
+            ),
+            ("a2", "web", "10.0.0.2", &[], &[], Health::Warning),
             (
                 "a3",
                 "web",
                 "fd00::3",
                 &[("x", "1"), ("y", "2")],
+                &["api", "v6"],
                 Health::Passing,
             ),
-            ("a4", "web", "db.example.com", &[], Health::Passing),
-            ("down", "web", "10.0.0.9", &[], Health::Critical),
-            ("only", "v6", "fd00::1", &[], Health::Passing),
-            ("dead", "gone", "10.0.1.1", &[], Health::Critical),
+            (
+                "a4",
+                "web",
+                "db.example.com",
+                &[],
+                &["named"],
+                Health::Passing,
+            ),
+            (
+                "down",
+                "web",
+                "10.0.0.9",
+                &[],
+                &["api", "down"],
+                Health::Critical,
+            ),
+            ("only", "v6", "fd00::1", &[], &["api"], Health::Passing),
+            ("dead", "gone", "10.0.1.1", &[], &["api"], Health::Critical),
             (
                 "h",
                 "named",
                 "host.example.org",
                 &[("a", "b")],
+                &[],
                 Health::Passing,
             ),
         ];
-        for (name, service_type, host, metadata, health) in instances {
+        for (name, service_type, host, metadata, tags, health) in instances {
             let spec = ValidRegistration {
                 name: name.into(),
                 service_type: service_type.into(),
                 host: crate::service::validate_host(host).unwrap(),
                 port: 8080,
-                tags: vec![],
+                tags: tags.iter().map(|t| t.to_string()).collect(),
                 metadata: metadata
                     .iter()
                     .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -780,6 +874,26 @@ mod tests {
             "_nope._tcp.svc.local.",
             "a.b.c.d.e.svc.local.",
             "h.named.svc.local.",
+            // Subtypes: a tag some serving instances carry, one only a
+            // critical instance carries, one nobody carries, one on a type
+            // with no serving instance, and the same as DNS-SD subtypes.
+            "_api._sub.web.svc.local.",
+            "_API._Sub.WEB.svc.local.",
+            "_v6._sub.web.svc.local.",
+            "_named._sub.web.svc.local.",
+            "_down._sub.web.svc.local.",
+            "_nope._sub.web.svc.local.",
+            "_api._sub.gone.svc.local.",
+            "_api._sub.nope.svc.local.",
+            "_api._sub._web._tcp.svc.local.",
+            "_API._SUB._Web._TCP.svc.local.",
+            "_v6._sub._web._tcp.svc.local.",
+            "_down._sub._web._tcp.svc.local.",
+            "_api._sub._v6._tcp.svc.local.",
+            "_api._sub._gone._tcp.svc.local.",
+            "_nope._sub._web._tcp.svc.local.",
+            "__._sub.web.svc.local.",
+            "_api._sub.__._tcp.svc.local.",
         ];
         let qtypes = [
             RecordType::A,
@@ -819,6 +933,8 @@ mod tests {
             "web.svc.local.",
             "a1.web.svc.local.",
             "_web._tcp.svc.local.",
+            "_api._sub.web.svc.local.",
+            "_api._sub._web._tcp.svc.local.",
         ]
         .iter()
         .flat_map(|name| {
@@ -888,7 +1004,9 @@ mod tests {
         for (name, qtype) in [
             ("svc.local.", RecordType::SOA),
             ("_services._dns-sd._udp.svc.local.", RecordType::PTR),
-            ("_tag._sub.web.svc.local.", RecordType::A),
+            ("_sub.web.svc.local.", RecordType::A),
+            ("_sub._web._tcp.svc.local.", RecordType::PTR),
+            ("_._sub.web.svc.local.", RecordType::A),
             ("a1._web._tcp.svc.local.", RecordType::SRV),
             ("_tcp.svc.local.", RecordType::A),
             ("web.svc.local.", RecordType::ANY),
@@ -1025,6 +1143,7 @@ mod tests {
         );
         // The general path samples the same way: a tag subdomain of the type.
         let tagged = query("_t._sub.huge.svc.local.", RecordType::A, true);
+        assert!(compare(&responder, &tagged, Transport::Tcp));
         let tcp = responder.respond(&tagged, Transport::Tcp).unwrap();
         assert_eq!(Message::from_vec(&tcp.bytes).unwrap().answers.len(), 1000);
         let udp = responder.respond(&tagged, Transport::Udp).unwrap();

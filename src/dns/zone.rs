@@ -398,7 +398,7 @@ fn serving(
 }
 
 /// The smallest of `first` and the `others` given.
-fn smallest<'a>(first: &'a Members, others: [Option<&'a Members>; 2]) -> &'a Members {
+pub(super) fn smallest<'a>(first: &'a Members, others: [Option<&'a Members>; 2]) -> &'a Members {
     others.into_iter().flatten().fold(first, |small, members| {
         if members.len() < small.len() {
             members
