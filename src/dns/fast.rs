@@ -494,6 +494,8 @@ fn tagged_members<'a>(
 ) -> (Vec<Member<'a>>, bool) {
     let family = rrtype.and_then(family_of);
     let candidates = smallest(set.healthy(), [tagged, family.map(|f| set.with_address(f))]);
+    // Reading the tag's own index, every instance has the tag.
+    let tag = tag.filter(|_| !tagged.is_some_and(|t| std::ptr::eq(t, candidates)));
     let has_tag = |i: &&Arc<Instance>| tag.is_none_or(|t| i.has_tag(t));
     let (members, found) = if candidates.len() > LARGE_SET {
         let start = fastrand::usize(..candidates.len());
