@@ -23,9 +23,9 @@ use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::{Name, RecordType};
 
 use super::message::{CLASSIC_UDP_LIMIT, MAX_UDP_PAYLOAD, Responder, TCP_LIMIT, Transport};
-use super::zone::{LARGE_SET, Label, ZoneSettings, most_records, smallest};
-use crate::registry::{Members, TypeSet, now_ms};
-use crate::service::{Family, Host, Instance};
+use super::zone::{Candidates, LARGE_SET, Label, ZoneSettings, family_asked, most_records};
+use crate::registry::{TypeSet, now_ms};
+use crate::service::{Host, Instance};
 
 const TYPE_A: u16 = 1;
 const TYPE_PTR: u16 = 12;
@@ -400,13 +400,16 @@ fn write_answer(
     let (members, exists) = match node {
         Node::Type(set, tag) | Node::Service(set, tag) => {
             let tag = tag.as_ref().map(Label::as_str);
-            match tag.map(|tag| set.tagged(tag)) {
-                // No instance carries the tag: the name does not exist.
-                Some(None) => (Vec::new(), false),
-                tagged => {
-                    let budget = message.budget;
-                    tagged_members(set, tagged.flatten(), tag, rrtype, now, wire.ttl, budget)
+            match Candidates::of(set, tag, rrtype.and_then(family_asked)) {
+                Some(candidates) => {
+                    // Only what can fit is needed: see `most_records`.
+                    let wanted = candidates.wanted(most_records(message.budget));
+                    let (members, found) =
+                        serving_members(candidates.run(), wanted, rrtype, now, wire.ttl);
+                    (members, found || candidates.exist_beyond_run(now))
                 }
+                // No instance carries the tag: the name does not exist.
+                None => (Vec::new(), false),
             }
         }
         Node::Instance(instance) => {
@@ -473,49 +476,6 @@ fn write_answer(
     ResponseCode::NoError
 }
 
-/// The serving members of a type (with `tag`, whose index is `tagged`) for
-/// an answer of `rrtype` within `budget` bytes, and whether the name exists.
-///
-/// Only instances that are not critical can serve, A and AAAA need only
-/// those of that address family, and a tag only those carrying it: the
-/// smallest of those indexes is read, and the other tests are made per
-/// instance. With more than [`LARGE_SET`] candidates, only what can fit is
-/// needed: the smallest record written is an A record of 16 bytes; start at
-/// a random instance so every one gets its turn (more than fit means TC, as
-/// with a full scan).
-fn tagged_members<'a>(
-    set: &'a TypeSet,
-    tagged: Option<&'a Members>,
-    tag: Option<&str>,
-    rrtype: Option<u16>,
-    now: u64,
-    max_ttl: u32,
-    budget: usize,
-) -> (Vec<Member<'a>>, bool) {
-    let family = rrtype.and_then(family_of);
-    let candidates = smallest(set.healthy(), [tagged, family.map(|f| set.with_address(f))]);
-    // Reading the tag's own index, every instance has the tag.
-    let tag = tag.filter(|_| !tagged.is_some_and(|t| std::ptr::eq(t, candidates)));
-    let has_tag = |i: &&Arc<Instance>| tag.is_none_or(|t| i.has_tag(t));
-    let (members, found) = if candidates.len() > LARGE_SET {
-        let start = fastrand::usize(..candidates.len());
-        let run = candidates.iter_from(start).filter(has_tag);
-        serving_members(run, most_records(budget), rrtype, now, max_ttl)
-    } else {
-        let all = candidates.iter().filter(has_tag);
-        serving_members(all, candidates.len(), rrtype, now, max_ttl)
-    };
-    // None of the family serves: the name exists all the same if another
-    // instance (with the tag) does.
-    let exists = found
-        || (family.is_some()
-            && smallest(set.healthy(), [tagged, None])
-                .iter()
-                .filter(has_tag)
-                .any(|i| i.is_serving(now)));
-    (members, exists)
-}
-
 /// The serving instances among `candidates` that have a record of `rrtype`
 /// (none when it is `None`; at most `capacity`), and whether any instance
 /// serves at all (the name exists as long as one does).
@@ -580,15 +540,6 @@ fn srv_rdata(out: &mut Vec<u8>, instance: &Instance) {
     out.extend_from_slice(&spec.weight.to_be_bytes());
     out.extend_from_slice(&spec.port.to_be_bytes());
     out.extend_from_slice(target);
-}
-
-/// The address family an A or AAAA question asks for.
-fn family_of(rrtype: u16) -> Option<Family> {
-    match rrtype {
-        TYPE_A => Some(Family::V4),
-        TYPE_AAAA => Some(Family::V6),
-        _ => None,
-    }
 }
 
 /// The instance's address record type and address, when its host is an IP.

@@ -268,11 +268,7 @@ fn resolve(
     let labels: Vec<Label> = qname.iter().take(depth).map(Label::new).collect();
     // A and AAAA questions about a type need only the instances of that
     // address family.
-    let family = match qtype {
-        RecordType::A => Some(Family::V4),
-        RecordType::AAAA => Some(Family::V6),
-        _ => None,
-    };
+    let family = family_asked(u16::from(qtype));
     let serving_of = |service_type: &str, tag: Option<&str>, family: Option<Family>| {
         registry
             .type_set(service_type)
@@ -350,12 +346,110 @@ pub fn most_records(limit: usize) -> usize {
     limit / 16 + 1
 }
 
+/// The address family an A or AAAA question asks for.
+pub(super) fn family_asked(rrtype: u16) -> Option<Family> {
+    match RecordType::from(rrtype) {
+        RecordType::A => Some(Family::V4),
+        RecordType::AAAA => Some(Family::V6),
+        _ => None,
+    }
+}
+
+/// Where both answer paths look for the answers to a question about a type:
+/// the instances carrying `tag` (when asked) with an address of `family`
+/// (A, AAAA), read from the smallest index that holds them all (not
+/// critical, the tag's, the family's), the other tests made per instance.
+pub(super) struct Candidates<'a> {
+    /// The index read.
+    read: &'a Members,
+    /// Where the name's existence is decided: the tag's index, or the
+    /// instances not critical.
+    scope: &'a Members,
+    /// The tag, when `read` is not its own index and must be tested.
+    tag: Option<&'a str>,
+    /// The tag, when `scope` is not its own index.
+    scope_tag: Option<&'a str>,
+    family: Option<Family>,
+}
+
+impl<'a> Candidates<'a> {
+    /// `None` when no instance carries `tag`: the name does not exist.
+    pub(super) fn of(
+        set: &'a TypeSet,
+        tag: Option<&'a str>,
+        family: Option<Family>,
+    ) -> Option<Self> {
+        let tagged = match tag {
+            Some(tag) => Some(set.tagged(tag)?),
+            None => None,
+        };
+        let smallest = |other: Option<&'a Members>| {
+            other
+                .filter(|other| other.len() < set.healthy().len())
+                .unwrap_or(set.healthy())
+        };
+        let by_family = family.map(|family| set.with_address(family));
+        let scope = smallest(tagged);
+        let read = match by_family {
+            Some(by_family) if by_family.len() < scope.len() => by_family,
+            _ => scope,
+        };
+        // Reading the tag's own index, every instance has the tag.
+        let untested = |members: &Members| tagged.is_some_and(|t| std::ptr::eq(t, members));
+        Some(Candidates {
+            read,
+            scope,
+            tag: tag.filter(|_| !untested(read)),
+            scope_tag: tag.filter(|_| !untested(scope)),
+            family,
+        })
+    }
+
+    /// How many answers a response needs at most, when it can hold fewer
+    /// than `most` records: every one of a small set (the answer is
+    /// shuffled), or `most` from a large one ([`Candidates::run`] starts it
+    /// at random, so every instance gets its turn).
+    pub(super) fn wanted(&self, most: usize) -> usize {
+        if self.read.len() > LARGE_SET {
+            most
+        } else {
+            self.read.len()
+        }
+    }
+
+    /// The candidates with the tag and of the family, serving or not, each
+    /// once: in name order for a small set, from a random start (wrapping)
+    /// for one of more than [`LARGE_SET`].
+    pub(super) fn run(&self) -> impl Iterator<Item = &'a Arc<Instance>> + use<'a> {
+        let start = if self.read.len() > LARGE_SET {
+            fastrand::usize(..self.read.len())
+        } else {
+            0
+        };
+        let (tag, family) = (self.tag, self.family);
+        self.read.iter_from(start).filter(move |i| {
+            tag.is_none_or(|t| i.has_tag(t))
+                && family.is_none_or(|f| i.spec.host.family() == Some(f))
+        })
+    }
+
+    /// Whether the name exists when no candidate serves: with a family
+    /// asked, an instance of the other one may serve (NODATA, not
+    /// NXDOMAIN). Without, the run already read them all.
+    pub(super) fn exist_beyond_run(&self, now_ms: u64) -> bool {
+        let tag = self.scope_tag;
+        self.family.is_some()
+            && self
+                .scope
+                .iter()
+                .any(|i| i.is_serving(now_ms) && tag.is_none_or(|t| i.has_tag(t)))
+    }
+}
+
 /// The serving instances of a type that carry `tag` and have an address of
-/// `family` (each only when given), read from the smallest index that holds
-/// them all (not critical, of that family, with that tag): `None` when the
-/// name does not exist (no instance with `tag` serves), else the
-/// instances, possibly none. When there are more than [`LARGE_SET`]
-/// candidates, at most `most` of them, from a random start.
+/// `family` (each only when given): `None` when the name does not exist
+/// (no instance with `tag` serves), else the instances, possibly none; at
+/// most `most` of a large set.
 fn serving(
     set: &TypeSet,
     tag: Option<&str>,
@@ -363,49 +457,14 @@ fn serving(
     now_ms: u64,
     most: usize,
 ) -> Option<Vec<Arc<Instance>>> {
-    let tagged = match tag {
-        Some(tag) => Some(set.tagged(tag)?),
-        None => None,
-    };
-    let with_address = family.map(|family| set.with_address(family));
-    let has_tag = |i: &Instance| tag.is_none_or(|t| i.has_tag(t));
-    let candidates = smallest(set.healthy(), [tagged, with_address]);
-    // A small set is taken whole (and shuffled by the caller); a large one
-    // from a random start, only as many as can be sent.
-    let (start, most) = if candidates.len() > LARGE_SET {
-        (fastrand::usize(..candidates.len()), most)
-    } else {
-        (0, usize::MAX)
-    };
+    let candidates = Candidates::of(set, tag, family)?;
     let found: Vec<_> = candidates
-        .iter_from(start)
-        .filter(|i| {
-            i.is_serving(now_ms)
-                && has_tag(i)
-                && family.is_none_or(|f| i.spec.host.family() == Some(f))
-        })
-        .take(most)
+        .run()
+        .filter(|i| i.is_serving(now_ms))
+        .take(candidates.wanted(most))
         .cloned()
         .collect();
-    // Found none: when the candidates were filtered by family, the name may
-    // still exist through an instance of the other family (NODATA).
-    let exists = !found.is_empty()
-        || (family.is_some()
-            && smallest(set.healthy(), [tagged, None])
-                .iter()
-                .any(|i| i.is_serving(now_ms) && has_tag(i)));
-    exists.then_some(found)
-}
-
-/// The smallest of `first` and the `others` given.
-pub(super) fn smallest<'a>(first: &'a Members, others: [Option<&'a Members>; 2]) -> &'a Members {
-    others.into_iter().flatten().fold(first, |small, members| {
-        if members.len() < small.len() {
-            members
-        } else {
-            small
-        }
-    })
+    (!found.is_empty() || candidates.exist_beyond_run(now_ms)).then_some(found)
 }
 
 /// An instance's record TTL: the zone TTL, capped by its remaining lifetime.
