@@ -57,7 +57,7 @@ const CHUNK_MAX: usize = 128;
 pub struct TypeSet {
     all: Members,
     /// The instances that are not critical (their health as of the last
-    /// `Registry::health_changed`): the only ones that can serve.
+    /// heartbeat or check that changed it): the only ones that can serve.
     healthy: Members,
     ipv4: Members,
     ipv6: Members,
@@ -589,12 +589,22 @@ impl Registry {
         Ok((instance, previous))
     }
 
+    /// Records an active check's verdict on `instance` (see
+    /// [`Instance::set_check_result`]), keeping the health index in step.
+    pub fn record_check(&self, instance: &Arc<Instance>, verdict: Health, output: String) {
+        let previous = instance.set_check_result(verdict, output);
+        if (previous == Health::Critical) != (verdict == Health::Critical) {
+            self.health_changed(instance);
+        }
+    }
+
     /// Puts `instance` in or out of its type's health index as its health
-    /// is now. Called after every change that may take its health to or from
-    /// critical (a heartbeat's status, a check's verdict), before the change
-    /// is acknowledged or announced, so the next answer follows it. Reading
-    /// the health under the writer lock makes the last of racing changes win.
-    pub fn health_changed(&self, instance: &Arc<Instance>) {
+    /// is now. Called by the two changes that can take its health to or
+    /// from critical (a heartbeat's status, a check's verdict), before the
+    /// change is acknowledged or announced, so the next answer follows it.
+    /// Reading the health under the writer lock makes the last of racing
+    /// changes win.
+    fn health_changed(&self, instance: &Arc<Instance>) {
         let service_type = instance.spec.service_type.as_str();
         let _writer = self.lock_writer();
         let indexed = self
@@ -1107,6 +1117,38 @@ mod tests {
             .collect();
         restored.restore(entries);
         assert_indexed(&restored.type_set("web").unwrap());
+    }
+
+    /// Heartbeats and check verdicts racing on threads: once they are
+    /// done, the health index agrees with every instance's health, with no
+    /// further call (the last change to take the writer lock wins).
+    #[test]
+    fn racing_health_changes_leave_the_index_right() {
+        let registry = registry();
+        let instances: Vec<Arc<Instance>> = (0..4)
+            .map(|n| register(&registry, spec(&format!("n{n}"), 60)).instance)
+            .collect();
+        let healths = [Health::Passing, Health::Warning, Health::Critical];
+        for round in 0..40u64 {
+            std::thread::scope(|scope| {
+                for thread in 0..4u64 {
+                    let (registry, instances) = (&registry, &instances);
+                    scope.spawn(move || {
+                        let mut rng = fastrand::Rng::with_seed(round * 8 + thread);
+                        for _ in 0..100 {
+                            let instance = rng.choice(instances).unwrap();
+                            let health = *rng.choice(&healths).unwrap();
+                            if rng.bool() {
+                                registry.heartbeat(instance.id, health, None).unwrap();
+                            } else {
+                                registry.record_check(instance, health, String::new());
+                            }
+                        }
+                    });
+                }
+            });
+            assert_indexed(&registry.type_set("web").unwrap());
+        }
     }
 
     #[test]

@@ -437,10 +437,13 @@ impl Instance {
         Health::from_u8(self.check_health.load(Ordering::Acquire))
     }
 
-    /// Records what the active check decided.
-    pub fn set_check_result(&self, health: Health, output: String) {
-        self.check_health.store(health as u8, Ordering::Release);
+    /// Records what the active check decided; returns the check's health
+    /// before. Use `Registry::record_check`, which keeps the registry's
+    /// health index in step.
+    pub(crate) fn set_check_result(&self, health: Health, output: String) -> Health {
+        let previous = self.check_health.swap(health as u8, Ordering::AcqRel);
         *self.check_output.lock().unwrap_or_else(|e| e.into_inner()) = Some(output);
+        Health::from_u8(previous)
     }
 
     pub fn check_output(&self) -> Option<String> {
@@ -476,8 +479,15 @@ impl Instance {
     /// register again). Returns the health before the heartbeat.
     ///
     /// A compare-and-swap against [`Instance::kill_if_lapsed_by`]: a
-    /// heartbeat and the expiry sweep can never both win.
-    pub fn heartbeat(&self, now_ms: u64, health: Health, output: Option<String>) -> Option<Health> {
+    /// heartbeat and the expiry sweep can never both win. Use
+    /// `Registry::heartbeat`, which keeps the registry's health index in
+    /// step.
+    pub(crate) fn heartbeat(
+        &self,
+        now_ms: u64,
+        health: Health,
+        output: Option<String>,
+    ) -> Option<Health> {
         if !self.extend_lifetime(now_ms) {
             return None;
         }

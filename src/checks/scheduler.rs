@@ -245,10 +245,9 @@ fn apply(
     if outcome.health != Health::Critical {
         instance.renew(now);
     }
-    instance.set_check_result(verdict, outcome.output);
-    if (previous_check == Health::Critical) != (verdict == Health::Critical) {
-        registrar.registry.health_changed(&instance);
-    }
+    registrar
+        .registry
+        .record_check(&instance, verdict, outcome.output);
     let after = instance.health();
     if after != before {
         tracing::info!(
