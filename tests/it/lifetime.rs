@@ -195,6 +195,51 @@ async fn dns_serves_until_expiry_and_never_after() {
     }
 }
 
+/// The names a tag makes follow the lifetime too: served before expiry,
+/// gone (NXDOMAIN) right after it, sweep or no sweep.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tag_names_serve_until_expiry_and_never_after() {
+    let server = TestServer::start().await;
+    let (status, body) = server
+        .register(&json!({"name": "web-1", "type": "web", "host": "10.0.0.1",
+                          "port": 8080, "ttl": 1, "tags": ["canary"]}))
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let expires_at = body["expires_at"].as_f64().unwrap();
+    let margin = 0.02;
+    let (mut before, mut after) = (0, 0);
+    let deadline = Instant::now() + Duration::from_secs(4);
+    while after < 3 {
+        let sent = unix_now();
+        let a = server
+            .query("_canary._sub.web.svc.local.", RecordType::A)
+            .await;
+        let ptr = server
+            .query("_canary._sub._web._tcp.svc.local.", RecordType::PTR)
+            .await;
+        let received = unix_now();
+        if received < expires_at - margin {
+            assert_eq!(addresses(&a), vec![ADDR], "tag served before expiry");
+            assert_eq!(ptr.answers.len(), 1, "subtype PTR before expiry");
+            before += 1;
+        }
+        if sent > expires_at + margin {
+            for (name, response) in [("A", &a), ("PTR", &ptr)] {
+                assert_eq!(
+                    response.metadata.response_code,
+                    ResponseCode::NXDomain,
+                    "{name}: gone {:.3} s after expiry",
+                    sent - expires_at
+                );
+            }
+            after += 1;
+        }
+        assert!(Instant::now() < deadline, "expiry observed within 4 s");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(before > 0, "served before expiry");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn heartbeats_keep_a_short_ttl_instance_alive() {
     let server = TestServer::start().await;

@@ -973,6 +973,37 @@ async fn restored_instances_answer_at_once_and_expire_one_ttl_later() {
     assert_eq!(server.a_records("web").await, addresses(&["10.0.1.2"]));
 }
 
+/// A heartbeat's critical status is stored: after a restart the instance is
+/// still out of DNS (and listed as critical), and a passing heartbeat
+/// brings it back in the next answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_critical_instance_stays_out_of_dns_across_a_restart_until_it_recovers() {
+    let dir = TempDir::new("critical-restart");
+    let (store, _db) = dir.store();
+    let mut server = Signpost::start(dir.path(), Some(&store)).await;
+    let api = server.api.clone();
+    api.must_register("up", "web", "10.0.2.1", 3600).await;
+    let down = api.must_register("down", "web", "10.0.2.2", 3600).await;
+    assert_eq!(api.heartbeat(&down, Some("critical")).await.unwrap().0, 200);
+    assert_eq!(server.a_records("web").await, addresses(&["10.0.2.1"]));
+    server.stop().await;
+
+    let server = Signpost::start(dir.path(), Some(&store)).await;
+    let api = server.api.clone();
+    assert_eq!(
+        server.a_records("web").await,
+        addresses(&["10.0.2.1"]),
+        "still critical after the restart: not served"
+    );
+    assert_eq!(api.services().await[&down]["health"], json!("critical"));
+    assert_eq!(api.heartbeat(&down, None).await.unwrap().0, 200);
+    assert_eq!(
+        server.a_records("web").await,
+        addresses(&["10.0.2.1", "10.0.2.2"]),
+        "passing again: back in the next answer"
+    );
+}
+
 // ---------------------------------------------------------------------------
 // Files that are not ours
 
