@@ -412,7 +412,9 @@ pub struct Registry {
 }
 
 struct Shared {
-    zone: Name,
+    /// The zone apex in wire form, which every instance's SRV target ends
+    /// with (built once, not per registration).
+    zone_wire: Box<[u8]>,
     by_id: DashMap<Uuid, Arc<Instance>>,
     by_type: DashMap<String, Arc<TypeSet>>,
     /// Serialises structural changes so `by_id` and `by_type` agree.
@@ -431,7 +433,7 @@ impl Registry {
     pub fn new(zone: Name) -> Registry {
         Registry {
             shared: Arc::new(Shared {
-                zone,
+                zone_wire: crate::dns::fast::name_wire(&zone).into(),
                 by_id: DashMap::new(),
                 by_type: DashMap::new(),
                 writer: Mutex::new(()),
@@ -488,7 +490,7 @@ impl Registry {
             identity.id,
             generation,
             spec,
-            &shared.zone,
+            &shared.zone_wire,
             identity.registered_at_ms,
             now,
             health,
@@ -534,7 +536,7 @@ impl Registry {
                 identity.id,
                 generation,
                 spec,
-                &shared.zone,
+                &shared.zone_wire,
                 identity.registered_at_ms,
                 now,
                 health,

@@ -364,7 +364,7 @@ impl Instance {
         id: Uuid,
         generation: u64,
         spec: ValidRegistration,
-        zone: &hickory_proto::rr::Name,
+        zone_wire: &[u8],
         registered_at_ms: u64,
         now_ms: u64,
         health: Health,
@@ -376,7 +376,7 @@ impl Instance {
                     target_wire.push(label.len() as u8);
                     target_wire.extend_from_slice(label.as_bytes());
                 }
-                target_wire.extend_from_slice(&crate::dns::fast::name_wire(zone));
+                target_wire.extend_from_slice(zone_wire);
             }
             Host::Name(host) => {
                 for label in host.split('.') {
@@ -678,6 +678,7 @@ mod tests {
             check: None,
         };
         let zone = hickory_proto::rr::Name::from_ascii("svc.local.").unwrap();
+        let zone = crate::dns::fast::name_wire(&zone);
         Instance::new(Uuid::nil(), 1, spec, &zone, 0, 0, Health::Passing)
     }
 
