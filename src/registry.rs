@@ -118,6 +118,13 @@ impl TypeSet {
         }
     }
 
+    fn with_address_mut(&mut self, family: Family) -> &mut Members {
+        match family {
+            Family::V4 => &mut self.ipv4,
+            Family::V6 => &mut self.ipv6,
+        }
+    }
+
     /// The instances carrying `tag`, if any does.
     pub fn tagged(&self, tag: &str) -> Option<&Members> {
         self.tagged.get(tag)
@@ -168,13 +175,7 @@ impl TypeSet {
             add(&mut self.healthy, instance.clone());
         }
         if let Some(family) = instance.spec.host.family() {
-            add(
-                match family {
-                    Family::V4 => &mut self.ipv4,
-                    Family::V6 => &mut self.ipv6,
-                },
-                instance.clone(),
-            );
+            add(self.with_address_mut(family), instance.clone());
         }
         for tag in &instance.spec.tags {
             add(
@@ -187,8 +188,9 @@ impl TypeSet {
     /// Takes `instance` out of the health, family and tag indexes.
     fn unindex(&mut self, instance: &Arc<Instance>) {
         self.healthy.remove(instance);
-        self.ipv4.remove(instance);
-        self.ipv6.remove(instance);
+        if let Some(family) = instance.spec.host.family() {
+            self.with_address_mut(family).remove(instance);
+        }
         for tag in &instance.spec.tags {
             if let Some(members) = self.tagged.get_mut(tag.as_str()) {
                 members.remove(instance);
