@@ -15,7 +15,7 @@ use hickory_proto::rr::RecordType;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use crate::support::{TestServer, metric};
+use crate::support::{TestServer, id_of, metric};
 
 // ---------------------------------------------------------------------------
 // Helpers
@@ -1096,6 +1096,37 @@ async fn list_refuses_bad_filters() {
         );
     }
     assert_eq!(list(&server, "").await.len(), 1);
+}
+
+/// When nearly every candidate is critical, the few random draws miss and
+/// discovery falls back to listing the serving ones: it still finds the
+/// one that serves, and never returns a critical one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn discover_finds_the_one_serving_instance_among_many_critical() {
+    let server = TestServer::start().await;
+    let mut alive = String::new();
+    for n in 0..40 {
+        let service = created(
+            &server,
+            json!({"name": format!("i{n:02}"), "type": "web", "host": "10.0.0.1",
+                   "port": 80, "tags": ["t"]}),
+        )
+        .await;
+        let id = id_of(&service);
+        if n == 17 {
+            alive = id;
+        } else {
+            let critical = json!({"status": "critical"});
+            assert_eq!(server.heartbeat(&id, Some(critical)).await, 200);
+        }
+    }
+    for path in ["/v1/discover/web", "/v1/discover/web?tag=t"] {
+        for _ in 0..20 {
+            let (status, found) = server.get(path).await;
+            assert_eq!(status, 200, "{path}: {found}");
+            assert_eq!(found["id"], alive.as_str(), "{path}: the serving one");
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
