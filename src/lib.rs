@@ -23,6 +23,7 @@ pub mod config;
 pub mod dns;
 pub mod events;
 pub mod metrics;
+pub mod names;
 pub mod registrar;
 pub mod registry;
 pub mod service;

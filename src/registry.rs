@@ -435,7 +435,7 @@ impl Registry {
     pub fn new(zone: Name) -> Registry {
         Registry {
             shared: Arc::new(Shared {
-                zone_wire: crate::dns::fast::name_wire(&zone).into(),
+                zone_wire: crate::names::to_wire(&zone).into(),
                 by_id: DashMap::new(),
                 by_type: DashMap::new(),
                 writer: Mutex::new(()),

@@ -678,7 +678,7 @@ mod tests {
             check: None,
         };
         let zone = hickory_proto::rr::Name::from_ascii("svc.local.").unwrap();
-        let zone = crate::dns::fast::name_wire(&zone);
+        let zone = crate::names::to_wire(&zone);
         Instance::new(Uuid::nil(), 1, spec, &zone, 0, 0, Health::Passing)
     }
 

@@ -1,229 +1,434 @@
-//! From request bytes to response bytes: header checks, EDNS, and encoding
-//! within the size the transport allows.
+//! The general path: any packet, parsed and answered through hickory's
+//! message types.
 //!
-//! hickory-proto parses and encodes; this module decides what goes in. UDP
-//! answers are cut to a random subset of the (already shuffled) answer
-//! records that fits, with TC set; additional records are dropped first and
-//! never set TC on their own (RFC 2181 §9).
+//! It takes what the fast path ([`super::fast`]) leaves: it drops runts and
+//! responses, answers FORMERR to what does not parse, NOTIMP to other
+//! opcodes, FORMERR to anything but one question, BADVERS to EDNS versions
+//! above 0, REFUSED outside the zone, for other classes and for zone
+//! transfers. A question in the zone is answered by the rule book
+//! ([`super::answer`]), as on the fast path; this module builds hickory
+//! records from it and lets hickory write them, which makes it the
+//! reference the fast path is tested against.
 
 use std::iter;
 
 use hickory_proto::ProtoError;
-use hickory_proto::op::{
-    Edns, Header, HeaderCounts, Message, MessageType, Metadata, OpCode, Query, ResponseCode,
-};
-use hickory_proto::rr::{DNSClass, Record, RecordType};
+use hickory_proto::op::{Edns, Header, HeaderCounts, Message, Metadata, Query, ResponseCode};
+use hickory_proto::rr::rdata::{A, AAAA, HINFO, NS, PTR, SOA, SRV};
+use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType};
 use hickory_proto::serialize::binary::{BinEncodable, BinEncoder};
 
-use super::fast::{self, ZoneWire};
-use super::zone::{self, AnswerRecord, ZoneSettings};
-use crate::metrics::Metrics;
-use crate::registry::{Registry, now_ms};
+use super::Responder;
+use super::answer::{
+    Answer, CLASSIC_UDP_LIMIT, MAX_UDP_PAYLOAD, OPT_RECORD_LEN, RFC8482_CPU, Records, SOA_EXPIRE,
+    SOA_REFRESH, SOA_RETRY, Subject, Transport, ZoneSettings, most_records, response_flags,
+    response_limit,
+};
+use super::node::Node;
+use crate::service::{Host, Instance};
 
-/// UDP payload limit without EDNS (RFC 1035).
-pub const CLASSIC_UDP_LIMIT: usize = 512;
-/// Largest UDP payload we send, whatever the client offers (DNS flag day 2020).
-pub const MAX_UDP_PAYLOAD: u16 = 1232;
-/// Largest DNS message over TCP.
-pub const TCP_LIMIT: usize = 65535;
-/// Bytes an OPT record without options takes.
-const OPT_RECORD_LEN: usize = 11;
-
-/// How the query arrived, which bounds the answer's size.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Transport {
-    Udp,
-    Tcp,
-}
-
-/// Everything needed to answer queries; shared by every socket task.
-pub struct Responder {
-    pub registry: Registry,
-    pub zone: ZoneSettings,
-    pub metrics: std::sync::Arc<Metrics>,
-    /// The zone's names in wire form, for the fast path.
-    pub(super) wire: ZoneWire,
-}
-
-/// A response ready to send.
-pub struct Response {
-    pub bytes: Vec<u8>,
-    pub truncated: bool,
-}
-
-impl Responder {
-    pub fn new(registry: Registry, zone: ZoneSettings, metrics: std::sync::Arc<Metrics>) -> Self {
-        let wire = ZoneWire::new(&zone);
-        Responder {
-            registry,
-            zone,
-            metrics,
-            wire,
-        }
+/// Answers one packet as of `now_ms`; `None` means drop it: too short to
+/// carry an id to answer to, or itself a response (never answer those, to
+/// avoid loops).
+pub(crate) fn respond(
+    responder: &Responder,
+    packet: &[u8],
+    transport: Transport,
+    now_ms: u64,
+) -> Option<Vec<u8>> {
+    if packet.len() < 12 || packet[2] & 0x80 != 0 {
+        responder.metrics.dns_dropped.inc();
+        return None;
     }
-
-    /// Answers one request packet into `out` (cleared first): the common
-    /// questions by the fast path, the rest by [`Responder::respond`]. False
-    /// means drop the packet.
-    pub fn respond_into(&self, packet: &[u8], transport: Transport, out: &mut Vec<u8>) -> bool {
-        if fast::respond(self, packet, transport, out) {
-            return true;
-        }
-        out.clear();
-        match self.respond(packet, transport) {
-            Some(response) => {
-                out.extend_from_slice(&response.bytes);
-                true
-            }
-            None => false,
-        }
+    let request_flags = [packet[2], packet[3]];
+    let Ok(request) = Message::from_vec(packet) else {
+        // The header parsed, the rest did not: FORMERR, without the
+        // question or EDNS we could not read.
+        let reply = Reply {
+            request_flags,
+            limit: CLASSIC_UDP_LIMIT,
+            edns: None,
+        };
+        let metadata = Metadata::response_from_request(&Metadata::new(
+            u16::from_be_bytes([packet[0], packet[1]]),
+            hickory_proto::op::MessageType::Query,
+            hickory_proto::op::OpCode::from_u8((packet[2] >> 3) & 0x0f),
+        ));
+        return Some(reply.refuse(responder, metadata, None, ResponseCode::FormErr));
+    };
+    let metadata = Metadata::response_from_request(&request.metadata);
+    let reply = Reply {
+        request_flags,
+        limit: response_limit(transport, request.edns.as_ref().map(Edns::max_payload)),
+        edns: request.edns.as_ref().map(response_edns),
+    };
+    let query = request.queries.first();
+    let refusal = if request.metadata.op_code != hickory_proto::op::OpCode::Query {
+        Some(ResponseCode::NotImp)
+    } else if request.queries.len() != 1 {
+        Some(ResponseCode::FormErr)
+    } else if request.edns.as_ref().is_some_and(|edns| edns.version() > 0) {
+        Some(ResponseCode::BADVERS)
+    } else {
+        None
+    };
+    if let Some(rcode) = refusal {
+        return Some(reply.refuse(responder, metadata, query, rcode));
     }
+    let query = &request.queries[0];
+    let qname = query.name();
+    let zone = &responder.zone;
+    if query.query_class() != DNSClass::IN
+        || !zone.apex.zone_of(qname)
+        || matches!(query.query_type(), RecordType::AXFR | RecordType::IXFR)
+    {
+        return Some(reply.refuse(responder, metadata, Some(query), ResponseCode::Refused));
+    }
+    // Count labels ourselves: `Name::num_labels` leaves out a leading `*`.
+    let depth = qname.iter().count() - zone.apex.iter().count();
+    let node = Node::parse(depth, qname.iter());
+    let registry = &responder.registry;
+    let subject = Subject::find(registry, node);
+    let qtype = query.query_type();
+    let answer = subject.answer(registry, zone, qtype, now_ms, most_records(reply.limit));
+    let names = Names::of(qname, zone, &node);
+    let records = records(&answer, &names, zone, registry.version() as u32);
+    responder.metrics.count_query(qtype, answer.rcode);
+    Some(reply.send(
+        responder,
+        metadata,
+        Some(query),
+        answer.rcode,
+        true,
+        &records,
+    ))
+}
 
-    /// Answers one request packet by the general path. `None` means drop it: too short to carry
-    /// an id to answer to, or itself a response (never answer those, to
-    /// avoid loops).
-    pub fn respond(&self, packet: &[u8], transport: Transport) -> Option<Response> {
-        if packet.len() < 12 || packet[2] & 0x80 != 0 {
-            self.metrics.dns_dropped.inc();
-            return None;
-        }
-        let request = match Message::from_vec(packet) {
-            Ok(request) => request,
-            Err(_) => return Some(self.form_error(packet)),
-        };
-        let mut metadata = Metadata::response_from_request(&request.metadata);
-        metadata.recursion_available = false;
-        metadata.authentic_data = false;
-        let response_edns = request.edns.as_ref().map(|_| {
-            let mut edns = Edns::new();
-            edns.set_max_payload(MAX_UDP_PAYLOAD);
-            edns
-        });
-        let limit = match transport {
-            Transport::Tcp => TCP_LIMIT,
-            Transport::Udp => request.edns.as_ref().map_or(CLASSIC_UDP_LIMIT, |edns| {
-                usize::from(edns.max_payload().clamp(512, MAX_UDP_PAYLOAD))
-            }),
-        };
-        let query = request.queries.first();
+/// Every record the answer to `request` holds before any size limit, as
+/// the general path builds them: the answers with the extras of each, and
+/// the authority section. For checking what either path sent.
+#[cfg(test)]
+pub(super) fn unlimited(
+    responder: &Responder,
+    request: &Message,
+    limit: usize,
+    now_ms: u64,
+) -> (Vec<(Record, Vec<Record>)>, Vec<Record>) {
+    let zone = &responder.zone;
+    let query = &request.queries[0];
+    let qname = query.name();
+    let depth = qname.iter().count() - zone.apex.iter().count();
+    let node = Node::parse(depth, qname.iter());
+    let registry = &responder.registry;
+    let subject = Subject::find(registry, node);
+    let answer = subject.answer(
+        registry,
+        zone,
+        query.query_type(),
+        now_ms,
+        most_records(limit),
+    );
+    let names = Names::of(qname, zone, &node);
+    let sections = records(&answer, &names, zone, registry.version() as u32);
+    let answers = sections
+        .answers
+        .iter()
+        .map(|a| (a.record.clone(), a.extras.records()))
+        .collect();
+    (answers, sections.authorities)
+}
+
+/// The response OPT record for a request's: our payload size, version 0,
+/// the DO bit copied (RFC 3225 §3).
+fn response_edns(request: &Edns) -> Edns {
+    let mut edns = Edns::new();
+    edns.set_max_payload(MAX_UDP_PAYLOAD);
+    edns.set_dnssec_ok(request.flags().dnssec_ok);
+    edns
+}
+
+/// How a response is sent: the rules it follows from its request.
+struct Reply {
+    request_flags: [u8; 2],
+    limit: usize,
+    edns: Option<Edns>,
+}
+
+impl Reply {
+    /// A response with no records and `rcode`, not authoritative.
+    fn refuse(
+        &self,
+        responder: &Responder,
+        metadata: Metadata,
+        query: Option<&Query>,
+        rcode: ResponseCode,
+    ) -> Vec<u8> {
         let qtype = query.map_or(RecordType::Unknown(0), Query::query_type);
-        let refuse = |rcode: ResponseCode, metadata: Metadata| {
-            self.finish(
-                metadata,
-                rcode,
-                false,
-                query,
-                &zone::Answer::default(),
-                response_edns.as_ref(),
-                limit,
-                qtype,
-            )
-        };
-
-        if request.metadata.op_code != OpCode::Query {
-            return Some(refuse(ResponseCode::NotImp, metadata));
-        }
-        if request.queries.len() != 1 {
-            return Some(refuse(ResponseCode::FormErr, metadata));
-        }
-        if request.edns.as_ref().is_some_and(|edns| edns.version() > 0) {
-            return Some(refuse(ResponseCode::BADVERS, metadata));
-        }
-        let query = &request.queries[0];
-        let qname = query.name();
-        if query.query_class() != DNSClass::IN || !self.zone.apex.zone_of(qname) {
-            return Some(refuse(ResponseCode::Refused, metadata));
-        }
-        if matches!(qtype, RecordType::AXFR | RecordType::IXFR) {
-            return Some(refuse(ResponseCode::Refused, metadata));
-        }
-        // No more candidates than the message could hold: the rest would be
-        // built only to be dropped (TC says there were more).
-        let most = zone::most_records(limit);
-        let answer = zone::answer(&self.registry, &self.zone, qname, qtype, now_ms(), most);
-        Some(self.finish(
+        responder.metrics.count_query(qtype, rcode);
+        self.send(
+            responder,
             metadata,
-            answer.rcode,
-            answer.authoritative,
-            Some(query),
-            &answer,
-            response_edns.as_ref(),
-            limit,
-            qtype,
-        ))
-    }
-
-    /// FORMERR for a packet whose header parsed but whose body did not.
-    fn form_error(&self, packet: &[u8]) -> Response {
-        let id = u16::from_be_bytes([packet[0], packet[1]]);
-        let op_code = OpCode::from_u8((packet[2] >> 3) & 0x0f);
-        let mut metadata = Metadata::new(id, MessageType::Response, op_code);
-        metadata.recursion_desired = packet[2] & 0x01 != 0;
-        self.finish(
-            metadata,
-            ResponseCode::FormErr,
+            query,
+            rcode,
             false,
-            None,
-            &zone::Answer::default(),
-            None,
-            CLASSIC_UDP_LIMIT,
-            RecordType::Unknown(0),
+            &Sections::default(),
         )
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn finish(
+    fn send(
         &self,
+        responder: &Responder,
         mut metadata: Metadata,
+        query: Option<&Query>,
         rcode: ResponseCode,
         authoritative: bool,
-        query: Option<&Query>,
-        answer: &zone::Answer,
-        edns: Option<&Edns>,
-        limit: usize,
-        qtype: RecordType,
-    ) -> Response {
+        sections: &Sections<'_>,
+    ) -> Vec<u8> {
         metadata.response_code = rcode;
-        metadata.authoritative = authoritative;
-        self.metrics.count_query(qtype, rcode);
-        let response = match encode(
-            metadata,
-            query,
-            &answer.answers,
-            &answer.authorities,
-            edns,
-            limit,
-        ) {
-            Ok(response) => response,
-            Err(error) => {
+        let encoded =
+            encode(metadata, query, sections, self.edns.as_ref(), self.limit).or_else(|error| {
                 // Only reachable through a bug: answer SERVFAIL rather than nothing.
                 tracing::error!(%error, "cannot encode DNS response");
-                let mut failed = metadata;
-                failed.response_code = ResponseCode::ServFail;
-                encode(failed, query, &[], &[], edns, limit).unwrap_or(Response {
-                    bytes: Vec::new(),
-                    truncated: false,
-                })
-            }
+                metadata.response_code = ResponseCode::ServFail;
+                encode(
+                    metadata,
+                    query,
+                    &Sections::default(),
+                    self.edns.as_ref(),
+                    self.limit,
+                )
+            });
+        let Ok((mut bytes, truncated)) = encoded else {
+            return Vec::new();
         };
-        if response.truncated {
-            self.metrics.dns_truncated.inc();
+        let rcode = metadata.response_code;
+        let flags = response_flags(self.request_flags, authoritative, truncated, rcode);
+        bytes[2..4].copy_from_slice(&flags);
+        if truncated {
+            responder.metrics.dns_truncated.inc();
         }
-        response
+        bytes
     }
 }
 
-/// Encodes a response of at most `limit` bytes. Answers are taken in order
-/// while they fit (TC set when one does not); the authority section must fit
-/// whole or TC is set; the extras of the answers sent fill what room is left.
+/// The names an answer uses besides its instances', spelled as the question
+/// spelled them: every name in the zone is written relative to the apex as
+/// asked, as compression against the question would write it.
+struct Names {
+    qname: Name,
+    /// The apex, as the question spelled it.
+    apex: Name,
+    /// `_<type>._tcp.<zone>` for a DNS-SD question (the question name, or
+    /// its part from `_<type>` for a subtype).
+    service: Name,
+}
+
+impl Names {
+    fn of(qname: &Name, zone: &ZoneSettings, node: &Node) -> Names {
+        let apex_labels = zone.apex.iter().count();
+        let service = match node {
+            Node::Service { tag: Some(_), .. } => qname.trim_to(apex_labels + 2),
+            _ => qname.clone(),
+        };
+        Names {
+            qname: qname.clone(),
+            apex: qname.trim_to(apex_labels),
+            service,
+        }
+    }
+
+    /// The nameserver: its labels on the apex as asked when it is in the
+    /// zone, else the whole name.
+    fn nameserver(&self, zone: &ZoneSettings) -> Name {
+        let nameserver = zone.nameserver.to_lowercase();
+        let below = nameserver.iter().count() - zone.apex.iter().count();
+        if zone.apex.zone_of(&nameserver) {
+            let labels = nameserver.iter().take(below).chain(self.apex.iter());
+            Name::from_labels(labels).unwrap_or(nameserver)
+        } else {
+            nameserver
+        }
+    }
+
+    /// `<name>._<type>._tcp.<zone>`
+    fn dnssd_instance(&self, instance: &Instance) -> Name {
+        self.service
+            .prepend_label(instance.spec.name.as_bytes())
+            .expect("validated labels form a valid name")
+    }
+}
+
+/// The sections of a response, before encoding.
+#[derive(Default)]
+struct Sections<'a> {
+    answers: Vec<AnswerRecord<'a>>,
+    authorities: Vec<Record>,
+}
+
+/// One answer record and the extras that go with it, built only if the
+/// answer is sent: a full TCP answer of DNS-SD PTRs holds a few thousand
+/// answers and none of their extras, and building them all cost most of
+/// the answer's time.
+struct AnswerRecord<'a> {
+    record: Record,
+    extras: Extras<'a>,
+}
+
+enum Extras<'a> {
+    None,
+    /// The SRV target's addresses, with this TTL.
+    Glue(&'a Instance, u32),
+    /// RFC 6763 §12.1: the DNS-SD instance's SRV and TXT (owner `name`) and
+    /// its addresses, with this TTL.
+    DnsSd(Name, &'a Instance, u32),
+}
+
+impl Extras<'_> {
+    fn records(&self) -> Vec<Record> {
+        let mut records = Vec::new();
+        match self {
+            Extras::None => {}
+            Extras::Glue(instance, ttl) => glue(instance, *ttl, &mut records),
+            Extras::DnsSd(name, instance, ttl) => {
+                records.push(srv_record(name, instance, *ttl));
+                records.push(Record::from_rdata(
+                    name.clone(),
+                    *ttl,
+                    RData::TXT(instance.txt()),
+                ));
+                glue(instance, *ttl, &mut records);
+            }
+        }
+        records
+    }
+}
+
+/// hickory records for what the rule book decided.
+fn records<'a>(
+    answer: &Answer<'a>,
+    names: &Names,
+    zone: &ZoneSettings,
+    serial: u32,
+) -> Sections<'a> {
+    let mut sections = Sections::default();
+    let qname = &names.qname;
+    let plain = |rdata: RData| AnswerRecord {
+        record: Record::from_rdata(qname.clone(), zone.ttl, rdata),
+        extras: Extras::None,
+    };
+    match &answer.records {
+        Records::None => {
+            let soa = soa_record(names, zone, zone.negative_ttl, serial);
+            sections.authorities.push(soa);
+        }
+        Records::Soa => sections.answers.push(AnswerRecord {
+            record: soa_record(names, zone, zone.ttl, serial),
+            extras: Extras::None,
+        }),
+        Records::Ns => sections
+            .answers
+            .push(plain(RData::NS(NS(names.nameserver(zone))))),
+        Records::Hinfo => sections.answers.push(plain(RData::HINFO(HINFO::new(
+            RFC8482_CPU.to_string(),
+            String::new(),
+        )))),
+        Records::Browse(types) => {
+            for service_type in types {
+                let target = names
+                    .apex
+                    .prepend_label("_tcp")
+                    .and_then(|n| n.prepend_label(format!("_{service_type}").as_bytes()))
+                    .expect("validated labels form a valid name");
+                sections.answers.push(plain(RData::PTR(PTR(target))));
+            }
+        }
+        Records::Instances {
+            rrtype,
+            ttl,
+            members,
+        } => {
+            for member in members {
+                let instance = member.instance;
+                let (rdata, extras) = match rrtype {
+                    RecordType::A | RecordType::AAAA => {
+                        (address_rdata(instance).expect("filtered"), Extras::None)
+                    }
+                    RecordType::SRV => (srv_rdata(instance), Extras::Glue(instance, member.ttl)),
+                    RecordType::TXT => (RData::TXT(instance.txt()), Extras::None),
+                    _ => {
+                        let name = names.dnssd_instance(instance);
+                        let extras = Extras::DnsSd(name.clone(), instance, member.ttl);
+                        (RData::PTR(PTR(name)), extras)
+                    }
+                };
+                let record = Record::from_rdata(qname.clone(), *ttl, rdata);
+                sections.answers.push(AnswerRecord { record, extras });
+            }
+        }
+    }
+    sections
+}
+
+fn address_rdata(instance: &Instance) -> Option<RData> {
+    match &instance.spec.host {
+        Host::Ip(std::net::IpAddr::V4(ip)) => Some(RData::A(A(*ip))),
+        Host::Ip(std::net::IpAddr::V6(ip)) => Some(RData::AAAA(AAAA(*ip))),
+        Host::Name(_) => None,
+    }
+}
+
+fn srv_rdata(instance: &Instance) -> RData {
+    let spec = &instance.spec;
+    RData::SRV(SRV::new(
+        spec.priority,
+        spec.weight,
+        spec.port,
+        instance.srv_target(),
+    ))
+}
+
+fn srv_record(owner: &Name, instance: &Instance, ttl: u32) -> Record {
+    Record::from_rdata(owner.clone(), ttl, srv_rdata(instance))
+}
+
+/// The instance's address under its SRV target, when it has one.
+fn glue(instance: &Instance, ttl: u32, out: &mut Vec<Record>) {
+    if let Some(rdata) = address_rdata(instance) {
+        out.push(Record::from_rdata(instance.srv_target(), ttl, rdata));
+    }
+}
+
+/// The zone's SOA, owned by the apex as asked, with `ttl` as its record
+/// TTL. The serial is the registry version, so it changes whenever the
+/// data does.
+fn soa_record(names: &Names, zone: &ZoneSettings, ttl: u32, serial: u32) -> Record {
+    let hostmaster = names
+        .apex
+        .prepend_label("hostmaster")
+        .unwrap_or_else(|_| names.apex.clone());
+    let soa = SOA::new(
+        names.nameserver(zone),
+        hostmaster,
+        serial,
+        SOA_REFRESH as i32,
+        SOA_RETRY as i32,
+        SOA_EXPIRE as i32,
+        zone.negative_ttl,
+    );
+    Record::from_rdata(names.apex.clone(), ttl, RData::SOA(soa))
+}
+
+/// Encodes a response of at most `limit` bytes, by the rule book's
+/// truncation rule: answers in order while they fit (TC when one does
+/// not), the authority section whole or TC, then the extras of the answers
+/// sent, each only if it fits. Returns the bytes and whether TC is due.
 fn encode(
     metadata: Metadata,
     query: Option<&Query>,
-    answers: &[AnswerRecord],
-    authorities: &[Record],
+    sections: &Sections<'_>,
     edns: Option<&Edns>,
     limit: usize,
-) -> Result<Response, ProtoError> {
+) -> Result<(Vec<u8>, bool), ProtoError> {
     let mut bytes = Vec::with_capacity(limit.min(4096));
     let mut encoder = BinEncoder::new(&mut bytes);
     let opt_len = if edns.is_some() { OPT_RECORD_LEN } else { 0 };
@@ -235,7 +440,7 @@ fn encode(
         counts.queries = 1;
     }
     let mut truncated = false;
-    for answer in answers {
+    for answer in &sections.answers {
         if !emit_one(&mut encoder, &answer.record)? {
             truncated = true;
             break;
@@ -243,7 +448,7 @@ fn encode(
         counts.answers += 1;
     }
     if !truncated {
-        for record in authorities {
+        for record in &sections.authorities {
             if !emit_one(&mut encoder, record)? {
                 truncated = true;
                 break;
@@ -252,12 +457,14 @@ fn encode(
         }
     }
     let sent = usize::from(counts.answers);
-    for extra in answers[..sent].iter().flat_map(|a| a.extras.records()) {
+    for extra in sections.answers[..sent]
+        .iter()
+        .flat_map(|a| a.extras.records())
+    {
         if emit_one(&mut encoder, &extra)? {
             counts.additionals += 1;
         }
     }
-    let mut metadata = metadata;
     if let Some(edns) = edns {
         encoder.set_max_size(limit as u16);
         let mut edns = edns.clone();
@@ -265,14 +472,13 @@ fn encode(
         encoder.emit_all(iter::once(&Record::from(&edns)))?;
         counts.additionals += 1;
     }
-    metadata.truncation = truncated;
     place.replace(&mut encoder, Header { metadata, counts })?;
     // A record that did not fit is rolled back by moving the encoder's
     // offset, but the bytes it had already written stay in the buffer: cut
     // them off, or they would be sent as garbage after the message.
     let end = encoder.offset();
     bytes.truncate(end);
-    Ok(Response { bytes, truncated })
+    Ok((bytes, truncated))
 }
 
 /// Emits one record if it fits; false (and nothing written) when it does not.

@@ -1,25 +1,93 @@
 //! The authoritative DNS server for the discovery zone.
 //!
-//! - [`zone`]: what a name means and which records answer it, read from the
-//!   registry at answer time.
-//! - [`fast`]: the common questions, straight from the registry to wire.
-//! - [`message`]: request checks, EDNS, and size-bounded encoding.
+//! - [`node`]: the name grammar: what the labels of a name in the zone
+//!   refer to.
+//! - [`answer`]: the rule book: which records answer a question, in which
+//!   order, with which TTLs and extras, within which size.
+//! - [`fast`]: plain queries, read by hand and answered straight to wire.
+//! - [`message`]: every other packet, through hickory's message types; the
+//!   reference the fast path is tested against.
 //! - [`server`]: binding, and TCP connections.
 //! - [`udp`]: UDP, a thread per `SO_REUSEPORT` socket with batched I/O.
+//!
+//! Both answer paths read a name through `node` and answer it through
+//! `answer`: each DNS rule is written once, and the two paths differ only in
+//! how they read a request and write bytes.
 //!
 //! **Invariant:** nothing here writes to the registry, blocks, or awaits while
 //! holding a lock.
 
-pub mod fast;
-pub mod message;
+pub(crate) mod answer;
+pub(crate) mod fast;
+pub(crate) mod message;
+pub(crate) mod node;
 pub mod server;
 pub mod udp;
-pub mod zone;
+
+#[cfg(test)]
+mod differential;
+#[cfg(test)]
+mod tests;
+
+use std::sync::Arc;
 
 use hickory_proto::rr::Name;
 
-pub use message::{Responder, Transport};
-pub use zone::ZoneSettings;
+pub use answer::{Transport, ZoneSettings};
+
+use crate::metrics::Metrics;
+use crate::registry::{Registry, now_ms};
+
+/// Everything needed to answer queries; shared by every socket task.
+pub struct Responder {
+    registry: Registry,
+    zone: ZoneSettings,
+    metrics: Arc<Metrics>,
+    /// The zone's names in wire form, for the fast path.
+    wire: fast::ZoneWire,
+}
+
+impl Responder {
+    pub fn new(registry: Registry, zone: ZoneSettings, metrics: Arc<Metrics>) -> Self {
+        let wire = fast::ZoneWire::new(&zone);
+        Responder {
+            registry,
+            zone,
+            metrics,
+            wire,
+        }
+    }
+
+    /// Answers one request packet into `out` (cleared first): plain queries
+    /// by the fast path, everything else by the general one. False means
+    /// drop the packet.
+    pub fn respond_into(&self, packet: &[u8], transport: Transport, out: &mut Vec<u8>) -> bool {
+        let now = now_ms();
+        if fast::respond(self, packet, transport, now, out) {
+            return true;
+        }
+        out.clear();
+        match message::respond(self, packet, transport, now) {
+            Some(response) => {
+                out.extend_from_slice(&response);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Answers one request packet by the general path alone (for
+    /// benchmarks and tests); `None` means drop it.
+    pub fn respond_general(&self, packet: &[u8], transport: Transport) -> Option<Vec<u8>> {
+        message::respond(self, packet, transport, now_ms())
+    }
+}
+
+/// The longest zone name, in characters (without the trailing dot): every
+/// name the zone can hold must fit in 255 bytes, and the longest,
+/// `<name>._<type>._tcp.<zone>` with 63-character names and types, leaves
+/// 122 bytes of wire form (120 characters) for the zone.
+pub const MAX_ZONE_CHARS: usize = 120;
 
 /// Parses a zone name (`svc.local`, trailing dot optional) into a lowercase,
 /// fully qualified name.
@@ -27,6 +95,12 @@ pub fn zone_name(zone: &str) -> Result<Name, String> {
     let text = zone.strip_suffix('.').unwrap_or(zone);
     if text.is_empty() {
         return Err("the zone must not be empty (the root zone is not served)".into());
+    }
+    if text.len() > MAX_ZONE_CHARS {
+        return Err(format!(
+            "the zone must be at most {MAX_ZONE_CHARS} characters, so that every instance's DNS-SD name fits in 255 bytes; got {}",
+            text.len()
+        ));
     }
     for label in text.split('.') {
         if !crate::service::is_dns_label(label) {

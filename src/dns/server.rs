@@ -16,7 +16,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
-use super::message::{Responder, Transport};
+use super::{Responder, Transport};
 
 /// Time allowed to write one batch of TCP responses before the connection
 /// is dropped.

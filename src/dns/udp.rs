@@ -20,7 +20,8 @@ use std::time::Duration;
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 use tokio_util::sync::CancellationToken;
 
-use super::message::{MAX_UDP_PAYLOAD, Responder, Transport};
+use super::answer::MAX_UDP_PAYLOAD;
+use super::{Responder, Transport};
 
 /// Datagrams taken per `recvmmsg` call, at most.
 const BATCH: usize = 32;
