@@ -22,6 +22,7 @@ use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::{Name, RecordType};
 
 use super::node::Node;
+use crate::metrics::Metrics;
 use crate::registry::{Members, Registry, TypeSet};
 use crate::service::{Family, Instance};
 
@@ -64,6 +65,15 @@ pub struct ZoneSettings {
     pub ttl: u32,
     /// TTL of negative answers and SOA minimum.
     pub negative_ttl: u32,
+}
+
+/// The zone being answered for: its settings, the registry its names come
+/// from, and the metrics every answer is counted in. Both paths answer from
+/// it.
+pub(crate) struct Zone {
+    pub settings: ZoneSettings,
+    pub registry: Registry,
+    pub metrics: Arc<Metrics>,
 }
 
 /// The largest response for a query that came over `transport` with an
@@ -164,6 +174,11 @@ impl Subject {
             _ => None,
         };
         Subject { node, set }
+    }
+
+    /// The node it was found for.
+    pub(crate) fn node(&self) -> &Node {
+        &self.node
     }
 
     /// What answers `qtype` about this subject at `now_ms`, collecting no

@@ -324,9 +324,16 @@ pub(super) fn compare(
     };
     fastrand::seed(seed);
     let mut fast_bytes = Vec::new();
-    let taken = fast::respond(responder, packet, transport, now, &mut fast_bytes);
+    let taken = fast::respond(
+        &responder.zone,
+        &responder.wire,
+        packet,
+        transport,
+        now,
+        &mut fast_bytes,
+    );
     fastrand::seed(seed);
-    let general_bytes = message::respond(responder, packet, transport, now).unwrap();
+    let general_bytes = message::respond(&responder.zone, packet, transport, now).unwrap();
     let general = Message::from_vec(&general_bytes).unwrap();
     if !taken {
         return Compared::NotTaken;
@@ -354,7 +361,7 @@ pub(super) fn compare(
     // What both must have taken their records from, with the generator
     // seeded as they had it.
     fastrand::seed(seed);
-    let (reference, authorities) = message::unlimited(responder, &request, limit, now);
+    let (reference, authorities) = message::unlimited(&responder.zone, &request, limit, now);
     for (name, sent) in [("fast", &fast), ("general", &general)] {
         check_against(sent, &reference, &authorities, &format!("{context} {name}"));
     }

@@ -18,10 +18,9 @@ use std::net::IpAddr;
 
 use hickory_proto::rr::RecordType;
 
-use super::Responder;
 use super::answer::{
     Answer, Member, OPT_RECORD_LEN, RFC8482_CPU, Records, SOA_EXPIRE, SOA_REFRESH, SOA_RETRY,
-    Subject, Transport, ZoneSettings, most_records, response_flags, response_limit,
+    Subject, Transport, Zone, ZoneSettings, most_records, response_flags, response_limit,
 };
 use super::node::{MAX_DEPTH, Node};
 use crate::service::{Host, Instance};
@@ -177,9 +176,10 @@ fn parse(packet: &[u8]) -> Option<Question> {
 
 /// Answers `packet` into `out` if it is a query the fast path takes, as of
 /// `now_ms`; false (and `out` unspecified) when the general path must
-/// answer it.
+/// answer it. `wire` is the zone's names in wire form.
 pub(crate) fn respond(
-    responder: &Responder,
+    zone: &Zone,
+    wire: &ZoneWire,
     packet: &[u8],
     transport: Transport,
     now_ms: u64,
@@ -188,7 +188,6 @@ pub(crate) fn respond(
     let Some(question) = parse(packet) else {
         return false;
     };
-    let wire = &responder.wire;
     // Where the apex would start in the name: `depth` labels in. (The apex
     // has at least one label: the root zone is never served.)
     let Some(depth) = question.label_count.checked_sub(wire.apex_labels) else {
@@ -220,16 +219,10 @@ pub(crate) fn respond(
     } else {
         0
     };
-    let registry = &responder.registry;
+    let registry = &zone.registry;
     let qtype = RecordType::from(question.qtype);
     let subject = Subject::find(registry, node);
-    let answer = subject.answer(
-        registry,
-        &responder.zone,
-        qtype,
-        now_ms,
-        most_records(limit),
-    );
+    let answer = subject.answer(registry, &zone.settings, qtype, now_ms, most_records(limit));
     let mut message = Writer {
         out,
         budget: limit - opt_len,
@@ -260,9 +253,9 @@ pub(crate) fn respond(
     out[6..8].copy_from_slice(&message.answers.to_be_bytes());
     out[8..10].copy_from_slice(&message.authorities.to_be_bytes());
     out[10..12].copy_from_slice(&message.additionals.to_be_bytes());
-    responder.metrics.count_query(qtype, answer.rcode);
+    zone.metrics.count_query(qtype, answer.rcode);
     if message.truncated {
-        responder.metrics.dns_truncated.inc();
+        zone.metrics.dns_truncated.inc();
     }
     true
 }

@@ -18,10 +18,9 @@ use hickory_proto::rr::rdata::{A, AAAA, HINFO, NS, PTR, SOA, SRV};
 use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType};
 use hickory_proto::serialize::binary::{BinEncodable, BinEncoder};
 
-use super::Responder;
 use super::answer::{
     Answer, CLASSIC_UDP_LIMIT, MAX_UDP_PAYLOAD, OPT_RECORD_LEN, RFC8482_CPU, Records, SOA_EXPIRE,
-    SOA_REFRESH, SOA_RETRY, Subject, Transport, ZoneSettings, most_records, response_flags,
+    SOA_REFRESH, SOA_RETRY, Subject, Transport, Zone, ZoneSettings, most_records, response_flags,
     response_limit,
 };
 use super::node::Node;
@@ -31,13 +30,13 @@ use crate::service::{Host, Instance};
 /// carry an id to answer to, or itself a response (never answer those, to
 /// avoid loops).
 pub(crate) fn respond(
-    responder: &Responder,
+    zone: &Zone,
     packet: &[u8],
     transport: Transport,
     now_ms: u64,
 ) -> Option<Vec<u8>> {
     if packet.len() < 12 || packet[2] & 0x80 != 0 {
-        responder.metrics.dns_dropped.inc();
+        zone.metrics.dns_dropped.inc();
         return None;
     }
     let request_flags = [packet[2], packet[3]];
@@ -54,7 +53,7 @@ pub(crate) fn respond(
             hickory_proto::op::MessageType::Query,
             hickory_proto::op::OpCode::from_u8((packet[2] >> 3) & 0x0f),
         ));
-        return Some(reply.refuse(responder, metadata, None, ResponseCode::FormErr));
+        return Some(reply.refuse(zone, metadata, None, ResponseCode::FormErr));
     };
     let metadata = Metadata::response_from_request(&request.metadata);
     let reply = Reply {
@@ -73,35 +72,21 @@ pub(crate) fn respond(
         None
     };
     if let Some(rcode) = refusal {
-        return Some(reply.refuse(responder, metadata, query, rcode));
+        return Some(reply.refuse(zone, metadata, query, rcode));
     }
     let query = &request.queries[0];
     let qname = query.name();
-    let zone = &responder.zone;
     if query.query_class() != DNSClass::IN
-        || !zone.apex.zone_of(qname)
+        || !zone.settings.apex.zone_of(qname)
         || matches!(query.query_type(), RecordType::AXFR | RecordType::IXFR)
     {
-        return Some(reply.refuse(responder, metadata, Some(query), ResponseCode::Refused));
+        return Some(reply.refuse(zone, metadata, Some(query), ResponseCode::Refused));
     }
-    // Count labels ourselves: `Name::num_labels` leaves out a leading `*`.
-    let depth = qname.iter().count() - zone.apex.iter().count();
-    let node = Node::parse(depth, qname.iter());
-    let registry = &responder.registry;
-    let subject = Subject::find(registry, node);
     let qtype = query.query_type();
-    let answer = subject.answer(registry, zone, qtype, now_ms, most_records(reply.limit));
-    let names = Names::of(qname, zone, &node);
-    let records = records(&answer, &names, zone, registry.version() as u32);
-    responder.metrics.count_query(qtype, answer.rcode);
-    Some(reply.send(
-        responder,
-        metadata,
-        Some(query),
-        answer.rcode,
-        true,
-        &records,
-    ))
+    let subject = subject(zone, qname);
+    let (answer, records) = answer(zone, &subject, qname, qtype, now_ms, reply.limit);
+    zone.metrics.count_query(qtype, answer.rcode);
+    Some(reply.send(zone, metadata, Some(query), answer.rcode, true, &records))
 }
 
 /// Every record the answer to `request` holds before any size limit, as
@@ -109,33 +94,51 @@ pub(crate) fn respond(
 /// the authority section. For checking what either path sent.
 #[cfg(test)]
 pub(super) fn unlimited(
-    responder: &Responder,
+    zone: &Zone,
     request: &Message,
     limit: usize,
     now_ms: u64,
 ) -> (Vec<(Record, Vec<Record>)>, Vec<Record>) {
-    let zone = &responder.zone;
     let query = &request.queries[0];
-    let qname = query.name();
-    let depth = qname.iter().count() - zone.apex.iter().count();
-    let node = Node::parse(depth, qname.iter());
-    let registry = &responder.registry;
-    let subject = Subject::find(registry, node);
-    let answer = subject.answer(
-        registry,
+    let subject = subject(zone, query.name());
+    let (_, sections) = answer(
         zone,
+        &subject,
+        query.name(),
         query.query_type(),
         now_ms,
-        most_records(limit),
+        limit,
     );
-    let names = Names::of(qname, zone, &node);
-    let sections = records(&answer, &names, zone, registry.version() as u32);
     let answers = sections
         .answers
         .iter()
         .map(|a| (a.record.clone(), a.extras.records()))
         .collect();
     (answers, sections.authorities)
+}
+
+/// What `qname` (in the zone) refers to.
+fn subject(zone: &Zone, qname: &Name) -> Subject {
+    // Count labels ourselves: `Name::num_labels` leaves out a leading `*`.
+    let depth = qname.iter().count() - zone.settings.apex.iter().count();
+    Subject::find(&zone.registry, Node::parse(depth, qname.iter()))
+}
+
+/// The rule book's answer to `qname`/`qtype` about `subject`, in a
+/// response of at most `limit` bytes, as hickory records.
+fn answer<'s>(
+    zone: &Zone,
+    subject: &'s Subject,
+    qname: &Name,
+    qtype: RecordType,
+    now_ms: u64,
+    limit: usize,
+) -> (Answer<'s>, Sections<'s>) {
+    let (registry, settings) = (&zone.registry, &zone.settings);
+    let answer = subject.answer(registry, settings, qtype, now_ms, most_records(limit));
+    let names = Names::of(qname, settings, subject.node());
+    let sections = records(&answer, &names, settings, registry.version() as u32);
+    (answer, sections)
 }
 
 /// The response OPT record for a request's: our payload size, version 0,
@@ -158,26 +161,19 @@ impl Reply {
     /// A response with no records and `rcode`, not authoritative.
     fn refuse(
         &self,
-        responder: &Responder,
+        zone: &Zone,
         metadata: Metadata,
         query: Option<&Query>,
         rcode: ResponseCode,
     ) -> Vec<u8> {
         let qtype = query.map_or(RecordType::Unknown(0), Query::query_type);
-        responder.metrics.count_query(qtype, rcode);
-        self.send(
-            responder,
-            metadata,
-            query,
-            rcode,
-            false,
-            &Sections::default(),
-        )
+        zone.metrics.count_query(qtype, rcode);
+        self.send(zone, metadata, query, rcode, false, &Sections::default())
     }
 
     fn send(
         &self,
-        responder: &Responder,
+        zone: &Zone,
         mut metadata: Metadata,
         query: Option<&Query>,
         rcode: ResponseCode,
@@ -205,7 +201,7 @@ impl Reply {
         let flags = response_flags(self.request_flags, authoritative, truncated, rcode);
         bytes[2..4].copy_from_slice(&flags);
         if truncated {
-            responder.metrics.dns_truncated.inc();
+            zone.metrics.dns_truncated.inc();
         }
         bytes
     }

@@ -40,22 +40,27 @@ use crate::registry::{Registry, now_ms};
 
 /// Everything needed to answer queries; shared by every socket task.
 pub struct Responder {
-    registry: Registry,
-    zone: ZoneSettings,
-    metrics: Arc<Metrics>,
+    zone: answer::Zone,
     /// The zone's names in wire form, for the fast path.
     wire: fast::ZoneWire,
 }
 
 impl Responder {
-    pub fn new(registry: Registry, zone: ZoneSettings, metrics: Arc<Metrics>) -> Self {
-        let wire = fast::ZoneWire::new(&zone);
+    pub fn new(registry: Registry, settings: ZoneSettings, metrics: Arc<Metrics>) -> Self {
+        let wire = fast::ZoneWire::new(&settings);
         Responder {
-            registry,
-            zone,
-            metrics,
+            zone: answer::Zone {
+                settings,
+                registry,
+                metrics,
+            },
             wire,
         }
+    }
+
+    /// The metrics every answer is counted in.
+    pub fn metrics(&self) -> &Metrics {
+        &self.zone.metrics
     }
 
     /// Answers one request packet into `out` (cleared first): plain queries
@@ -63,11 +68,11 @@ impl Responder {
     /// drop the packet.
     pub fn respond_into(&self, packet: &[u8], transport: Transport, out: &mut Vec<u8>) -> bool {
         let now = now_ms();
-        if fast::respond(self, packet, transport, now, out) {
+        if fast::respond(&self.zone, &self.wire, packet, transport, now, out) {
             return true;
         }
         out.clear();
-        match message::respond(self, packet, transport, now) {
+        match message::respond(&self.zone, packet, transport, now) {
             Some(response) => {
                 out.extend_from_slice(&response);
                 true
@@ -79,7 +84,7 @@ impl Responder {
     /// Answers one request packet by the general path alone (for
     /// benchmarks and tests); `None` means drop it.
     pub fn respond_general(&self, packet: &[u8], transport: Transport) -> Option<Vec<u8>> {
-        message::respond(self, packet, transport, now_ms())
+        message::respond(&self.zone, packet, transport, now_ms())
     }
 }
 

@@ -76,7 +76,7 @@ pub async fn serve_tcp(
             }
         };
         let Ok(slot) = slots.clone().try_acquire_owned() else {
-            responder.metrics.dns_tcp_refused.inc();
+            responder.metrics().dns_tcp_refused.inc();
             tracing::debug!(%peer, "tcp connection limit reached, closing");
             continue;
         };

@@ -79,7 +79,7 @@ fn register_many(responder: &Responder, service_type: &str, count: usize) {
     for i in 0..count {
         let host = format!("10.1.{}.{}", i / 200, i % 200);
         register(
-            &responder.registry,
+            &responder.zone.registry,
             spec(&format!("many{i:04}"), service_type, &host, &["t"]),
             Health::Passing,
         );
@@ -218,7 +218,14 @@ fn what_is_not_a_plain_question_in_the_zone_goes_the_general_way() {
     ] {
         let packet = query(name, qtype, true);
         assert!(
-            !fast::respond(&responder, &packet, Transport::Udp, now_ms(), &mut out),
+            !fast::respond(
+                &responder.zone,
+                &responder.wire,
+                &packet,
+                Transport::Udp,
+                now_ms(),
+                &mut out
+            ),
             "{name} {qtype}"
         );
         let general = responder.respond_general(&packet, Transport::Udp).unwrap();
@@ -228,7 +235,8 @@ fn what_is_not_a_plain_question_in_the_zone_goes_the_general_way() {
     let mut packet = query("web.svc.local.", RecordType::A, false);
     packet.push(0); // trailing garbage
     assert!(!fast::respond(
-        &responder,
+        &responder.zone,
+        &responder.wire,
         &packet,
         Transport::Udp,
         now_ms(),
@@ -237,7 +245,8 @@ fn what_is_not_a_plain_question_in_the_zone_goes_the_general_way() {
     let mut packet = query("web.svc.local.", RecordType::A, false);
     packet[2] |= 0x80; // a response: dropped
     assert!(!fast::respond(
-        &responder,
+        &responder.zone,
+        &responder.wire,
         &packet,
         Transport::Udp,
         now_ms(),
@@ -248,7 +257,8 @@ fn what_is_not_a_plain_question_in_the_zone_goes_the_general_way() {
     for cut in 0..whole.len() {
         let packet = &whole[..cut];
         assert!(!fast::respond(
-            &responder,
+            &responder.zone,
+            &responder.wire,
             packet,
             Transport::Udp,
             now_ms(),
@@ -286,7 +296,14 @@ fn mutated_queries_the_fast_path_takes_get_the_general_answer() {
                 _ => packet[at] = packet[at].to_ascii_uppercase(),
             }
         }
-        if !fast::respond(&responder, &packet, Transport::Udp, now_ms(), &mut out) {
+        if !fast::respond(
+            &responder.zone,
+            &responder.wire,
+            &packet,
+            Transport::Udp,
+            now_ms(),
+            &mut out,
+        ) {
             continue;
         }
         taken += 1;
@@ -325,7 +342,8 @@ fn edns_options_clients_send_are_handled() {
     for data in [&[0, 1, 24, 0, 10, 0, 0][..], &[0, 1, 99][..]] {
         let subnet = with_option(plain.clone(), 8, data);
         assert!(!fast::respond(
-            &responder,
+            &responder.zone,
+            &responder.wire,
             &subnet,
             Transport::Udp,
             now_ms(),
@@ -486,8 +504,9 @@ fn the_odd_one_out_of_a_large_type_is_found() {
     let responder = responder("ns.svc.local.");
     register_many(&responder, "huge", 1000);
     let odd = spec("odd", "huge", "fd00::99", &["rare"]);
-    let identity = responder.registry.identity_for(&odd);
+    let identity = responder.zone.registry.identity_for(&odd);
     let odd = responder
+        .zone
         .registry
         .register(odd, identity, Health::Passing)
         .instance;
@@ -530,7 +549,13 @@ fn the_odd_one_out_of_a_large_type_is_found() {
         );
         assert_eq!(tagged.0, ResponseCode::NXDomain);
     };
-    let beat = |health| responder.registry.heartbeat(odd.id, health, None).unwrap();
+    let beat = |health| {
+        responder
+            .zone
+            .registry
+            .heartbeat(odd.id, health, None)
+            .unwrap()
+    };
     beat(Health::Critical);
     gone();
     beat(Health::Passing);
@@ -541,7 +566,7 @@ fn the_odd_one_out_of_a_large_type_is_found() {
         Transport::Udp,
     );
     assert_eq!(back.1.len(), 1);
-    responder.registry.deregister(odd.id).unwrap();
+    responder.zone.registry.deregister(odd.id).unwrap();
     gone();
 }
 
