@@ -1,7 +1,8 @@
 //! Settings: the TOML file, the built-in default, and command-line overrides.
 //!
 //! The shipped `config/signpost.toml` is compiled in and is the default, so
-//! the file and the defaults can never drift apart.
+//! the file and the defaults can never drift apart: a user's file is laid
+//! over it key by key, so it need only name what it changes.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -11,7 +12,8 @@ use serde::Deserialize;
 /// The shipped, commented configuration file; also the built-in default.
 pub const DEFAULT_CONFIG_TOML: &str = include_str!("../config/signpost.toml");
 
-/// Everything signpost can be told at start-up.
+/// Everything signpost can be told at start-up. Every field is set by the
+/// built-in file, so none has a serde default.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
@@ -24,13 +26,12 @@ pub struct Config {
     /// Where registrations are kept.
     pub store: StoreConfig,
     /// Active health checks.
-    #[serde(default)]
     pub checks: ChecksConfig,
 }
 
 /// `[dns]`: the authoritative DNS server.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, expecting = "a table")]
 pub struct DnsConfig {
     /// UDP and TCP listen address.
     pub listen: SocketAddr,
@@ -48,7 +49,6 @@ pub struct DnsConfig {
     pub tcp_idle_timeout: u64,
     /// UDP threads (each with its own socket on the port); 0 means one per
     /// CPU core, at most 8.
-    #[serde(default)]
     pub threads: usize,
 }
 
@@ -64,45 +64,29 @@ impl DnsConfig {
 
 /// `[admin]`: the HTTP admin API.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, expecting = "a table")]
 pub struct AdminConfig {
     /// HTTP listen address.
     pub listen: SocketAddr,
     /// Bearer token required for non-GET requests; empty for none.
     pub token: String,
     /// Seconds between keep-alive comments on `/v1/events`.
-    #[serde(default = "default_events_keep_alive")]
     pub events_keep_alive: u64,
     /// Events kept for a slow `/v1/events` subscriber before it misses some.
-    #[serde(default = "default_events_buffer")]
     pub events_buffer: usize,
-}
-
-fn default_events_keep_alive() -> u64 {
-    15
-}
-
-fn default_events_buffer() -> usize {
-    4096
 }
 
 /// `[checks]`: the active health-check scheduler.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, expecting = "a table")]
 pub struct ChecksConfig {
     /// Checks running at once, at most; due checks wait for a free slot.
     pub max_in_flight: usize,
 }
 
-impl Default for ChecksConfig {
-    fn default() -> Self {
-        ChecksConfig { max_in_flight: 512 }
-    }
-}
-
 /// `[registry]`: registration defaults.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, expecting = "a table")]
 pub struct RegistryConfig {
     /// TTL of a registration that names none, seconds.
     pub default_ttl: u32,
@@ -110,7 +94,7 @@ pub struct RegistryConfig {
 
 /// `[store]`: persistence.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, expecting = "a table")]
 pub struct StoreConfig {
     /// Store URL: `memory` or `sqlite:PATH`.
     pub url: String,
@@ -134,18 +118,24 @@ pub enum ConfigError {
 }
 
 impl Default for Config {
+    /// The built-in file, `config/signpost.toml`.
     fn default() -> Self {
-        Config::from_toml(DEFAULT_CONFIG_TOML, "<built-in>").expect("built-in config is valid")
+        let table = parse_table(DEFAULT_CONFIG_TOML, "<built-in>").expect("built-in config parses");
+        let config = deserialize(table, "<built-in>").expect("built-in config sets every field");
+        config.validate().expect("built-in config is valid");
+        config
     }
 }
 
 impl Config {
-    /// Parses and validates a TOML document; `origin` names it in errors.
+    /// Parses and validates a TOML document laid over the built-in file:
+    /// what it leaves out keeps the built-in value; a key the built-in file
+    /// does not know is refused. `origin` names the document in errors.
     pub fn from_toml(text: &str, origin: &str) -> Result<Config, ConfigError> {
-        let config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
-            path: origin.to_string(),
-            message: e.message().to_string(),
-        })?;
+        let mut table =
+            parse_table(DEFAULT_CONFIG_TOML, "<built-in>").expect("built-in config parses");
+        merge(&mut table, parse_table(text, origin)?);
+        let config = deserialize(table, origin)?;
         config.validate()?;
         Ok(config)
     }
@@ -200,6 +190,44 @@ impl Config {
     }
 }
 
+/// Parses a TOML document into a table; syntax errors name the line.
+fn parse_table(text: &str, origin: &str) -> Result<toml::Table, ConfigError> {
+    text.parse::<toml::Table>().map_err(|e| {
+        let message = match e.span() {
+            Some(span) => {
+                let line = 1 + text[..span.start].matches('\n').count();
+                format!("line {line}: {}", e.message())
+            }
+            None => e.message().to_string(),
+        };
+        ConfigError::Parse {
+            path: origin.to_string(),
+            message,
+        }
+    })
+}
+
+/// Lays `over` onto `base`: tables merge key by key, anything else replaces.
+fn merge(base: &mut toml::Table, over: toml::Table) {
+    for (key, value) in over {
+        match (base.get_mut(&key), value) {
+            (Some(toml::Value::Table(base)), toml::Value::Table(over)) => merge(base, over),
+            (_, value) => {
+                base.insert(key, value);
+            }
+        }
+    }
+}
+
+/// Turns the merged table into a [`Config`]; errors name the key's path
+/// (`dns.listen_port: unknown field ...`).
+fn deserialize(table: toml::Table, origin: &str) -> Result<Config, ConfigError> {
+    serde_path_to_error::deserialize(table).map_err(|e| ConfigError::Parse {
+        path: origin.to_string(),
+        message: format!("{}: {}", e.path(), e.inner().message()),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -213,11 +241,56 @@ mod tests {
         assert_eq!(config.store.url, "sqlite:data/signpost.db");
     }
 
+    fn load(text: &str) -> Result<Config, String> {
+        Config::from_toml(text, "x.toml").map_err(|e| e.to_string())
+    }
+
     #[test]
-    fn unknown_settings_are_refused() {
-        let text = DEFAULT_CONFIG_TOML.replace("[dns]", "[dns]\nlisten_port = 53");
-        let err = Config::from_toml(&text, "x.toml").unwrap_err().to_string();
-        assert!(err.contains("listen_port"), "{err}");
+    fn an_empty_file_is_the_built_in_one() {
+        let empty = load("").unwrap();
+        let built_in = Config::default();
+        assert_eq!(format!("{empty:?}"), format!("{built_in:?}"));
+    }
+
+    #[test]
+    fn a_partial_file_keeps_the_built_in_values_it_does_not_name() {
+        let config = load("[dns]\nzone = \"svc.internal\"").unwrap();
+        assert_eq!(config.dns.zone, "svc.internal");
+        assert_eq!(config.dns.listen, "127.0.0.1:8600".parse().unwrap());
+        assert_eq!(config.dns.ttl, 5);
+        assert_eq!(config.admin.events_buffer, 4096);
+        assert_eq!(config.store.url, "sqlite:data/signpost.db");
+        // Dotted keys and inline tables merge the same way.
+        let config = load("admin.token = \"t\"\nchecks = { max_in_flight = 7 }").unwrap();
+        assert_eq!(config.admin.token, "t");
+        assert_eq!(config.admin.listen, "127.0.0.1:8700".parse().unwrap());
+        assert_eq!(config.checks.max_in_flight, 7);
+    }
+
+    #[test]
+    fn unknown_settings_are_refused_naming_the_key() {
+        let text = DEFAULT_CONFIG_TOML.replace("\n[dns]\n", "\n[dns]\nlisten_port = 53\n");
+        let err = load(&text).unwrap_err();
+        assert!(err.contains("dns.listen_port"), "{err}");
+        let err = load("[dns]\nzone = \"svc.internal\"\nlisten_port = 53").unwrap_err();
+        assert!(
+            err.contains("x.toml") && err.contains("dns.listen_port"),
+            "{err}"
+        );
+        let err = load("[dnss]\nzone = \"svc.internal\"").unwrap_err();
+        assert!(err.contains("dnss"), "{err}");
+    }
+
+    #[test]
+    fn wrong_types_and_bad_syntax_name_the_key_or_line() {
+        let err = load("[dns]\nttl = \"5\"").unwrap_err();
+        assert!(err.contains("dns.ttl"), "{err}");
+        let err = load("[admin]\nevents_keep_alive = 0.5").unwrap_err();
+        assert!(err.contains("admin.events_keep_alive"), "{err}");
+        let err = load("dns = 5").unwrap_err();
+        assert!(err.contains("dns") && err.contains("a table"), "{err}");
+        let err = load("[dns]\n\nzone = svc.internal").unwrap_err();
+        assert!(err.contains("x.toml") && err.contains("line 3"), "{err}");
     }
 
     #[test]
