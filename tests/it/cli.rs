@@ -187,6 +187,31 @@ async fn a_partial_config_file_keeps_the_built_in_defaults() {
     std::fs::remove_dir_all(&dir).ok();
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_config_file_with_an_unknown_or_bad_setting_is_refused() {
+    let (dir, path) = config_file(
+        "unknown",
+        "[dns]\nzone = \"svc.internal\"\nlisten_port = 53\n",
+    );
+    let mut args = vec!["--config", path.to_str().unwrap()];
+    args.extend(PORT_ZERO);
+    let (code, stderr) = run_to_exit(&args).await;
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr.contains("dns.listen_port") && stderr.contains(path.to_str().unwrap()),
+        "{stderr}"
+    );
+
+    std::fs::write(&path, "[dns]\nnameserver = \"ns_1.example.net\"\n").unwrap();
+    let (code, stderr) = run_to_exit(&args).await;
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr.contains("dns.nameserver") && stderr.contains("ns_1.example.net"),
+        "{stderr}"
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}
+
 /// Runs the binary to completion and returns (exit code, stderr).
 async fn run_to_exit(args: &[&str]) -> (Option<i32>, String) {
     let output = tokio::time::timeout(
