@@ -40,6 +40,8 @@ pub struct Config {
     pub store: StoreConfig,
     /// Active health checks.
     pub checks: ChecksConfig,
+    /// The process as a whole.
+    pub server: ServerConfig,
 }
 
 /// `[dns]`: the authoritative DNS server.
@@ -60,6 +62,8 @@ pub struct DnsConfig {
     pub max_tcp_connections: usize,
     /// Seconds a TCP connection may sit without a complete query.
     pub tcp_idle_timeout: u64,
+    /// Seconds allowed to write one batch of TCP answers.
+    pub tcp_write_timeout: u64,
     /// UDP threads (each with its own socket on the port); 0 means one per
     /// CPU core, at most 8.
     pub threads: usize,
@@ -77,6 +81,14 @@ pub struct AdminConfig {
     pub events_keep_alive: u64,
     /// Events kept for a slow `/v1/events` subscriber before it misses some.
     pub events_buffer: usize,
+    /// Seconds a client has to send complete request headers.
+    pub header_read_timeout: u64,
+    /// Seconds a client has to send the whole body, once its headers are in.
+    pub body_read_timeout: u64,
+    /// Open admin connections allowed at once.
+    pub max_connections: usize,
+    /// Seconds shutdown waits for in-flight admin requests.
+    pub drain_timeout: u64,
 }
 
 /// `[registry]`: registration defaults.
@@ -103,6 +115,14 @@ pub struct StoreConfig {
     pub url: String,
 }
 
+/// `[server]`: the process as a whole.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a table")]
+pub struct ServerConfig {
+    /// Seconds shutdown waits for all work in flight before stopping it.
+    pub shutdown_grace: u64,
+}
+
 /// Settings that passed every rule, in the types the server uses. Only
 /// [`Config::validate`] makes one.
 #[derive(Debug, Clone)]
@@ -115,6 +135,9 @@ pub struct Settings {
     pub default_ttl: u32,
     /// Checks running at once, at most (1-100000).
     pub checks_in_flight: usize,
+    /// How long shutdown waits for all work in flight before stopping it;
+    /// never shorter than [`AdminSettings::limits`]' drain timeout.
+    pub shutdown_grace: Duration,
 }
 
 /// The validated `[dns]` settings.
@@ -135,6 +158,8 @@ pub struct DnsSettings {
     pub max_tcp_connections: usize,
     /// A TCP connection without a complete query for this long is closed.
     pub tcp_idle_timeout: Duration,
+    /// Time allowed to write one batch of TCP answers.
+    pub tcp_write_timeout: Duration,
 }
 
 /// The validated `[admin]` settings.
@@ -147,6 +172,10 @@ pub struct AdminSettings {
     pub events_keep_alive: Duration,
     /// Events kept for a slow `/v1/events` subscriber (1-1000000).
     pub events_buffer: usize,
+    /// Time a client has to send the whole body, once its headers are in.
+    pub body_read_timeout: Duration,
+    /// The transport's limits: header deadline, connections, drain.
+    pub limits: crate::admin::Limits,
 }
 
 /// Why a configuration was refused.
@@ -204,6 +233,7 @@ impl Config {
             registry,
             store,
             checks,
+            server,
         } = self;
         let zone = crate::dns::zone_name(&dns.zone).map_err(|e| invalid("dns.zone", e))?;
         let nameserver = if dns.nameserver.is_empty() {
@@ -246,13 +276,34 @@ impl Config {
             udp_threads,
             max_tcp_connections: count("dns.max_tcp_connections", dns.max_tcp_connections)?,
             tcp_idle_timeout: seconds("dns.tcp_idle_timeout", dns.tcp_idle_timeout)?,
+            tcp_write_timeout: seconds("dns.tcp_write_timeout", dns.tcp_write_timeout)?,
         };
 
+        let drain_timeout = seconds("admin.drain_timeout", admin.drain_timeout)?;
+        let shutdown_grace = seconds("server.shutdown_grace", server.shutdown_grace)?;
+        if drain_timeout > shutdown_grace {
+            return Err(invalid(
+                "admin.drain_timeout",
+                format!(
+                    "{} s is longer than server.shutdown_grace ({} s), which would cut it short",
+                    admin.drain_timeout, server.shutdown_grace
+                ),
+            ));
+        }
         let admin = AdminSettings {
             listen: admin.listen,
             token: (!admin.token.is_empty()).then(|| Arc::from(admin.token)),
             events_keep_alive: seconds("admin.events_keep_alive", admin.events_keep_alive)?,
             events_buffer: count("admin.events_buffer", admin.events_buffer)?,
+            body_read_timeout: seconds("admin.body_read_timeout", admin.body_read_timeout)?,
+            limits: crate::admin::Limits {
+                header_read_timeout: seconds(
+                    "admin.header_read_timeout",
+                    admin.header_read_timeout,
+                )?,
+                max_connections: count("admin.max_connections", admin.max_connections)?,
+                drain_timeout,
+            },
         };
 
         if !(1..=86400).contains(&registry.default_ttl) {
@@ -268,6 +319,7 @@ impl Config {
             store,
             default_ttl: registry.default_ttl,
             checks_in_flight: checks.max_in_flight,
+            shutdown_grace,
         })
     }
 }
@@ -361,7 +413,14 @@ mod tests {
         );
         assert_eq!(settings.store, StoreKind::Sqlite("data/signpost.db".into()));
         assert_eq!(settings.admin.token, None);
-        assert_eq!(settings.dns.tcp_idle_timeout, Duration::from_secs(10));
+        let ten = Duration::from_secs(10);
+        assert_eq!(settings.dns.tcp_idle_timeout, ten);
+        assert_eq!(settings.dns.tcp_write_timeout, ten);
+        assert_eq!(settings.admin.body_read_timeout, ten);
+        assert_eq!(settings.admin.limits.header_read_timeout, ten);
+        assert_eq!(settings.admin.limits.drain_timeout, ten);
+        assert_eq!(settings.admin.limits.max_connections, 1024);
+        assert_eq!(settings.shutdown_grace, ten);
         assert_eq!(settings.admin.events_keep_alive, Duration::from_secs(15));
     }
 
@@ -411,10 +470,10 @@ mod tests {
     fn wrong_types_and_bad_syntax_name_the_key_or_line() {
         let err = load("[dns]\nttl = \"5\"").unwrap_err();
         assert!(err.contains("dns.ttl"), "{err}");
-        let err = load("[admin]\nevents_keep_alive = 0.5").unwrap_err();
-        assert!(err.contains("admin.events_keep_alive"), "{err}");
+        let err = load("[admin]\nheader_read_timeout = 0.5").unwrap_err();
+        assert!(err.contains("admin.header_read_timeout"), "{err}");
         let err = load("dns = 5").unwrap_err();
-        assert!(err.contains("dns"), "{err}");
+        assert!(err.contains("dns") && err.contains("a table"), "{err}");
         let err = load("[dns]\n\nzone = svc.internal").unwrap_err();
         assert!(err.contains("x.toml") && err.contains("line 3"), "{err}");
     }
@@ -473,10 +532,25 @@ mod tests {
     }
 
     #[test]
-    fn limits_are_in_range() {
+    fn timeouts_are_durations_and_every_limit_has_a_range() {
+        let text = "[dns]\ntcp_write_timeout = 2\n[admin]\nheader_read_timeout = 3\n\
+                    body_read_timeout = 4\ndrain_timeout = 5\nmax_connections = 6\n\
+                    [server]\nshutdown_grace = 7";
+        let settings = load(text).unwrap();
+        assert_eq!(settings.dns.tcp_write_timeout, Duration::from_secs(2));
+        assert_eq!(
+            settings.admin.limits.header_read_timeout,
+            Duration::from_secs(3)
+        );
+        assert_eq!(settings.admin.body_read_timeout, Duration::from_secs(4));
+        assert_eq!(settings.admin.limits.drain_timeout, Duration::from_secs(5));
+        assert_eq!(settings.admin.limits.max_connections, 6);
+        assert_eq!(settings.shutdown_grace, Duration::from_secs(7));
         for (text, setting) in [
             ("dns.tcp_idle_timeout = 0", "dns.tcp_idle_timeout"),
             ("dns.tcp_idle_timeout = 3601", "dns.tcp_idle_timeout"),
+            ("dns.tcp_write_timeout = 0", "dns.tcp_write_timeout"),
+            ("dns.tcp_write_timeout = 3601", "dns.tcp_write_timeout"),
             ("dns.max_tcp_connections = 0", "dns.max_tcp_connections"),
             (
                 "dns.max_tcp_connections = 2000000",
@@ -485,6 +559,13 @@ mod tests {
             ("dns.negative_ttl = 86401", "dns.negative_ttl"),
             ("admin.events_keep_alive = 0", "admin.events_keep_alive"),
             ("admin.events_buffer = 0", "admin.events_buffer"),
+            ("admin.header_read_timeout = 0", "admin.header_read_timeout"),
+            ("admin.body_read_timeout = 0", "admin.body_read_timeout"),
+            ("admin.max_connections = 0", "admin.max_connections"),
+            ("admin.drain_timeout = 0", "admin.drain_timeout"),
+            ("server.shutdown_grace = 0", "server.shutdown_grace"),
+            // The drain cannot outlast the grace that would cut it short.
+            ("server.shutdown_grace = 5", "admin.drain_timeout"),
             ("registry.default_ttl = 0", "registry.default_ttl"),
             ("checks.max_in_flight = 0", "checks.max_in_flight"),
         ] {

@@ -31,7 +31,7 @@ pub mod store;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
@@ -45,9 +45,6 @@ use metrics::Metrics;
 use registrar::Registrar;
 use registry::Registry;
 use store::Store;
-
-/// How long shutdown waits for in-flight work before giving up on it.
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -169,6 +166,7 @@ impl Server {
             store,
             default_ttl,
             checks_in_flight,
+            shutdown_grace,
         } = settings;
         let responder = Arc::new(Responder::new(
             registry.clone(),
@@ -198,6 +196,7 @@ impl Server {
             token.clone(),
             dns.max_tcp_connections,
             dns.tcp_idle_timeout,
+            dns.tcp_write_timeout,
         ));
         tasks.spawn(registrar.clone().run_sweeper(token.clone()));
         tasks.spawn(checks::scheduler::run(
@@ -213,23 +212,24 @@ impl Server {
             metrics,
             token: admin.token,
             default_ttl,
+            body_read_timeout: admin.body_read_timeout,
             store: store.to_string(),
             started: Instant::now(),
             events_keep_alive: admin.events_keep_alive,
             shutdown: token.clone(),
         });
-        tasks.spawn(admin::serve(http, app, token.clone()));
+        tasks.spawn(admin::serve(http, app, admin.limits, token.clone()));
 
         shutdown.await;
         tracing::info!("shutting down");
         token.cancel();
-        let drained = tokio::time::timeout(SHUTDOWN_GRACE, async {
+        let drained = tokio::time::timeout(shutdown_grace, async {
             while tasks.join_next().await.is_some() {}
         })
         .await;
         if drained.is_err() {
             tracing::warn!(
-                "in-flight requests did not finish within {SHUTDOWN_GRACE:?}; stopping anyway"
+                "in-flight requests did not finish within {shutdown_grace:?}; stopping anyway"
             );
             tasks.abort_all();
         }
