@@ -28,7 +28,8 @@ pub struct Limits {
 }
 
 /// Serves `app` on `listener` until `shutdown` fires, then stops accepting
-/// and lets in-flight requests finish (at most `limits.drain_timeout`).
+/// and lets in-flight requests finish (at most `limits.drain_timeout`, then
+/// their connections are closed).
 pub async fn serve(
     listener: TcpListener,
     app: Router,
@@ -37,6 +38,8 @@ pub async fn serve(
 ) {
     let slots = Arc::new(Semaphore::new(limits.max_connections));
     let graceful = GracefulShutdown::new();
+    // Fired when the drain runs out: closes the connections still open.
+    let close = CancellationToken::new();
     let mut http = hyper::server::conn::http1::Builder::new();
     // writev(false): one plain write per response. Admin responses are
     // small (the one large answer, the service list, comes in chunks), and
@@ -70,9 +73,13 @@ pub async fn serve(
         }
         let service = TowerToHyperService::new(app.clone());
         let connection = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
+        let close = close.clone();
         tokio::spawn(async move {
-            if let Err(error) = connection.await {
-                tracing::debug!(%error, %peer, "admin connection ended");
+            tokio::select! {
+                ended = connection => if let Err(error) = ended {
+                    tracing::debug!(%error, %peer, "admin connection ended");
+                },
+                _ = close.cancelled() => {}
             }
             drop(slot);
         });
@@ -83,5 +90,6 @@ pub async fn serve(
     {
         let drain = limits.drain_timeout;
         tracing::warn!("admin requests still running after {drain:?}; closing them");
+        close.cancel();
     }
 }

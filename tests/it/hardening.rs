@@ -133,3 +133,38 @@ async fn admin_connections_beyond_the_limit_are_closed_at_once() {
     .await;
     assert!(served, "a freed slot is used again");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_waits_for_a_request_in_flight_only_as_long_as_the_drain_timeout() {
+    let server = TestServer::start_with(|c| {
+        c.admin.body_read_timeout = 60;
+        c.admin.drain_timeout = 1;
+        c.server.shutdown_grace = 2;
+    })
+    .await;
+    // A registration whose body never completes: in flight until its
+    // body deadline, a minute from now.
+    let mut slow = TcpStream::connect(server.admin).await.unwrap();
+    slow.write_all(
+        b"POST /v1/services HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"name\":",
+    )
+    .await
+    .unwrap();
+    server.register_ok("fast", "web", "10.0.0.1", 80, 30).await;
+
+    let started = Instant::now();
+    tokio::time::timeout(Duration::from_secs(5), server.stop())
+        .await
+        .expect("stops within 5 s, not after the request's minute");
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_millis(800),
+        "the request in flight was given its drain time: {waited:?}"
+    );
+    // Its connection is closed, unanswered.
+    let mut reply = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(2), slow.read_to_end(&mut reply))
+        .await
+        .expect("connection closed");
+    assert!(read.is_err() || reply.is_empty(), "{read:?} {reply:?}");
+}
