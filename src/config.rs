@@ -1,17 +1,32 @@
 //! Settings: the TOML file, the built-in default, and command-line overrides.
 //!
 //! The shipped `config/signpost.toml` is compiled in and is the default, so
-//! the file and the defaults can never drift apart.
+//! the file and the defaults can never drift apart: a user's file is laid
+//! over it key by key, so it need only name what it changes.
+//!
+//! Two types, as for registrations: [`Config`] is what the file says, as
+//! TOML types; [`Config::validate`] checks every rule once and gives
+//! [`Settings`], in the types the server uses (names, durations, the store).
+//! Nothing downstream parses or checks a setting again.
 
 use std::net::SocketAddr;
 use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
 
+use hickory_proto::rr::Name;
 use serde::Deserialize;
+
+use crate::store::StoreKind;
 
 /// The shipped, commented configuration file; also the built-in default.
 pub const DEFAULT_CONFIG_TOML: &str = include_str!("../config/signpost.toml");
 
-/// Everything signpost can be told at start-up.
+/// Longest timeout or interval accepted, seconds.
+const MAX_SECONDS: u64 = 3600;
+
+/// Everything signpost can be told at start-up, as the TOML file says it.
+/// Every field is set by the built-in file, so none has a serde default.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
@@ -24,13 +39,14 @@ pub struct Config {
     /// Where registrations are kept.
     pub store: StoreConfig,
     /// Active health checks.
-    #[serde(default)]
     pub checks: ChecksConfig,
+    /// The process as a whole.
+    pub server: ServerConfig,
 }
 
 /// `[dns]`: the authoritative DNS server.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, expecting = "a table")]
 pub struct DnsConfig {
     /// UDP and TCP listen address.
     pub listen: SocketAddr,
@@ -46,74 +62,120 @@ pub struct DnsConfig {
     pub max_tcp_connections: usize,
     /// Seconds a TCP connection may sit without a complete query.
     pub tcp_idle_timeout: u64,
+    /// Seconds allowed to write one batch of TCP answers.
+    pub tcp_write_timeout: u64,
     /// UDP threads (each with its own socket on the port); 0 means one per
     /// CPU core, at most 8.
-    #[serde(default)]
     pub threads: usize,
-}
-
-impl DnsConfig {
-    /// How many UDP threads to run.
-    pub fn udp_threads(&self) -> usize {
-        match self.threads {
-            0 => std::thread::available_parallelism().map_or(1, |n| n.get().min(8)),
-            n => n,
-        }
-    }
 }
 
 /// `[admin]`: the HTTP admin API.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, expecting = "a table")]
 pub struct AdminConfig {
     /// HTTP listen address.
     pub listen: SocketAddr,
     /// Bearer token required for non-GET requests; empty for none.
     pub token: String,
     /// Seconds between keep-alive comments on `/v1/events`.
-    #[serde(default = "default_events_keep_alive")]
     pub events_keep_alive: u64,
     /// Events kept for a slow `/v1/events` subscriber before it misses some.
-    #[serde(default = "default_events_buffer")]
     pub events_buffer: usize,
-}
-
-fn default_events_keep_alive() -> u64 {
-    15
-}
-
-fn default_events_buffer() -> usize {
-    4096
-}
-
-/// `[checks]`: the active health-check scheduler.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ChecksConfig {
-    /// Checks running at once, at most; due checks wait for a free slot.
-    pub max_in_flight: usize,
-}
-
-impl Default for ChecksConfig {
-    fn default() -> Self {
-        ChecksConfig { max_in_flight: 512 }
-    }
+    /// Seconds a client has to send complete request headers.
+    pub header_read_timeout: u64,
+    /// Seconds a client has to send the whole body, once its headers are in.
+    pub body_read_timeout: u64,
+    /// Open admin connections allowed at once.
+    pub max_connections: usize,
+    /// Seconds shutdown waits for in-flight admin requests.
+    pub drain_timeout: u64,
 }
 
 /// `[registry]`: registration defaults.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, expecting = "a table")]
 pub struct RegistryConfig {
     /// TTL of a registration that names none, seconds.
     pub default_ttl: u32,
 }
 
+/// `[checks]`: the active health-check scheduler.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a table")]
+pub struct ChecksConfig {
+    /// Checks running at once, at most; due checks wait for a free slot.
+    pub max_in_flight: usize,
+}
+
 /// `[store]`: persistence.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, expecting = "a table")]
 pub struct StoreConfig {
     /// Store URL: `memory` or `sqlite:PATH`.
     pub url: String,
+}
+
+/// `[server]`: the process as a whole.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a table")]
+pub struct ServerConfig {
+    /// Seconds shutdown waits for all work in flight before stopping it.
+    pub shutdown_grace: u64,
+}
+
+/// Settings that passed every rule, in the types the server uses. Only
+/// [`Config::validate`] makes one.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub dns: DnsSettings,
+    pub admin: AdminSettings,
+    /// Where registrations are kept.
+    pub store: StoreKind,
+    /// TTL of a registration that names none, seconds (1-86400).
+    pub default_ttl: u32,
+    /// Checks running at once, at most (1-100000).
+    pub checks_in_flight: usize,
+    /// How long shutdown waits for all work in flight before stopping it;
+    /// never shorter than [`AdminSettings::limits`]' drain timeout.
+    pub shutdown_grace: Duration,
+}
+
+/// The validated `[dns]` settings.
+#[derive(Debug, Clone)]
+pub struct DnsSettings {
+    pub listen: SocketAddr,
+    /// The zone apex: lowercase, fully qualified.
+    pub zone: Name,
+    /// The apex NS and SOA MNAME: lowercase, fully qualified.
+    pub nameserver: Name,
+    /// Upper bound of record TTLs, seconds (at most 86400).
+    pub ttl: u32,
+    /// TTL of negative answers and SOA minimum, seconds (at most 86400).
+    pub negative_ttl: u32,
+    /// UDP threads to run, resolved (1-256).
+    pub udp_threads: usize,
+    /// Simultaneous TCP connections accepted (1-1000000).
+    pub max_tcp_connections: usize,
+    /// A TCP connection without a complete query for this long is closed.
+    pub tcp_idle_timeout: Duration,
+    /// Time allowed to write one batch of TCP answers.
+    pub tcp_write_timeout: Duration,
+}
+
+/// The validated `[admin]` settings.
+#[derive(Debug, Clone)]
+pub struct AdminSettings {
+    pub listen: SocketAddr,
+    /// Bearer token for non-GET requests; `None` when not configured.
+    pub token: Option<Arc<str>>,
+    /// Time between keep-alive comments on `/v1/events`.
+    pub events_keep_alive: Duration,
+    /// Events kept for a slow `/v1/events` subscriber (1-1000000).
+    pub events_buffer: usize,
+    /// Time a client has to send the whole body, once its headers are in.
+    pub body_read_timeout: Duration,
+    /// The transport's limits: header deadline, connections, drain.
+    pub limits: crate::admin::Limits,
 }
 
 /// Why a configuration was refused.
@@ -134,23 +196,26 @@ pub enum ConfigError {
 }
 
 impl Default for Config {
+    /// The built-in file, `config/signpost.toml`.
     fn default() -> Self {
-        Config::from_toml(DEFAULT_CONFIG_TOML, "<built-in>").expect("built-in config is valid")
+        let table = parse_table(DEFAULT_CONFIG_TOML, "<built-in>").expect("built-in config parses");
+        deserialize(table, "<built-in>").expect("built-in config sets every field")
     }
 }
 
 impl Config {
-    /// Parses and validates a TOML document; `origin` names it in errors.
+    /// Reads a TOML document laid over the built-in file: what it leaves
+    /// out keeps the built-in value; a key the built-in file does not know
+    /// is refused. `origin` names the document in errors. Nothing is
+    /// validated yet: see [`Config::validate`].
     pub fn from_toml(text: &str, origin: &str) -> Result<Config, ConfigError> {
-        let config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
-            path: origin.to_string(),
-            message: e.message().to_string(),
-        })?;
-        config.validate()?;
-        Ok(config)
+        let mut table =
+            parse_table(DEFAULT_CONFIG_TOML, "<built-in>").expect("built-in config parses");
+        merge(&mut table, parse_table(text, origin)?);
+        deserialize(table, origin)
     }
 
-    /// Reads and validates a TOML file.
+    /// Reads a TOML file, as [`Config::from_toml`].
     pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.display().to_string(),
@@ -159,50 +224,179 @@ impl Config {
         Config::from_toml(&text, &path.display().to_string())
     }
 
-    /// Checks the settings that TOML types alone cannot.
-    pub fn validate(&self) -> Result<(), ConfigError> {
-        let invalid = |setting, message: &str| ConfigError::Invalid {
-            setting,
-            message: message.to_string(),
+    /// Checks every rule that TOML types alone cannot, once, and gives the
+    /// settings in the types the server uses.
+    pub fn validate(self) -> Result<Settings, ConfigError> {
+        let Config {
+            dns,
+            admin,
+            registry,
+            store,
+            checks,
+            server,
+        } = self;
+        let zone = crate::dns::zone_name(&dns.zone).map_err(|e| invalid("dns.zone", e))?;
+        let nameserver = if dns.nameserver.is_empty() {
+            zone.prepend_label("ns").map_err(|_| {
+                invalid(
+                    "dns.nameserver",
+                    format!("ns.{zone} would be too long a name: set a name server"),
+                )
+            })?
+        } else {
+            // The rules of the zone: DNS labels, trailing dot optional.
+            crate::dns::zone_name(&dns.nameserver).map_err(|_| {
+                invalid(
+                    "dns.nameserver",
+                    format!(
+                        "{:?} is not a host name: labels of 1-63 characters a-z, 0-9 and '-', \
+                         not starting or ending with '-', at most 253 characters in all",
+                        dns.nameserver
+                    ),
+                )
+            })?
         };
-        crate::dns::zone_name(&self.dns.zone).map_err(|e| invalid("dns.zone", &e))?;
-        if !self.dns.nameserver.is_empty() {
-            hickory_proto::rr::Name::from_ascii(&self.dns.nameserver)
-                .map_err(|e| invalid("dns.nameserver", &e.to_string()))?;
+        if dns.ttl > 86400 {
+            return Err(invalid("dns.ttl", "must be at most 86400 seconds"));
         }
-        if self.dns.ttl > 86400 || self.dns.negative_ttl > 86400 {
-            return Err(invalid("dns.ttl", "TTLs must be at most 86400 seconds"));
+        if dns.negative_ttl > 86400 {
+            return Err(invalid("dns.negative_ttl", "must be at most 86400 seconds"));
         }
-        if self.dns.max_tcp_connections == 0 {
-            return Err(invalid("dns.max_tcp_connections", "must be at least 1"));
+        let udp_threads = match dns.threads {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get().min(8)),
+            n if n <= 256 => n,
+            _ => return Err(invalid("dns.threads", "must be 0 (one per core) to 256")),
+        };
+        let dns = DnsSettings {
+            listen: dns.listen,
+            zone,
+            nameserver,
+            ttl: dns.ttl,
+            negative_ttl: dns.negative_ttl,
+            udp_threads,
+            max_tcp_connections: count("dns.max_tcp_connections", dns.max_tcp_connections)?,
+            tcp_idle_timeout: seconds("dns.tcp_idle_timeout", dns.tcp_idle_timeout)?,
+            tcp_write_timeout: seconds("dns.tcp_write_timeout", dns.tcp_write_timeout)?,
+        };
+
+        let drain_timeout = seconds("admin.drain_timeout", admin.drain_timeout)?;
+        let shutdown_grace = seconds("server.shutdown_grace", server.shutdown_grace)?;
+        if drain_timeout > shutdown_grace {
+            return Err(invalid(
+                "admin.drain_timeout",
+                format!(
+                    "{} s is longer than server.shutdown_grace ({} s), which would cut it short",
+                    admin.drain_timeout, server.shutdown_grace
+                ),
+            ));
         }
-        if self.dns.threads > 256 {
-            return Err(invalid("dns.threads", "must be 0 (one per core) to 256"));
-        }
-        if self.dns.tcp_idle_timeout == 0 {
-            return Err(invalid("dns.tcp_idle_timeout", "must be at least 1 second"));
-        }
-        if !(1..=86400).contains(&self.registry.default_ttl) {
+        let admin = AdminSettings {
+            listen: admin.listen,
+            token: (!admin.token.is_empty()).then(|| Arc::from(admin.token)),
+            events_keep_alive: seconds("admin.events_keep_alive", admin.events_keep_alive)?,
+            events_buffer: count("admin.events_buffer", admin.events_buffer)?,
+            body_read_timeout: seconds("admin.body_read_timeout", admin.body_read_timeout)?,
+            limits: crate::admin::Limits {
+                header_read_timeout: seconds(
+                    "admin.header_read_timeout",
+                    admin.header_read_timeout,
+                )?,
+                max_connections: count("admin.max_connections", admin.max_connections)?,
+                drain_timeout,
+            },
+        };
+
+        if !(1..=86400).contains(&registry.default_ttl) {
             return Err(invalid("registry.default_ttl", "must be 1-86400 seconds"));
         }
-        if self.admin.events_keep_alive == 0 || self.admin.events_keep_alive > 3600 {
-            return Err(invalid("admin.events_keep_alive", "must be 1-3600 seconds"));
-        }
-        if !(1..=1_000_000).contains(&self.admin.events_buffer) {
-            return Err(invalid("admin.events_buffer", "must be 1-1000000 events"));
-        }
-        if !(1..=100_000).contains(&self.checks.max_in_flight) {
+        if !(1..=100_000).contains(&checks.max_in_flight) {
             return Err(invalid("checks.max_in_flight", "must be 1-100000"));
         }
-        crate::store::StoreKind::parse(&self.store.url)
-            .map_err(|e| invalid("store.url", &e.to_string()))?;
-        Ok(())
+        let store = StoreKind::parse(&store.url).map_err(|e| invalid("store.url", e))?;
+        Ok(Settings {
+            dns,
+            admin,
+            store,
+            default_ttl: registry.default_ttl,
+            checks_in_flight: checks.max_in_flight,
+            shutdown_grace,
+        })
     }
+}
+
+fn invalid(setting: &'static str, message: impl ToString) -> ConfigError {
+    ConfigError::Invalid {
+        setting,
+        message: message.to_string(),
+    }
+}
+
+/// A timeout or interval of 1 to [`MAX_SECONDS`] seconds.
+fn seconds(setting: &'static str, value: u64) -> Result<Duration, ConfigError> {
+    if !(1..=MAX_SECONDS).contains(&value) {
+        return Err(invalid(
+            setting,
+            format!("must be 1-{MAX_SECONDS} seconds, got {value}"),
+        ));
+    }
+    Ok(Duration::from_secs(value))
+}
+
+/// A limit of 1 to 1000000 (connections, events).
+fn count(setting: &'static str, value: usize) -> Result<usize, ConfigError> {
+    if !(1..=1_000_000).contains(&value) {
+        return Err(invalid(setting, format!("must be 1-1000000, got {value}")));
+    }
+    Ok(value)
+}
+
+/// Parses a TOML document into a table; syntax errors name the line.
+fn parse_table(text: &str, origin: &str) -> Result<toml::Table, ConfigError> {
+    text.parse::<toml::Table>().map_err(|e| {
+        let message = match e.span() {
+            Some(span) => {
+                let line = 1 + text[..span.start].matches('\n').count();
+                format!("line {line}: {}", e.message())
+            }
+            None => e.message().to_string(),
+        };
+        ConfigError::Parse {
+            path: origin.to_string(),
+            message,
+        }
+    })
+}
+
+/// Lays `over` onto `base`: tables merge key by key, anything else replaces.
+fn merge(base: &mut toml::Table, over: toml::Table) {
+    for (key, value) in over {
+        match (base.get_mut(&key), value) {
+            (Some(toml::Value::Table(base)), toml::Value::Table(over)) => merge(base, over),
+            (_, value) => {
+                base.insert(key, value);
+            }
+        }
+    }
+}
+
+/// Turns the merged table into a [`Config`]; errors name the key's path
+/// (`dns.listen_port: unknown field ...`).
+fn deserialize(table: toml::Table, origin: &str) -> Result<Config, ConfigError> {
+    serde_path_to_error::deserialize(table).map_err(|e| ConfigError::Parse {
+        path: origin.to_string(),
+        message: format!("{}: {}", e.path(), e.inner().message()),
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn load(text: &str) -> Result<Settings, String> {
+        Config::from_toml(text, "x.toml")
+            .and_then(Config::validate)
+            .map_err(|e| e.to_string())
+    }
 
     #[test]
     fn shipped_config_parses_and_is_the_default() {
@@ -211,29 +405,182 @@ mod tests {
         assert_eq!(config.admin.listen, "127.0.0.1:8700".parse().unwrap());
         assert_eq!(config.dns.zone, "svc.local");
         assert_eq!(config.store.url, "sqlite:data/signpost.db");
+        let settings = config.validate().unwrap();
+        assert_eq!(settings.dns.zone, Name::from_ascii("svc.local.").unwrap());
+        assert_eq!(
+            settings.dns.nameserver,
+            Name::from_ascii("ns.svc.local.").unwrap()
+        );
+        assert_eq!(settings.store, StoreKind::Sqlite("data/signpost.db".into()));
+        assert_eq!(settings.admin.token, None);
+        let ten = Duration::from_secs(10);
+        assert_eq!(settings.dns.tcp_idle_timeout, ten);
+        assert_eq!(settings.dns.tcp_write_timeout, ten);
+        assert_eq!(settings.admin.body_read_timeout, ten);
+        assert_eq!(settings.admin.limits.header_read_timeout, ten);
+        assert_eq!(settings.admin.limits.drain_timeout, ten);
+        assert_eq!(settings.admin.limits.max_connections, 1024);
+        assert_eq!(settings.shutdown_grace, ten);
+        assert_eq!(settings.admin.events_keep_alive, Duration::from_secs(15));
     }
 
     #[test]
-    fn unknown_settings_are_refused() {
+    fn an_empty_file_is_the_built_in_one() {
+        let empty = Config::from_toml("", "x.toml").unwrap();
+        let built_in = Config::default();
+        assert_eq!(format!("{empty:?}"), format!("{built_in:?}"));
+    }
+
+    #[test]
+    fn a_partial_file_keeps_the_built_in_values_it_does_not_name() {
+        let config = Config::from_toml("[dns]\nzone = \"svc.internal\"", "x.toml").unwrap();
+        assert_eq!(config.dns.zone, "svc.internal");
+        assert_eq!(config.dns.listen, "127.0.0.1:8600".parse().unwrap());
+        assert_eq!(config.dns.ttl, 5);
+        assert_eq!(config.admin.events_buffer, 4096);
+        assert_eq!(config.store.url, "sqlite:data/signpost.db");
+        let settings = config.validate().unwrap();
+        assert_eq!(
+            settings.dns.nameserver,
+            Name::from_ascii("ns.svc.internal.").unwrap()
+        );
+        // Dotted keys and inline tables merge the same way.
+        let config =
+            Config::from_toml("admin.token = \"t\"\nchecks = { max_in_flight = 7 }", "x").unwrap();
+        assert_eq!(config.admin.token, "t");
+        assert_eq!(config.admin.listen, "127.0.0.1:8700".parse().unwrap());
+        assert_eq!(config.checks.max_in_flight, 7);
+    }
+
+    #[test]
+    fn unknown_settings_are_refused_naming_the_key() {
         let text = DEFAULT_CONFIG_TOML.replace("[dns]", "[dns]\nlisten_port = 53");
-        let err = Config::from_toml(&text, "x.toml").unwrap_err().to_string();
-        assert!(err.contains("listen_port"), "{err}");
+        let err = load(&text).unwrap_err();
+        assert!(err.contains("dns.listen_port"), "{err}");
+        let err = load("[dns]\nzone = \"svc.internal\"\nlisten_port = 53").unwrap_err();
+        assert!(
+            err.contains("x.toml") && err.contains("dns.listen_port"),
+            "{err}"
+        );
+        let err = load("[dnss]\nzone = \"svc.internal\"").unwrap_err();
+        assert!(err.contains("dnss"), "{err}");
+    }
+
+    #[test]
+    fn wrong_types_and_bad_syntax_name_the_key_or_line() {
+        let err = load("[dns]\nttl = \"5\"").unwrap_err();
+        assert!(err.contains("dns.ttl"), "{err}");
+        let err = load("[admin]\nheader_read_timeout = 0.5").unwrap_err();
+        assert!(err.contains("admin.header_read_timeout"), "{err}");
+        let err = load("dns = 5").unwrap_err();
+        assert!(err.contains("dns") && err.contains("a table"), "{err}");
+        let err = load("[dns]\n\nzone = svc.internal").unwrap_err();
+        assert!(err.contains("x.toml") && err.contains("line 3"), "{err}");
     }
 
     #[test]
     fn dns_threads_default_to_the_cores_and_are_bounded() {
         let config = Config::default();
         assert_eq!(config.dns.threads, 0);
-        assert!((1..=8).contains(&config.dns.udp_threads()));
-        let text = DEFAULT_CONFIG_TOML.replace("threads = 0", "threads = 300");
-        let err = Config::from_toml(&text, "x.toml").unwrap_err().to_string();
+        let settings = config.validate().unwrap();
+        assert!((1..=8).contains(&settings.dns.udp_threads));
+        assert_eq!(load("dns.threads = 3").unwrap().dns.udp_threads, 3);
+        let err = load("dns.threads = 300").unwrap_err();
         assert!(err.contains("dns.threads"), "{err}");
     }
 
     #[test]
     fn bad_zone_is_refused() {
-        let text = DEFAULT_CONFIG_TOML.replace("zone = \"svc.local\"", "zone = \"bad..zone\"");
-        let err = Config::from_toml(&text, "x.toml").unwrap_err().to_string();
+        let err = load("dns.zone = \"bad..zone\"").unwrap_err();
         assert!(err.contains("dns.zone"), "{err}");
+        let err = load("dns.zone = \"\"").unwrap_err();
+        assert!(err.contains("dns.zone"), "{err}");
+    }
+
+    #[test]
+    fn zone_and_nameserver_become_lowercase_fully_qualified_names() {
+        let settings =
+            load("[dns]\nzone = \"Svc.Internal.\"\nnameserver = \"NS1.Example.net\"").unwrap();
+        assert_eq!(settings.dns.zone.to_string(), "svc.internal.");
+        assert!(settings.dns.zone.is_fqdn());
+        assert_eq!(settings.dns.nameserver.to_string(), "ns1.example.net.");
+        assert!(settings.dns.nameserver.is_fqdn());
+    }
+
+    #[test]
+    fn a_nameserver_that_is_not_a_host_name_is_refused() {
+        for bad in [
+            "ns_1.example.net",
+            "ns..example.net",
+            "-ns.example.net",
+            "ns 1",
+        ] {
+            let err = load(&format!("dns.nameserver = {bad:?}")).unwrap_err();
+            assert!(
+                err.contains("dns.nameserver") && err.contains(bad),
+                "{bad}: {err}"
+            );
+        }
+        // A zone of 253 characters, the most a name can have: no room for
+        // "ns." in front of it.
+        let label = "a".repeat(63);
+        let long_zone = format!("{label}.{label}.{label}.{}", "b".repeat(61));
+        let err = load(&format!("dns.zone = {long_zone:?}")).unwrap_err();
+        assert!(err.contains("dns.nameserver"), "{err}");
+        let text = format!("[dns]\nzone = {long_zone:?}\nnameserver = \"ns.example.net\"");
+        assert!(load(&text).is_ok());
+    }
+
+    #[test]
+    fn timeouts_are_durations_and_every_limit_has_a_range() {
+        let text = "[dns]\ntcp_write_timeout = 2\n[admin]\nheader_read_timeout = 3\n\
+                    body_read_timeout = 4\ndrain_timeout = 5\nmax_connections = 6\n\
+                    [server]\nshutdown_grace = 7";
+        let settings = load(text).unwrap();
+        assert_eq!(settings.dns.tcp_write_timeout, Duration::from_secs(2));
+        assert_eq!(
+            settings.admin.limits.header_read_timeout,
+            Duration::from_secs(3)
+        );
+        assert_eq!(settings.admin.body_read_timeout, Duration::from_secs(4));
+        assert_eq!(settings.admin.limits.drain_timeout, Duration::from_secs(5));
+        assert_eq!(settings.admin.limits.max_connections, 6);
+        assert_eq!(settings.shutdown_grace, Duration::from_secs(7));
+        for (text, setting) in [
+            ("dns.tcp_idle_timeout = 0", "dns.tcp_idle_timeout"),
+            ("dns.tcp_idle_timeout = 3601", "dns.tcp_idle_timeout"),
+            ("dns.tcp_write_timeout = 0", "dns.tcp_write_timeout"),
+            ("dns.tcp_write_timeout = 3601", "dns.tcp_write_timeout"),
+            ("dns.max_tcp_connections = 0", "dns.max_tcp_connections"),
+            (
+                "dns.max_tcp_connections = 2000000",
+                "dns.max_tcp_connections",
+            ),
+            ("dns.negative_ttl = 86401", "dns.negative_ttl"),
+            ("admin.events_keep_alive = 0", "admin.events_keep_alive"),
+            ("admin.events_buffer = 0", "admin.events_buffer"),
+            ("admin.header_read_timeout = 0", "admin.header_read_timeout"),
+            ("admin.body_read_timeout = 0", "admin.body_read_timeout"),
+            ("admin.max_connections = 0", "admin.max_connections"),
+            ("admin.drain_timeout = 0", "admin.drain_timeout"),
+            ("server.shutdown_grace = 0", "server.shutdown_grace"),
+            // The drain cannot outlast the grace that would cut it short.
+            ("server.shutdown_grace = 5", "admin.drain_timeout"),
+            ("registry.default_ttl = 0", "registry.default_ttl"),
+            ("checks.max_in_flight = 0", "checks.max_in_flight"),
+        ] {
+            let err = load(text).unwrap_err();
+            assert!(err.contains(setting), "{text}: {err}");
+        }
+    }
+
+    #[test]
+    fn store_is_parsed_once() {
+        assert_eq!(
+            load("store.url = \"memory\"").unwrap().store,
+            StoreKind::Memory
+        );
+        let err = load("store.url = \"etcd:x\"").unwrap_err();
+        assert!(err.contains("store.url"), "{err}");
     }
 }

@@ -3,7 +3,7 @@
 //! Services register over a small HTTP admin API and keep themselves alive
 //! with heartbeats; any program finds them with plain DNS. The pieces:
 //!
-//! - [`config`]: settings from the TOML file and flags.
+//! - [`config`]: settings from the TOML file and flags, validated once.
 //! - [`service`]: a registration, its validation, and the stored instance.
 //! - [`registry`]: every instance, indexed for the API and for DNS; expiry.
 //! - [`registrar`]: the write path, store first and then the registry.
@@ -32,14 +32,14 @@ pub mod store;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use checks::scheduler::{Checker, CheckerInbox};
-pub use config::Config;
+pub use config::{Config, Settings};
 use dns::{Responder, ZoneSettings};
 use events::Events;
 use metrics::Metrics;
@@ -47,14 +47,9 @@ use registrar::Registrar;
 use registry::Registry;
 use store::Store;
 
-/// How long shutdown waits for in-flight work before giving up on it.
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
-
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
-    #[error(transparent)]
-    Config(#[from] config::ConfigError),
     #[error(transparent)]
     Store(#[from] store::StoreError),
     #[error("cannot listen for dns on {addr}: {source}")]
@@ -71,7 +66,7 @@ pub enum StartError {
 
 /// A signpost server whose sockets are bound, ready to [`run`](Server::run).
 pub struct Server {
-    config: Config,
+    settings: Settings,
     udp: Vec<std::net::UdpSocket>,
     tcp: TcpListener,
     http: TcpListener,
@@ -84,16 +79,14 @@ pub struct Server {
 }
 
 impl Server {
-    /// Validates `config`, opens the store and loads the registry from it,
-    /// then binds the DNS (UDP and TCP) and admin sockets: nothing answers
-    /// before every stored registration is back.
-    pub async fn bind(config: Config) -> Result<Server, StartError> {
-        config.validate()?;
-        let zone = dns::zone_name(&config.dns.zone).expect("validated");
-        let store_kind = store::StoreKind::parse(&config.store.url)?;
+    /// Opens the store and loads the registry from it, then binds the DNS
+    /// (UDP and TCP) and admin sockets: nothing answers before every stored
+    /// registration is back. `settings` come from [`Config::validate`].
+    pub async fn bind(settings: Settings) -> Result<Server, StartError> {
+        let zone = settings.dns.zone.clone();
         let started = Instant::now();
         let (store, stored) = {
-            let kind = store_kind.clone();
+            let kind = settings.store.clone();
             tokio::task::spawn_blocking(move || Store::open(&kind))
                 .await
                 .expect("store open does not panic")?
@@ -101,23 +94,24 @@ impl Server {
         let registry = Registry::new(zone.clone());
         let metrics = Arc::new(Metrics::default());
         let (checker, checks) = Checker::new();
-        let events = Events::new(config.admin.events_buffer);
+        let events = Events::new(settings.admin.events_buffer);
         let registrar = Registrar::new(registry.clone(), store, events, checker, metrics.clone());
         let restored = registrar.restore(stored);
         tracing::info!(
-            "store {store_kind}: restored {restored} registrations in {:?}",
+            "store {}: restored {restored} registrations in {:?}",
+            settings.store,
             started.elapsed()
         );
-        let (udp, tcp) = dns::server::bind(config.dns.listen, config.dns.udp_threads())
+        let (udp, tcp) = dns::server::bind(settings.dns.listen, settings.dns.udp_threads)
             .await
             .map_err(|source| StartError::BindDns {
-                addr: config.dns.listen,
+                addr: settings.dns.listen,
                 source,
             })?;
-        let http = TcpListener::bind(config.admin.listen)
+        let http = TcpListener::bind(settings.admin.listen)
             .await
             .map_err(|source| StartError::BindAdmin {
-                addr: config.admin.listen,
+                addr: settings.admin.listen,
                 source,
             })?;
         let dns_addr = udp[0].local_addr().expect("bound socket has an address");
@@ -129,7 +123,7 @@ impl Server {
             registrar,
             checks,
             metrics,
-            config,
+            settings,
             udp,
             tcp,
             http,
@@ -157,7 +151,7 @@ impl Server {
     /// accepting, lets in-flight requests finish, and returns.
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
         let Server {
-            config,
+            settings,
             udp,
             tcp,
             http,
@@ -167,20 +161,21 @@ impl Server {
             metrics,
             ..
         } = self;
-        let apex = dns::zone_name(&config.dns.zone).expect("validated");
-        let nameserver = if config.dns.nameserver.is_empty() {
-            apex.prepend_label("ns")
-                .expect("zone has room for one label")
-        } else {
-            dns::zone_name(&config.dns.nameserver).unwrap_or_else(|_| apex.clone())
-        };
+        let Settings {
+            dns,
+            admin,
+            store,
+            default_ttl,
+            checks_in_flight,
+            shutdown_grace,
+        } = settings;
         let responder = Arc::new(Responder::new(
             registry.clone(),
             ZoneSettings {
-                apex,
-                nameserver,
-                ttl: config.dns.ttl,
-                negative_ttl: config.dns.negative_ttl,
+                apex: dns.zone,
+                nameserver: dns.nameserver,
+                ttl: dns.ttl,
+                negative_ttl: dns.negative_ttl,
             },
             metrics.clone(),
         ));
@@ -200,42 +195,42 @@ impl Server {
             tcp,
             responder.clone(),
             token.clone(),
-            config.dns.max_tcp_connections,
-            Duration::from_secs(config.dns.tcp_idle_timeout),
+            dns.max_tcp_connections,
+            dns.tcp_idle_timeout,
+            dns.tcp_write_timeout,
         ));
         tasks.spawn(registrar.clone().run_sweeper(token.clone()));
         tasks.spawn(checks::scheduler::run(
             checks,
             registrar.clone(),
-            config.checks.max_in_flight,
+            checks_in_flight,
             token.clone(),
         ));
 
-        let token_value =
-            (!config.admin.token.is_empty()).then(|| Arc::from(config.admin.token.as_str()));
         let app = admin::router(admin::AdminState {
             registry,
             registrar: registrar.clone(),
             metrics,
-            token: token_value,
-            default_ttl: config.registry.default_ttl,
-            store: config.store.url.clone(),
+            token: admin.token,
+            default_ttl,
+            body_read_timeout: admin.body_read_timeout,
+            store: store.to_string(),
             started: Instant::now(),
-            events_keep_alive: Duration::from_secs(config.admin.events_keep_alive),
+            events_keep_alive: admin.events_keep_alive,
             shutdown: token.clone(),
         });
-        tasks.spawn(admin::serve(http, app, token.clone()));
+        tasks.spawn(admin::serve(http, app, admin.limits, token.clone()));
 
         shutdown.await;
         tracing::info!("shutting down");
         token.cancel();
-        let drained = tokio::time::timeout(SHUTDOWN_GRACE, async {
+        let drained = tokio::time::timeout(shutdown_grace, async {
             while tasks.join_next().await.is_some() {}
         })
         .await;
         if drained.is_err() {
             tracing::warn!(
-                "in-flight requests did not finish within {SHUTDOWN_GRACE:?}; stopping anyway"
+                "in-flight requests did not finish within {shutdown_grace:?}; stopping anyway"
             );
             tasks.abort_all();
         }

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
-use signpost::{Config, Server};
+use signpost::{Config, Server, Settings};
 
 #[derive(Parser)]
 #[command(
@@ -50,7 +50,9 @@ struct ServeArgs {
     dns_threads: Option<usize>,
 }
 
-fn load_config(args: ServeArgs) -> Result<Config, String> {
+/// The file (or the built-in default), then the flags and the environment
+/// over it, validated once.
+fn load_settings(args: ServeArgs) -> Result<Settings, String> {
     let mut config = match &args.config {
         Some(path) => Config::from_file(path).map_err(|e| e.to_string())?,
         None => Config::default(),
@@ -73,8 +75,7 @@ fn load_config(args: ServeArgs) -> Result<Config, String> {
     if let Ok(token) = std::env::var("SIGNPOST_ADMIN_TOKEN") {
         config.admin.token = token;
     }
-    config.validate().map_err(|e| e.to_string())?;
-    Ok(config)
+    config.validate().map_err(|e| e.to_string())
 }
 
 /// Registers for SIGINT and SIGTERM *now* (not when first polled, as
@@ -115,8 +116,8 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
         .init();
-    let config = match load_config(args) {
-        Ok(config) => config,
+    let settings = match load_settings(args) {
+        Ok(settings) => settings,
         Err(message) => {
             eprintln!("error: {message}");
             return ExitCode::from(2);
@@ -125,7 +126,7 @@ fn main() -> ExitCode {
     let runtime = tokio::runtime::Runtime::new().expect("can start the tokio runtime");
     runtime.block_on(async {
         let shutdown = shutdown_signal();
-        let server = match Server::bind(config).await {
+        let server = match Server::bind(settings).await {
             Ok(server) => server,
             Err(error) => {
                 tracing::error!("{error}");

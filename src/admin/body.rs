@@ -2,6 +2,8 @@
 //! over 64 KiB is 413, not JSON is 415, malformed JSON is 400, and JSON of
 //! the wrong shape is 422 naming the field.
 
+use std::time::Duration;
+
 use axum::body::Body;
 use axum::http::HeaderMap;
 use axum::http::header::CONTENT_TYPE;
@@ -12,23 +14,15 @@ use super::error::ApiError;
 /// Largest request body accepted.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
-/// Time a client has to send the whole body, once its headers are in: a
-/// client trickling a byte at a time must not hold a connection (and, for
-/// a registration, nothing else) for ever.
-pub const BODY_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
-
 /// Reads the whole body, refusing more than [`MAX_BODY_BYTES`] (413) or
-/// one that takes longer than [`BODY_READ_TIMEOUT`] (408).
-pub async fn read_body(body: Body) -> Result<axum::body::Bytes, ApiError> {
-    match tokio::time::timeout(
-        BODY_READ_TIMEOUT,
-        axum::body::to_bytes(body, MAX_BODY_BYTES),
-    )
-    .await
-    {
+/// one that takes longer than `timeout` (408, `admin.body_read_timeout`):
+/// a client trickling a byte at a time must not hold a connection (and,
+/// for a registration, nothing else) for ever.
+pub async fn read_body(body: Body, timeout: Duration) -> Result<axum::body::Bytes, ApiError> {
+    match tokio::time::timeout(timeout, axum::body::to_bytes(body, MAX_BODY_BYTES)).await {
         Ok(Ok(bytes)) => Ok(bytes),
         Ok(Err(_)) => Err(ApiError::TooLarge(MAX_BODY_BYTES)),
-        Err(_) => Err(ApiError::BodyTimeout(BODY_READ_TIMEOUT.as_secs())),
+        Err(_) => Err(ApiError::BodyTimeout(timeout.as_secs())),
     }
 }
 

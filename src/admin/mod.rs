@@ -25,7 +25,7 @@ use uuid::Uuid;
 
 pub use body::MAX_BODY_BYTES;
 pub use error::ApiError;
-pub use serve::serve;
+pub use serve::{Limits, serve};
 
 use crate::metrics::Metrics;
 use crate::registrar::{Registrar, RegistrarError};
@@ -44,6 +44,8 @@ pub struct AdminState {
     /// Bearer token for non-GET requests; `None` when not configured.
     pub token: Option<Arc<str>>,
     pub default_ttl: u32,
+    /// Time a client has to send a request body, once its headers are in.
+    pub body_read_timeout: std::time::Duration,
     pub store: String,
     pub started: Instant,
     /// Seconds between keep-alive comments on `/v1/events`.
@@ -121,7 +123,7 @@ async fn register(
     body: Body,
 ) -> Result<Response, ApiError> {
     let outcome = async {
-        let bytes = body::read_body(body).await?;
+        let bytes = body::read_body(body, state.body_read_timeout).await?;
         let registration: Registration = body::parse_json(&headers, &bytes)?;
         registration
             .validate(state.default_ttl)
@@ -179,7 +181,7 @@ async fn heartbeat(
     body: Body,
 ) -> Result<Response, ApiError> {
     let id = parse_id(&id)?;
-    let bytes = body::read_body(body).await?;
+    let bytes = body::read_body(body, state.body_read_timeout).await?;
     let beat = if bytes.iter().all(u8::is_ascii_whitespace) {
         HeartbeatBody {
             status: Health::Passing,

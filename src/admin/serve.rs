@@ -15,25 +15,38 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
-/// Time a client has to send complete request headers.
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
-/// Open admin connections allowed at once; more are closed at once.
-const MAX_CONNECTIONS: usize = 1024;
-/// How long shutdown waits for in-flight requests.
-const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+/// What the transport allows a client (`[admin]` in the settings).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Time a client has to send complete request headers; then the
+    /// connection is closed.
+    pub header_read_timeout: Duration,
+    /// Open admin connections allowed at once; more are closed at once.
+    pub max_connections: usize,
+    /// How long shutdown waits for in-flight requests.
+    pub drain_timeout: Duration,
+}
 
 /// Serves `app` on `listener` until `shutdown` fires, then stops accepting
-/// and lets in-flight requests finish (at most [`DRAIN_TIMEOUT`]).
-pub async fn serve(listener: TcpListener, app: Router, shutdown: CancellationToken) {
-    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+/// and lets in-flight requests finish (at most `limits.drain_timeout`, then
+/// their connections are closed).
+pub async fn serve(
+    listener: TcpListener,
+    app: Router,
+    limits: Limits,
+    shutdown: CancellationToken,
+) {
+    let slots = Arc::new(Semaphore::new(limits.max_connections));
     let graceful = GracefulShutdown::new();
+    // Fired when the drain runs out: closes the connections still open.
+    let close = CancellationToken::new();
     let mut http = hyper::server::conn::http1::Builder::new();
     // writev(false): one plain write per response. Admin responses are
     // small (the one large answer, the service list, comes in chunks), and
     // copying the body behind the head cost less than a two-part writev on
     // loopback (+9 % registrations/s on one core).
     http.timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .header_read_timeout(limits.header_read_timeout)
         .writev(false);
     loop {
         let accepted = tokio::select! {
@@ -60,17 +73,23 @@ pub async fn serve(listener: TcpListener, app: Router, shutdown: CancellationTok
         }
         let service = TowerToHyperService::new(app.clone());
         let connection = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
+        let close = close.clone();
         tokio::spawn(async move {
-            if let Err(error) = connection.await {
-                tracing::debug!(%error, %peer, "admin connection ended");
+            tokio::select! {
+                ended = connection => if let Err(error) = ended {
+                    tracing::debug!(%error, %peer, "admin connection ended");
+                },
+                _ = close.cancelled() => {}
             }
             drop(slot);
         });
     }
-    if tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown())
+    if tokio::time::timeout(limits.drain_timeout, graceful.shutdown())
         .await
         .is_err()
     {
-        tracing::warn!("admin requests still running after {DRAIN_TIMEOUT:?}; closing them");
+        let drain = limits.drain_timeout;
+        tracing::warn!("admin requests still running after {drain:?}; closing them");
+        close.cancel();
     }
 }

@@ -18,9 +18,6 @@ use tokio_util::sync::CancellationToken;
 
 use super::{Responder, Transport};
 
-/// Time allowed to write one batch of TCP responses before the connection
-/// is dropped.
-const TCP_WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Bytes read from a TCP connection at a time.
 const TCP_READ_CHUNK: usize = 16 * 1024;
 /// Responses buffered before they are written, when many queries arrive at
@@ -51,13 +48,15 @@ pub async fn bind(
 
 /// Accepts TCP connections until `shutdown` fires; at most `max_connections`
 /// at once (more are closed at once), each closed after `idle` without a
-/// complete query.
+/// complete query, or when one batch of answers takes longer than `write`
+/// to send.
 pub async fn serve_tcp(
     listener: TcpListener,
     responder: Arc<Responder>,
     shutdown: CancellationToken,
     max_connections: usize,
     idle: Duration,
+    write: Duration,
 ) {
     let slots = Arc::new(Semaphore::new(max_connections));
     loop {
@@ -83,7 +82,7 @@ pub async fn serve_tcp(
         let responder = responder.clone();
         let shutdown = shutdown.clone();
         tokio::spawn(async move {
-            if let Err(error) = serve_connection(stream, &responder, &shutdown, idle).await {
+            if let Err(error) = serve_connection(stream, &responder, &shutdown, idle, write).await {
                 tracing::debug!(%error, %peer, "tcp connection ended");
             }
             drop(slot);
@@ -95,12 +94,14 @@ pub async fn serve_tcp(
 /// whatever has arrived, answers every complete query in it, and writes the
 /// answers in one go: pipelined queries cost a read and a write per batch,
 /// not per query. The connection is closed after `idle` without a complete
-/// query, however slowly bytes trickle in.
+/// query, however slowly bytes trickle in, and when a write takes longer
+/// than `write`.
 async fn serve_connection(
     mut stream: TcpStream,
     responder: &Responder,
     shutdown: &CancellationToken,
     idle: Duration,
+    write: Duration,
 ) -> io::Result<()> {
     stream.set_nodelay(true)?;
     let mut input: Vec<u8> = Vec::with_capacity(TCP_READ_CHUNK);
@@ -123,13 +124,13 @@ async fn serve_connection(
                 output.extend_from_slice(&response);
             }
             if output.len() >= TCP_FLUSH_AT {
-                write_all(&mut stream, &output).await?;
+                write_all(&mut stream, &output, write).await?;
                 output.clear();
             }
         }
         input.drain(..consumed);
         if !output.is_empty() {
-            write_all(&mut stream, &output).await?;
+            write_all(&mut stream, &output, write).await?;
             output.clear();
         }
         // Appends to `input` (into reserved, unfilled capacity).
@@ -147,8 +148,8 @@ async fn serve_connection(
     }
 }
 
-async fn write_all(stream: &mut TcpStream, bytes: &[u8]) -> io::Result<()> {
-    tokio::time::timeout(TCP_WRITE_TIMEOUT, stream.write_all(bytes))
+async fn write_all(stream: &mut TcpStream, bytes: &[u8], timeout: Duration) -> io::Result<()> {
+    tokio::time::timeout(timeout, stream.write_all(bytes))
         .await
         .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "tcp write timed out"))?
 }

@@ -159,6 +159,59 @@ async fn config_file_is_read_and_flags_override_it() {
     std::fs::remove_dir_all(&dir).ok();
 }
 
+/// Writes `text` to a fresh `signpost.toml` in a directory of its own;
+/// returns the directory (to remove) and the file.
+fn config_file(name: &str, text: &str) -> (std::path::PathBuf, std::path::PathBuf) {
+    let dir = std::env::temp_dir().join(format!("signpost-cli-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("signpost.toml");
+    std::fs::write(&path, text).unwrap();
+    (dir, path)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partial_config_file_keeps_the_built_in_defaults() {
+    // Only the zone and its name server: everything else is built in.
+    let text = "[dns]\nzone = \"svc.internal\"\nnameserver = \"NS1.Example.NET.\"\n";
+    let (dir, path) = config_file("partial", text);
+    let mut args = vec!["--config", path.to_str().unwrap()];
+    args.extend(PORT_ZERO);
+    let mut process = spawn(&args).await;
+    register_and_resolve(&process, "svc.internal").await;
+    let answer = query_udp(process.dns, "web.svc.internal.", RecordType::A, None).await;
+    assert_eq!(answer.answers[0].ttl, 5, "dns.ttl from the built-in file");
+    let apex = query_udp(process.dns, "svc.internal.", RecordType::NS, None).await;
+    let ns: Vec<_> = apex.answers.iter().map(|r| r.data.to_string()).collect();
+    assert_eq!(ns, ["ns1.example.net."], "dns.nameserver, lowercase");
+    assert_eq!(stop_with(&mut process, "TERM").await, Some(0));
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_config_file_with_an_unknown_or_bad_setting_is_refused() {
+    let (dir, path) = config_file(
+        "unknown",
+        "[dns]\nzone = \"svc.internal\"\nlisten_port = 53\n",
+    );
+    let mut args = vec!["--config", path.to_str().unwrap()];
+    args.extend(PORT_ZERO);
+    let (code, stderr) = run_to_exit(&args).await;
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr.contains("dns.listen_port") && stderr.contains(path.to_str().unwrap()),
+        "{stderr}"
+    );
+
+    std::fs::write(&path, "[dns]\nnameserver = \"ns_1.example.net\"\n").unwrap();
+    let (code, stderr) = run_to_exit(&args).await;
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr.contains("dns.nameserver") && stderr.contains("ns_1.example.net"),
+        "{stderr}"
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}
+
 /// Runs the binary to completion and returns (exit code, stderr).
 async fn run_to_exit(args: &[&str]) -> (Option<i32>, String) {
     let output = tokio::time::timeout(

@@ -36,7 +36,8 @@ impl TestServer {
         config.dns.listen = "127.0.0.1:0".parse().unwrap();
         config.admin.listen = "127.0.0.1:0".parse().unwrap();
         configure(&mut config);
-        let server = Server::bind(config).await.expect("server binds");
+        let settings = config.validate().expect("test settings are valid");
+        let server = Server::bind(settings).await.expect("server binds");
         let (dns, admin) = (server.dns_addr(), server.admin_addr());
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(server.run(async {
