@@ -6,14 +6,13 @@
 //!
 //! **Invariant:** only this module knows SQL.
 
+mod record;
 pub mod sqlite;
+
+pub use record::{StoreError, StoredInstance, Write, parse_registration, registration_json};
 
 use std::fmt;
 use std::path::PathBuf;
-
-use uuid::Uuid;
-
-use crate::service::{Health, Registration, ValidRegistration};
 
 /// The default `--store`.
 pub const DEFAULT_STORE: &str = "sqlite:data/signpost.db";
@@ -25,30 +24,6 @@ pub enum StoreKind {
     Memory,
     /// A SQLite database file.
     Sqlite(PathBuf),
-}
-
-/// Why the store refused a URL, a file, or a write.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum StoreError {
-    #[error("unsupported store {0:?}: use \"memory\" or \"sqlite:PATH\"")]
-    Unsupported(String),
-    #[error("cannot open store {path}: {message}")]
-    Open { path: String, message: String },
-    #[error("{path} is not a signpost database ({detail}); refusing to touch it")]
-    Foreign { path: String, detail: String },
-    #[error(
-        "{path} has schema version {found}, newer than this signpost understands ({supported}); refusing to touch it"
-    )]
-    TooNew {
-        path: String,
-        found: i64,
-        supported: i64,
-    },
-    /// A write could not be committed; nothing was acknowledged.
-    #[error("store write failed: {0}")]
-    Write(String),
-    #[error("store is closed")]
-    Closed,
 }
 
 impl StoreKind {
@@ -70,30 +45,6 @@ impl fmt::Display for StoreKind {
             StoreKind::Sqlite(path) => write!(f, "sqlite:{}", path.display()),
         }
     }
-}
-
-/// One persisted registration.
-#[derive(Debug, Clone)]
-pub struct StoredInstance {
-    pub id: Uuid,
-    pub spec: ValidRegistration,
-    pub health: Health,
-    pub registered_at_ms: u64,
-}
-
-/// A change to persist.
-#[derive(Debug, Clone)]
-pub enum Write {
-    /// Insert or replace (by id, and by type+name).
-    Put(Box<StoredInstance>),
-    /// The reported health changed.
-    Health {
-        id: Uuid,
-        health: Health,
-    },
-    Delete(Uuid),
-    /// Expired instances, removed in one go.
-    DeleteMany(Vec<Uuid>),
 }
 
 /// The configured store: a cheap handle, shared by every writer.
@@ -135,30 +86,6 @@ impl Store {
             store.close().await;
         }
     }
-}
-
-/// The registration as the admin API's JSON: the stored form, so a row is
-/// re-validated by the same rules as a request when it is loaded.
-pub fn registration_json(spec: &ValidRegistration) -> String {
-    serde_json::json!({
-        "name": spec.name,
-        "type": spec.service_type,
-        "host": spec.host.to_string(),
-        "port": spec.port,
-        "tags": spec.tags,
-        "metadata": spec.metadata,
-        "ttl": spec.ttl,
-        "priority": spec.priority,
-        "weight": spec.weight,
-        "check": spec.check.as_ref().map(crate::checks::CheckSpec::to_json),
-    })
-    .to_string()
-}
-
-/// Parses and re-validates a stored registration.
-pub fn parse_registration(json: &str) -> Result<ValidRegistration, String> {
-    let registration: Registration = serde_json::from_str(json).map_err(|e| e.to_string())?;
-    registration.validate(30).map_err(|e| e.to_string())
 }
 
 #[cfg(test)]

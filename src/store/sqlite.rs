@@ -18,7 +18,7 @@ use rusqlite::{Connection, OpenFlags, params};
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
-use super::{StoreError, StoredInstance, Write, parse_registration, registration_json};
+use super::record::{StoreError, StoredInstance, Write, parse_registration, registration_json};
 use crate::service::Health;
 
 /// `PRAGMA application_id` of a signpost database ("SgnP").
