@@ -148,8 +148,10 @@ impl Server {
     }
 
     /// Serves DNS and the admin API until `shutdown` completes, then stops
-    /// accepting, lets in-flight requests finish, and returns.
-    pub async fn run(self, shutdown: impl Future<Output = ()>) {
+    /// accepting, lets in-flight requests finish, and returns. Returns an
+    /// error, having stopped everything, when a part of the server stopped
+    /// on its own first.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), RunError> {
         let Server {
             settings,
             udp,
@@ -189,23 +191,25 @@ impl Server {
         for socket in udp {
             let responder = responder.clone();
             let stop = token.clone();
-            tasks.spawn_blocking(move || dns::udp::serve(socket, responder, stop));
+            tasks.spawn_blocking(move || {
+                dns::udp::serve(socket, responder, stop);
+                "a dns udp thread"
+            });
         }
-        tasks.spawn(dns::server::serve_tcp(
+        let tcp = dns::server::serve_tcp(
             tcp,
             responder.clone(),
             token.clone(),
             dns.max_tcp_connections,
             dns.tcp_idle_timeout,
             dns.tcp_write_timeout,
-        ));
-        tasks.spawn(registrar.clone().run_sweeper(token.clone()));
-        tasks.spawn(checks::scheduler::run(
-            checks,
-            registrar.clone(),
-            checks_in_flight,
-            token.clone(),
-        ));
+        );
+        tasks.spawn(named("the dns tcp listener", tcp));
+        let sweeper = registrar.clone().run_sweeper(token.clone());
+        tasks.spawn(named("the expiry sweeper", sweeper));
+        let scheduler =
+            checks::scheduler::run(checks, registrar.clone(), checks_in_flight, token.clone());
+        tasks.spawn(named("the check scheduler", scheduler));
 
         let app = admin::router(admin::AdminState {
             registry,
@@ -219,22 +223,126 @@ impl Server {
             events_keep_alive: admin.events_keep_alive,
             shutdown: token.clone(),
         });
-        tasks.spawn(admin::serve(http, app, admin.limits, token.clone()));
+        let http = admin::serve(http, app, admin.limits, token.clone());
+        tasks.spawn(named("the admin api", http));
 
-        shutdown.await;
-        tracing::info!("shutting down");
-        token.cancel();
-        let drained = tokio::time::timeout(shutdown_grace, async {
-            while tasks.join_next().await.is_some() {}
-        })
-        .await;
-        if drained.is_err() {
-            tracing::warn!(
-                "in-flight requests did not finish within {shutdown_grace:?}; stopping anyway"
-            );
-            tasks.abort_all();
-        }
+        let outcome = supervise(tasks, shutdown, &token, shutdown_grace).await;
         registrar.store.close().await;
         tracing::info!("stopped");
+        outcome
+    }
+}
+
+/// Why a running server stopped before it was asked to.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("{0} stopped unexpectedly, so the server stopped too")]
+    TaskEnded(&'static str),
+    #[error("{0} panicked, so the server stopped too")]
+    TaskPanicked(String),
+}
+
+/// `task`, ending with `name` for [`supervise`].
+async fn named(name: &'static str, task: impl Future<Output = ()>) -> &'static str {
+    task.await;
+    name
+}
+
+/// Waits for `shutdown`, then cancels `token` and gives `tasks` up to
+/// `grace` to finish. Every task runs until the token is cancelled: one
+/// that ends first (a UDP thread whose socket failed, a sweeper or
+/// scheduler that panicked) leaves the server half-alive, so it stops the
+/// server at once, with an error, rather than serving without it.
+async fn supervise(
+    mut tasks: JoinSet<&'static str>,
+    shutdown: impl Future<Output = ()>,
+    token: &CancellationToken,
+    grace: std::time::Duration,
+) -> Result<(), RunError> {
+    let outcome = tokio::select! {
+        () = shutdown => Ok(()),
+        Some(ended) = tasks.join_next() => Err(match ended {
+            Ok(name) => RunError::TaskEnded(name),
+            Err(error) => RunError::TaskPanicked(error.to_string()),
+        }),
+    };
+    match &outcome {
+        Ok(()) => tracing::info!("shutting down"),
+        Err(error) => tracing::error!("{error}"),
+    }
+    token.cancel();
+    let drained =
+        tokio::time::timeout(grace, async { while tasks.join_next().await.is_some() {} }).await;
+    if drained.is_err() {
+        tracing::warn!("in-flight requests did not finish within {grace:?}; stopping anyway");
+        tasks.abort_all();
+    }
+    outcome
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    /// Tasks that run until cancelled, as the server's do.
+    fn until_cancelled(tasks: &mut JoinSet<&'static str>, token: &CancellationToken) {
+        for name in ["one", "two"] {
+            let token = token.clone();
+            tasks.spawn(named(name, async move { token.cancelled().await }));
+        }
+    }
+
+    #[tokio::test]
+    async fn a_task_that_ends_stops_the_others_with_an_error() {
+        let token = CancellationToken::new();
+        let mut tasks = JoinSet::new();
+        until_cancelled(&mut tasks, &token);
+        tasks.spawn(named("the sweeper", async {}));
+        let outcome = supervise(
+            tasks,
+            std::future::pending(),
+            &token,
+            Duration::from_secs(5),
+        );
+        let error = tokio::time::timeout(Duration::from_secs(5), outcome)
+            .await
+            .expect("the server stops")
+            .unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "the sweeper stopped unexpectedly, so the server stopped too"
+        );
+        assert!(token.is_cancelled());
+    }
+
+    #[tokio::test]
+    async fn a_task_that_panics_stops_the_others_with_an_error() {
+        let token = CancellationToken::new();
+        let mut tasks = JoinSet::new();
+        until_cancelled(&mut tasks, &token);
+        tasks.spawn_blocking(|| -> &'static str { panic!("a udp thread broke") });
+        let outcome = supervise(
+            tasks,
+            std::future::pending(),
+            &token,
+            Duration::from_secs(5),
+        );
+        let error = tokio::time::timeout(Duration::from_secs(5), outcome)
+            .await
+            .expect("the server stops")
+            .unwrap_err();
+        assert!(matches!(error, RunError::TaskPanicked(_)), "{error}");
+        assert!(token.is_cancelled());
+    }
+
+    #[tokio::test]
+    async fn shutdown_stops_every_task_without_an_error() {
+        let token = CancellationToken::new();
+        let mut tasks = JoinSet::new();
+        until_cancelled(&mut tasks, &token);
+        let outcome = supervise(tasks, async {}, &token, Duration::from_secs(5)).await;
+        assert!(outcome.is_ok());
     }
 }

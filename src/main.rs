@@ -134,7 +134,12 @@ fn main() -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
-        server.run(shutdown).await;
-        ExitCode::SUCCESS
+        match server.run(shutdown).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => {
+                eprintln!("error: {error}");
+                ExitCode::FAILURE
+            }
+        }
     })
 }

@@ -40,9 +40,14 @@ impl TestServer {
         let server = Server::bind(settings).await.expect("server binds");
         let (dns, admin) = (server.dns_addr(), server.admin_addr());
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(server.run(async {
-            let _ = stopped.await;
-        }));
+        let task = tokio::spawn(async move {
+            let outcome = server
+                .run(async {
+                    let _ = stopped.await;
+                })
+                .await;
+            outcome.expect("the server stops only when asked");
+        });
         TestServer {
             dns,
             admin,
