@@ -122,6 +122,13 @@ impl Metrics {
     /// `subscribers` is the number of connected `/v1/events` streams.
     pub fn render(&self, registry: &Registry, subscribers: usize) -> String {
         let mut out = String::with_capacity(4096);
+        self.render_queries(&mut out);
+        self.render_counters(&mut out);
+        render_gauges(&mut out, registry, subscribers);
+        out
+    }
+
+    fn render_queries(&self, out: &mut String) {
         out.push_str("# HELP signpost_dns_queries_total DNS queries answered, by query type and response code.\n");
         out.push_str("# TYPE signpost_dns_queries_total counter\n");
         for (q, qtype) in QTYPES.iter().enumerate() {
@@ -135,6 +142,11 @@ impl Metrics {
                 }
             }
         }
+    }
+
+    /// The plain counters. Over 100 lines only because it is one table, a
+    /// counter per entry, each field on its own line.
+    fn render_counters(&self, out: &mut String) {
         let counters: [(&str, &str, &str, u64); 14] = [
             (
                 "signpost_dns_dropped_total",
@@ -243,53 +255,56 @@ impl Metrics {
                 self.check_failures[kind as usize].get()
             );
         }
-        let now = now_ms();
-        let instances = registry.list();
-        let mut by_health = [0usize; 3];
-        for instance in &instances {
-            by_health[instance.health() as usize] += 1;
-        }
+    }
+}
+
+/// The gauges, computed from the registry when scraped.
+fn render_gauges(out: &mut String, registry: &Registry, subscribers: usize) {
+    let now = now_ms();
+    let instances = registry.list();
+    let mut by_health = [0usize; 3];
+    for instance in &instances {
+        by_health[instance.health() as usize] += 1;
+    }
+    let _ = writeln!(
+        out,
+        "# HELP signpost_instances_by_health Unexpired instances, by health (the worse of heartbeat and check).\n# TYPE signpost_instances_by_health gauge"
+    );
+    for health in [Health::Passing, Health::Warning, Health::Critical] {
         let _ = writeln!(
             out,
-            "# HELP signpost_instances_by_health Unexpired instances, by health (the worse of heartbeat and check).\n# TYPE signpost_instances_by_health gauge"
+            "signpost_instances_by_health{{health=\"{health}\"}} {}",
+            by_health[health as usize]
         );
-        for health in [Health::Passing, Health::Warning, Health::Critical] {
-            let _ = writeln!(
-                out,
-                "signpost_instances_by_health{{health=\"{health}\"}} {}",
-                by_health[health as usize]
-            );
-        }
-        let serving = instances.iter().filter(|i| i.is_serving(now)).count();
-        let types = registry.types().len();
-        let gauges = [
-            (
-                "signpost_instances",
-                "Instances registered and unexpired.",
-                instances.len(),
-            ),
-            (
-                "signpost_instances_serving",
-                "Instances DNS serves now (unexpired, passing or warning).",
-                serving,
-            ),
-            (
-                "signpost_types",
-                "Service types with at least one instance.",
-                types,
-            ),
-            (
-                "signpost_event_subscribers",
-                "Connected /v1/events streams.",
-                subscribers,
-            ),
-        ];
-        for (name, help, value) in gauges {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}"
-            );
-        }
-        out
+    }
+    let serving = instances.iter().filter(|i| i.is_serving(now)).count();
+    let types = registry.types().len();
+    let gauges = [
+        (
+            "signpost_instances",
+            "Instances registered and unexpired.",
+            instances.len(),
+        ),
+        (
+            "signpost_instances_serving",
+            "Instances DNS serves now (unexpired, passing or warning).",
+            serving,
+        ),
+        (
+            "signpost_types",
+            "Service types with at least one instance.",
+            types,
+        ),
+        (
+            "signpost_event_subscribers",
+            "Connected /v1/events streams.",
+            subscribers,
+        ),
+    ];
+    for (name, help, value) in gauges {
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}"
+        );
     }
 }
