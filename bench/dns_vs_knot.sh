@@ -17,10 +17,10 @@
 # /proc), then the signpost/Knot ratios. Above ~110-140 k QPS dnsperf's own core is the limit,
 # so for fast servers the CPU time per query is the fairer figure.
 #
-# Installs dnsperf and knot with apt-get when missing (needs root). Scratch files go to $WORK.
-set -euo pipefail
-here=$(cd "$(dirname "$0")" && pwd)
-repo=$(cd "$here/.." && pwd)
+# Installs dnsperf, knot, curl and dig with apt-get when missing (needs root). Scratch files
+# go to $WORK.
+# shellcheck source=common.sh
+. "$(dirname "$0")/common.sh"
 ROUNDS=${ROUNDS:-3}
 DURATION=${DURATION:-10}
 MODES=${MODES:-udp tcp}
@@ -34,12 +34,12 @@ SIGNPOST_PORT=${SIGNPOST_PORT:-18653}
 ADMIN_PORT=${ADMIN_PORT:-18753}
 WORK=${WORK:-/tmp/signpost-bench/vs-knot}
 
-if ! command -v dnsperf >/dev/null || ! command -v knotd >/dev/null; then
-  echo "installing dnsperf and knot" >&2
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dnsperf knot curl >/dev/null
-fi
+need dnsperf knotd curl dig
+for port in "$KNOT_PORT:KNOT_PORT" "$SIGNPOST_PORT:SIGNPOST_PORT" "$ADMIN_PORT:ADMIN_PORT"; do
+  port_free "${port%%:*}" "${port#*:}"
+done
 rm -rf "$WORK"; mkdir -p "$WORK/knot/run" "$WORK/knot/db" "$WORK/data"
-(cd "$repo" && cargo build --release --quiet)
+bin=$(build_release)
 python3 "$here/queries.py" "$WORK/queries.txt" --types "$TYPES" --instances "$INSTANCES" \
   --zonefile "$WORK/data/svc.local.zone"
 
@@ -66,28 +66,17 @@ zone:
   - domain: svc.local
 EOF
 
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
-trap cleanup EXIT
-
 taskset -c "$SERVER_CPU" knotd -c "$WORK/knot/knot.conf" >"$WORK/knot.log" 2>&1 &
 knot=$!; pids+=("$knot")
-RUST_LOG=warn taskset -c "$SERVER_CPU" "$repo/target/release/signpost" --store memory \
-  --dns-threads "$DNS_THREADS" --dns-listen "127.0.0.1:$SIGNPOST_PORT" \
-  --admin-listen "127.0.0.1:$ADMIN_PORT" >"$WORK/signpost.log" 2>&1 &
-signpost=$!; pids+=("$signpost")
-for _ in $(seq 1 100); do
-  curl -sf "http://127.0.0.1:$ADMIN_PORT/v1/health" >/dev/null 2>&1 && break
-  sleep 0.1
-done
+start_signpost "$WORK/signpost.log" "$ADMIN_PORT" taskset -c "$SERVER_CPU" "$bin" --store memory \
+  --dns-threads "$DNS_THREADS" --dns-listen "127.0.0.1:$SIGNPOST_PORT"
+signpost=$server_pid
 python3 "$here/load.py" "http://127.0.0.1:$ADMIN_PORT" --types "$TYPES" --instances "$INSTANCES" >&2
 for port in "$KNOT_PORT" "$SIGNPOST_PORT"; do
   answer=$(dig +short -p "$port" @127.0.0.1 inst03.type007.svc.local A 2>/dev/null || true)
   [ "$answer" = "10.0.7.3" ] || { echo "server on port $port answers '$answer'" >&2; exit 1; }
 done
 
-# shellcheck source=dnsperf.sh
-. "$here/dnsperf.sh"
 : >"$WORK/results"
 for round in $(seq 1 "$ROUNDS"); do
   for server in knot signpost; do
@@ -100,8 +89,7 @@ for round in $(seq 1 "$ROUNDS"); do
     done
   done
 done
-rss() { awk '/VmRSS/{print $2}' "/proc/$1/status"; }
-echo "rss_kb knot=$(rss "$knot") signpost=$(rss "$signpost")"
+echo "rss_kb knot=$(rss_kb "$knot") signpost=$(rss_kb "$signpost")"
 python3 - "$WORK/results" <<'EOF'
 import statistics, sys
 rows = [line.split() for line in open(sys.argv[1])]
