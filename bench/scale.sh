@@ -6,6 +6,7 @@
 #
 #   bench/scale.sh                       # 1 000 000 instances, 3 rounds x 10 s, UDP
 #   BULK=99000 ROUNDS=5 bench/scale.sh
+#   bench/scale.sh /tmp/before           # that binary instead of the release build
 #
 # Prints each server's median QPS and server CPU us/query, the large/small ratio, and RSS
 # (VmRSS) of each server once loaded. Servers run with --store memory --dns-threads 1, pinned
@@ -21,12 +22,13 @@ CLIENT_CPU=${CLIENT_CPU:-0}
 WORK=${WORK:-/tmp/signpost-bench/scale}
 mkdir -p "$WORK"
 need dnsperf curl
-bin=$(build_release)
+[ $# -le 1 ] || die "one signpost binary at most"
+signpost_binaries "$@"
 python3 "$here/queries.py" "$WORK/queries.txt"
 
 port_free 18654; port_free 18655
 start() { # NAME DNS_PORT ADMIN_PORT
-  start_signpost "$WORK/$1.log" "$3" "$bin" --store memory --dns-threads 1 \
+  start_signpost "$WORK/$1.log" "$3" "${bins[0]}" --store memory --dns-threads 1 \
     --dns-listen "127.0.0.1:$2"
   python3 "$here/load.py" "http://127.0.0.1:$3" >&2
 }
