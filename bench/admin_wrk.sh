@@ -10,48 +10,35 @@
 # CPU $SERVER_CPU (default 1) with $WORKERS tokio workers (default 1), and runs wrk -t1
 # -c$CONNECTIONS (64) for $DURATION (4) s pinned to CPU $CLIENT_CPU (default 0), every request
 # a registration of a new name (bench/register.lua). Prints requests/s and the server's CPU
-# (cores) per run, then the median per binary. Installs wrk with apt-get when missing.
-set -euo pipefail
-cd "$(dirname "$0")/.."
+# (cores) per run, then the median per binary. Installs wrk and curl with apt-get when missing.
+# shellcheck source=common.sh
+. "$(dirname "$0")/common.sh"
 ROUNDS=${ROUNDS:-3} DURATION=${DURATION:-4} CONNECTIONS=${CONNECTIONS:-64}
 SERVER_CPU=${SERVER_CPU:-1} CLIENT_CPU=${CLIENT_CPU:-0} WORKERS=${WORKERS:-1} PORT=${PORT:-18700}
-command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk >/dev/null; }
-if [ $# -eq 0 ]; then
-  cargo build --release --quiet
-  set -- target/release/signpost
-fi
-if ss -ltn | grep -q "127.0.0.1:$PORT "; then
-  echo "port $PORT is in use: stop what holds it, or set PORT" >&2
-  exit 1
-fi
-ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+WORK=${WORK:-/tmp/signpost-bench/admin-wrk}
+need wrk curl
+signpost_binaries "$@"
+port_free "$PORT" PORT
+mkdir -p "$WORK"
 declare -A rates
 for round in $(seq "$ROUNDS"); do
-  for bin in "$@"; do
-    TOKIO_WORKER_THREADS=$WORKERS RUST_LOG=warn taskset -c "$SERVER_CPU" "$bin" --store memory \
-      --admin-listen "127.0.0.1:$PORT" --dns-listen 127.0.0.1:0 --dns-threads 1 &
-    pid=$!
-    for _ in $(seq 50); do
-      ss -ltnp | grep "127.0.0.1:$PORT " | grep -q "pid=$pid," && break
-      sleep 0.1
-    done
-    ss -ltnp | grep "127.0.0.1:$PORT " | grep -q "pid=$pid," \
-      || { echo "$bin did not start on port $PORT" >&2; kill "$pid" 2>/dev/null; exit 1; }
-    before=$(ticks "$pid")
+  for bin in "${bins[@]}"; do
+    TOKIO_WORKER_THREADS=$WORKERS start_signpost "$WORK/signpost.log" "$PORT" \
+      taskset -c "$SERVER_CPU" "$bin" --store memory --dns-listen 127.0.0.1:0 --dns-threads 1
+    pid=$server_pid
+    before=$(cpu_ticks "$pid")
     out=$(taskset -c "$CLIENT_CPU" wrk -t1 -c"$CONNECTIONS" -d"${DURATION}s" \
       -s bench/register.lua "http://127.0.0.1:$PORT/")
-    after=$(ticks "$pid")
-    kill "$pid"
-    wait "$pid" 2>/dev/null || true
+    after=$(cpu_ticks "$pid")
+    stop "$pid"
     rate=$(awk '/Requests\/sec/ {printf "%d", $2}' <<<"$out")
     errors=$(grep -E "Non-2xx|Socket errors" <<<"$out" || true)
-    cores=$(awk -v t=$((after - before)) -v d="$DURATION" -v hz="$(getconf CLK_TCK)" \
+    cores=$(awk -v t=$((after - before)) -v d="$DURATION" -v hz="$CLK_TCK" \
       'BEGIN {printf "%.2f", t / hz / d}')
     echo "round $round  $bin: $rate registrations/s, server $cores cores ${errors}"
     rates[$bin]="${rates[$bin]:-} $rate"
   done
 done
-for bin in "$@"; do
-  median=$(tr ' ' '\n' <<<"${rates[$bin]}" | grep . | sort -n | awk '{a[NR] = $1} END {print a[int((NR + 1) / 2)]}')
-  echo "median  $bin: $median registrations/s  (runs:${rates[$bin]})"
+for bin in "${bins[@]}"; do
+  echo "median  $bin: $(median <<<"${rates[$bin]}" | xargs printf '%.0f') registrations/s  (runs:${rates[$bin]})"
 done

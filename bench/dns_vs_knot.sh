@@ -1,26 +1,31 @@
 #!/usr/bin/env bash
-# signpost against Knot DNS on the same discovery data set, measured alternately.
+# signpost against Knot DNS on the same discovery data set, measured alternately; given several
+# signpost binaries, each of them too, so two builds compare with each other and with Knot.
 #
-#   bench/dns_vs_knot.sh                        # 3 rounds x 10 s, UDP and TCP
+#   bench/dns_vs_knot.sh                        # the release build, 3 rounds x 10 s, UDP and TCP
 #   ROUNDS=5 MODES=udp bench/dns_vs_knot.sh
+#   bench/dns_vs_knot.sh /tmp/before target/release/signpost    # builds A and B, and Knot
 #
 # Data: zone svc.local, TYPES (100) types typeNNN x INSTANCES (10) instances instMM, each an
 # A 10.X.Y.M and an SRV to port 8000+M; Knot loads it from a zone file, signpost through its admin
 # API. Query mix (bench/queries.py): 45 % typeNNN A, 45 % typeNNN SRV, 5 % instMM.typeNNN A,
 # 5 % names that don't exist.
 #
-# Both servers run pinned to CPU $SERVER_CPU (default 1) with one worker (Knot: udp-workers 1,
+# All servers run pinned to CPU $SERVER_CPU (default 1) with one worker (Knot: udp-workers 1,
 # tcp-workers 1; signpost: --dns-threads 1), dnsperf (-c 4 -q 100, EDNS) pinned to CPU
-# $CLIENT_CPU (default 0). Each round measures every mode on Knot, then on signpost, so both
-# see the same machine weather. Prints per server and mode the median QPS and the median
-# server CPU time per answered query (user+sys of the server process over the run, from
-# /proc), then the signpost/Knot ratios. Above ~110-140 k QPS dnsperf's own core is the limit,
-# so for fast servers the CPU time per query is the fairer figure.
+# $CLIENT_CPU (default 0). Each round measures every mode on Knot, then on each signpost binary
+# in turn (Knot, A, B, Knot, A, B, ...), so all see the same machine weather. Binary number i
+# (from 0) answers DNS on $SIGNPOST_PORT+i and its admin API on $ADMIN_PORT+i. Prints per server
+# and mode the median QPS and the median server CPU time per answered query (user+sys of the
+# server process over the run, from /proc), then each binary's ratios to Knot (and, given
+# several, of each to the first). One binary is labelled signpost; several, A, B, C, ...
+# Above ~110-140 k QPS dnsperf's own core is the limit, so for fast servers the CPU time per
+# query is the fairer figure.
 #
-# Installs dnsperf and knot with apt-get when missing (needs root). Scratch files go to $WORK.
-set -euo pipefail
-here=$(cd "$(dirname "$0")" && pwd)
-repo=$(cd "$here/.." && pwd)
+# Installs dnsperf, knot, curl and dig with apt-get when missing (needs root). Scratch files
+# go to $WORK.
+# shellcheck source=common.sh
+. "$(dirname "$0")/common.sh"
 ROUNDS=${ROUNDS:-3}
 DURATION=${DURATION:-10}
 MODES=${MODES:-udp tcp}
@@ -34,12 +39,18 @@ SIGNPOST_PORT=${SIGNPOST_PORT:-18653}
 ADMIN_PORT=${ADMIN_PORT:-18753}
 WORK=${WORK:-/tmp/signpost-bench/vs-knot}
 
-if ! command -v dnsperf >/dev/null || ! command -v knotd >/dev/null; then
-  echo "installing dnsperf and knot" >&2
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dnsperf knot curl >/dev/null
-fi
+need dnsperf knotd curl dig
+signpost_binaries "$@"
+labels=(signpost)
+[ ${#bins[@]} -eq 1 ] || labels=(A B C D E F G H I J K L M N O P Q R S T U V W X Y Z)
+labels=("${labels[@]:0:${#bins[@]}}")
+[ ${#labels[@]} -eq ${#bins[@]} ] || die "at most 26 binaries"
+port_free "$KNOT_PORT" KNOT_PORT
+for i in "${!bins[@]}"; do
+  port_free $((SIGNPOST_PORT + i)) SIGNPOST_PORT
+  port_free $((ADMIN_PORT + i)) ADMIN_PORT
+done
 rm -rf "$WORK"; mkdir -p "$WORK/knot/run" "$WORK/knot/db" "$WORK/data"
-(cd "$repo" && cargo build --release --quiet)
 python3 "$here/queries.py" "$WORK/queries.txt" --types "$TYPES" --instances "$INSTANCES" \
   --zonefile "$WORK/data/svc.local.zone"
 
@@ -66,32 +77,33 @@ zone:
   - domain: svc.local
 EOF
 
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
-trap cleanup EXIT
-
 taskset -c "$SERVER_CPU" knotd -c "$WORK/knot/knot.conf" >"$WORK/knot.log" 2>&1 &
 knot=$!; pids+=("$knot")
-RUST_LOG=warn taskset -c "$SERVER_CPU" "$repo/target/release/signpost" --store memory \
-  --dns-threads "$DNS_THREADS" --dns-listen "127.0.0.1:$SIGNPOST_PORT" \
-  --admin-listen "127.0.0.1:$ADMIN_PORT" >"$WORK/signpost.log" 2>&1 &
-signpost=$!; pids+=("$signpost")
-for _ in $(seq 1 100); do
-  curl -sf "http://127.0.0.1:$ADMIN_PORT/v1/health" >/dev/null 2>&1 && break
-  sleep 0.1
+declare -A pid_of port_of log_of
+pid_of[knot]=$knot port_of[knot]=$KNOT_PORT log_of[knot]=$WORK/knot.log
+for i in "${!bins[@]}"; do
+  label=${labels[$i]}
+  [ "$label" = signpost ] || echo "$label: ${bins[$i]}"
+  log_of[$label]=$WORK/$label.log port_of[$label]=$((SIGNPOST_PORT + i))
+  start_signpost "${log_of[$label]}" $((ADMIN_PORT + i)) taskset -c "$SERVER_CPU" "${bins[$i]}" \
+    --store memory --dns-threads "$DNS_THREADS" --dns-listen "127.0.0.1:${port_of[$label]}"
+  pid_of[$label]=$server_pid
+  python3 "$here/load.py" "http://127.0.0.1:$((ADMIN_PORT + i))" --types "$TYPES" \
+    --instances "$INSTANCES" >&2
 done
-python3 "$here/load.py" "http://127.0.0.1:$ADMIN_PORT" --types "$TYPES" --instances "$INSTANCES" >&2
-for port in "$KNOT_PORT" "$SIGNPOST_PORT"; do
-  answer=$(dig +short -p "$port" @127.0.0.1 inst03.type007.svc.local A 2>/dev/null || true)
-  [ "$answer" = "10.0.7.3" ] || { echo "server on port $port answers '$answer'" >&2; exit 1; }
+for server in knot "${labels[@]}"; do
+  answer=$(dig +short -p "${port_of[$server]}" @127.0.0.1 inst03.type007.svc.local A 2>/dev/null || true)
+  if [ "$answer" != "10.0.7.3" ]; then
+    echo "$server on port ${port_of[$server]} answers '$answer'; the end of ${log_of[$server]}:" >&2
+    tail -n 20 "${log_of[$server]}" >&2
+    exit 1
+  fi
 done
 
-# shellcheck source=dnsperf.sh
-. "$here/dnsperf.sh"
 : >"$WORK/results"
 for round in $(seq 1 "$ROUNDS"); do
-  for server in knot signpost; do
-    if [ "$server" = knot ]; then pid=$knot port=$KNOT_PORT; else pid=$signpost port=$SIGNPOST_PORT; fi
+  for server in knot "${labels[@]}"; do
+    pid=${pid_of[$server]} port=${port_of[$server]}
     for mode in $MODES; do
       [ "$round" = 1 ] && measure "$pid" "$port" "$mode" "$WORK/queries.txt" 1 >/dev/null  # warm-up
       read -r qps us < <(measure "$pid" "$port" "$mode" "$WORK/queries.txt" "$DURATION")
@@ -100,24 +112,24 @@ for round in $(seq 1 "$ROUNDS"); do
     done
   done
 done
-rss() { awk '/VmRSS/{print $2}' "/proc/$1/status"; }
-echo "rss_kb knot=$(rss "$knot") signpost=$(rss "$signpost")"
-python3 - "$WORK/results" <<'EOF'
-import statistics, sys
-rows = [line.split() for line in open(sys.argv[1])]
-med = {}
-for server, mode, qps, us in rows:
-    med.setdefault((server, mode), ([], []))
-    med[(server, mode)][0].append(float(qps))
-    med[(server, mode)][1].append(float(us))
-modes = sorted({m for _, m in med})
-print("%-8s %-4s %10s %14s" % ("server", "mode", "median QPS", "CPU us/query"))
-for (server, mode), (q, u) in sorted(med.items()):
-    print("%-8s %-4s %10.0f %14.2f" % (server, mode, statistics.median(q), statistics.median(u)))
-for mode in modes:
-    k, s = med.get(("knot", mode)), med.get(("signpost", mode))
-    if k and s:
-        print("signpost/knot %s: QPS %.2f, CPU per query %.2f" % (
-            mode, statistics.median(s[0]) / statistics.median(k[0]),
-            statistics.median(s[1]) / statistics.median(k[1])))
-EOF
+rss="rss_kb"
+for server in knot "${labels[@]}"; do rss+=" $server=$(rss_kb "${pid_of[$server]}")"; done
+echo "$rss"
+declare -A qps_of us_of
+printf "%-8s %-4s %10s %14s\n" server mode "median QPS" "CPU us/query"
+for server in knot "${labels[@]}"; do
+  for mode in $MODES; do
+    qps_of[$server $mode]=$(awk -v s="$server" -v m="$mode" '$1 == s && $2 == m {print $3}' "$WORK/results" | median)
+    us_of[$server $mode]=$(awk -v s="$server" -v m="$mode" '$1 == s && $2 == m {print $4}' "$WORK/results" | median)
+    printf "%-8s %-4s %10.0f %14.2f\n" "$server" "$mode" "${qps_of[$server $mode]}" "${us_of[$server $mode]}"
+  done
+done
+# ratio SERVER BASE MODE: SERVER's median QPS and CPU per query over BASE's.
+ratio() {
+  awk -v name="$1/$2 $3" -v q="${qps_of[$1 $3]}" -v bq="${qps_of[$2 $3]}" -v u="${us_of[$1 $3]}" \
+    -v bu="${us_of[$2 $3]}" 'BEGIN {printf "%s: QPS %.2f, CPU per query %.2f\n", name, q / bq, u / bu}'
+}
+for mode in $MODES; do
+  for label in "${labels[@]}"; do ratio "$label" knot "$mode"; done
+  for label in "${labels[@]:1}"; do ratio "$label" "${labels[0]}" "$mode"; done
+done

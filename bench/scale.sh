@@ -6,13 +6,14 @@
 #
 #   bench/scale.sh                       # 1 000 000 instances, 3 rounds x 10 s, UDP
 #   BULK=99000 ROUNDS=5 bench/scale.sh
+#   bench/scale.sh /tmp/before           # that binary instead of the release build
 #
 # Prints each server's median QPS and server CPU us/query, the large/small ratio, and RSS
 # (VmRSS) of each server once loaded. Servers run with --store memory --dns-threads 1, pinned
-# to CPU $SERVER_CPU while measured; dnsperf to $CLIENT_CPU. Needs dnsperf and curl (apt-get).
-set -euo pipefail
-here=$(cd "$(dirname "$0")" && pwd)
-repo=$(cd "$here/.." && pwd)
+# to CPU $SERVER_CPU while measured; dnsperf to $CLIENT_CPU. Installs dnsperf and curl with
+# apt-get when missing.
+# shellcheck source=common.sh
+. "$(dirname "$0")/common.sh"
 ROUNDS=${ROUNDS:-3}
 DURATION=${DURATION:-10}
 BULK=${BULK:-999000}
@@ -20,32 +21,27 @@ SERVER_CPU=${SERVER_CPU:-1}
 CLIENT_CPU=${CLIENT_CPU:-0}
 WORK=${WORK:-/tmp/signpost-bench/scale}
 mkdir -p "$WORK"
-command -v dnsperf >/dev/null || { echo "dnsperf missing: apt-get install -y dnsperf" >&2; exit 1; }
-(cd "$repo" && cargo build --release --quiet)
+need dnsperf curl
+[ $# -le 1 ] || die "one signpost binary at most"
+signpost_binaries "$@"
 python3 "$here/queries.py" "$WORK/queries.txt"
 
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
-trap cleanup EXIT
+port_free 18654; port_free 18655
 start() { # NAME DNS_PORT ADMIN_PORT
-  RUST_LOG=warn "$repo/target/release/signpost" --store memory --dns-threads 1 \
-    --dns-listen "127.0.0.1:$2" --admin-listen "127.0.0.1:$3" >"$WORK/$1.log" 2>&1 &
-  pids+=("$!")
-  for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$3/v1/health" >/dev/null && break; sleep 0.1; done
+  start_signpost "$WORK/$1.log" "$3" "${bins[0]}" --store memory --dns-threads 1 \
+    --dns-listen "127.0.0.1:$2"
   python3 "$here/load.py" "http://127.0.0.1:$3" >&2
 }
-start small 18654 18754; small=${pids[-1]}
-start large 18655 18755; large=${pids[-1]}
+start small 18654 18754; small=$server_pid
+start large 18655 18755; large=$server_pid
 echo "loading $BULK more instances into the large server" >&2
 python3 "$here/bulk_load.py" "127.0.0.1:18755" "$BULK" >&2
 sleep 2
-rss() { awk '/VmRSS/{print $2}' "/proc/$1/status"; }
 echo "instances: small $(curl -s http://127.0.0.1:18754/v1/health) large $(curl -s http://127.0.0.1:18755/v1/health)"
 taskset -a -p -c "$SERVER_CPU" "$small" >/dev/null
 taskset -a -p -c "$SERVER_CPU" "$large" >/dev/null
 
-# shellcheck source=dnsperf.sh
-. "$here/dnsperf.sh"
+declare -A qps us
 : >"$WORK/results"
 for round in $(seq 1 "$ROUNDS"); do
   for server in small large; do
@@ -56,14 +52,11 @@ for round in $(seq 1 "$ROUNDS"); do
     echo "$server $qps $us" >>"$WORK/results"
   done
 done
-echo "rss_kb small=$(rss "$small") large=$(rss "$large")"
-python3 - "$WORK/results" <<'EOF'
-import statistics, sys
-rows = [line.split() for line in open(sys.argv[1])]
-med = {s: (statistics.median(float(q) for n, q, _ in rows if n == s),
-           statistics.median(float(u) for n, _, u in rows if n == s)) for s in ("small", "large")}
-for s, (q, u) in med.items():
-    print("%-6s median QPS %8.0f  CPU us/query %.2f" % (s, q, u))
-print("small/large QPS ratio %.2f, large/small CPU per query %.2f" % (
-    med["small"][0] / med["large"][0], med["large"][1] / med["small"][1]))
-EOF
+echo "rss_kb small=$(rss_kb "$small") large=$(rss_kb "$large")"
+for server in small large; do
+  qps[$server]=$(awk -v s=$server '$1 == s {print $2}' "$WORK/results" | median)
+  us[$server]=$(awk -v s=$server '$1 == s {print $3}' "$WORK/results" | median)
+  printf "%-6s median QPS %8.0f  CPU us/query %.2f\n" "$server" "${qps[$server]}" "${us[$server]}"
+done
+awk -v qs="${qps[small]}" -v ql="${qps[large]}" -v us="${us[small]}" -v ul="${us[large]}" \
+  'BEGIN {printf "small/large QPS ratio %.2f, large/small CPU per query %.2f\n", qs / ql, ul / us}'

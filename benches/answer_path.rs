@@ -7,8 +7,10 @@
 //! Run with `cargo bench --bench answer_path`. Settings (env): ROUNDS=5
 //! (medians are reported), QUERIES=200000 per round, BIG=1000000 (instances
 //! in the large registry, as BIG/10 types of 10; 0 skips it), HUGE=100000
-//! (instances of one more type, asked for last; 0 skips it).
+//! (instances of one more type, asked for last; 0 skips it). A value that is
+//! not a whole number in range stops it with a message naming the variable.
 //! Under `cargo test` (no `--bench` argument) it does nothing.
+//! `bench/answer_path.sh OLD NEW` runs two builds' executables alternately.
 
 use std::collections::BTreeMap;
 use std::hint::black_box;
@@ -22,11 +24,24 @@ use signpost::metrics::Metrics;
 use signpost::registry::Registry;
 use signpost::service::{Health, ValidRegistration, validate_host};
 
-fn env_usize(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
+/// The whole number in environment variable `name`, `default` when it is
+/// unset, at least `min`. Any other value stops the benchmark: a typo must
+/// not quietly measure something else.
+fn env_usize(name: &str, default: usize, min: usize) -> usize {
+    let value = match std::env::var(name) {
+        Err(std::env::VarError::NotPresent) => return default,
+        Err(std::env::VarError::NotUnicode(value)) => format!("{value:?}"),
+        Ok(value) => match value.trim().parse::<usize>() {
+            Ok(n) if n >= min => return n,
+            _ => format!("{value:?}"),
+        },
+    };
+    let wanted = match min {
+        0 => "a whole number".to_string(),
+        _ => format!("a whole number of at least {min}"),
+    };
+    eprintln!("answer_path: {name} must be {wanted} (unset: {default}), got {name}={value}");
+    std::process::exit(2);
 }
 
 /// A registration of `name` of `service_type` at `host`, for a day.
@@ -161,9 +176,10 @@ fn main() {
     if !std::env::args().any(|a| a == "--bench") {
         return;
     }
-    let rounds = env_usize("ROUNDS", 5);
-    let queries = env_usize("QUERIES", 200_000);
-    let big = env_usize("BIG", 1_000_000);
+    let rounds = env_usize("ROUNDS", 5, 1);
+    let queries = env_usize("QUERIES", 200_000, 10);
+    let big = env_usize("BIG", 1_000_000, 0);
+    let huge = env_usize("HUGE", 100_000, 0);
     let apex = Name::from_ascii("svc.local.").unwrap();
     let zone = ZoneSettings {
         apex: apex.clone(),
@@ -191,7 +207,6 @@ fn main() {
         );
         report(&responder, rounds, queries, false);
     }
-    let huge = env_usize("HUGE", 100_000);
     if huge > 0 {
         for i in 0..huge {
             let host = format!("10.{}.{}.{}", i >> 16 & 255, i >> 8 & 255, i & 255);
