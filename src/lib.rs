@@ -5,6 +5,7 @@
 //!
 //! - [`config`]: settings from the TOML file and flags.
 //! - [`service`]: a registration, its validation, and the stored instance.
+//! - [`validate`]: the label and host rules `service` and `checks` share.
 //! - [`registry`]: every instance, indexed for the API and for DNS; expiry.
 //! - [`registrar`]: the write path, store first and then the registry.
 //! - [`dns`]: the authoritative DNS server, reading the registry.
@@ -27,6 +28,7 @@ pub mod registrar;
 pub mod registry;
 pub mod service;
 pub mod store;
+pub mod validate;
 
 use std::future::Future;
 use std::net::SocketAddr;

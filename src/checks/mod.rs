@@ -14,7 +14,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::service::{ValidationError, abbreviate, validate_host};
+use crate::validate::{ValidationError, abbreviate, validate_host};
 
 /// Interval used when a check names none, seconds.
 pub const DEFAULT_INTERVAL_SECS: f64 = 10.0;
