@@ -12,6 +12,7 @@
 //! - [`admin`]: the HTTP API, writing the registry.
 //! - [`checks`]: active HTTP/TCP health checks and their scheduler.
 //! - [`events`]: the live event stream behind `/v1/events`.
+//! - [`clock`]: the time lifetimes are measured by (a manual one in tests).
 //! - [`metrics`]: counters for `/metrics`.
 //! - [`store`]: where registrations are kept across restarts (SQLite).
 //!
@@ -20,6 +21,7 @@
 
 pub mod admin;
 pub mod checks;
+pub mod clock;
 pub mod config;
 pub mod dns;
 pub mod events;

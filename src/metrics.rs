@@ -11,7 +11,7 @@ use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::RecordType;
 
 use crate::checks::probe::FailureKind;
-use crate::registry::{Registry, now_ms};
+use crate::registry::Registry;
 use crate::service::Health;
 
 /// A monotonically increasing count.
@@ -243,7 +243,7 @@ impl Metrics {
                 self.check_failures[kind as usize].get()
             );
         }
-        let now = now_ms();
+        let now = registry.now_ms();
         let instances = registry.list();
         let mut by_health = [0usize; 3];
         for instance in &instances {

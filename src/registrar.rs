@@ -19,7 +19,7 @@ use serde_json::json;
 use crate::checks::scheduler::Checker;
 use crate::events::{EventKind, Events};
 use crate::metrics::Metrics;
-use crate::registry::{Identity, Registered, Registry, SWEEP_INTERVAL, now_ms};
+use crate::registry::{Identity, Registered, Registry, SWEEP_INTERVAL};
 use crate::service::{Health, Instance, ValidRegistration};
 use crate::store::{Store, StoreError, StoredInstance, Write};
 
@@ -259,7 +259,7 @@ impl Registrar {
                 _ = shutdown.cancelled() => return,
                 _ = tick.tick() => {}
             }
-            let lapsed = self.registry.sweep(now_ms());
+            let lapsed = self.registry.sweep(self.registry.now_ms());
             if lapsed.is_empty() {
                 continue;
             }

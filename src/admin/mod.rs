@@ -29,7 +29,7 @@ pub use serve::serve;
 
 use crate::metrics::Metrics;
 use crate::registrar::{Registrar, RegistrarError};
-use crate::registry::{Registry, now_ms};
+use crate::registry::Registry;
 use crate::service::{Health, MAX_OUTPUT_BYTES, Registration, validate_label};
 
 /// What every handler can reach, shared behind one `Arc`: axum clones the
@@ -298,7 +298,7 @@ async fn list(
     RawQuery(query): RawQuery,
 ) -> Result<Response, ApiError> {
     let filters = parse_filters(query, &["type", "tag", "health"])?;
-    let now = now_ms();
+    let now = state.registry.now_ms();
     // One type's snapshot when filtered by type, not the whole registry.
     let candidates = match &filters.service_type {
         Some(service_type) => state.registry.list_type(service_type),
@@ -370,7 +370,7 @@ async fn discover(
         (None, _) => None,
     };
     let chosen = candidates
-        .and_then(|members| pick_serving(members, now_ms()))
+        .and_then(|members| pick_serving(members, state.registry.now_ms()))
         .ok_or_else(|| {
             ApiError::NotFound(format!("no serving instance of type {service_type:?}"))
         })?;
@@ -397,7 +397,7 @@ fn pick_serving(
 }
 
 async fn types(State(state): State<Arc<AdminState>>) -> Json<serde_json::Value> {
-    let now = now_ms();
+    let now = state.registry.now_ms();
     let types: Vec<_> = state
         .registry
         .types()
@@ -414,7 +414,7 @@ async fn types(State(state): State<Arc<AdminState>>) -> Json<serde_json::Value> 
 }
 
 async fn health(State(state): State<Arc<AdminState>>) -> Json<serde_json::Value> {
-    let now = now_ms();
+    let now = state.registry.now_ms();
     let instances = state.registry.list();
     let serving = instances.iter().filter(|i| i.is_serving(now)).count();
     Json(json!({

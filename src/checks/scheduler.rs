@@ -26,7 +26,6 @@ use super::CheckSpec;
 use super::probe::{self, Outcome};
 use crate::events::EventKind;
 use crate::registrar::Registrar;
-use crate::registry::now_ms;
 use crate::service::{Health, Instance};
 
 /// What the scheduler is told.
@@ -241,7 +240,7 @@ fn apply(
             Health::Critical
         }
     };
-    let now = now_ms();
+    let now = registrar.registry.now_ms();
     if outcome.health != Health::Critical {
         instance.renew(now);
     }
