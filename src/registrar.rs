@@ -14,10 +14,8 @@ use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use serde_json::json;
-
 use crate::checks::scheduler::Checker;
-use crate::events::{EventKind, Events};
+use crate::events::{Change, DeregisterReason, Events, HealthSource};
 use crate::metrics::Metrics;
 use crate::registry::{Identity, Registered, Registry, SWEEP_INTERVAL};
 use crate::service::{Health, Instance, ValidRegistration};
@@ -131,9 +129,11 @@ impl Registrar {
             self.checker.watch(instance);
         }
         self.events.publish(
-            EventKind::Register,
-            instance,
-            Some(json!({ "replaced": !registered.created })),
+            &Change::Registered {
+                instance: instance.clone(),
+                replaced: !registered.created,
+            },
+            self.registry.now_ms(),
         );
         Ok(registered)
     }
@@ -149,9 +149,10 @@ impl Registrar {
             );
             self.checker.forget(instance.id);
             self.events.publish(
-                EventKind::Expire,
-                instance,
-                Some(json!({ "reason": "no heartbeat or passing check within its ttl" })),
+                &Change::Expired {
+                    instance: instance.clone(),
+                },
+                self.registry.now_ms(),
             );
         }
         self.metrics.expired.add(lapsed.len() as u64);
@@ -184,9 +185,12 @@ impl Registrar {
             .map_err(|_| RegistrarError::NotFound)?;
         if instance.health() != before {
             self.events.publish(
-                EventKind::Health,
-                &instance,
-                Some(json!({ "previous": before, "source": "heartbeat" })),
+                &Change::HealthChanged {
+                    instance: instance.clone(),
+                    previous: before,
+                    source: HealthSource::Heartbeat,
+                },
+                self.registry.now_ms(),
             );
         }
         Ok((instance, previous))
@@ -197,7 +201,7 @@ impl Registrar {
     pub async fn deregister(
         &self,
         id: Uuid,
-        reason: &str,
+        reason: DeregisterReason,
     ) -> Result<Arc<Instance>, RegistrarError> {
         let instance = self.registry.get(id).ok_or(RegistrarError::NotFound)?;
         let _same_name = self
@@ -214,21 +218,23 @@ impl Registrar {
             .ok_or(RegistrarError::NotFound)?;
         self.checker.forget(id);
         self.events.publish(
-            EventKind::Deregister,
-            &removed,
-            Some(json!({ "reason": reason })),
+            &Change::Deregistered {
+                instance: removed.clone(),
+                reason,
+            },
+            self.registry.now_ms(),
         );
         Ok(removed)
     }
 
     /// Removes `instance` after its check kept it critical for
     /// `deregister_after`, unless it was replaced meanwhile.
-    pub async fn deregister_critical(&self, instance: Arc<Instance>, reason: String) {
+    pub async fn deregister_critical(&self, instance: Arc<Instance>, reason: DeregisterReason) {
         let current = self.registry.get(instance.id);
         if !current.is_some_and(|c| Arc::ptr_eq(&c, &instance)) {
             return;
         }
-        match self.deregister(instance.id, &reason).await {
+        match self.deregister(instance.id, reason).await {
             Ok(removed) => {
                 self.metrics.deregistered_critical.inc();
                 tracing::info!(

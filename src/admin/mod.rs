@@ -27,6 +27,7 @@ pub use body::MAX_BODY_BYTES;
 pub use error::ApiError;
 pub use serve::serve;
 
+use crate::events::DeregisterReason;
 use crate::metrics::Metrics;
 use crate::registrar::{Registrar, RegistrarError};
 use crate::registry::Registry;
@@ -224,7 +225,7 @@ async fn deregister(
     let id = parse_id(&id)?;
     let instance = state
         .registrar
-        .deregister(id, "deregistered through the admin API")
+        .deregister(id, DeregisterReason::Api)
         .await
         .map_err(|error| match error {
             RegistrarError::NotFound => unknown_id(id),

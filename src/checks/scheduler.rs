@@ -15,7 +15,6 @@ use std::collections::{BinaryHeap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde_json::json;
 use tokio::sync::mpsc;
 use tokio::task::{AbortHandle, JoinSet};
 use tokio::time::Instant;
@@ -24,7 +23,7 @@ use uuid::Uuid;
 
 use super::CheckSpec;
 use super::probe::{self, Outcome};
-use crate::events::EventKind;
+use crate::events::{Change, DeregisterReason, HealthSource};
 use crate::registrar::Registrar;
 use crate::service::{Health, Instance};
 
@@ -259,9 +258,12 @@ fn apply(
             "health changed by check"
         );
         registrar.events.publish(
-            EventKind::Health,
-            &instance,
-            Some(json!({ "previous": before, "source": "check" })),
+            &Change::HealthChanged {
+                instance: instance.clone(),
+                previous: before,
+                source: HealthSource::Check,
+            },
+            now,
         );
     }
     if after == Health::Critical {
@@ -271,11 +273,10 @@ fn apply(
         {
             watched.remove(&done.id);
             let registrar = registrar.clone();
-            let reason = format!(
-                "critical for {:.0} s (deregister_after {} s)",
-                (now - since) as f64 / 1000.0,
-                limit.as_secs_f64()
-            );
+            let reason = DeregisterReason::Critical {
+                critical_for: Duration::from_millis(now - since),
+                deregister_after: limit,
+            };
             tokio::spawn(async move {
                 registrar.deregister_critical(instance, reason).await;
             });
