@@ -1,12 +1,14 @@
 //! Active health checks: what a registration's `check` says (and the rules
-//! it must pass), how one check is run ([`probe`]), and the one scheduler
-//! that runs them all ([`scheduler`]).
+//! it must pass), how one check is run ([`probe`]), what a run of results
+//! adds up to ([`thresholds`]), and the one scheduler that runs them all
+//! ([`scheduler`]).
 //!
 //! A check's result never replaces the health a heartbeat reported: the
 //! instance serves the worse of the two (see `Instance::health`).
 
 pub mod probe;
 pub mod scheduler;
+pub mod thresholds;
 
 use std::net::IpAddr;
 use std::time::Duration;

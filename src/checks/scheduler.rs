@@ -23,6 +23,7 @@ use uuid::Uuid;
 
 use super::CheckSpec;
 use super::probe::{self, Outcome};
+use super::thresholds::{Streak, verdict};
 use crate::events::{Change, DeregisterReason, HealthSource};
 use crate::registrar::Registrar;
 use crate::service::{Health, Instance};
@@ -73,10 +74,7 @@ struct Watched {
     /// Tells this registration's heap entries and results from those of an
     /// earlier one with the same id.
     epoch: u64,
-    failures: u32,
-    successes: u32,
-    /// When the served health turned critical, unix ms.
-    critical_since: Option<u64>,
+    streak: Streak,
     in_flight: Option<AbortHandle>,
 }
 
@@ -150,9 +148,7 @@ pub async fn run(
                     let entry = Watched {
                         instance,
                         epoch: next_epoch,
-                        failures: 0,
-                        successes: 0,
-                        critical_since: None,
+                        streak: Streak::default(),
                         in_flight: None,
                     };
                     if let Some(old) = watched.insert(id, entry) {
@@ -221,24 +217,12 @@ fn apply(
     }
     let check = entry.check().clone();
     let before = instance.health();
-    let previous_check = instance.check_health();
-    let verdict = if outcome.health == Health::Critical {
-        entry.successes = 0;
-        entry.failures = entry.failures.saturating_add(1);
-        if entry.failures >= check.failures_before_critical {
-            Health::Critical
-        } else {
-            previous_check
-        }
-    } else {
-        entry.failures = 0;
-        entry.successes = entry.successes.saturating_add(1);
-        if previous_check != Health::Critical || entry.successes >= check.successes_before_passing {
-            outcome.health
-        } else {
-            Health::Critical
-        }
-    };
+    let verdict = verdict(
+        instance.check_health(),
+        &mut entry.streak,
+        outcome.health,
+        &check,
+    );
     let now = registrar.registry.now_ms();
     if outcome.health != Health::Critical {
         instance.renew(now);
@@ -266,24 +250,20 @@ fn apply(
             now,
         );
     }
-    if after == Health::Critical {
-        let since = *entry.critical_since.get_or_insert(now);
-        if let Some(limit) = check.deregister_after
-            && now.saturating_sub(since) >= limit.as_millis() as u64
-        {
-            watched.remove(&done.id);
-            let registrar = registrar.clone();
-            let reason = DeregisterReason::Critical {
-                critical_for: Duration::from_millis(now - since),
-                deregister_after: limit,
-            };
-            tokio::spawn(async move {
-                registrar.deregister_critical(instance, reason).await;
-            });
-            return;
-        }
-    } else {
-        entry.critical_since = None;
+    if let (Some(critical_for), Some(limit)) = (
+        entry.streak.critical_for(after, now, &check),
+        check.deregister_after,
+    ) {
+        watched.remove(&done.id);
+        let registrar = registrar.clone();
+        let reason = DeregisterReason::Critical {
+            critical_for,
+            deregister_after: limit,
+        };
+        tokio::spawn(async move {
+            registrar.deregister_critical(instance, reason).await;
+        });
+        return;
     }
     // ±2 % of jitter on every run, not only the first: checks bunched by a
     // stall would otherwise fire together every interval for ever.
