@@ -41,7 +41,7 @@ use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use checks::scheduler::{Checker, CheckerInbox};
+use checks::checker::{Checker, CheckerInbox};
 pub use config::Config;
 use dns::{Responder, ZoneSettings};
 use events::Events;
@@ -242,7 +242,7 @@ impl Server {
             );
             tasks.abort_all();
         }
-        registrar.store.close().await;
+        registrar.close().await;
         tracing::info!("stopped");
     }
 }

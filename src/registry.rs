@@ -612,7 +612,7 @@ impl Registry {
             .map(|entry| entry.value().clone())
             .ok_or(HeartbeatError::NotFound)?;
         let previous = instance
-            .heartbeat(self.now_ms(), health, output)
+            .heartbeat(self.now_ms(), Some(health), output)
             .ok_or(HeartbeatError::NotFound)?;
         if (previous == Health::Critical) != (health == Health::Critical) {
             self.health_changed(&instance);
@@ -620,9 +620,36 @@ impl Registry {
         Ok((instance, previous))
     }
 
+    /// A heartbeat that keeps the reported health as it is: renews a live
+    /// instance's lifetime and records `output`, touching nothing but the
+    /// instance's atomics (and its output's own lock).
+    pub fn renew(&self, id: Uuid, output: Option<String>) -> Result<Arc<Instance>, HeartbeatError> {
+        let instance = self
+            .shared
+            .by_id
+            .get(&id)
+            .map(|entry| entry.value().clone())
+            .ok_or(HeartbeatError::NotFound)?;
+        instance
+            .heartbeat(self.now_ms(), None, output)
+            .ok_or(HeartbeatError::NotFound)?;
+        Ok(instance)
+    }
+
     /// Records an active check's verdict on `instance` (see
-    /// [`Instance::set_check_result`]), keeping the health index in step.
-    pub fn record_check(&self, instance: &Arc<Instance>, verdict: Health, output: String) {
+    /// [`Instance::set_check_result`]), keeping the health index in step;
+    /// first, when `renew` (the result was not critical), renews its
+    /// lifetime from now, unless it already lapsed.
+    pub fn record_check(
+        &self,
+        instance: &Arc<Instance>,
+        verdict: Health,
+        output: String,
+        renew: bool,
+    ) {
+        if renew {
+            instance.renew(self.now_ms());
+        }
         let previous = instance.set_check_result(verdict, output);
         if (previous == Health::Critical) != (verdict == Health::Critical) {
             self.health_changed(instance);
@@ -1173,7 +1200,7 @@ mod tests {
                             if rng.bool() {
                                 registry.heartbeat(instance.id, health, None).unwrap();
                             } else {
-                                registry.record_check(instance, health, String::new());
+                                registry.record_check(instance, health, String::new(), false);
                             }
                         }
                     });
@@ -1291,11 +1318,11 @@ mod tests {
         registry.heartbeat(a.id, Health::Warning, None).unwrap();
         assert_eq!(healthy_names(&registry), ["a", "b"], "warning serves");
 
-        registry.record_check(&b, Health::Critical, "down".into());
+        registry.record_check(&b, Health::Critical, "down".into(), false);
         assert_eq!(healthy_names(&registry), ["a"]);
         registry.heartbeat(b.id, Health::Passing, None).unwrap();
         assert_eq!(healthy_names(&registry), ["a"], "the check still says no");
-        registry.record_check(&b, Health::Passing, "up".into());
+        registry.record_check(&b, Health::Passing, "up".into(), true);
         assert_eq!(healthy_names(&registry), ["a", "b"]);
         assert_indexed(&registry.type_set("web").unwrap());
     }

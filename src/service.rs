@@ -363,26 +363,32 @@ impl Instance {
         self.spec.tags.iter().any(|t| t == tag)
     }
 
-    /// Renews the lifetime and records the reported health, unless the
-    /// instance already lapsed or was removed (then `None`: the client must
-    /// register again). Returns the health before the heartbeat.
+    /// Renews the lifetime, records `output`, and records the reported
+    /// `health` (`None` keeps it as it is), unless the instance already
+    /// lapsed or was removed (then `None`: the client must register again).
+    /// Returns the reported health before the heartbeat.
     ///
     /// A compare-and-swap against [`Instance::kill_if_lapsed_by`]: a
     /// heartbeat and the expiry sweep can never both win. Use
-    /// `Registry::heartbeat`, which keeps the registry's health index in
-    /// step.
+    /// `Registry::heartbeat` or `Registry::renew`, which keep the
+    /// registry's health index in step.
     pub(crate) fn heartbeat(
         &self,
         now_ms: u64,
-        health: Health,
+        health: Option<Health>,
         output: Option<String>,
     ) -> Option<Health> {
         if !self.extend_lifetime(now_ms) {
             return None;
         }
-        let previous = self.reported_health.swap(health as u8, Ordering::AcqRel);
+        let previous = match health {
+            Some(health) => {
+                Health::from_u8(self.reported_health.swap(health as u8, Ordering::AcqRel))
+            }
+            None => self.reported_health(),
+        };
         *self.output.lock().unwrap_or_else(|e| e.into_inner()) = output;
-        Some(Health::from_u8(previous))
+        Some(previous)
     }
 
     /// Moves `last_heartbeat` forward to `now_ms` unless lapsed or removed.

@@ -1,7 +1,8 @@
 //! The HTTP admin API (JSON under `/v1`) and `/metrics`.
 //!
-//! Handlers validate, call the registry, and render; they hold no state of
-//! their own. [`router`] builds the whole API so tests can serve it anywhere.
+//! Handlers validate, hand every change to the registrar (which applies,
+//! announces, logs and counts it), read the registry, and render; they hold
+//! no state of their own. [`router`] builds the whole API so tests can serve it anywhere.
 
 mod body;
 mod error;
@@ -137,27 +138,12 @@ async fn register(
         }
     };
     let registered = state.registrar.register(spec).await?;
-    let instance = &registered.instance;
     let status = if registered.created {
-        state.metrics.registrations_created.inc();
         StatusCode::CREATED
     } else {
-        state.metrics.registrations_replaced.inc();
         StatusCode::OK
     };
-    // Debug, not info: at tens of thousands of registrations a second the
-    // log line cost a quarter of the throughput. `/v1/events` carries every
-    // change for whoever needs the record.
-    tracing::debug!(
-        id = %instance.id,
-        name = %instance.spec.name,
-        service_type = %instance.spec.service_type,
-        host = %instance.spec.host,
-        port = instance.spec.port,
-        replaced = !registered.created,
-        "registered"
-    );
-    Ok((status, Json(instance.view())).into_response())
+    Ok((status, Json(registered.instance.view())).into_response())
 }
 
 /// Optional heartbeat body.
@@ -203,17 +189,8 @@ async fn heartbeat(
         .heartbeat(id, beat.status, beat.output)
         .await
     {
-        Ok((instance, previous)) => {
-            state.metrics.heartbeats.inc();
-            if previous != beat.status {
-                tracing::info!(%id, from = %previous, to = %beat.status, "health changed");
-            }
-            Ok(Json(instance.view()).into_response())
-        }
-        Err(RegistrarError::NotFound) => {
-            state.metrics.heartbeats_unknown.inc();
-            Err(unknown_id(id))
-        }
+        Ok(instance) => Ok(Json(instance.view()).into_response()),
+        Err(RegistrarError::NotFound) => Err(unknown_id(id)),
         Err(error) => Err(error.into()),
     }
 }
@@ -223,7 +200,7 @@ async fn deregister(
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     let id = parse_id(&id)?;
-    let instance = state
+    state
         .registrar
         .deregister(id, DeregisterReason::Api)
         .await
@@ -231,13 +208,6 @@ async fn deregister(
             RegistrarError::NotFound => unknown_id(id),
             error => error.into(),
         })?;
-    state.metrics.deregistrations.inc();
-    tracing::debug!(
-        %id,
-        name = %instance.spec.name,
-        service_type = %instance.spec.service_type,
-        "deregistered"
-    );
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -437,7 +407,7 @@ async fn metrics(State(state): State<Arc<AdminState>>) -> Response {
         )],
         state
             .metrics
-            .render(&state.registry, state.registrar.events.subscribers()),
+            .render(&state.registry, state.registrar.subscribers()),
     )
         .into_response()
 }

@@ -1,11 +1,13 @@
 //! Active health checks: what a registration's `check` says (and the rules
 //! it must pass), how one check is run ([`probe`]), what a run of results
 //! adds up to ([`thresholds`]), and the one scheduler that runs them all
-//! ([`scheduler`]).
+//! ([`scheduler`]), told of instances through a [`checker::Checker`]. The
+//! scheduler hands every result to the registrar, which applies it.
 //!
 //! A check's result never replaces the health a heartbeat reported: the
 //! instance serves the worse of the two (see `Instance::health`).
 
+pub mod checker;
 pub mod probe;
 pub mod scheduler;
 pub mod thresholds;
