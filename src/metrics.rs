@@ -108,6 +108,11 @@ impl Metrics {
         self.check_failures[kind as usize].inc();
     }
 
+    /// Failed checks of one kind so far.
+    pub fn check_failures(&self, kind: FailureKind) -> u64 {
+        self.check_failures[kind as usize].get()
+    }
+
     /// Answered queries of one type and rcode (as named in `/metrics`).
     pub fn queries(&self, qtype: &str, rcode: &str) -> u64 {
         let q = QTYPES.iter().position(|t| *t == qtype);

@@ -442,3 +442,289 @@ impl Registrar {
     }
 }
 
+#[cfg(test)]
+pub(crate) mod tests {
+    use hickory_proto::rr::Name;
+    use serde_json::Value;
+
+    use super::*;
+    use crate::checks::CheckRegistration;
+    use crate::checks::checker::CheckerInbox;
+    use crate::checks::probe::FailureKind;
+    use crate::clock::ManualClock;
+    use crate::service::Host;
+
+    /// A registrar on a memory store and a clock the test moves, with a
+    /// subscriber to its events.
+    pub(crate) struct Setup {
+        pub time: ManualClock,
+        pub registry: Registry,
+        pub registrar: Registrar,
+        pub metrics: Arc<Metrics>,
+        pub events: broadcast::Receiver<Arc<Event>>,
+        pub _inbox: CheckerInbox,
+    }
+
+    pub(crate) fn setup() -> Setup {
+        let time = ManualClock::new(1_000_000);
+        let zone = Name::from_ascii("svc.local.").unwrap();
+        let registry = Registry::with_clock(zone, time.clock());
+        let (checker, inbox) = Checker::new();
+        let metrics = Arc::new(Metrics::default());
+        let events = Events::new(64);
+        let subscriber = events.subscribe();
+        let registrar = Registrar::new(
+            registry.clone(),
+            Store::Memory,
+            events,
+            checker,
+            metrics.clone(),
+        );
+        Setup {
+            time,
+            registry,
+            registrar,
+            metrics,
+            events: subscriber,
+            _inbox: inbox,
+        }
+    }
+
+    pub(crate) fn spec(name: &str, ttl: u32, check: bool) -> ValidRegistration {
+        ValidRegistration {
+            name: name.into(),
+            service_type: "web".into(),
+            host: Host::Ip("10.0.0.1".parse().unwrap()),
+            port: 80,
+            tags: vec![],
+            metadata: Default::default(),
+            ttl,
+            priority: 0,
+            weight: 1,
+            check: check.then(|| {
+                let check: CheckRegistration =
+                    serde_json::from_value(serde_json::json!({"tcp": "127.0.0.1:9"})).unwrap();
+                check.validate().unwrap()
+            }),
+        }
+    }
+
+    impl Setup {
+        /// The events published since the last call, parsed.
+        pub(crate) fn published(&mut self) -> Vec<Value> {
+            std::iter::from_fn(|| self.events.try_recv().ok())
+                .map(|event| serde_json::from_str(&event.json).unwrap())
+                .collect()
+        }
+    }
+
+    /// `(type, extra)` of each event, where `extra` is its
+    /// `replaced`/`previous`+`source`/`reason`.
+    fn summary(events: &[Value]) -> Vec<(String, String)> {
+        events
+            .iter()
+            .map(|event| {
+                let data = &event["data"];
+                let extra = match event["type"].as_str().unwrap() {
+                    "register" => data["replaced"].to_string(),
+                    "health" => format!("{} {}", data["previous"], data["source"]),
+                    _ => data["reason"].to_string(),
+                };
+                (event["type"].as_str().unwrap().to_string(), extra)
+            })
+            .collect()
+    }
+
+    pub(crate) fn outcome(health: Health) -> Outcome {
+        Outcome {
+            health,
+            failure: (health == Health::Critical).then_some(FailureKind::Refused),
+            output: format!("{health}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn every_change_is_applied_announced_and_counted() {
+        let mut s = setup();
+        let a = s.registrar.register(spec("a", 30, false)).await.unwrap();
+        assert!(a.created);
+        let again = s.registrar.register(spec("a", 60, false)).await.unwrap();
+        assert!(!again.created && again.instance.id == a.instance.id);
+        let id = a.instance.id;
+
+        s.time.advance_ms(10_000);
+        let beat = s
+            .registrar
+            .heartbeat(id, Health::Warning, Some("slow".into()))
+            .await
+            .unwrap();
+        assert_eq!(beat.health(), Health::Warning);
+        assert_eq!(beat.output().as_deref(), Some("slow"));
+        assert_eq!(beat.expires_at_ms(), s.time.now_ms() + 60_000);
+        // The same health again is a plain renewal: no event.
+        s.time.advance_ms(10_000);
+        let beat = s
+            .registrar
+            .heartbeat(id, Health::Warning, None)
+            .await
+            .unwrap();
+        assert_eq!(beat.expires_at_ms(), s.time.now_ms() + 60_000);
+        assert_eq!(beat.output(), None, "each heartbeat sets its own output");
+        s.registrar
+            .heartbeat(id, Health::Critical, None)
+            .await
+            .unwrap();
+        let healthy = s.registry.type_set("web").unwrap();
+        assert!(
+            healthy.healthy().is_empty(),
+            "critical: out of the health index"
+        );
+        s.registrar
+            .deregister(id, DeregisterReason::Api)
+            .await
+            .unwrap();
+        assert!(s.registry.get(id).is_none() && s.registry.is_empty());
+        assert!(matches!(
+            s.registrar.deregister(id, DeregisterReason::Api).await,
+            Err(RegistrarError::NotFound)
+        ));
+
+        let events = s.published();
+        assert_eq!(
+            summary(&events),
+            [
+                ("register".into(), "false".into()),
+                ("register".into(), "true".into()),
+                ("health".into(), r#""passing" "heartbeat""#.into()),
+                ("health".into(), r#""warning" "heartbeat""#.into()),
+                (
+                    "deregister".into(),
+                    r#""deregistered through the admin API""#.into()
+                ),
+            ]
+        );
+        // Each is stamped with the registry's time, and shows the instance
+        // as it was then.
+        assert_eq!(events[0]["timestamp"], 1000.0);
+        assert_eq!(events[3]["timestamp"], 1020.0);
+        assert_eq!(events[3]["data"]["service_info"]["health"], "critical");
+        let m = &s.metrics;
+        assert_eq!(
+            (
+                m.registrations_created.get(),
+                m.registrations_replaced.get()
+            ),
+            (1, 1)
+        );
+        assert_eq!((m.heartbeats.get(), m.deregistrations.get()), (3, 1));
+    }
+
+    #[tokio::test]
+    async fn a_late_heartbeat_is_refused_and_the_sweep_expires_at_the_deadline() {
+        let mut s = setup();
+        let id = s
+            .registrar
+            .register(spec("a", 2, false))
+            .await
+            .unwrap()
+            .instance
+            .id;
+        s.time.advance_ms(1_999);
+        s.registrar
+            .heartbeat(id, Health::Passing, None)
+            .await
+            .unwrap();
+        s.time.advance_ms(1_999);
+        assert_eq!(s.registrar.sweep(), 0, "renewed: not due");
+        s.time.advance_ms(1);
+        assert!(matches!(
+            s.registrar.heartbeat(id, Health::Passing, None).await,
+            Err(RegistrarError::NotFound)
+        ));
+        assert!(matches!(
+            s.registrar.heartbeat(id, Health::Critical, None).await,
+            Err(RegistrarError::NotFound)
+        ));
+        assert_eq!(s.metrics.heartbeats_unknown.get(), 2);
+        assert_eq!(s.registrar.sweep(), 1);
+        assert_eq!(s.registrar.sweep(), 0);
+        assert_eq!(s.metrics.expired.get(), 1);
+        let events = s.published();
+        assert_eq!(events.len(), 2, "{events:?}");
+        assert_eq!(events[1]["type"], "expire");
+        assert_eq!(events[1]["timestamp"], 1003.999);
+    }
+
+    #[tokio::test]
+    async fn registering_over_a_lapsed_instance_reports_its_expiry() {
+        let mut s = setup();
+        let old = s.registrar.register(spec("a", 1, false)).await.unwrap();
+        s.time.advance_ms(1_000);
+        let new = s.registrar.register(spec("a", 1, false)).await.unwrap();
+        assert!(new.created && new.instance.id != old.instance.id);
+        let types: Vec<Value> = s.published().iter().map(|e| e["type"].clone()).collect();
+        assert_eq!(types, ["register", "expire", "register"]);
+        assert_eq!(s.metrics.expired.get(), 1);
+        assert_eq!(s.registrar.sweep(), 0, "already reported");
+    }
+
+    #[tokio::test]
+    async fn a_check_result_renews_changes_health_and_is_announced() {
+        let mut s = setup();
+        let instance = s
+            .registrar
+            .register(spec("a", 2, true))
+            .await
+            .unwrap()
+            .instance;
+        s.time.advance_ms(1_500);
+        let recorded = s
+            .registrar
+            .record_check(&instance, Health::Passing, outcome(Health::Passing))
+            .unwrap();
+        assert_eq!(recorded.health, Health::Passing);
+        assert_eq!(recorded.at_ms, s.time.now_ms());
+        assert_eq!(instance.expires_at_ms(), s.time.now_ms() + 2_000, "renewed");
+
+        s.time.advance_ms(1_500);
+        let recorded = s
+            .registrar
+            .record_check(&instance, Health::Critical, outcome(Health::Critical))
+            .unwrap();
+        assert_eq!(recorded.health, Health::Critical);
+        assert_eq!(instance.check_output().as_deref(), Some("critical"));
+        assert_eq!(
+            instance.expires_at_ms(),
+            s.time.now_ms() + 500,
+            "a critical result renews nothing"
+        );
+        assert!(!instance.is_serving(s.registry.now_ms()));
+        // A failure that the thresholds absorb leaves the health alone.
+        s.registrar
+            .record_check(&instance, Health::Critical, outcome(Health::Critical))
+            .unwrap();
+        assert_eq!(s.metrics.checks_run.get(), 3);
+        assert_eq!(s.metrics.check_failures(FailureKind::Refused), 2);
+
+        // Replaced: results for the old instance are dropped.
+        let replacement = s
+            .registrar
+            .register(spec("a", 2, true))
+            .await
+            .unwrap()
+            .instance;
+        assert_eq!(
+            s.registrar
+                .record_check(&instance, Health::Passing, outcome(Health::Passing)),
+            None
+        );
+        assert_eq!(replacement.check_health(), Health::Passing);
+        assert_eq!(s.metrics.checks_run.get(), 3);
+        let summaries = summary(&s.published());
+        assert_eq!(
+            summaries[1],
+            ("health".into(), r#""passing" "check""#.into())
+        );
+        assert_eq!(summaries.len(), 3, "{summaries:?}");
+    }
+}

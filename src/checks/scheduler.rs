@@ -241,3 +241,99 @@ impl Schedule {
     }
 }
 
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::registrar::RegistrarError;
+    use crate::registrar::tests::{outcome, setup, spec};
+    use crate::service::Health::{Critical, Passing};
+
+    fn done(schedule: &Schedule, id: Uuid, health: crate::service::Health) -> Done {
+        Done {
+            id,
+            epoch: schedule.watched[&id].epoch,
+            started: Instant::now(),
+            outcome: outcome(health),
+        }
+    }
+
+    /// `deregister_after` counted on the registry's clock, from the first
+    /// critical verdict of a run; a good result starts the count again.
+    #[tokio::test]
+    async fn deregister_after_removes_an_instance_critical_that_long_and_no_sooner() {
+        let mut s = setup();
+        let mut spec = spec("a", 300, true);
+        spec.check.as_mut().unwrap().deregister_after = Some(Duration::from_secs(2));
+        let instance = s.registrar.register(spec).await.unwrap().instance;
+        let id = instance.id;
+        let mut schedule = Schedule::new(s.registrar.clone());
+        schedule.watch(instance.clone());
+
+        for (at, result) in [
+            (0, Critical),
+            (1_000, Passing),
+            (1_500, Critical),
+            (2_500, Critical),
+            (3_499, Critical),
+        ] {
+            s.time.set_ms(1_000_000 + at);
+            let removal = schedule.apply(done(&schedule, id, result));
+            assert!(removal.is_none(), "not at {at} ms");
+        }
+        s.time.set_ms(1_003_500);
+        let (doomed, reason) = schedule
+            .apply(done(&schedule, id, Critical))
+            .expect("critical for 2 s");
+        assert!(Arc::ptr_eq(&doomed, &instance));
+        assert!(!schedule.watched.contains_key(&id), "no longer checked");
+        assert_eq!(
+            reason.to_string(),
+            "critical for 2 s (deregister_after 2 s)"
+        );
+
+        let removed = s
+            .registrar
+            .deregister_critical(&doomed, reason)
+            .await
+            .unwrap();
+        assert!(Arc::ptr_eq(&removed, &instance));
+        assert!(s.registry.get(id).is_none());
+        assert_eq!(s.metrics.deregistered_critical.get(), 1);
+        assert_eq!(s.metrics.deregistrations.get(), 0, "not a DELETE");
+        let events = s.published();
+        let types: Vec<&str> = events.iter().map(|e| e["type"].as_str().unwrap()).collect();
+        assert_eq!(
+            types,
+            ["register", "health", "health", "health", "deregister"]
+        );
+        assert_eq!(
+            events[4]["data"]["reason"],
+            "critical for 2 s (deregister_after 2 s)"
+        );
+    }
+
+    /// A removal decided for an instance that was replaced meanwhile
+    /// removes nothing.
+    #[tokio::test]
+    async fn a_replaced_instance_is_not_removed_for_its_predecessor() {
+        let s = setup();
+        let mut spec = spec("a", 300, true);
+        spec.check.as_mut().unwrap().deregister_after = Some(Duration::from_secs(1));
+        let old = s.registrar.register(spec.clone()).await.unwrap().instance;
+        let mut schedule = Schedule::new(s.registrar.clone());
+        schedule.watch(old.clone());
+        assert!(schedule.apply(done(&schedule, old.id, Critical)).is_none());
+        s.time.advance_ms(1_000);
+        let (doomed, reason) = schedule.apply(done(&schedule, old.id, Critical)).unwrap();
+        let new = s.registrar.register(spec).await.unwrap().instance;
+        assert!(matches!(
+            s.registrar.deregister_critical(&doomed, reason).await,
+            Err(RegistrarError::NotFound)
+        ));
+        assert!(Arc::ptr_eq(&s.registry.get(new.id).unwrap(), &new));
+        // And results for the old one, should any still come, stop there.
+        schedule.watch(old.clone());
+        assert!(schedule.apply(done(&schedule, old.id, Passing)).is_none());
+        assert!(!schedule.watched.contains_key(&old.id));
+    }
+}
