@@ -330,8 +330,9 @@ impl Instance {
     /// before. Use `Registry::record_check`, which keeps the registry's
     /// health index in step.
     pub(crate) fn set_check_result(&self, health: Health, output: String) -> Health {
-        let previous = self.check_health.swap(health as u8, Ordering::AcqRel);
+        // The output first: whoever sees the new health sees what led to it.
         *self.check_output.lock().unwrap_or_else(|e| e.into_inner()) = Some(output);
+        let previous = self.check_health.swap(health as u8, Ordering::AcqRel);
         Health::from_u8(previous)
     }
 
