@@ -93,6 +93,15 @@ async fn listed(server: &TestServer) -> Vec<Value> {
 
 const ADDR: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 1);
 
+/// Waits half a sweep interval (125 ms) after the server started. The
+/// sweep runs every 250 ms from the start, so an instance registered at
+/// once with a whole-second TTL lapses just as a sweep runs, which would
+/// remove it before a test could see whether DNS still served it; one
+/// registered now lapses halfway between two sweeps.
+async fn half_a_sweep_later() {
+    tokio::time::sleep(Duration::from_millis(125)).await;
+}
+
 // ---------------------------------------------------------------------------
 // Expiry
 // ---------------------------------------------------------------------------
@@ -100,6 +109,7 @@ const ADDR: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 1);
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_instance_without_heartbeats_expires_everywhere() {
     let server = TestServer::start().await;
+    half_a_sweep_later().await;
     let ttl = Duration::from_secs(1);
     let asked = Instant::now();
     let service = register(&server, "web-1", "web", "10.0.0.1", 1).await;
@@ -226,6 +236,7 @@ async fn dns_serves_until_expiry_and_never_after() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tag_names_serve_until_expiry_and_never_after() {
     let server = TestServer::start().await;
+    half_a_sweep_later().await;
     let (status, body) = server
         .register(&json!({"name": "web-1", "type": "web", "host": "10.0.0.1",
                           "port": 8080, "ttl": 2, "tags": ["canary"]}))
