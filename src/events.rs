@@ -1,35 +1,140 @@
-//! The live event stream behind `GET /v1/events`: `register`, `deregister`,
-//! `expire` and `health` events, fanned out to every subscriber.
+//! The live event stream behind `GET /v1/events`: every [`Change`] the
+//! registrar applies (`register`, `health`, `deregister`, `expire`), fanned
+//! out to every subscriber.
 //!
 //! Publishing never waits: events go into a bounded broadcast ring, each one
-//! rendered to JSON once. A subscriber that falls more than the ring behind
-//! loses the oldest events and is told how many (`lagged`), so a slow
-//! consumer can never slow registrations, checks or DNS.
+//! rendered to JSON once, and only when someone is listening. A subscriber
+//! that falls more than the ring behind loses the oldest events and is told
+//! how many (`lagged`), so a slow consumer can never slow registrations,
+//! checks or DNS.
 
+use std::fmt;
 use std::sync::Arc;
+use std::time::Duration;
 
-use serde_json::{Value, json};
+use serde_json::{Map, Value, json};
 use tokio::sync::broadcast;
 
 use crate::registry::now_ms;
-use crate::service::Instance;
+use crate::service::{Health, Instance};
 
-/// What happened to an instance.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum EventKind {
-    Register,
-    Deregister,
-    Expire,
-    Health,
+/// A change to an instance, as the registrar applied it.
+#[derive(Debug, Clone)]
+pub enum Change {
+    /// Registered, or replaced in place (`replaced`; same id).
+    Registered {
+        instance: Arc<Instance>,
+        replaced: bool,
+    },
+    /// The health it is served with changed (`previous` is what it was).
+    HealthChanged {
+        instance: Arc<Instance>,
+        previous: Health,
+        source: HealthSource,
+    },
+    /// Removed on purpose.
+    Deregistered {
+        instance: Arc<Instance>,
+        reason: DeregisterReason,
+    },
+    /// Lapsed: no heartbeat or passing check within its TTL.
+    Expired { instance: Arc<Instance> },
 }
 
-impl EventKind {
+/// What changed an instance's health.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HealthSource {
+    Heartbeat,
+    Check,
+}
+
+/// Why an instance was deregistered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeregisterReason {
+    /// `DELETE /v1/services/{id}`.
+    Api,
+    /// Its check kept it critical for `critical_for`, at least its
+    /// `deregister_after`.
+    Critical {
+        critical_for: Duration,
+        deregister_after: Duration,
+    },
+}
+
+/// The `reason` of an `expire` event.
+const EXPIRED: &str = "no heartbeat or passing check within its ttl";
+
+impl Change {
+    /// The instance it happened to.
+    pub fn instance(&self) -> &Arc<Instance> {
+        match self {
+            Change::Registered { instance, .. }
+            | Change::HealthChanged { instance, .. }
+            | Change::Deregistered { instance, .. }
+            | Change::Expired { instance } => instance,
+        }
+    }
+
+    /// The event's `type`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Change::Registered { .. } => "register",
+            Change::HealthChanged { .. } => "health",
+            Change::Deregistered { .. } => "deregister",
+            Change::Expired { .. } => "expire",
+        }
+    }
+
+    /// The event's `data`: the instance, and what else says what happened
+    /// (`replaced`, `previous` and `source`, `reason`).
+    fn data(&self) -> Value {
+        let instance = self.instance();
+        let mut data = Map::new();
+        data.insert("service_id".into(), json!(instance.id));
+        data.insert("service_info".into(), json!(instance.view()));
+        match self {
+            Change::Registered { replaced, .. } => {
+                data.insert("replaced".into(), json!(replaced));
+            }
+            Change::HealthChanged {
+                previous, source, ..
+            } => {
+                data.insert("previous".into(), json!(previous));
+                data.insert("source".into(), json!(source.as_str()));
+            }
+            Change::Deregistered { reason, .. } => {
+                data.insert("reason".into(), json!(reason.to_string()));
+            }
+            Change::Expired { .. } => {
+                data.insert("reason".into(), json!(EXPIRED));
+            }
+        }
+        Value::Object(data)
+    }
+}
+
+impl HealthSource {
     pub fn as_str(self) -> &'static str {
         match self {
-            EventKind::Register => "register",
-            EventKind::Deregister => "deregister",
-            EventKind::Expire => "expire",
-            EventKind::Health => "health",
+            HealthSource::Heartbeat => "heartbeat",
+            HealthSource::Check => "check",
+        }
+    }
+}
+
+impl fmt::Display for DeregisterReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DeregisterReason::Api => f.write_str("deregistered through the admin API"),
+            DeregisterReason::Critical {
+                critical_for,
+                deregister_after,
+            } => write!(
+                f,
+                "critical for {:.0} s (deregister_after {} s)",
+                critical_for.as_secs_f64(),
+                deregister_after.as_secs_f64()
+            ),
         }
     }
 }
@@ -56,23 +161,17 @@ impl Events {
         Events { sender }
     }
 
-    /// Publishes `kind` for `instance`, with `extra` fields merged into
-    /// `data` (`reason`, `previous`). Costs nothing without subscribers.
-    pub fn publish(&self, kind: EventKind, instance: &Instance, extra: Option<Value>) {
+    /// Publishes `change`, which happened at `at_ms` (unix milliseconds).
+    /// Costs nothing without subscribers: the JSON is only rendered for
+    /// someone.
+    pub fn publish(&self, change: &Change, at_ms: u64) {
         if self.sender.receiver_count() == 0 {
             return;
         }
-        let mut data = json!({
-            "service_id": instance.id,
-            "service_info": instance.view(),
-        });
-        if let (Some(Value::Object(extra)), Value::Object(data)) = (extra, &mut data) {
-            data.extend(extra);
-        }
-        let json = render(kind.as_str(), data);
+        let json = render(change.kind(), change.data(), at_ms);
         // An error only means every subscriber left meanwhile.
         let _ = self.sender.send(Arc::new(Event {
-            service_type: instance.spec.service_type.clone(),
+            service_type: change.instance().spec.service_type.clone(),
             json,
         }));
     }
@@ -89,14 +188,105 @@ impl Events {
 
 /// The `lagged` event a subscriber gets after missing `missed` events.
 pub fn lagged(missed: u64) -> String {
-    render("lagged", json!({ "missed": missed }))
+    render("lagged", json!({ "missed": missed }), now_ms())
 }
 
-fn render(kind: &str, data: Value) -> String {
+/// The `data:` line: `{"type", "timestamp", "data"}`.
+fn render(kind: &str, data: Value, at_ms: u64) -> String {
     json!({
         "type": kind,
-        "timestamp": now_ms() as f64 / 1000.0,
+        "timestamp": at_ms as f64 / 1000.0,
         "data": data,
     })
     .to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::service::{Host, ValidRegistration};
+
+    /// The exact `data:` lines of every kind of change, as they were when
+    /// the extras were `json!` values: clients parse these.
+    #[test]
+    fn every_change_renders_as_it_always_has() {
+        let spec = ValidRegistration {
+            name: "web-1".into(),
+            service_type: "web".into(),
+            host: Host::Ip("10.0.0.1".parse().unwrap()),
+            port: 80,
+            tags: vec!["a".into()],
+            metadata: [("k".to_string(), "v".to_string())].into(),
+            ttl: 30,
+            priority: 0,
+            weight: 1,
+            check: None,
+        };
+        let zone = [3, b's', b'v', b'c', 5, b'l', b'o', b'c', b'a', b'l', 0];
+        let instance = Arc::new(Instance::new(
+            uuid::Uuid::nil(),
+            1,
+            spec,
+            &zone,
+            1_000,
+            2_000,
+            Health::Warning,
+        ));
+        let cases = [
+            (
+                Change::Registered {
+                    instance: instance.clone(),
+                    replaced: false,
+                },
+                r#"{"data":{"replaced":false,"service_id":"00000000-0000-0000-0000-000000000000","service_info":{"expires_at":32.0,"health":"warning","host":"10.0.0.1","id":"00000000-0000-0000-0000-000000000000","last_heartbeat":2.0,"metadata":{"k":"v"},"name":"web-1","port":80,"priority":0,"registered_at":1.0,"tags":["a"],"ttl":30,"type":"web","weight":1}},"timestamp":TIMESTAMP,"type":"register"}"#,
+            ),
+            (
+                Change::HealthChanged {
+                    instance: instance.clone(),
+                    previous: Health::Passing,
+                    source: HealthSource::Heartbeat,
+                },
+                r#"{"data":{"previous":"passing","service_id":"00000000-0000-0000-0000-000000000000","service_info":{"expires_at":32.0,"health":"warning","host":"10.0.0.1","id":"00000000-0000-0000-0000-000000000000","last_heartbeat":2.0,"metadata":{"k":"v"},"name":"web-1","port":80,"priority":0,"registered_at":1.0,"tags":["a"],"ttl":30,"type":"web","weight":1},"source":"heartbeat"},"timestamp":TIMESTAMP,"type":"health"}"#,
+            ),
+            (
+                Change::HealthChanged {
+                    instance: instance.clone(),
+                    previous: Health::Critical,
+                    source: HealthSource::Check,
+                },
+                r#"{"data":{"previous":"critical","service_id":"00000000-0000-0000-0000-000000000000","service_info":{"expires_at":32.0,"health":"warning","host":"10.0.0.1","id":"00000000-0000-0000-0000-000000000000","last_heartbeat":2.0,"metadata":{"k":"v"},"name":"web-1","port":80,"priority":0,"registered_at":1.0,"tags":["a"],"ttl":30,"type":"web","weight":1},"source":"check"},"timestamp":TIMESTAMP,"type":"health"}"#,
+            ),
+            (
+                Change::Deregistered {
+                    instance: instance.clone(),
+                    reason: DeregisterReason::Api,
+                },
+                r#"{"data":{"reason":"deregistered through the admin API","service_id":"00000000-0000-0000-0000-000000000000","service_info":{"expires_at":32.0,"health":"warning","host":"10.0.0.1","id":"00000000-0000-0000-0000-000000000000","last_heartbeat":2.0,"metadata":{"k":"v"},"name":"web-1","port":80,"priority":0,"registered_at":1.0,"tags":["a"],"ttl":30,"type":"web","weight":1}},"timestamp":TIMESTAMP,"type":"deregister"}"#,
+            ),
+            (
+                Change::Deregistered {
+                    instance: instance.clone(),
+                    reason: DeregisterReason::Critical {
+                        critical_for: Duration::from_millis(2500),
+                        deregister_after: Duration::from_secs(2),
+                    },
+                },
+                r#"{"data":{"reason":"critical for 2 s (deregister_after 2 s)","service_id":"00000000-0000-0000-0000-000000000000","service_info":{"expires_at":32.0,"health":"warning","host":"10.0.0.1","id":"00000000-0000-0000-0000-000000000000","last_heartbeat":2.0,"metadata":{"k":"v"},"name":"web-1","port":80,"priority":0,"registered_at":1.0,"tags":["a"],"ttl":30,"type":"web","weight":1}},"timestamp":TIMESTAMP,"type":"deregister"}"#,
+            ),
+            (
+                Change::Expired {
+                    instance: instance.clone(),
+                },
+                r#"{"data":{"reason":"no heartbeat or passing check within its ttl","service_id":"00000000-0000-0000-0000-000000000000","service_info":{"expires_at":32.0,"health":"warning","host":"10.0.0.1","id":"00000000-0000-0000-0000-000000000000","last_heartbeat":2.0,"metadata":{"k":"v"},"name":"web-1","port":80,"priority":0,"registered_at":1.0,"tags":["a"],"ttl":30,"type":"web","weight":1}},"timestamp":TIMESTAMP,"type":"expire"}"#,
+            ),
+        ];
+        let events = Events::new(16);
+        let mut received = events.subscribe();
+        for (change, expected) in cases {
+            events.publish(&change, 1_796_044_730_950);
+            let event = received.try_recv().unwrap();
+            assert_eq!(event.service_type, "web");
+            assert_eq!(event.json, expected.replace("TIMESTAMP", "1796044730.95"));
+        }
+    }
 }

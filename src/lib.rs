@@ -5,12 +5,14 @@
 //!
 //! - [`config`]: settings from the TOML file and flags, validated once.
 //! - [`service`]: a registration, its validation, and the stored instance.
+//! - [`validate`]: the label and host rules `service` and `checks` share.
 //! - [`registry`]: every instance, indexed for the API and for DNS; expiry.
 //! - [`registrar`]: the write path, store first and then the registry.
 //! - [`dns`]: the authoritative DNS server, reading the registry.
 //! - [`admin`]: the HTTP API, writing the registry.
 //! - [`checks`]: active HTTP/TCP health checks and their scheduler.
 //! - [`events`]: the live event stream behind `/v1/events`.
+//! - [`clock`]: the time lifetimes are measured by (a manual one in tests).
 //! - [`metrics`]: counters for `/metrics`.
 //! - [`store`]: where registrations are kept across restarts (SQLite).
 //!
@@ -19,6 +21,7 @@
 
 pub mod admin;
 pub mod checks;
+pub mod clock;
 pub mod config;
 pub mod dns;
 pub mod events;
@@ -28,6 +31,7 @@ pub mod registrar;
 pub mod registry;
 pub mod service;
 pub mod store;
+pub mod validate;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -38,7 +42,7 @@ use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use checks::scheduler::{Checker, CheckerInbox};
+use checks::checker::{Checker, CheckerInbox};
 pub use config::{Config, Settings};
 use dns::{Responder, ZoneSettings};
 use events::Events;
@@ -227,7 +231,7 @@ impl Server {
         tasks.spawn(named("the admin api", http));
 
         let outcome = supervise(tasks, shutdown, &token, shutdown_grace).await;
-        registrar.store.close().await;
+        registrar.close().await;
         tracing::info!("stopped");
         outcome
     }

@@ -11,7 +11,7 @@ use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::RecordType;
 
 use crate::checks::probe::FailureKind;
-use crate::registry::{Registry, now_ms};
+use crate::registry::Registry;
 use crate::service::Health;
 
 /// A monotonically increasing count.
@@ -106,6 +106,11 @@ impl Metrics {
     /// Counts one failed check.
     pub fn count_check_failure(&self, kind: FailureKind) {
         self.check_failures[kind as usize].inc();
+    }
+
+    /// Failed checks of one kind so far.
+    pub fn check_failures(&self, kind: FailureKind) -> u64 {
+        self.check_failures[kind as usize].get()
     }
 
     /// Answered queries of one type and rcode (as named in `/metrics`).
@@ -260,7 +265,7 @@ impl Metrics {
 
 /// The gauges, computed from the registry when scraped.
 fn render_gauges(out: &mut String, registry: &Registry, subscribers: usize) {
-    let now = now_ms();
+    let now = registry.now_ms();
     let instances = registry.list();
     let mut by_health = [0usize; 3];
     for instance in &instances {

@@ -1,25 +1,31 @@
-//! The write path: every change is committed to the store first and applied
-//! to the in-memory registry only once it is durable, so an acknowledged
-//! change survives a crash and a failed write changes nothing.
+//! The one place a change is applied. A registration, heartbeat or
+//! deregistration from the API, an active check's result, a check's
+//! `deregister_after`, the sweep's expiries and the restore at start-up all
+//! come here, and each goes the same way: committed to the store when it is
+//! persisted (and applied only once it is durable, so an acknowledged change
+//! survives a crash and a failed write changes nothing), applied to the
+//! registry, announced as a typed [`Change`] on `/v1/events`, passed to the
+//! check scheduler, logged and counted. Nothing else writes the registry.
 //!
-//! Writes of the same type+name are put in order by a striped lock, so two
-//! concurrent registrations of one name cannot persist two different ids;
-//! writes of different names run concurrently and share the store's group
-//! commits. The expiry sweep lives here too, because it deletes from both.
+//! Persisted writes of one type+name are put in order by a striped lock,
+//! held from before the store write until the registry has the change, so
+//! memory applies them in the order the store committed them, whatever is
+//! awaited in between; two concurrent registrations of one name cannot
+//! persist two different ids. Writes of different names run concurrently
+//! and share the store's group commits.
 
 use std::hash::BuildHasher;
 use std::sync::Arc;
 
-use tokio::sync::Mutex;
+use tokio::sync::{Mutex, broadcast};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use serde_json::json;
-
-use crate::checks::scheduler::Checker;
-use crate::events::{EventKind, Events};
+use crate::checks::checker::Checker;
+use crate::checks::probe::Outcome;
+use crate::events::{Change, DeregisterReason, Event, Events, HealthSource};
 use crate::metrics::Metrics;
-use crate::registry::{Identity, Registered, Registry, SWEEP_INTERVAL, now_ms};
+use crate::registry::{Identity, Registered, Registry, SWEEP_INTERVAL};
 use crate::service::{Health, Instance, ValidRegistration};
 use crate::store::{Store, StoreError, StoredInstance, Write};
 
@@ -35,13 +41,24 @@ pub enum RegistrarError {
     Store(#[from] StoreError),
 }
 
-/// A cheap-to-clone handle on the write path.
+/// What [`Registrar::record_check`] did with a check's result.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CheckRecorded {
+    /// The health the instance is served with now (the worse of its
+    /// heartbeat's and its check's).
+    pub health: Health,
+    /// When it was recorded, by the registry's clock (unix ms).
+    pub at_ms: u64,
+}
+
+/// A cheap-to-clone handle on the write path. Reads need no owner: they go
+/// to the [`Registry`] directly.
 #[derive(Clone)]
 pub struct Registrar {
-    pub registry: Registry,
-    pub store: Store,
+    registry: Registry,
+    store: Store,
     /// Where every change is announced (`/v1/events`).
-    pub events: Events,
+    events: Events,
     /// The active-check scheduler, told of every instance with a check.
     checker: Checker,
     metrics: Arc<Metrics>,
@@ -68,12 +85,24 @@ impl Registrar {
         }
     }
 
+    /// The lock that orders persisted writes of one type+name.
     fn stripe(&self, service_type: &str, name: &str) -> &Mutex<()> {
         &self.stripes[self.hasher.hash_one((service_type, name)) as usize % STRIPES]
     }
 
-    pub fn metrics(&self) -> &Metrics {
-        &self.metrics
+    /// A new subscriber to the changes announced from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<Event>> {
+        self.events.subscribe()
+    }
+
+    /// Connected subscribers, for `/metrics`.
+    pub fn subscribers(&self) -> usize {
+        self.events.subscribers()
+    }
+
+    /// Waits until every queued store write is committed; at shutdown.
+    pub async fn close(&self) {
+        self.store.close().await;
     }
 
     fn store_failed(&self, error: StoreError) -> RegistrarError {
@@ -83,7 +112,8 @@ impl Registrar {
 
     /// Puts back what the store held at start-up. Each instance gets a fresh
     /// window of its own TTL to heartbeat again, and keeps its id, its
-    /// registration time and its last reported health.
+    /// registration time and its last reported health. Announces nothing:
+    /// nobody can be subscribed yet.
     pub fn restore(&self, stored: Vec<StoredInstance>) -> usize {
         let entries = stored
             .into_iter()
@@ -107,6 +137,7 @@ impl Registrar {
 
     /// Registers (or replaces in place) once the store has committed it.
     pub async fn register(&self, spec: ValidRegistration) -> Result<Registered, RegistrarError> {
+        // Held until the registry has it: see the module's doc.
         let _same_name = self.stripe(&spec.service_type, &spec.name).lock().await;
         let identity = self.registry.identity_for(&spec);
         if self.store.is_persistent() {
@@ -123,73 +154,90 @@ impl Registrar {
         }
         let registered = self.registry.register(spec, identity, Health::Passing);
         if let Some(stale) = &registered.expired {
-            self.checker.forget(stale.id);
-            self.report_expired(std::slice::from_ref(stale));
+            self.expired(std::slice::from_ref(stale));
         }
         let instance = &registered.instance;
         if instance.spec.check.is_some() || !registered.created {
             self.checker.watch(instance);
         }
-        self.events.publish(
-            EventKind::Register,
-            instance,
-            Some(json!({ "replaced": !registered.created })),
-        );
+        if registered.created {
+            self.metrics.registrations_created.inc();
+        } else {
+            self.metrics.registrations_replaced.inc();
+        }
+        self.announce(Change::Registered {
+            instance: instance.clone(),
+            replaced: !registered.created,
+        });
         Ok(registered)
     }
 
-    /// Logs, counts and announces instances whose TTL lapsed.
-    fn report_expired(&self, lapsed: &[Arc<Instance>]) {
-        for instance in lapsed {
-            tracing::info!(
-                id = %instance.id,
-                name = %instance.spec.name,
-                service_type = %instance.spec.service_type,
-                "expired: no heartbeat within its ttl"
-            );
-            self.checker.forget(instance.id);
-            self.events.publish(
-                EventKind::Expire,
-                instance,
-                Some(json!({ "reason": "no heartbeat or passing check within its ttl" })),
-            );
-        }
-        self.metrics.expired.add(lapsed.len() as u64);
-    }
-
-    /// Renews an instance. A change of reported health is committed first;
-    /// a plain renewal is not persisted (a restart grants a fresh TTL window
-    /// anyway, so the exact last heartbeat is not worth an fsync each).
+    /// Renews an instance and records the health it reports.
+    ///
+    /// A heartbeat that reports the health already recorded is a plain
+    /// renewal: not persisted (a restart grants a fresh TTL window anyway,
+    /// so the exact last heartbeat is not worth an fsync each), no lock, and
+    /// it leaves the reported health alone, so it can never undo a change
+    /// that a concurrent heartbeat has committed.
+    ///
+    /// One that changes it takes the type+name stripe and holds it across
+    /// both the store write and the in-memory apply, so memory ends with
+    /// the health the store committed last. That holds whatever is awaited
+    /// between the two, not because nothing is.
     pub async fn heartbeat(
         &self,
         id: Uuid,
         health: Health,
         output: Option<String>,
-    ) -> Result<(Arc<Instance>, Health), RegistrarError> {
+    ) -> Result<Arc<Instance>, RegistrarError> {
+        let outcome = self.beat(id, health, output).await;
+        match &outcome {
+            Ok(_) => self.metrics.heartbeats.inc(),
+            Err(RegistrarError::NotFound) => self.metrics.heartbeats_unknown.inc(),
+            Err(RegistrarError::Store(_)) => {}
+        }
+        outcome
+    }
+
+    async fn beat(
+        &self,
+        id: Uuid,
+        health: Health,
+        output: Option<String>,
+    ) -> Result<Arc<Instance>, RegistrarError> {
         let instance = self.registry.get(id).ok_or(RegistrarError::NotFound)?;
-        let before = instance.health();
         if instance.reported_health() != health {
             let _same_name = self
                 .stripe(&instance.spec.service_type, &instance.spec.name)
                 .lock()
                 .await;
-            self.store
-                .write(Write::Health { id, health })
-                .await
-                .map_err(|e| self.store_failed(e))?;
+            // Under the stripe nothing else changes the reported health of
+            // this id; look again, as another heartbeat (or a replacement,
+            // which keeps the id) may have come first.
+            let instance = self.registry.get(id).ok_or(RegistrarError::NotFound)?;
+            if instance.reported_health() != health {
+                self.store
+                    .write(Write::Health { id, health })
+                    .await
+                    .map_err(|e| self.store_failed(e))?;
+                let before = instance.health();
+                let (instance, _) = self
+                    .registry
+                    .heartbeat(id, health, output)
+                    .map_err(|_| RegistrarError::NotFound)?;
+                if instance.health() != before {
+                    self.announce(Change::HealthChanged {
+                        instance: instance.clone(),
+                        previous: before,
+                        source: HealthSource::Heartbeat,
+                    });
+                }
+                return Ok(instance);
+            }
         }
-        let (instance, previous) = self
-            .registry
-            .heartbeat(id, health, output)
-            .map_err(|_| RegistrarError::NotFound)?;
-        if instance.health() != before {
-            self.events.publish(
-                EventKind::Health,
-                &instance,
-                Some(json!({ "previous": before, "source": "heartbeat" })),
-            );
-        }
-        Ok((instance, previous))
+        self.registry
+            .renew(id, output)
+            .map_err(|_| RegistrarError::NotFound)
     }
 
     /// Removes a live instance once the store has committed its removal;
@@ -197,13 +245,47 @@ impl Registrar {
     pub async fn deregister(
         &self,
         id: Uuid,
-        reason: &str,
+        reason: DeregisterReason,
+    ) -> Result<Arc<Instance>, RegistrarError> {
+        self.remove(id, None, reason).await
+    }
+
+    /// Removes `instance` (which stayed critical for its check's
+    /// `deregister_after`, as `reason` says), unless it was replaced or
+    /// removed meanwhile. On a store failure it is left in place (served as
+    /// critical, i.e. not at all) and checked again, so a later check
+    /// tries again.
+    pub async fn deregister_critical(
+        &self,
+        instance: &Arc<Instance>,
+        reason: DeregisterReason,
+    ) -> Result<Arc<Instance>, RegistrarError> {
+        let removed = self.remove(instance.id, Some(instance), reason).await;
+        if let Err(RegistrarError::Store(error)) = &removed {
+            tracing::warn!(id = %instance.id, %error, "could not deregister a critical instance");
+            self.checker.watch(instance);
+        }
+        removed
+    }
+
+    /// Removes `id` (only if it is still `expected`, when given): the
+    /// stripe is held from before the store write until the registry has
+    /// dropped it.
+    async fn remove(
+        &self,
+        id: Uuid,
+        expected: Option<&Arc<Instance>>,
+        reason: DeregisterReason,
     ) -> Result<Arc<Instance>, RegistrarError> {
         let instance = self.registry.get(id).ok_or(RegistrarError::NotFound)?;
         let _same_name = self
             .stripe(&instance.spec.service_type, &instance.spec.name)
             .lock()
             .await;
+        let current = self.registry.get(id).ok_or(RegistrarError::NotFound)?;
+        if expected.is_some_and(|expected| !Arc::ptr_eq(expected, &current)) {
+            return Err(RegistrarError::NotFound);
+        }
         self.store
             .write(Write::Delete(id))
             .await
@@ -213,57 +295,64 @@ impl Registrar {
             .deregister(id)
             .ok_or(RegistrarError::NotFound)?;
         self.checker.forget(id);
-        self.events.publish(
-            EventKind::Deregister,
-            &removed,
-            Some(json!({ "reason": reason })),
-        );
+        match reason {
+            DeregisterReason::Api => self.metrics.deregistrations.inc(),
+            DeregisterReason::Critical { .. } => self.metrics.deregistered_critical.inc(),
+        }
+        self.announce(Change::Deregistered {
+            instance: removed.clone(),
+            reason,
+        });
         Ok(removed)
     }
 
-    /// Removes `instance` after its check kept it critical for
-    /// `deregister_after`, unless it was replaced meanwhile.
-    pub async fn deregister_critical(&self, instance: Arc<Instance>, reason: String) {
+    /// Applies one active check's result to `instance`: the scheduler's
+    /// `verdict` (see `checks::thresholds`) and what the probe saw; a
+    /// result that was not critical renews the lifetime. Not persisted (a
+    /// verdict is re-established within one interval). Returns `None`, and
+    /// changes nothing, when `instance` is no longer the registered one
+    /// (expired, deregistered or replaced): then stop checking it.
+    pub fn record_check(
+        &self,
+        instance: &Arc<Instance>,
+        verdict: Health,
+        outcome: Outcome,
+    ) -> Option<CheckRecorded> {
         let current = self.registry.get(instance.id);
-        if !current.is_some_and(|c| Arc::ptr_eq(&c, &instance)) {
-            return;
+        if !current.is_some_and(|current| Arc::ptr_eq(&current, instance)) {
+            return None;
         }
-        match self.deregister(instance.id, &reason).await {
-            Ok(removed) => {
-                self.metrics.deregistered_critical.inc();
-                tracing::info!(
-                    id = %removed.id,
-                    name = %removed.spec.name,
-                    service_type = %removed.spec.service_type,
-                    %reason,
-                    "deregistered"
-                );
-            }
-            Err(RegistrarError::NotFound) => {}
-            Err(error) => {
-                // Left in place (and served as critical, i.e. not at all);
-                // the next failed check tries again.
-                tracing::warn!(id = %instance.id, %error, "could not deregister a critical instance");
-                self.checker.watch(&instance);
-            }
+        self.metrics.checks_run.inc();
+        if let Some(kind) = outcome.failure {
+            self.metrics.count_check_failure(kind);
         }
+        let before = instance.health();
+        let renew = outcome.health != Health::Critical;
+        self.registry
+            .record_check(instance, verdict, outcome.output, renew);
+        let health = instance.health();
+        if health != before {
+            self.announce(Change::HealthChanged {
+                instance: instance.clone(),
+                previous: before,
+                source: HealthSource::Check,
+            });
+        }
+        Some(CheckRecorded {
+            health,
+            at_ms: self.registry.now_ms(),
+        })
     }
 
-    /// Removes lapsed instances every [`SWEEP_INTERVAL`] until `shutdown`
-    /// fires, from memory at once and from the store in the background.
-    pub async fn run_sweeper(self, shutdown: CancellationToken) {
-        let mut tick = tokio::time::interval(SWEEP_INTERVAL);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                _ = shutdown.cancelled() => return,
-                _ = tick.tick() => {}
-            }
-            let lapsed = self.registry.sweep(now_ms());
-            if lapsed.is_empty() {
-                continue;
-            }
-            self.report_expired(&lapsed);
+    /// Expires every instance lapsed by now: from memory at once, from the
+    /// store in the background. Returns how many.
+    pub fn sweep(&self) -> usize {
+        let lapsed = self.registry.sweep(self.registry.now_ms());
+        if lapsed.is_empty() {
+            return 0;
+        }
+        self.expired(&lapsed);
+        if self.store.is_persistent() {
             let ids = lapsed.iter().map(|i| i.id).collect();
             let registrar = self.clone();
             tokio::spawn(async move {
@@ -275,5 +364,367 @@ impl Registrar {
                 }
             });
         }
+        lapsed.len()
+    }
+
+    /// Announces and counts instances whose TTL lapsed, which the registry
+    /// has already removed (the sweep, or a registration of the same name).
+    fn expired(&self, lapsed: &[Arc<Instance>]) {
+        for instance in lapsed {
+            self.checker.forget(instance.id);
+            self.announce(Change::Expired {
+                instance: instance.clone(),
+            });
+        }
+        self.metrics.expired.add(lapsed.len() as u64);
+    }
+
+    /// Logs `change` and publishes it.
+    fn announce(&self, change: Change) {
+        let instance = change.instance();
+        let (id, name, service_type) = (
+            instance.id,
+            &instance.spec.name,
+            &instance.spec.service_type,
+        );
+        match &change {
+            // Debug, not info: at tens of thousands of registrations a
+            // second the log line cost a quarter of the throughput.
+            // `/v1/events` carries every change for whoever needs the record.
+            Change::Registered { replaced, .. } => tracing::debug!(
+                %id, %name, %service_type,
+                host = %instance.spec.host,
+                port = instance.spec.port,
+                replaced,
+                "registered"
+            ),
+            Change::HealthChanged {
+                previous, source, ..
+            } => tracing::info!(
+                %id, %name, %service_type,
+                from = %previous,
+                to = %instance.health(),
+                source = source.as_str(),
+                output = match source {
+                    HealthSource::Heartbeat => instance.output(),
+                    HealthSource::Check => instance.check_output(),
+                }
+                .unwrap_or_default(),
+                "health changed"
+            ),
+            Change::Deregistered {
+                reason: DeregisterReason::Api,
+                ..
+            } => tracing::debug!(%id, %name, %service_type, "deregistered"),
+            Change::Deregistered { reason, .. } => {
+                tracing::info!(%id, %name, %service_type, %reason, "deregistered")
+            }
+            Change::Expired { .. } => tracing::info!(
+                %id, %name, %service_type,
+                "expired: no heartbeat within its ttl"
+            ),
+        }
+        self.events.publish(&change, self.registry.now_ms());
+    }
+
+    /// Calls [`Registrar::sweep`] every [`SWEEP_INTERVAL`] until `shutdown`
+    /// fires.
+    pub async fn run_sweeper(self, shutdown: CancellationToken) {
+        let mut tick = tokio::time::interval(SWEEP_INTERVAL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            self.sweep();
+        }
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use hickory_proto::rr::Name;
+    use serde_json::Value;
+
+    use super::*;
+    use crate::checks::CheckRegistration;
+    use crate::checks::checker::CheckerInbox;
+    use crate::checks::probe::FailureKind;
+    use crate::clock::ManualClock;
+    use crate::service::Host;
+
+    /// A registrar on a memory store and a clock the test moves, with a
+    /// subscriber to its events.
+    pub(crate) struct Setup {
+        pub time: ManualClock,
+        pub registry: Registry,
+        pub registrar: Registrar,
+        pub metrics: Arc<Metrics>,
+        pub events: broadcast::Receiver<Arc<Event>>,
+        pub _inbox: CheckerInbox,
+    }
+
+    pub(crate) fn setup() -> Setup {
+        let time = ManualClock::new(1_000_000);
+        let zone = Name::from_ascii("svc.local.").unwrap();
+        let registry = Registry::with_clock(zone, time.clock());
+        let (checker, inbox) = Checker::new();
+        let metrics = Arc::new(Metrics::default());
+        let events = Events::new(64);
+        let subscriber = events.subscribe();
+        let registrar = Registrar::new(
+            registry.clone(),
+            Store::Memory,
+            events,
+            checker,
+            metrics.clone(),
+        );
+        Setup {
+            time,
+            registry,
+            registrar,
+            metrics,
+            events: subscriber,
+            _inbox: inbox,
+        }
+    }
+
+    pub(crate) fn spec(name: &str, ttl: u32, check: bool) -> ValidRegistration {
+        ValidRegistration {
+            name: name.into(),
+            service_type: "web".into(),
+            host: Host::Ip("10.0.0.1".parse().unwrap()),
+            port: 80,
+            tags: vec![],
+            metadata: Default::default(),
+            ttl,
+            priority: 0,
+            weight: 1,
+            check: check.then(|| {
+                let check: CheckRegistration =
+                    serde_json::from_value(serde_json::json!({"tcp": "127.0.0.1:9"})).unwrap();
+                check.validate().unwrap()
+            }),
+        }
+    }
+
+    impl Setup {
+        /// The events published since the last call, parsed.
+        pub(crate) fn published(&mut self) -> Vec<Value> {
+            std::iter::from_fn(|| self.events.try_recv().ok())
+                .map(|event| serde_json::from_str(&event.json).unwrap())
+                .collect()
+        }
+    }
+
+    /// `(type, extra)` of each event, where `extra` is its
+    /// `replaced`/`previous`+`source`/`reason`.
+    fn summary(events: &[Value]) -> Vec<(String, String)> {
+        events
+            .iter()
+            .map(|event| {
+                let data = &event["data"];
+                let extra = match event["type"].as_str().unwrap() {
+                    "register" => data["replaced"].to_string(),
+                    "health" => format!("{} {}", data["previous"], data["source"]),
+                    _ => data["reason"].to_string(),
+                };
+                (event["type"].as_str().unwrap().to_string(), extra)
+            })
+            .collect()
+    }
+
+    pub(crate) fn outcome(health: Health) -> Outcome {
+        Outcome {
+            health,
+            failure: (health == Health::Critical).then_some(FailureKind::Refused),
+            output: format!("{health}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn every_change_is_applied_announced_and_counted() {
+        let mut s = setup();
+        let a = s.registrar.register(spec("a", 30, false)).await.unwrap();
+        assert!(a.created);
+        let again = s.registrar.register(spec("a", 60, false)).await.unwrap();
+        assert!(!again.created && again.instance.id == a.instance.id);
+        let id = a.instance.id;
+
+        s.time.advance_ms(10_000);
+        let beat = s
+            .registrar
+            .heartbeat(id, Health::Warning, Some("slow".into()))
+            .await
+            .unwrap();
+        assert_eq!(beat.health(), Health::Warning);
+        assert_eq!(beat.output().as_deref(), Some("slow"));
+        assert_eq!(beat.expires_at_ms(), s.time.now_ms() + 60_000);
+        // The same health again is a plain renewal: no event.
+        s.time.advance_ms(10_000);
+        let beat = s
+            .registrar
+            .heartbeat(id, Health::Warning, None)
+            .await
+            .unwrap();
+        assert_eq!(beat.expires_at_ms(), s.time.now_ms() + 60_000);
+        assert_eq!(beat.output(), None, "each heartbeat sets its own output");
+        s.registrar
+            .heartbeat(id, Health::Critical, None)
+            .await
+            .unwrap();
+        let healthy = s.registry.type_set("web").unwrap();
+        assert!(
+            healthy.healthy().is_empty(),
+            "critical: out of the health index"
+        );
+        s.registrar
+            .deregister(id, DeregisterReason::Api)
+            .await
+            .unwrap();
+        assert!(s.registry.get(id).is_none() && s.registry.is_empty());
+        assert!(matches!(
+            s.registrar.deregister(id, DeregisterReason::Api).await,
+            Err(RegistrarError::NotFound)
+        ));
+
+        let events = s.published();
+        assert_eq!(
+            summary(&events),
+            [
+                ("register".into(), "false".into()),
+                ("register".into(), "true".into()),
+                ("health".into(), r#""passing" "heartbeat""#.into()),
+                ("health".into(), r#""warning" "heartbeat""#.into()),
+                (
+                    "deregister".into(),
+                    r#""deregistered through the admin API""#.into()
+                ),
+            ]
+        );
+        // Each is stamped with the registry's time, and shows the instance
+        // as it was then.
+        assert_eq!(events[0]["timestamp"], 1000.0);
+        assert_eq!(events[3]["timestamp"], 1020.0);
+        assert_eq!(events[3]["data"]["service_info"]["health"], "critical");
+        let m = &s.metrics;
+        assert_eq!(
+            (
+                m.registrations_created.get(),
+                m.registrations_replaced.get()
+            ),
+            (1, 1)
+        );
+        assert_eq!((m.heartbeats.get(), m.deregistrations.get()), (3, 1));
+    }
+
+    #[tokio::test]
+    async fn a_late_heartbeat_is_refused_and_the_sweep_expires_at_the_deadline() {
+        let mut s = setup();
+        let id = s
+            .registrar
+            .register(spec("a", 2, false))
+            .await
+            .unwrap()
+            .instance
+            .id;
+        s.time.advance_ms(1_999);
+        s.registrar
+            .heartbeat(id, Health::Passing, None)
+            .await
+            .unwrap();
+        s.time.advance_ms(1_999);
+        assert_eq!(s.registrar.sweep(), 0, "renewed: not due");
+        s.time.advance_ms(1);
+        assert!(matches!(
+            s.registrar.heartbeat(id, Health::Passing, None).await,
+            Err(RegistrarError::NotFound)
+        ));
+        assert!(matches!(
+            s.registrar.heartbeat(id, Health::Critical, None).await,
+            Err(RegistrarError::NotFound)
+        ));
+        assert_eq!(s.metrics.heartbeats_unknown.get(), 2);
+        assert_eq!(s.registrar.sweep(), 1);
+        assert_eq!(s.registrar.sweep(), 0);
+        assert_eq!(s.metrics.expired.get(), 1);
+        let events = s.published();
+        assert_eq!(events.len(), 2, "{events:?}");
+        assert_eq!(events[1]["type"], "expire");
+        assert_eq!(events[1]["timestamp"], 1003.999);
+    }
+
+    #[tokio::test]
+    async fn registering_over_a_lapsed_instance_reports_its_expiry() {
+        let mut s = setup();
+        let old = s.registrar.register(spec("a", 1, false)).await.unwrap();
+        s.time.advance_ms(1_000);
+        let new = s.registrar.register(spec("a", 1, false)).await.unwrap();
+        assert!(new.created && new.instance.id != old.instance.id);
+        let types: Vec<Value> = s.published().iter().map(|e| e["type"].clone()).collect();
+        assert_eq!(types, ["register", "expire", "register"]);
+        assert_eq!(s.metrics.expired.get(), 1);
+        assert_eq!(s.registrar.sweep(), 0, "already reported");
+    }
+
+    #[tokio::test]
+    async fn a_check_result_renews_changes_health_and_is_announced() {
+        let mut s = setup();
+        let instance = s
+            .registrar
+            .register(spec("a", 2, true))
+            .await
+            .unwrap()
+            .instance;
+        s.time.advance_ms(1_500);
+        let recorded = s
+            .registrar
+            .record_check(&instance, Health::Passing, outcome(Health::Passing))
+            .unwrap();
+        assert_eq!(recorded.health, Health::Passing);
+        assert_eq!(recorded.at_ms, s.time.now_ms());
+        assert_eq!(instance.expires_at_ms(), s.time.now_ms() + 2_000, "renewed");
+
+        s.time.advance_ms(1_500);
+        let recorded = s
+            .registrar
+            .record_check(&instance, Health::Critical, outcome(Health::Critical))
+            .unwrap();
+        assert_eq!(recorded.health, Health::Critical);
+        assert_eq!(instance.check_output().as_deref(), Some("critical"));
+        assert_eq!(
+            instance.expires_at_ms(),
+            s.time.now_ms() + 500,
+            "a critical result renews nothing"
+        );
+        assert!(!instance.is_serving(s.registry.now_ms()));
+        // A failure that the thresholds absorb leaves the health alone.
+        s.registrar
+            .record_check(&instance, Health::Critical, outcome(Health::Critical))
+            .unwrap();
+        assert_eq!(s.metrics.checks_run.get(), 3);
+        assert_eq!(s.metrics.check_failures(FailureKind::Refused), 2);
+
+        // Replaced: results for the old instance are dropped.
+        let replacement = s
+            .registrar
+            .register(spec("a", 2, true))
+            .await
+            .unwrap()
+            .instance;
+        assert_eq!(
+            s.registrar
+                .record_check(&instance, Health::Passing, outcome(Health::Passing)),
+            None
+        );
+        assert_eq!(replacement.check_health(), Health::Passing);
+        assert_eq!(s.metrics.checks_run.get(), 3);
+        let summaries = summary(&s.published());
+        assert_eq!(
+            summaries[1],
+            ("health".into(), r#""passing" "check""#.into())
+        );
+        assert_eq!(summaries.len(), 3, "{summaries:?}");
     }
 }

@@ -12,30 +12,27 @@
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
 use dashmap::DashMap;
 use hickory_proto::rr::Name;
 use uuid::Uuid;
 
+use crate::clock::{Clock, system_now_ms};
 use crate::service::{Family, Health, Instance, ValidRegistration};
 
 /// How often lapsed instances are removed.
 pub const SWEEP_INTERVAL: Duration = Duration::from_millis(250);
 
-/// Current time as unix milliseconds, read from a monotonic clock anchored
-/// once to the wall clock, so that a wall-clock step never expires or revives
-/// instances.
+/// The system's time as unix milliseconds (see [`system_now_ms`]).
+///
+/// What decides lifetimes is the registry's own clock,
+/// [`Registry::now_ms`], which is this one unless the registry was built
+/// [`with_clock`](Registry::with_clock); this stays for code that has no
+/// registry at hand.
 pub fn now_ms() -> u64 {
-    static ANCHOR: OnceLock<(Instant, u64)> = OnceLock::new();
-    let (instant, unix_ms) = ANCHOR.get_or_init(|| {
-        let unix = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default();
-        (Instant::now(), unix.as_millis() as u64)
-    });
-    unix_ms + instant.elapsed().as_millis() as u64
+    system_now_ms()
 }
 
 /// Chunks are split when they grow past this many instances.
@@ -391,9 +388,8 @@ pub struct Identity {
     pub replaces: bool,
 }
 
-/// The live (unexpired) instances of `sets`, in order.
-fn live<'a>(sets: impl Iterator<Item = &'a Arc<TypeSet>>) -> Vec<Arc<Instance>> {
-    let now = now_ms();
+/// The instances of `sets` live (unexpired) at `now`, in order.
+fn live<'a>(sets: impl Iterator<Item = &'a Arc<TypeSet>>, now: u64) -> Vec<Arc<Instance>> {
     sets.flat_map(|set| set.iter())
         .filter(|i| now < i.expires_at_ms())
         .cloned()
@@ -428,11 +424,20 @@ struct Shared {
     next_generation: AtomicU64,
     /// Bumped on every structural change; the SOA serial.
     version: AtomicU64,
+    /// What every lifetime is measured by.
+    clock: Clock,
 }
 
 impl Registry {
-    /// An empty registry for `zone` (used to build each instance's DNS names).
+    /// An empty registry for `zone` (used to build each instance's DNS
+    /// names), on the system clock.
     pub fn new(zone: Name) -> Registry {
+        Registry::with_clock(zone, Clock::System)
+    }
+
+    /// An empty registry for `zone` whose lifetimes are measured by `clock`
+    /// (a [`ManualClock`](crate::clock::ManualClock) in tests).
+    pub fn with_clock(zone: Name, clock: Clock) -> Registry {
         Registry {
             shared: Arc::new(Shared {
                 zone_wire: crate::names::to_wire(&zone).into(),
@@ -442,8 +447,16 @@ impl Registry {
                 expiry: Mutex::new(BinaryHeap::new()),
                 next_generation: AtomicU64::new(1),
                 version: AtomicU64::new(1),
+                clock,
             }),
         }
+    }
+
+    /// Now, by the registry's clock, as unix milliseconds: the time every
+    /// lifetime here is decided by. Cheap (see [`Clock::now_ms`]).
+    #[inline]
+    pub fn now_ms(&self) -> u64 {
+        self.shared.clock.now_ms()
     }
 
     fn lock_writer(&self) -> MutexGuard<'_, ()> {
@@ -455,7 +468,7 @@ impl Registry {
     /// or a new instance with a fresh id. Decided before the store write, so
     /// that what is persisted and what is served carry the same id.
     pub fn identity_for(&self, spec: &ValidRegistration) -> Identity {
-        let now = now_ms();
+        let now = self.now_ms();
         let live = self
             .shared
             .by_type
@@ -484,7 +497,7 @@ impl Registry {
         identity: Identity,
         health: Health,
     ) -> Registered {
-        let now = now_ms();
+        let now = self.now_ms();
         let shared = &self.shared;
         let _writer = self.lock_writer();
         let generation = shared.next_generation.fetch_add(1, Ordering::Relaxed);
@@ -528,7 +541,7 @@ impl Registry {
     /// instances of a type. Each gets a fresh lifetime starting now. Returns
     /// how many were loaded; a later duplicate of a type+name is dropped.
     pub fn restore(&self, entries: Vec<(ValidRegistration, Identity, Health)>) -> usize {
-        let now = now_ms();
+        let now = self.now_ms();
         let shared = &self.shared;
         let _writer = self.lock_writer();
         let mut by_type: BTreeMap<String, Vec<Arc<Instance>>> = BTreeMap::new();
@@ -585,7 +598,7 @@ impl Registry {
             .map(|entry| entry.value().clone())
             .ok_or(HeartbeatError::NotFound)?;
         let previous = instance
-            .heartbeat(now_ms(), health, output)
+            .heartbeat(self.now_ms(), Some(health), output)
             .ok_or(HeartbeatError::NotFound)?;
         if (previous == Health::Critical) != (health == Health::Critical) {
             self.health_changed(&instance);
@@ -593,9 +606,36 @@ impl Registry {
         Ok((instance, previous))
     }
 
+    /// A heartbeat that keeps the reported health as it is: renews a live
+    /// instance's lifetime and records `output`, touching nothing but the
+    /// instance's atomics (and its output's own lock).
+    pub fn renew(&self, id: Uuid, output: Option<String>) -> Result<Arc<Instance>, HeartbeatError> {
+        let instance = self
+            .shared
+            .by_id
+            .get(&id)
+            .map(|entry| entry.value().clone())
+            .ok_or(HeartbeatError::NotFound)?;
+        instance
+            .heartbeat(self.now_ms(), None, output)
+            .ok_or(HeartbeatError::NotFound)?;
+        Ok(instance)
+    }
+
     /// Records an active check's verdict on `instance` (see
-    /// [`Instance::set_check_result`]), keeping the health index in step.
-    pub fn record_check(&self, instance: &Arc<Instance>, verdict: Health, output: String) {
+    /// [`Instance::set_check_result`]), keeping the health index in step;
+    /// first, when `renew` (the result was not critical), renews its
+    /// lifetime from now, unless it already lapsed.
+    pub fn record_check(
+        &self,
+        instance: &Arc<Instance>,
+        verdict: Health,
+        output: String,
+        renew: bool,
+    ) {
+        if renew {
+            instance.renew(self.now_ms());
+        }
         let previous = instance.set_check_result(verdict, output);
         if (previous == Health::Critical) != (verdict == Health::Critical) {
             self.health_changed(instance);
@@ -625,7 +665,7 @@ impl Registry {
     pub fn deregister(&self, id: Uuid) -> Option<Arc<Instance>> {
         let _writer = self.lock_writer();
         let instance = self.shared.by_id.get(&id).map(|e| e.value().clone())?;
-        if !instance.kill_if_live(now_ms()) {
+        if !instance.kill_if_live(self.now_ms()) {
             return None;
         }
         self.remove_locked(std::slice::from_ref(&instance));
@@ -635,17 +675,17 @@ impl Registry {
     /// A live (unexpired) instance by id.
     pub fn get(&self, id: Uuid) -> Option<Arc<Instance>> {
         let instance = self.shared.by_id.get(&id).map(|e| e.value().clone())?;
-        (now_ms() < instance.expires_at_ms()).then_some(instance)
+        (self.now_ms() < instance.expires_at_ms()).then_some(instance)
     }
 
     /// Every live instance, sorted by type then name.
     pub fn list(&self) -> Vec<Arc<Instance>> {
-        live(self.types().values())
+        live(self.types().values(), self.now_ms())
     }
 
     /// Every live instance of one type (lowercase), sorted by name.
     pub fn list_type(&self, service_type: &str) -> Vec<Arc<Instance>> {
-        live(self.type_set(service_type).iter())
+        live(self.type_set(service_type).iter(), self.now_ms())
     }
 
     /// The snapshot of one type (lowercase), if any instance of it exists.
@@ -803,6 +843,7 @@ impl Registry {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::clock::ManualClock;
     use crate::service::{Host, ValidRegistration};
 
     fn spec(name: &str, ttl: u32) -> ValidRegistration {
@@ -856,7 +897,7 @@ mod tests {
         let registry = registry();
         let short = register(&registry, spec("a", 1)).instance;
         register(&registry, spec("b", 30));
-        let removed = registry.sweep(now_ms() + 1500);
+        let removed = registry.sweep(registry.now_ms() + 1500);
         assert_eq!(removed.len(), 1);
         assert_eq!(removed[0].id, short.id);
         assert!(registry.get(short.id).is_none());
@@ -890,7 +931,7 @@ mod tests {
         let found = set.find("i0500").unwrap();
         assert_eq!(found.health(), Health::Warning);
         assert_eq!(registry.get(found.id).unwrap().registered_at_ms, 1);
-        assert!(found.is_serving(now_ms()));
+        assert!(found.is_serving(registry.now_ms()));
     }
 
     /// Names of a snapshot, in order.
@@ -1065,7 +1106,7 @@ mod tests {
 
     #[test]
     fn health_family_and_tag_indexes_follow_every_change() {
-        let registry = registry();
+        let (time, registry) = on_manual_clock();
         let mut rng = fastrand::Rng::with_seed(11);
         let mut live: std::collections::BTreeMap<String, Uuid> = Default::default();
         let hosts = ["10.0.0.1", "fd00::1", "db.example.com"];
@@ -1081,8 +1122,7 @@ mod tests {
                     .choice(&[Health::Passing, Health::Warning, Health::Critical])
                     .unwrap();
                 if let Some(id) = live.get(&name) {
-                    // A short-lived one may have lapsed: then it is refused.
-                    let _ = registry.heartbeat(*id, health, None);
+                    registry.heartbeat(*id, health, None).unwrap();
                 }
             } else {
                 // Replacing changes family and tags as often as not.
@@ -1101,7 +1141,8 @@ mod tests {
             }
         }
         // Expiry takes instances out of the indexes too.
-        let swept = registry.sweep(now_ms() + 2_000);
+        time.advance_ms(1_000);
+        let swept = registry.sweep(registry.now_ms());
         assert!(!swept.is_empty());
         let set = registry.type_set("web").unwrap();
         assert!(set.iter().all(|i| i.spec.ttl == 60));
@@ -1145,7 +1186,7 @@ mod tests {
                             if rng.bool() {
                                 registry.heartbeat(instance.id, health, None).unwrap();
                             } else {
-                                registry.record_check(instance, health, String::new());
+                                registry.record_check(instance, health, String::new(), false);
                             }
                         }
                     });
@@ -1153,6 +1194,123 @@ mod tests {
             });
             assert_indexed(&registry.type_set("web").unwrap());
         }
+    }
+
+    /// A registry on a clock the test moves, standing at 1 000 000 ms.
+    fn on_manual_clock() -> (ManualClock, Registry) {
+        let time = ManualClock::new(1_000_000);
+        let zone = Name::from_ascii("svc.local.").unwrap();
+        (time.clone(), Registry::with_clock(zone, time.clock()))
+    }
+
+    fn ids(instances: &[Arc<Instance>]) -> Vec<Uuid> {
+        instances.iter().map(|i| i.id).collect()
+    }
+
+    fn healthy_names(registry: &Registry) -> Vec<String> {
+        let set = registry.type_set("web").unwrap();
+        set.healthy().iter().map(|i| i.spec.name.clone()).collect()
+    }
+
+    #[test]
+    fn an_instance_serves_until_exactly_its_ttl_and_never_a_ms_after() {
+        let (time, registry) = on_manual_clock();
+        let registered = time.now_ms();
+        let a = register(&registry, spec("a", 1)).instance;
+        assert_eq!(a.expires_at_ms(), registered + 1000);
+
+        time.set_ms(registered + 999);
+        let now = registry.now_ms();
+        assert!(a.is_serving(now));
+        assert_eq!(a.remaining_secs(now), 0, "less than a second left");
+        assert!(registry.get(a.id).is_some());
+        assert_eq!(ids(&registry.list()), [a.id]);
+        assert_eq!(ids(&registry.list_type("web")), [a.id]);
+        assert!(registry.type_set("web").unwrap().any_serving(now));
+        assert!(registry.identity_for(&spec("a", 1)).replaces);
+
+        time.set_ms(registered + 1000);
+        let now = registry.now_ms();
+        assert!(!a.is_serving(now));
+        assert!(registry.get(a.id).is_none());
+        assert!(registry.list().is_empty() && registry.list_type("web").is_empty());
+        assert!(!registry.type_set("web").unwrap().any_serving(now));
+        assert!(registry.serving_types(now, 10).is_empty());
+        let again = registry.identity_for(&spec("a", 1));
+        assert!(!again.replaces && again.id != a.id, "a lapsed name is free");
+        assert!(registry.deregister(a.id).is_none(), "left for the sweep");
+        assert_eq!(registry.len(), 1, "held until swept");
+    }
+
+    #[test]
+    fn heartbeats_renew_from_when_they_arrive_until_one_comes_late() {
+        let (time, registry) = on_manual_clock();
+        let a = register(&registry, spec("a", 1)).instance;
+        for _ in 0..10 {
+            time.advance_ms(999);
+            let (same, previous) = registry.heartbeat(a.id, Health::Passing, None).unwrap();
+            assert!(Arc::ptr_eq(&same, &a));
+            assert_eq!(previous, Health::Passing);
+            assert_eq!(a.last_heartbeat_ms(), time.now_ms());
+            assert_eq!(a.expires_at_ms(), time.now_ms() + 1000);
+        }
+        assert!(registry.sweep(registry.now_ms()).is_empty());
+        time.advance_ms(1000);
+        assert_eq!(
+            registry.heartbeat(a.id, Health::Passing, None).unwrap_err(),
+            HeartbeatError::NotFound,
+            "a heartbeat at the deadline is too late"
+        );
+        assert!(!a.renew(registry.now_ms()), "and so is a check's renewal");
+        assert_eq!(ids(&registry.sweep(registry.now_ms())), [a.id]);
+        assert!(registry.is_empty());
+    }
+
+    #[test]
+    fn the_sweep_removes_an_instance_at_its_deadline_not_before() {
+        let (time, registry) = on_manual_clock();
+        let start = time.now_ms();
+        let a = register(&registry, spec("a", 2)).instance;
+        let b = register(&registry, spec("b", 3)).instance;
+        time.set_ms(start + 1999);
+        assert!(registry.sweep(registry.now_ms()).is_empty());
+        time.set_ms(start + 2000);
+        assert_eq!(ids(&registry.sweep(registry.now_ms())), [a.id]);
+        assert!(registry.get(a.id).is_none() && registry.get(b.id).is_some());
+
+        // Renewed before its first deadline, b is queued again, not removed.
+        time.set_ms(start + 2500);
+        registry.heartbeat(b.id, Health::Warning, None).unwrap();
+        time.set_ms(start + 3000);
+        assert!(registry.sweep(registry.now_ms()).is_empty());
+        time.set_ms(start + 5499);
+        assert!(registry.sweep(registry.now_ms()).is_empty());
+        time.set_ms(start + 5500);
+        assert_eq!(ids(&registry.sweep(registry.now_ms())), [b.id]);
+        assert!(registry.is_empty() && registry.type_set("web").is_none());
+    }
+
+    #[test]
+    fn a_critical_heartbeat_or_check_leaves_the_health_index_until_both_recover() {
+        let (_time, registry) = on_manual_clock();
+        let a = register(&registry, spec("a", 30)).instance;
+        let b = register(&registry, spec("b", 30)).instance;
+        assert_eq!(healthy_names(&registry), ["a", "b"]);
+
+        registry.heartbeat(a.id, Health::Critical, None).unwrap();
+        assert_eq!(healthy_names(&registry), ["b"]);
+        assert!(!a.is_serving(registry.now_ms()));
+        assert_eq!(registry.type_set("web").unwrap().len(), 2, "still held");
+        registry.heartbeat(a.id, Health::Warning, None).unwrap();
+        assert_eq!(healthy_names(&registry), ["a", "b"], "warning serves");
+
+        registry.record_check(&b, Health::Critical, "down".into(), false);
+        assert_eq!(healthy_names(&registry), ["a"]);
+        registry.heartbeat(b.id, Health::Passing, None).unwrap();
+        assert_eq!(healthy_names(&registry), ["a"], "the check still says no");
+        registry.record_check(&b, Health::Passing, "up".into(), true);
+        assert_eq!(healthy_names(&registry), ["a", "b"]);
+        assert_indexed(&registry.type_set("web").unwrap());
     }
 
     #[test]

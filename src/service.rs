@@ -3,11 +3,12 @@
 //!
 //! Validation lives here, next to the types, so that the admin API (and any
 //! later loader, such as a store) can never build an instance that breaks the
-//! DNS rules: every name and tag is a DNS label, every TXT string fits.
+//! DNS rules: every name and tag is a DNS label, every TXT string fits. The
+//! rules a `check` shares (labels, hosts) live one level down, in
+//! [`crate::validate`], and are re-exported here.
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::net::IpAddr;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 
@@ -15,6 +16,10 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::checks::{CheckRegistration, CheckSpec};
+pub(crate) use crate::validate::abbreviate;
+pub use crate::validate::{
+    Family, Host, ValidationError, is_dns_label, validate_host, validate_label,
+};
 
 /// Largest accepted TTL, seconds (one day).
 pub const MAX_TTL: u32 = 86_400;
@@ -108,42 +113,6 @@ pub struct Registration {
     _check_output: Option<serde_json::Value>,
 }
 
-/// Where an instance can be reached.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Host {
-    /// An IPv4 or IPv6 literal: served in A / AAAA answers and as SRV glue.
-    Ip(IpAddr),
-    /// A hostname (lowercase, no trailing dot): only an SRV target.
-    Name(String),
-}
-
-impl Host {
-    /// The address family of an IP host; `None` for a hostname.
-    pub fn family(&self) -> Option<Family> {
-        match self {
-            Host::Ip(IpAddr::V4(_)) => Some(Family::V4),
-            Host::Ip(IpAddr::V6(_)) => Some(Family::V6),
-            Host::Name(_) => None,
-        }
-    }
-}
-
-/// An address family, as A (IPv4) and AAAA (IPv6) questions ask for it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Family {
-    V4,
-    V6,
-}
-
-impl fmt::Display for Host {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Host::Ip(ip) => write!(f, "{ip}"),
-            Host::Name(name) => f.write_str(name),
-        }
-    }
-}
-
 /// A registration that passed every rule, normalised (lowercase names).
 #[derive(Debug, Clone)]
 pub struct ValidRegistration {
@@ -159,88 +128,8 @@ pub struct ValidRegistration {
     pub check: Option<CheckSpec>,
 }
 
-/// A rule a registration broke; the message names the field.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
-pub struct ValidationError(pub String);
-
 fn invalid(message: impl Into<String>) -> ValidationError {
     ValidationError(message.into())
-}
-
-/// Checks that `value` is one DNS label of `a-z 0-9 -` and returns it in
-/// lowercase. `field` names it in the error.
-pub fn validate_label(field: &str, value: &str) -> Result<String, ValidationError> {
-    if value.is_empty() || value.len() > 63 {
-        return Err(invalid(format!(
-            "{field} must be 1-63 characters long, got {}",
-            value.len()
-        )));
-    }
-    if !value
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || b == b'-')
-    {
-        return Err(invalid(format!(
-            "{field} may contain only letters a-z, digits 0-9 and '-': {value:?}"
-        )));
-    }
-    if value.starts_with('-') || value.ends_with('-') {
-        return Err(invalid(format!(
-            "{field} must not start or end with '-': {value:?}"
-        )));
-    }
-    Ok(value.to_ascii_lowercase())
-}
-
-/// Whether `label` is one hostname label: 1-63 of `a-z A-Z 0-9 -`, not
-/// starting or ending with `-`.
-pub fn is_dns_label(label: &str) -> bool {
-    !label.is_empty()
-        && label.len() <= 63
-        && label
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-')
-        && !label.starts_with('-')
-        && !label.ends_with('-')
-}
-
-/// Parses `host`: an IP literal, or a hostname of at most 253 characters made
-/// of valid labels (a trailing dot is allowed and dropped).
-pub fn validate_host(value: &str) -> Result<Host, ValidationError> {
-    if let Ok(ip) = value.parse::<IpAddr>() {
-        return Ok(Host::Ip(ip));
-    }
-    let name = value.strip_suffix('.').unwrap_or(value);
-    if name.is_empty() || name.len() > 253 {
-        return Err(invalid(format!(
-            "host must be an IP address or a hostname of 1-253 characters, got {} characters",
-            value.len()
-        )));
-    }
-    for label in name.split('.') {
-        if !is_dns_label(label) {
-            return Err(invalid(format!(
-                "host must be an IP address or a hostname made of labels of a-z 0-9 '-': {value:?}"
-            )));
-        }
-    }
-    Ok(Host::Name(name.to_ascii_lowercase()))
-}
-
-/// At most the first 64 bytes of `value` (cut at a character boundary, with
-/// `…` when cut), for quoting client input in an error message: a 60 KB
-/// metadata key must not come back as a 60 KB error.
-pub(crate) fn abbreviate(value: &str) -> String {
-    const MAX: usize = 64;
-    if value.len() <= MAX {
-        return value.to_string();
-    }
-    let mut end = MAX;
-    while !value.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}…", &value[..end])
 }
 
 fn ranged<T: TryFrom<i64>>(
@@ -441,8 +330,9 @@ impl Instance {
     /// before. Use `Registry::record_check`, which keeps the registry's
     /// health index in step.
     pub(crate) fn set_check_result(&self, health: Health, output: String) -> Health {
-        let previous = self.check_health.swap(health as u8, Ordering::AcqRel);
+        // The output first: whoever sees the new health sees what led to it.
         *self.check_output.lock().unwrap_or_else(|e| e.into_inner()) = Some(output);
+        let previous = self.check_health.swap(health as u8, Ordering::AcqRel);
         Health::from_u8(previous)
     }
 
@@ -474,26 +364,32 @@ impl Instance {
         self.spec.tags.iter().any(|t| t == tag)
     }
 
-    /// Renews the lifetime and records the reported health, unless the
-    /// instance already lapsed or was removed (then `None`: the client must
-    /// register again). Returns the health before the heartbeat.
+    /// Renews the lifetime, records `output`, and records the reported
+    /// `health` (`None` keeps it as it is), unless the instance already
+    /// lapsed or was removed (then `None`: the client must register again).
+    /// Returns the reported health before the heartbeat.
     ///
     /// A compare-and-swap against [`Instance::kill_if_lapsed_by`]: a
     /// heartbeat and the expiry sweep can never both win. Use
-    /// `Registry::heartbeat`, which keeps the registry's health index in
-    /// step.
+    /// `Registry::heartbeat` or `Registry::renew`, which keep the
+    /// registry's health index in step.
     pub(crate) fn heartbeat(
         &self,
         now_ms: u64,
-        health: Health,
+        health: Option<Health>,
         output: Option<String>,
     ) -> Option<Health> {
         if !self.extend_lifetime(now_ms) {
             return None;
         }
-        let previous = self.reported_health.swap(health as u8, Ordering::AcqRel);
+        let previous = match health {
+            Some(health) => {
+                Health::from_u8(self.reported_health.swap(health as u8, Ordering::AcqRel))
+            }
+            None => self.reported_health(),
+        };
         *self.output.lock().unwrap_or_else(|e| e.into_inner()) = output;
-        Some(Health::from_u8(previous))
+        Some(previous)
     }
 
     /// Moves `last_heartbeat` forward to `now_ms` unless lapsed or removed.
@@ -648,19 +544,6 @@ pub struct ServiceView {
 mod tests {
     use super::*;
 
-    #[test]
-    fn labels() {
-        assert_eq!(validate_label("name", "Web-1").unwrap(), "web-1");
-        assert!(validate_label("name", "").is_err());
-        assert!(validate_label("name", "-a").is_err());
-        assert!(validate_label("name", "a-").is_err());
-        assert!(validate_label("name", "a_b").is_err());
-        assert!(validate_label("name", "a.b").is_err());
-        assert!(validate_label("name", &"a".repeat(63)).is_ok());
-        assert!(validate_label("name", &"a".repeat(64)).is_err());
-        assert!(validate_label("name", "é").is_err());
-    }
-
     fn instance(host: Host, metadata: &[(&str, &str)]) -> Instance {
         let spec = ValidRegistration {
             name: "web-1".into(),
@@ -710,29 +593,5 @@ mod tests {
         let full = instance(Host::Ip("::1".parse().unwrap()), &[("k", &longest)]);
         assert_eq!(full.txt_wire.len(), 256);
         assert_eq!(full.txt(), TXT::new(vec![format!("k={longest}")]));
-    }
-
-    #[test]
-    fn hosts() {
-        assert_eq!(
-            validate_host("10.0.0.1").unwrap(),
-            Host::Ip("10.0.0.1".parse().unwrap())
-        );
-        assert_eq!(
-            validate_host("::1").unwrap(),
-            Host::Ip("::1".parse().unwrap())
-        );
-        assert_eq!(
-            validate_host("Db.Example.").unwrap(),
-            Host::Name("db.example".into())
-        );
-        assert!(validate_host("").is_err());
-        assert!(validate_host("a..b").is_err());
-        assert!(validate_host("a b").is_err());
-        // 254 characters is one too many; 253 plus the optional trailing dot
-        // is fine (this case used to expect an error for that, wrongly).
-        assert!(validate_host(&format!("{}ab", "a.".repeat(126))).is_err());
-        assert!(validate_host(&format!("{}a", "a.".repeat(126))).is_ok());
-        assert!(validate_host(&"a.".repeat(127)).is_ok());
     }
 }

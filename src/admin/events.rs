@@ -19,7 +19,7 @@ pub async fn stream(
     RawQuery(query): RawQuery,
 ) -> Result<Response, ApiError> {
     let filters = parse_filters(query, &["type"])?;
-    let receiver = state.registrar.events.subscribe();
+    let receiver = state.registrar.subscribe();
     let shutdown = state.shutdown.clone();
     let metrics = state.metrics.clone();
     let service_type = filters.service_type;

@@ -1,7 +1,8 @@
 //! The HTTP admin API (JSON under `/v1`) and `/metrics`.
 //!
-//! Handlers validate, call the registry, and render; they hold no state of
-//! their own. [`router`] builds the whole API so tests can serve it anywhere.
+//! Handlers validate, hand every change to the registrar (which applies,
+//! announces, logs and counts it), read the registry, and render; they hold
+//! no state of their own. [`router`] builds the whole API so tests can serve it anywhere.
 
 mod body;
 mod error;
@@ -27,9 +28,10 @@ pub use body::MAX_BODY_BYTES;
 pub use error::ApiError;
 pub use serve::{Limits, serve};
 
+use crate::events::DeregisterReason;
 use crate::metrics::Metrics;
 use crate::registrar::{Registrar, RegistrarError};
-use crate::registry::{Registry, now_ms};
+use crate::registry::Registry;
 use crate::service::{Health, MAX_OUTPUT_BYTES, Registration, validate_label};
 
 /// What every handler can reach, shared behind one `Arc`: axum clones the
@@ -138,27 +140,12 @@ async fn register(
         }
     };
     let registered = state.registrar.register(spec).await?;
-    let instance = &registered.instance;
     let status = if registered.created {
-        state.metrics.registrations_created.inc();
         StatusCode::CREATED
     } else {
-        state.metrics.registrations_replaced.inc();
         StatusCode::OK
     };
-    // Debug, not info: at tens of thousands of registrations a second the
-    // log line cost a quarter of the throughput. `/v1/events` carries every
-    // change for whoever needs the record.
-    tracing::debug!(
-        id = %instance.id,
-        name = %instance.spec.name,
-        service_type = %instance.spec.service_type,
-        host = %instance.spec.host,
-        port = instance.spec.port,
-        replaced = !registered.created,
-        "registered"
-    );
-    Ok((status, Json(instance.view())).into_response())
+    Ok((status, Json(registered.instance.view())).into_response())
 }
 
 /// Optional heartbeat body.
@@ -204,17 +191,8 @@ async fn heartbeat(
         .heartbeat(id, beat.status, beat.output)
         .await
     {
-        Ok((instance, previous)) => {
-            state.metrics.heartbeats.inc();
-            if previous != beat.status {
-                tracing::info!(%id, from = %previous, to = %beat.status, "health changed");
-            }
-            Ok(Json(instance.view()).into_response())
-        }
-        Err(RegistrarError::NotFound) => {
-            state.metrics.heartbeats_unknown.inc();
-            Err(unknown_id(id))
-        }
+        Ok(instance) => Ok(Json(instance.view()).into_response()),
+        Err(RegistrarError::NotFound) => Err(unknown_id(id)),
         Err(error) => Err(error.into()),
     }
 }
@@ -224,21 +202,14 @@ async fn deregister(
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     let id = parse_id(&id)?;
-    let instance = state
+    state
         .registrar
-        .deregister(id, "deregistered through the admin API")
+        .deregister(id, DeregisterReason::Api)
         .await
         .map_err(|error| match error {
             RegistrarError::NotFound => unknown_id(id),
             error => error.into(),
         })?;
-    state.metrics.deregistrations.inc();
-    tracing::debug!(
-        %id,
-        name = %instance.spec.name,
-        service_type = %instance.spec.service_type,
-        "deregistered"
-    );
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -300,7 +271,7 @@ async fn list(
     RawQuery(query): RawQuery,
 ) -> Result<Response, ApiError> {
     let filters = parse_filters(query, &["type", "tag", "health"])?;
-    let now = now_ms();
+    let now = state.registry.now_ms();
     // One type's snapshot when filtered by type, not the whole registry.
     let candidates = match &filters.service_type {
         Some(service_type) => state.registry.list_type(service_type),
@@ -372,7 +343,7 @@ async fn discover(
         (None, _) => None,
     };
     let chosen = candidates
-        .and_then(|members| pick_serving(members, now_ms()))
+        .and_then(|members| pick_serving(members, state.registry.now_ms()))
         .ok_or_else(|| {
             ApiError::NotFound(format!("no serving instance of type {service_type:?}"))
         })?;
@@ -399,7 +370,7 @@ fn pick_serving(
 }
 
 async fn types(State(state): State<Arc<AdminState>>) -> Json<serde_json::Value> {
-    let now = now_ms();
+    let now = state.registry.now_ms();
     let types: Vec<_> = state
         .registry
         .types()
@@ -416,7 +387,7 @@ async fn types(State(state): State<Arc<AdminState>>) -> Json<serde_json::Value> 
 }
 
 async fn health(State(state): State<Arc<AdminState>>) -> Json<serde_json::Value> {
-    let now = now_ms();
+    let now = state.registry.now_ms();
     let instances = state.registry.list();
     let serving = instances.iter().filter(|i| i.is_serving(now)).count();
     Json(json!({
@@ -438,7 +409,7 @@ async fn metrics(State(state): State<Arc<AdminState>>) -> Response {
         )],
         state
             .metrics
-            .render(&state.registry, state.registrar.events.subscribers()),
+            .render(&state.registry, state.registrar.subscribers()),
     )
         .into_response()
 }

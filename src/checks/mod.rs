@@ -1,12 +1,16 @@
 //! Active health checks: what a registration's `check` says (and the rules
-//! it must pass), how one check is run ([`probe`]), and the one scheduler
-//! that runs them all ([`scheduler`]).
+//! it must pass), how one check is run ([`probe`]), what a run of results
+//! adds up to ([`thresholds`]), and the one scheduler that runs them all
+//! ([`scheduler`]), told of instances through a [`checker::Checker`]. The
+//! scheduler hands every result to the registrar, which applies it.
 //!
 //! A check's result never replaces the health a heartbeat reported: the
 //! instance serves the worse of the two (see `Instance::health`).
 
+pub mod checker;
 pub mod probe;
 pub mod scheduler;
+pub mod thresholds;
 
 use std::net::IpAddr;
 use std::time::Duration;
@@ -14,7 +18,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::service::{ValidationError, abbreviate, validate_host};
+use crate::validate::{ValidationError, abbreviate, validate_host};
 
 /// Interval used when a check names none, seconds.
 pub const DEFAULT_INTERVAL_SECS: f64 = 10.0;

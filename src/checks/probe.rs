@@ -14,7 +14,8 @@ use rustls::pki_types::ServerName;
 use tokio::net::TcpStream;
 
 use super::{CheckTarget, HttpTarget};
-use crate::service::{Health, abbreviate};
+use crate::service::Health;
+use crate::validate::abbreviate;
 
 /// Most bytes of an HTTP check's body read (and quoted in `check_output`).
 pub const MAX_BODY_BYTES: usize = 4096;

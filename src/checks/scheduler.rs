@@ -1,7 +1,9 @@
 //! The one task that runs every active check.
 //!
 //! It keeps a heap of due times, starts each due check as its own small task
-//! (at most `max_in_flight` at once), and applies results as they come back.
+//! (at most `max_in_flight` at once), and hands results to the registrar as
+//! they come back: it decides the verdict (`checks::thresholds`), the
+//! registrar applies it.
 //! The loop itself only does bookkeeping, so a slow or hanging target can
 //! never stall it: every check is bounded by its timeout, and a check that is
 //! still running when the next one falls due simply delays that one. A new
@@ -15,59 +17,18 @@ use std::collections::{BinaryHeap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde_json::json;
-use tokio::sync::mpsc;
 use tokio::task::{AbortHandle, JoinSet};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use super::CheckSpec;
+use super::checker::{CheckerInbox, Command};
 use super::probe::{self, Outcome};
-use crate::events::EventKind;
+use super::thresholds::{Streak, verdict};
+use crate::events::DeregisterReason;
 use crate::registrar::Registrar;
-use crate::registry::now_ms;
-use crate::service::{Health, Instance};
-
-/// What the scheduler is told.
-enum Command {
-    /// Start checking this instance (or restart, if it replaced one).
-    Watch(Arc<Instance>),
-    /// Stop checking this id at once, aborting a check in flight.
-    Forget(Uuid),
-}
-
-/// A cheap handle for telling the scheduler about instances. Sending never
-/// waits.
-#[derive(Clone)]
-pub struct Checker {
-    commands: mpsc::UnboundedSender<Command>,
-}
-
-/// The scheduler's end of the [`Checker`] channel.
-pub struct CheckerInbox(mpsc::UnboundedReceiver<Command>);
-
-impl Checker {
-    pub fn new() -> (Checker, CheckerInbox) {
-        let (commands, inbox) = mpsc::unbounded_channel();
-        (Checker { commands }, CheckerInbox(inbox))
-    }
-
-    /// Starts checking `instance` if it has a check; otherwise stops
-    /// checking its id (a replacement may have dropped the check).
-    pub fn watch(&self, instance: &Arc<Instance>) {
-        let command = match instance.spec.check {
-            Some(_) => Command::Watch(instance.clone()),
-            None => Command::Forget(instance.id),
-        };
-        let _ = self.commands.send(command);
-    }
-
-    /// Stops checking `id`.
-    pub fn forget(&self, id: Uuid) {
-        let _ = self.commands.send(Command::Forget(id));
-    }
-}
+use crate::service::Instance;
 
 /// One watched instance.
 struct Watched {
@@ -75,10 +36,7 @@ struct Watched {
     /// Tells this registration's heap entries and results from those of an
     /// earlier one with the same id.
     epoch: u64,
-    failures: u32,
-    successes: u32,
-    /// When the served health turned critical, unix ms.
-    critical_since: Option<u64>,
+    streak: Streak,
     in_flight: Option<AbortHandle>,
 }
 
@@ -100,6 +58,18 @@ struct Done {
     outcome: Outcome,
 }
 
+/// An instance to remove: it stayed critical for its `deregister_after`.
+type Removal = (Arc<Instance>, DeregisterReason);
+
+/// What the scheduler keeps between events: the watched instances and
+/// when each is next due.
+struct Schedule {
+    registrar: Registrar,
+    watched: HashMap<Uuid, Watched>,
+    due: BinaryHeap<Reverse<(Instant, u64, Uuid)>>,
+    next_epoch: u64,
+}
+
 /// Runs checks until `shutdown`.
 pub async fn run(
     CheckerInbox(mut inbox): CheckerInbox,
@@ -107,72 +77,29 @@ pub async fn run(
     max_in_flight: usize,
     shutdown: CancellationToken,
 ) {
-    let mut watched: HashMap<Uuid, Watched> = HashMap::new();
-    let mut due: BinaryHeap<Reverse<(Instant, u64, Uuid)>> = BinaryHeap::new();
+    let mut schedule = Schedule::new(registrar.clone());
     let mut running: JoinSet<Done> = JoinSet::new();
-    let mut next_epoch = 0u64;
     loop {
-        // Start whatever is due, as far as the bound allows.
-        let now = Instant::now();
-        while running.len() < max_in_flight {
-            let Some(&Reverse((at, epoch, id))) = due.peek() else {
-                break;
-            };
-            if at > now {
-                break;
-            }
-            due.pop();
-            let Some(entry) = watched.get_mut(&id) else {
-                continue;
-            };
-            if entry.epoch != epoch || entry.in_flight.is_some() {
-                continue; // stale entry, or the previous run is still going
-            }
-            let check = entry.check().clone();
-            entry.in_flight = Some(running.spawn(async move {
-                Done {
-                    id,
-                    epoch,
-                    started: now,
-                    outcome: probe::run(&check.target, check.timeout).await,
-                }
-            }));
-        }
+        schedule.start_due(&mut running, max_in_flight);
         let next_due = (running.len() < max_in_flight)
-            .then(|| due.peek().map(|Reverse((at, _, _))| *at))
+            .then(|| schedule.next_due())
             .flatten();
         tokio::select! {
             _ = shutdown.cancelled() => break,
             command = inbox.recv() => match command {
-                Some(Command::Watch(instance)) => {
-                    next_epoch += 1;
-                    let id = instance.id;
-                    let interval = instance.spec.check.as_ref().map_or(Duration::ZERO, |c| c.interval);
-                    let first = Instant::now() + interval.mul_f64(fastrand::f64());
-                    let entry = Watched {
-                        instance,
-                        epoch: next_epoch,
-                        failures: 0,
-                        successes: 0,
-                        critical_since: None,
-                        in_flight: None,
-                    };
-                    if let Some(old) = watched.insert(id, entry) {
-                        abort(old);
-                    }
-                    due.push(Reverse((first, next_epoch, id)));
-                }
-                Some(Command::Forget(id)) => {
-                    if let Some(old) = watched.remove(&id) {
-                        abort(old);
-                    }
-                }
+                Some(Command::Watch(instance)) => schedule.watch(instance),
+                Some(Command::Forget(id)) => schedule.forget(id),
                 None => break,
             },
             Some(done) = running.join_next(), if !running.is_empty() => {
                 // An aborted check (forgotten instance) ends in a JoinError.
-                if let Ok(done) = done {
-                    apply(&registrar, &mut watched, &mut due, done);
+                if let Ok(done) = done
+                    && let Some((instance, reason)) = schedule.apply(done)
+                {
+                    let registrar = registrar.clone();
+                    tokio::spawn(async move {
+                        let _ = registrar.deregister_critical(&instance, reason).await;
+                    });
                 }
             }
             _ = sleep_until(next_due), if next_due.is_some() => {}
@@ -193,101 +120,220 @@ fn abort(entry: Watched) {
     }
 }
 
-/// Applies one result: thresholds, health change and its event, renewal,
-/// `deregister_after`; then schedules the next run.
-fn apply(
-    registrar: &Registrar,
-    watched: &mut HashMap<Uuid, Watched>,
-    due: &mut BinaryHeap<Reverse<(Instant, u64, Uuid)>>,
-    done: Done,
-) {
-    let Some(entry) = watched.get_mut(&done.id) else {
-        return;
-    };
-    if entry.epoch != done.epoch {
-        return;
-    }
-    entry.in_flight = None;
-    let instance = entry.instance.clone();
-    // Expired, deregistered or replaced without us being told: stop.
-    let current = registrar.registry.get(done.id);
-    if !current.is_some_and(|c| Arc::ptr_eq(&c, &instance)) {
-        watched.remove(&done.id);
-        return;
-    }
-    let metrics = registrar.metrics();
-    metrics.checks_run.inc();
-    let outcome = done.outcome;
-    if let Some(kind) = outcome.failure {
-        metrics.count_check_failure(kind);
-    }
-    let check = entry.check().clone();
-    let before = instance.health();
-    let previous_check = instance.check_health();
-    let verdict = if outcome.health == Health::Critical {
-        entry.successes = 0;
-        entry.failures = entry.failures.saturating_add(1);
-        if entry.failures >= check.failures_before_critical {
-            Health::Critical
-        } else {
-            previous_check
+impl Schedule {
+    fn new(registrar: Registrar) -> Schedule {
+        Schedule {
+            registrar,
+            watched: HashMap::new(),
+            due: BinaryHeap::new(),
+            next_epoch: 0,
         }
-    } else {
-        entry.failures = 0;
-        entry.successes = entry.successes.saturating_add(1);
-        if previous_check != Health::Critical || entry.successes >= check.successes_before_passing {
-            outcome.health
-        } else {
-            Health::Critical
-        }
-    };
-    let now = now_ms();
-    if outcome.health != Health::Critical {
-        instance.renew(now);
     }
-    registrar
-        .registry
-        .record_check(&instance, verdict, outcome.output);
-    let after = instance.health();
-    if after != before {
-        tracing::info!(
-            id = %instance.id,
-            name = %instance.spec.name,
-            service_type = %instance.spec.service_type,
-            from = %before,
-            to = %after,
-            output = instance.check_output().unwrap_or_default(),
-            "health changed by check"
+
+    /// When the earliest check is due.
+    fn next_due(&self) -> Option<Instant> {
+        self.due.peek().map(|Reverse((at, _, _))| *at)
+    }
+
+    /// Starts whatever is due, as far as the bound allows.
+    fn start_due(&mut self, running: &mut JoinSet<Done>, max_in_flight: usize) {
+        let now = Instant::now();
+        while running.len() < max_in_flight {
+            let Some(&Reverse((at, epoch, id))) = self.due.peek() else {
+                break;
+            };
+            if at > now {
+                break;
+            }
+            self.due.pop();
+            let Some(entry) = self.watched.get_mut(&id) else {
+                continue;
+            };
+            if entry.epoch != epoch || entry.in_flight.is_some() {
+                continue; // stale entry, or the previous run is still going
+            }
+            let check = entry.check().clone();
+            entry.in_flight = Some(running.spawn(async move {
+                Done {
+                    id,
+                    epoch,
+                    started: now,
+                    outcome: probe::run(&check.target, check.timeout).await,
+                }
+            }));
+        }
+    }
+
+    /// Starts checking `instance` (or starts again, if it replaced one),
+    /// first at a random point of its interval.
+    fn watch(&mut self, instance: Arc<Instance>) {
+        self.next_epoch += 1;
+        let id = instance.id;
+        let interval = instance
+            .spec
+            .check
+            .as_ref()
+            .map_or(Duration::ZERO, |c| c.interval);
+        let first = Instant::now() + interval.mul_f64(fastrand::f64());
+        let entry = Watched {
+            instance,
+            epoch: self.next_epoch,
+            streak: Streak::default(),
+            in_flight: None,
+        };
+        if let Some(old) = self.watched.insert(id, entry) {
+            abort(old);
+        }
+        self.due.push(Reverse((first, self.next_epoch, id)));
+    }
+
+    fn forget(&mut self, id: Uuid) {
+        if let Some(old) = self.watched.remove(&id) {
+            abort(old);
+        }
+    }
+
+    /// Applies one result: the thresholds give the verdict, the registrar
+    /// records it (health, renewal, event); then the next run is queued.
+    /// Returns the instance to remove when it has now been critical for
+    /// its `deregister_after` (and stops checking it).
+    fn apply(&mut self, done: Done) -> Option<Removal> {
+        let entry = self.watched.get_mut(&done.id)?;
+        if entry.epoch != done.epoch {
+            return None;
+        }
+        entry.in_flight = None;
+        let instance = entry.instance.clone();
+        let check = entry.check().clone();
+        let verdict = verdict(
+            instance.check_health(),
+            &mut entry.streak,
+            done.outcome.health,
+            &check,
         );
-        registrar.events.publish(
-            EventKind::Health,
-            &instance,
-            Some(json!({ "previous": before, "source": "check" })),
+        let Some(recorded) = self
+            .registrar
+            .record_check(&instance, verdict, done.outcome)
+        else {
+            // Expired, deregistered or replaced without us being told: stop.
+            self.watched.remove(&done.id);
+            return None;
+        };
+        if let (Some(critical_for), Some(deregister_after)) = (
+            entry
+                .streak
+                .critical_for(recorded.health, recorded.at_ms, &check),
+            check.deregister_after,
+        ) {
+            self.watched.remove(&done.id);
+            let reason = DeregisterReason::Critical {
+                critical_for,
+                deregister_after,
+            };
+            return Some((instance, reason));
+        }
+        // ±2 % of jitter on every run, not only the first: checks bunched by a
+        // stall would otherwise fire together every interval for ever.
+        let interval = check.interval.mul_f64(0.98 + 0.04 * fastrand::f64());
+        let next = (done.started + interval).max(Instant::now());
+        self.due.push(Reverse((next, entry.epoch, done.id)));
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::registrar::RegistrarError;
+    use crate::registrar::tests::{outcome, setup, spec};
+    use crate::service::Health::{Critical, Passing};
+
+    fn done(schedule: &Schedule, id: Uuid, health: crate::service::Health) -> Done {
+        Done {
+            id,
+            epoch: schedule.watched[&id].epoch,
+            started: Instant::now(),
+            outcome: outcome(health),
+        }
+    }
+
+    /// `deregister_after` counted on the registry's clock, from the first
+    /// critical verdict of a run; a good result starts the count again.
+    #[tokio::test]
+    async fn deregister_after_removes_an_instance_critical_that_long_and_no_sooner() {
+        let mut s = setup();
+        let mut spec = spec("a", 300, true);
+        spec.check.as_mut().unwrap().deregister_after = Some(Duration::from_secs(2));
+        let instance = s.registrar.register(spec).await.unwrap().instance;
+        let id = instance.id;
+        let mut schedule = Schedule::new(s.registrar.clone());
+        schedule.watch(instance.clone());
+
+        for (at, result) in [
+            (0, Critical),
+            (1_000, Passing),
+            (1_500, Critical),
+            (2_500, Critical),
+            (3_499, Critical),
+        ] {
+            s.time.set_ms(1_000_000 + at);
+            let removal = schedule.apply(done(&schedule, id, result));
+            assert!(removal.is_none(), "not at {at} ms");
+        }
+        s.time.set_ms(1_003_500);
+        let (doomed, reason) = schedule
+            .apply(done(&schedule, id, Critical))
+            .expect("critical for 2 s");
+        assert!(Arc::ptr_eq(&doomed, &instance));
+        assert!(!schedule.watched.contains_key(&id), "no longer checked");
+        assert_eq!(
+            reason.to_string(),
+            "critical for 2 s (deregister_after 2 s)"
+        );
+
+        let removed = s
+            .registrar
+            .deregister_critical(&doomed, reason)
+            .await
+            .unwrap();
+        assert!(Arc::ptr_eq(&removed, &instance));
+        assert!(s.registry.get(id).is_none());
+        assert_eq!(s.metrics.deregistered_critical.get(), 1);
+        assert_eq!(s.metrics.deregistrations.get(), 0, "not a DELETE");
+        let events = s.published();
+        let types: Vec<&str> = events.iter().map(|e| e["type"].as_str().unwrap()).collect();
+        assert_eq!(
+            types,
+            ["register", "health", "health", "health", "deregister"]
+        );
+        assert_eq!(
+            events[4]["data"]["reason"],
+            "critical for 2 s (deregister_after 2 s)"
         );
     }
-    if after == Health::Critical {
-        let since = *entry.critical_since.get_or_insert(now);
-        if let Some(limit) = check.deregister_after
-            && now.saturating_sub(since) >= limit.as_millis() as u64
-        {
-            watched.remove(&done.id);
-            let registrar = registrar.clone();
-            let reason = format!(
-                "critical for {:.0} s (deregister_after {} s)",
-                (now - since) as f64 / 1000.0,
-                limit.as_secs_f64()
-            );
-            tokio::spawn(async move {
-                registrar.deregister_critical(instance, reason).await;
-            });
-            return;
-        }
-    } else {
-        entry.critical_since = None;
+
+    /// A removal decided for an instance that was replaced meanwhile
+    /// removes nothing.
+    #[tokio::test]
+    async fn a_replaced_instance_is_not_removed_for_its_predecessor() {
+        let s = setup();
+        let mut spec = spec("a", 300, true);
+        spec.check.as_mut().unwrap().deregister_after = Some(Duration::from_secs(1));
+        let old = s.registrar.register(spec.clone()).await.unwrap().instance;
+        let mut schedule = Schedule::new(s.registrar.clone());
+        schedule.watch(old.clone());
+        assert!(schedule.apply(done(&schedule, old.id, Critical)).is_none());
+        s.time.advance_ms(1_000);
+        let (doomed, reason) = schedule.apply(done(&schedule, old.id, Critical)).unwrap();
+        let new = s.registrar.register(spec).await.unwrap().instance;
+        assert!(matches!(
+            s.registrar.deregister_critical(&doomed, reason).await,
+            Err(RegistrarError::NotFound)
+        ));
+        assert!(Arc::ptr_eq(&s.registry.get(new.id).unwrap(), &new));
+        // And results for the old one, should any still come, stop there.
+        schedule.watch(old.clone());
+        assert!(schedule.apply(done(&schedule, old.id, Passing)).is_none());
+        assert!(!schedule.watched.contains_key(&old.id));
     }
-    // ±2 % of jitter on every run, not only the first: checks bunched by a
-    // stall would otherwise fire together every interval for ever.
-    let interval = check.interval.mul_f64(0.98 + 0.04 * fastrand::f64());
-    let next = (done.started + interval).max(Instant::now());
-    due.push(Reverse((next, entry.epoch, done.id)));
 }

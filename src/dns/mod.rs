@@ -36,7 +36,7 @@ use hickory_proto::rr::Name;
 pub use answer::{Transport, ZoneSettings};
 
 use crate::metrics::Metrics;
-use crate::registry::{Registry, now_ms};
+use crate::registry::Registry;
 
 /// Everything needed to answer queries; shared by every socket task.
 pub struct Responder {
@@ -67,7 +67,7 @@ impl Responder {
     /// by the fast path, everything else by the general one. False means
     /// drop the packet.
     pub fn respond_into(&self, packet: &[u8], transport: Transport, out: &mut Vec<u8>) -> bool {
-        let now = now_ms();
+        let now = self.zone.registry.now_ms();
         if fast::respond(&self.zone, &self.wire, packet, transport, now, out) {
             return true;
         }
@@ -84,7 +84,7 @@ impl Responder {
     /// Answers one request packet by the general path alone (for
     /// benchmarks and tests); `None` means drop it.
     pub fn respond_general(&self, packet: &[u8], transport: Transport) -> Option<Vec<u8>> {
-        message::respond(&self.zone, packet, transport, now_ms())
+        message::respond(&self.zone, packet, transport, self.zone.registry.now_ms())
     }
 }
 

@@ -1,0 +1,169 @@
+//! The rules shared by everything a client sends: DNS labels, hosts, and
+//! the error that names the field that broke one. Below both `service` (a
+//! registration) and `checks` (its `check` object), which use them, so
+//! neither has to reach into the other.
+
+use std::fmt;
+use std::net::IpAddr;
+
+/// Where an instance can be reached.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Host {
+    /// An IPv4 or IPv6 literal: served in A / AAAA answers and as SRV glue.
+    Ip(IpAddr),
+    /// A hostname (lowercase, no trailing dot): only an SRV target.
+    Name(String),
+}
+
+impl Host {
+    /// The address family of an IP host; `None` for a hostname.
+    pub fn family(&self) -> Option<Family> {
+        match self {
+            Host::Ip(IpAddr::V4(_)) => Some(Family::V4),
+            Host::Ip(IpAddr::V6(_)) => Some(Family::V6),
+            Host::Name(_) => None,
+        }
+    }
+}
+
+/// An address family, as A (IPv4) and AAAA (IPv6) questions ask for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Family {
+    V4,
+    V6,
+}
+
+impl fmt::Display for Host {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Host::Ip(ip) => write!(f, "{ip}"),
+            Host::Name(name) => f.write_str(name),
+        }
+    }
+}
+
+/// A rule a registration broke; the message names the field.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct ValidationError(pub String);
+
+fn invalid(message: impl Into<String>) -> ValidationError {
+    ValidationError(message.into())
+}
+
+/// Checks that `value` is one DNS label of `a-z 0-9 -` and returns it in
+/// lowercase. `field` names it in the error.
+pub fn validate_label(field: &str, value: &str) -> Result<String, ValidationError> {
+    if value.is_empty() || value.len() > 63 {
+        return Err(invalid(format!(
+            "{field} must be 1-63 characters long, got {}",
+            value.len()
+        )));
+    }
+    if !value
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+    {
+        return Err(invalid(format!(
+            "{field} may contain only letters a-z, digits 0-9 and '-': {value:?}"
+        )));
+    }
+    if value.starts_with('-') || value.ends_with('-') {
+        return Err(invalid(format!(
+            "{field} must not start or end with '-': {value:?}"
+        )));
+    }
+    Ok(value.to_ascii_lowercase())
+}
+
+/// Whether `label` is one hostname label: 1-63 of `a-z A-Z 0-9 -`, not
+/// starting or ending with `-`.
+pub fn is_dns_label(label: &str) -> bool {
+    !label.is_empty()
+        && label.len() <= 63
+        && label
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        && !label.starts_with('-')
+        && !label.ends_with('-')
+}
+
+/// Parses `host`: an IP literal, or a hostname of at most 253 characters made
+/// of valid labels (a trailing dot is allowed and dropped).
+pub fn validate_host(value: &str) -> Result<Host, ValidationError> {
+    if let Ok(ip) = value.parse::<IpAddr>() {
+        return Ok(Host::Ip(ip));
+    }
+    let name = value.strip_suffix('.').unwrap_or(value);
+    if name.is_empty() || name.len() > 253 {
+        return Err(invalid(format!(
+            "host must be an IP address or a hostname of 1-253 characters, got {} characters",
+            value.len()
+        )));
+    }
+    for label in name.split('.') {
+        if !is_dns_label(label) {
+            return Err(invalid(format!(
+                "host must be an IP address or a hostname made of labels of a-z 0-9 '-': {value:?}"
+            )));
+        }
+    }
+    Ok(Host::Name(name.to_ascii_lowercase()))
+}
+
+/// At most the first 64 bytes of `value` (cut at a character boundary, with
+/// `…` when cut), for quoting client input in an error message: a 60 KB
+/// metadata key must not come back as a 60 KB error.
+pub(crate) fn abbreviate(value: &str) -> String {
+    const MAX: usize = 64;
+    if value.len() <= MAX {
+        return value.to_string();
+    }
+    let mut end = MAX;
+    while !value.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &value[..end])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labels() {
+        assert_eq!(validate_label("name", "Web-1").unwrap(), "web-1");
+        assert!(validate_label("name", "").is_err());
+        assert!(validate_label("name", "-a").is_err());
+        assert!(validate_label("name", "a-").is_err());
+        assert!(validate_label("name", "a_b").is_err());
+        assert!(validate_label("name", "a.b").is_err());
+        assert!(validate_label("name", &"a".repeat(63)).is_ok());
+        assert!(validate_label("name", &"a".repeat(64)).is_err());
+        assert!(validate_label("name", "é").is_err());
+    }
+
+    #[test]
+    fn hosts() {
+        assert_eq!(
+            validate_host("10.0.0.1").unwrap(),
+            Host::Ip("10.0.0.1".parse().unwrap())
+        );
+        assert_eq!(
+            validate_host("::1").unwrap(),
+            Host::Ip("::1".parse().unwrap())
+        );
+        assert_eq!(
+            validate_host("Db.Example.").unwrap(),
+            Host::Name("db.example".into())
+        );
+        assert!(validate_host("").is_err());
+        assert!(validate_host("a..b").is_err());
+        assert!(validate_host("a b").is_err());
+        // 254 characters is one too many; 253 plus the optional trailing dot
+        // is fine (this case used to expect an error for that, wrongly).
+        assert!(validate_host(&format!("{}ab", "a.".repeat(126))).is_err());
+        assert!(validate_host(&format!("{}a", "a.".repeat(126))).is_ok());
+        assert!(validate_host(&"a.".repeat(127)).is_ok());
+    }
+}
