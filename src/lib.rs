@@ -31,6 +31,8 @@ pub mod registrar;
 pub mod registry;
 pub mod service;
 pub mod store;
+#[cfg(test)]
+mod structure;
 pub mod validate;
 
 use std::future::Future;

@@ -8,7 +8,9 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use tokio::sync::broadcast::error::RecvError;
 
-use super::{AdminState, ApiError, parse_filters};
+use super::error::ApiError;
+use super::filters::parse_filters;
+use super::state::AdminState;
 use crate::events::lagged;
 
 /// Streams every event (or those of `?type=`) until the client leaves or

@@ -7,10 +7,11 @@
 mod body;
 mod error;
 mod events;
+mod filters;
 mod serve;
+mod state;
 
 use std::sync::Arc;
-use std::time::Instant;
 
 use axum::Json;
 use axum::Router;
@@ -27,34 +28,13 @@ use uuid::Uuid;
 pub use body::MAX_BODY_BYTES;
 pub use error::ApiError;
 pub use serve::{Limits, serve};
+pub use state::AdminState;
+
+use filters::parse_filters;
 
 use crate::events::DeregisterReason;
-use crate::metrics::Metrics;
-use crate::registrar::{Registrar, RegistrarError};
-use crate::registry::Registry;
+use crate::registrar::RegistrarError;
 use crate::service::{Health, MAX_OUTPUT_BYTES, Registration, validate_label};
-
-/// What every handler can reach, shared behind one `Arc`: axum clones the
-/// state for every extractor of every request, and a deep clone (a
-/// `String`, a cancellation token, the registrar's handles) cost more than
-/// the routing.
-pub struct AdminState {
-    pub registry: Registry,
-    /// The write path: store first, then the registry.
-    pub registrar: Registrar,
-    pub metrics: Arc<Metrics>,
-    /// Bearer token for non-GET requests; `None` when not configured.
-    pub token: Option<Arc<str>>,
-    pub default_ttl: u32,
-    /// Time a client has to send a request body, once its headers are in.
-    pub body_read_timeout: std::time::Duration,
-    pub store: String,
-    pub started: Instant,
-    /// Seconds between keep-alive comments on `/v1/events`.
-    pub events_keep_alive: std::time::Duration,
-    /// Fires at shutdown; ends the event streams, which never end otherwise.
-    pub shutdown: tokio_util::sync::CancellationToken,
-}
 
 /// The whole admin API.
 pub fn router(state: AdminState) -> Router {
@@ -220,50 +200,6 @@ async fn get_one(
     let id = parse_id(&id)?;
     let instance = state.registry.get(id).ok_or_else(|| unknown_id(id))?;
     Ok(Json(instance.view()).into_response())
-}
-
-/// Query-string filters, all optional; an empty value counts as absent.
-#[derive(Debug, Default)]
-pub(crate) struct Filters {
-    pub(crate) service_type: Option<String>,
-    tag: Option<String>,
-    health: Option<Health>,
-}
-
-pub(crate) fn parse_filters(raw: Option<String>, allowed: &[&str]) -> Result<Filters, ApiError> {
-    let pairs: Vec<(String, String)> = serde_urlencoded::from_str(raw.as_deref().unwrap_or(""))
-        .map_err(|e| ApiError::BadRequest(format!("malformed query string: {e}")))?;
-    let mut filters = Filters::default();
-    for (key, value) in pairs {
-        if !allowed.contains(&key.as_str()) {
-            return Err(ApiError::BadRequest(format!(
-                "unknown filter {key:?}: use {}",
-                allowed.join(", ")
-            )));
-        }
-        if value.is_empty() {
-            continue;
-        }
-        let bad = |e: crate::service::ValidationError| ApiError::BadRequest(e.to_string());
-        match key.as_str() {
-            "type" => filters.service_type = Some(validate_label("type", &value).map_err(bad)?),
-            "tag" => filters.tag = Some(validate_label("tag", &value).map_err(bad)?),
-            "health" => {
-                filters.health = Some(match value.as_str() {
-                    "passing" => Health::Passing,
-                    "warning" => Health::Warning,
-                    "critical" => Health::Critical,
-                    _ => {
-                        return Err(ApiError::BadRequest(format!(
-                            "health must be passing, warning or critical, got {value:?}"
-                        )));
-                    }
-                })
-            }
-            _ => unreachable!("checked against allowed"),
-        }
-    }
-    Ok(filters)
 }
 
 async fn list(

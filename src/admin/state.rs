@@ -1,0 +1,30 @@
+//! What every admin handler can reach.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use crate::metrics::Metrics;
+use crate::registrar::Registrar;
+use crate::registry::Registry;
+
+/// What every handler can reach, shared behind one `Arc`: axum clones the
+/// state for every extractor of every request, and a deep clone (a
+/// `String`, a cancellation token, the registrar's handles) cost more than
+/// the routing.
+pub struct AdminState {
+    pub registry: Registry,
+    /// The write path: store first, then the registry.
+    pub registrar: Registrar,
+    pub metrics: Arc<Metrics>,
+    /// Bearer token for non-GET requests; `None` when not configured.
+    pub token: Option<Arc<str>>,
+    pub default_ttl: u32,
+    /// Time a client has to send a request body, once its headers are in.
+    pub body_read_timeout: std::time::Duration,
+    pub store: String,
+    pub started: Instant,
+    /// Seconds between keep-alive comments on `/v1/events`.
+    pub events_keep_alive: std::time::Duration,
+    /// Fires at shutdown; ends the event streams, which never end otherwise.
+    pub shutdown: tokio_util::sync::CancellationToken,
+}
