@@ -9,7 +9,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 /// The system's time as unix milliseconds, read from a monotonic clock
 /// anchored once to the wall clock, so that a wall-clock step never expires
 /// or revives instances.
-pub fn system_now_ms() -> u64 {
+pub(crate) fn system_now_ms() -> u64 {
     static ANCHOR: OnceLock<(Instant, u64)> = OnceLock::new();
     let (instant, unix_ms) = ANCHOR.get_or_init(|| {
         let unix = SystemTime::now()

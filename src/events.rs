@@ -20,7 +20,7 @@ use crate::service::{Health, Instance};
 
 /// A change to an instance, as the registrar applied it.
 #[derive(Debug, Clone)]
-pub enum Change {
+pub(crate) enum Change {
     /// Registered, or replaced in place (`replaced`; same id).
     Registered {
         instance: Arc<Instance>,
@@ -43,14 +43,14 @@ pub enum Change {
 
 /// What changed an instance's health.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum HealthSource {
+pub(crate) enum HealthSource {
     Heartbeat,
     Check,
 }
 
 /// Why an instance was deregistered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DeregisterReason {
+pub(crate) enum DeregisterReason {
     /// `DELETE /v1/services/{id}`.
     Api,
     /// Its check kept it critical for `critical_for`, at least its
@@ -66,7 +66,7 @@ const EXPIRED: &str = "no heartbeat or passing check within its ttl";
 
 impl Change {
     /// The instance it happened to.
-    pub fn instance(&self) -> &Arc<Instance> {
+    pub(crate) fn instance(&self) -> &Arc<Instance> {
         match self {
             Change::Registered { instance, .. }
             | Change::HealthChanged { instance, .. }
@@ -76,7 +76,7 @@ impl Change {
     }
 
     /// The event's `type`.
-    pub fn kind(&self) -> &'static str {
+    pub(crate) fn kind(&self) -> &'static str {
         match self {
             Change::Registered { .. } => "register",
             Change::HealthChanged { .. } => "health",
@@ -114,7 +114,7 @@ impl Change {
 }
 
 impl HealthSource {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             HealthSource::Heartbeat => "heartbeat",
             HealthSource::Check => "check",
@@ -141,7 +141,7 @@ impl fmt::Display for DeregisterReason {
 
 /// One published event, already rendered.
 #[derive(Debug)]
-pub struct Event {
+pub(crate) struct Event {
     /// The instance's type, for the `?type=` filter.
     pub service_type: String,
     /// The `data:` line: `{"type", "timestamp", "data": {...}}`.
@@ -150,13 +150,13 @@ pub struct Event {
 
 /// A cheap-to-clone handle on the event stream.
 #[derive(Clone)]
-pub struct Events {
+pub(crate) struct Events {
     sender: broadcast::Sender<Arc<Event>>,
 }
 
 impl Events {
     /// A stream that keeps the last `buffer` events for slow subscribers.
-    pub fn new(buffer: usize) -> Events {
+    pub(crate) fn new(buffer: usize) -> Events {
         let (sender, _) = broadcast::channel(buffer.max(1));
         Events { sender }
     }
@@ -164,7 +164,7 @@ impl Events {
     /// Publishes `change`, which happened at `at_ms` (unix milliseconds).
     /// Costs nothing without subscribers: the JSON is only rendered for
     /// someone.
-    pub fn publish(&self, change: &Change, at_ms: u64) {
+    pub(crate) fn publish(&self, change: &Change, at_ms: u64) {
         if self.sender.receiver_count() == 0 {
             return;
         }
@@ -176,18 +176,18 @@ impl Events {
         }));
     }
 
-    pub fn subscribe(&self) -> broadcast::Receiver<Arc<Event>> {
+    pub(crate) fn subscribe(&self) -> broadcast::Receiver<Arc<Event>> {
         self.sender.subscribe()
     }
 
     /// Connected subscribers, for `/metrics`.
-    pub fn subscribers(&self) -> usize {
+    pub(crate) fn subscribers(&self) -> usize {
         self.sender.receiver_count()
     }
 }
 
 /// The `lagged` event a subscriber gets after missing `missed` events.
-pub fn lagged(missed: u64) -> String {
+pub(crate) fn lagged(missed: u64) -> String {
     render("lagged", json!({ "missed": missed }), now_ms())
 }
 

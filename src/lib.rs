@@ -19,21 +19,21 @@
 //! [`Server`] ties them together: bind every socket first (port 0 works and
 //! the real addresses are known), then run until a shutdown future fires.
 
-pub mod admin;
-pub mod checks;
-pub mod clock;
+pub(crate) mod admin;
+pub(crate) mod checks;
+pub(crate) mod clock;
 pub mod config;
 pub mod dns;
-pub mod events;
+pub(crate) mod events;
 pub mod metrics;
-pub mod names;
-pub mod registrar;
+pub(crate) mod names;
+pub(crate) mod registrar;
 pub mod registry;
 pub mod service;
-pub mod store;
+pub(crate) mod store;
 #[cfg(test)]
 mod structure;
-pub mod validate;
+pub(crate) mod validate;
 
 use std::future::Future;
 use std::net::SocketAddr;

@@ -5,7 +5,7 @@
 use hickory_proto::rr::Name;
 
 /// `name` as uncompressed wire bytes, ending with the root label.
-pub fn to_wire(name: &Name) -> Vec<u8> {
+pub(crate) fn to_wire(name: &Name) -> Vec<u8> {
     let mut wire = Vec::with_capacity(name.len() + 1);
     for label in name.iter() {
         wire.push(label.len() as u8);

@@ -34,7 +34,7 @@ const STRIPES: usize = 64;
 
 /// Why a change was refused.
 #[derive(Debug, thiserror::Error)]
-pub enum RegistrarError {
+pub(crate) enum RegistrarError {
     #[error("no such service, or it has expired: register it again")]
     NotFound,
     #[error(transparent)]
@@ -43,7 +43,7 @@ pub enum RegistrarError {
 
 /// What [`Registrar::record_check`] did with a check's result.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct CheckRecorded {
+pub(crate) struct CheckRecorded {
     /// The health the instance is served with now (the worse of its
     /// heartbeat's and its check's).
     pub health: Health,
@@ -54,7 +54,7 @@ pub struct CheckRecorded {
 /// A cheap-to-clone handle on the write path. Reads need no owner: they go
 /// to the [`Registry`] directly.
 #[derive(Clone)]
-pub struct Registrar {
+pub(crate) struct Registrar {
     registry: Registry,
     store: Store,
     /// Where every change is announced (`/v1/events`).
@@ -67,7 +67,7 @@ pub struct Registrar {
 }
 
 impl Registrar {
-    pub fn new(
+    pub(crate) fn new(
         registry: Registry,
         store: Store,
         events: Events,
@@ -91,17 +91,17 @@ impl Registrar {
     }
 
     /// A new subscriber to the changes announced from now on.
-    pub fn subscribe(&self) -> broadcast::Receiver<Arc<Event>> {
+    pub(crate) fn subscribe(&self) -> broadcast::Receiver<Arc<Event>> {
         self.events.subscribe()
     }
 
     /// Connected subscribers, for `/metrics`.
-    pub fn subscribers(&self) -> usize {
+    pub(crate) fn subscribers(&self) -> usize {
         self.events.subscribers()
     }
 
     /// Waits until every queued store write is committed; at shutdown.
-    pub async fn close(&self) {
+    pub(crate) async fn close(&self) {
         self.store.close().await;
     }
 
@@ -114,7 +114,7 @@ impl Registrar {
     /// window of its own TTL to heartbeat again, and keeps its id, its
     /// registration time and its last reported health. Announces nothing:
     /// nobody can be subscribed yet.
-    pub fn restore(&self, stored: Vec<StoredInstance>) -> usize {
+    pub(crate) fn restore(&self, stored: Vec<StoredInstance>) -> usize {
         let entries = stored
             .into_iter()
             .map(|instance| {
@@ -136,7 +136,10 @@ impl Registrar {
     }
 
     /// Registers (or replaces in place) once the store has committed it.
-    pub async fn register(&self, spec: ValidRegistration) -> Result<Registered, RegistrarError> {
+    pub(crate) async fn register(
+        &self,
+        spec: ValidRegistration,
+    ) -> Result<Registered, RegistrarError> {
         // Held until the registry has it: see the module's doc.
         let _same_name = self.stripe(&spec.service_type, &spec.name).lock().await;
         let identity = self.registry.identity_for(&spec);
@@ -184,7 +187,7 @@ impl Registrar {
     /// both the store write and the in-memory apply, so memory ends with
     /// the health the store committed last. That holds whatever is awaited
     /// between the two, not because nothing is.
-    pub async fn heartbeat(
+    pub(crate) async fn heartbeat(
         &self,
         id: Uuid,
         health: Health,
@@ -242,7 +245,7 @@ impl Registrar {
 
     /// Removes a live instance once the store has committed its removal;
     /// `reason` goes into the `deregister` event.
-    pub async fn deregister(
+    pub(crate) async fn deregister(
         &self,
         id: Uuid,
         reason: DeregisterReason,
@@ -255,7 +258,7 @@ impl Registrar {
     /// removed meanwhile. On a store failure it is left in place (served as
     /// critical, i.e. not at all) and checked again, so a later check
     /// tries again.
-    pub async fn deregister_critical(
+    pub(crate) async fn deregister_critical(
         &self,
         instance: &Arc<Instance>,
         reason: DeregisterReason,
@@ -312,7 +315,7 @@ impl Registrar {
     /// verdict is re-established within one interval). Returns `None`, and
     /// changes nothing, when `instance` is no longer the registered one
     /// (expired, deregistered or replaced): then stop checking it.
-    pub fn record_check(
+    pub(crate) fn record_check(
         &self,
         instance: &Arc<Instance>,
         verdict: Health,
@@ -346,7 +349,7 @@ impl Registrar {
 
     /// Expires every instance lapsed by now: from memory at once, from the
     /// store in the background. Returns how many.
-    pub fn sweep(&self) -> usize {
+    pub(crate) fn sweep(&self) -> usize {
         let lapsed = self.registry.sweep(self.registry.now_ms());
         if lapsed.is_empty() {
             return 0;
@@ -429,7 +432,7 @@ impl Registrar {
 
     /// Calls [`Registrar::sweep`] every [`SWEEP_INTERVAL`] until `shutdown`
     /// fires.
-    pub async fn run_sweeper(self, shutdown: CancellationToken) {
+    pub(crate) async fn run_sweeper(self, shutdown: CancellationToken) {
         let mut tick = tokio::time::interval(SWEEP_INTERVAL);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {

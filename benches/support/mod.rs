@@ -10,17 +10,17 @@ use std::time::{Duration, Instant};
 
 use tokio::process::{Child, Command};
 
-pub const BIN: &str = env!("CARGO_BIN_EXE_signpost");
+pub(crate) const BIN: &str = env!("CARGO_BIN_EXE_signpost");
 /// Longest wait for a server to log its admin address or answer /v1/health.
-pub const START_TIMEOUT: Duration = Duration::from_secs(120);
+pub(crate) const START_TIMEOUT: Duration = Duration::from_secs(120);
 /// Longest wait for a server to exit after SIGTERM.
-pub const STOP_TIMEOUT: Duration = Duration::from_secs(60);
+pub(crate) const STOP_TIMEOUT: Duration = Duration::from_secs(60);
 
-pub type Error = Box<dyn std::error::Error + Send + Sync>;
-pub type Result<T, E = Error> = std::result::Result<T, E>;
+pub(crate) type Error = Box<dyn std::error::Error + Send + Sync>;
+pub(crate) type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// A positive integer setting from the environment, or `default`.
-pub fn env_usize(name: &str, default: usize) -> usize {
+pub(crate) fn env_usize(name: &str, default: usize) -> usize {
     match std::env::var(name) {
         Ok(value) => match value.trim().parse::<usize>() {
             Ok(n) if n > 0 => n,
@@ -31,10 +31,10 @@ pub fn env_usize(name: &str, default: usize) -> usize {
 }
 
 /// A scratch directory, removed when dropped.
-pub struct TempDir(pub PathBuf);
+pub(crate) struct TempDir(pub PathBuf);
 
 impl TempDir {
-    pub fn new(prefix: &str) -> Result<TempDir> {
+    pub(crate) fn new(prefix: &str) -> Result<TempDir> {
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)?
             .subsec_nanos();
@@ -51,7 +51,7 @@ impl Drop for TempDir {
 }
 
 /// A running server process on port 0, killed if dropped while running.
-pub struct Server {
+pub(crate) struct Server {
     pub child: Child,
     pub pid: u32,
     pub admin: SocketAddr,
@@ -63,7 +63,11 @@ impl Server {
     /// `RUST_LOG` set to `log_filter` when given, logging to `log`. Returns
     /// once the admin address is logged (the server binds after restoring
     /// its store).
-    pub async fn spawn(args: &[&str], log_filter: Option<&str>, log: &Path) -> Result<Server> {
+    pub(crate) async fn spawn(
+        args: &[&str],
+        log_filter: Option<&str>,
+        log: &Path,
+    ) -> Result<Server> {
         let mut command = Command::new(BIN);
         command
             .args(["--dns-listen", "127.0.0.1:0"])
@@ -104,12 +108,12 @@ impl Server {
         })
     }
 
-    pub fn url(&self, path: &str) -> String {
+    pub(crate) fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.admin)
     }
 
     /// Sends SIGTERM and waits for a clean exit; returns how long it took.
-    pub async fn stop(mut self) -> Result<Duration> {
+    pub(crate) async fn stop(mut self) -> Result<Duration> {
         let started = Instant::now();
         let kill = std::process::Command::new("kill")
             .args(["-TERM", &self.pid.to_string()])
@@ -127,12 +131,12 @@ impl Server {
     }
 
     /// CPU seconds (user + system) the server has used so far.
-    pub fn cpu_seconds(&self) -> f64 {
+    pub(crate) fn cpu_seconds(&self) -> f64 {
         cpu_seconds(&format!("/proc/{}/stat", self.pid))
     }
 
     /// A `Vm…` line of /proc/PID/status, in MiB.
-    pub fn memory_mib(&self, field: &str) -> Option<f64> {
+    pub(crate) fn memory_mib(&self, field: &str) -> Option<f64> {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid)).ok()?;
         let line = status.lines().find(|l| l.starts_with(field))?;
         let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
@@ -141,7 +145,7 @@ impl Server {
 }
 
 /// utime + stime of a /proc/…/stat file, in seconds (0 when unreadable).
-pub fn cpu_seconds(stat_path: &str) -> f64 {
+pub(crate) fn cpu_seconds(stat_path: &str) -> f64 {
     static TICKS: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
     let ticks = *TICKS.get_or_init(|| {
         shell_line("getconf", &["CLK_TCK"])
@@ -163,7 +167,7 @@ pub fn cpu_seconds(stat_path: &str) -> f64 {
 }
 
 /// The median (NaN for none); sorts `values`.
-pub fn median(values: &mut [f64]) -> f64 {
+pub(crate) fn median(values: &mut [f64]) -> f64 {
     values.sort_by(f64::total_cmp);
     match values.len() {
         0 => f64::NAN,
@@ -173,7 +177,7 @@ pub fn median(values: &mut [f64]) -> f64 {
 }
 
 /// The trimmed stdout of a command, if it ran and printed anything.
-pub fn shell_line(program: &str, args: &[&str]) -> Option<String> {
+pub(crate) fn shell_line(program: &str, args: &[&str]) -> Option<String> {
     let output = std::process::Command::new(program)
         .args(args)
         .output()

@@ -12,13 +12,16 @@ use serde::de::DeserializeOwned;
 use super::error::ApiError;
 
 /// Largest request body accepted.
-pub const MAX_BODY_BYTES: usize = 64 * 1024;
+pub(crate) const MAX_BODY_BYTES: usize = 64 * 1024;
 
 /// Reads the whole body, refusing more than [`MAX_BODY_BYTES`] (413) or
 /// one that takes longer than `timeout` (408, `admin.body_read_timeout`):
 /// a client trickling a byte at a time must not hold a connection (and,
 /// for a registration, nothing else) for ever.
-pub async fn read_body(body: Body, timeout: Duration) -> Result<axum::body::Bytes, ApiError> {
+pub(super) async fn read_body(
+    body: Body,
+    timeout: Duration,
+) -> Result<axum::body::Bytes, ApiError> {
     match tokio::time::timeout(timeout, axum::body::to_bytes(body, MAX_BODY_BYTES)).await {
         Ok(Ok(bytes)) => Ok(bytes),
         Ok(Err(_)) => Err(ApiError::TooLarge(MAX_BODY_BYTES)),
@@ -57,7 +60,10 @@ fn is_json(headers: &HeaderMap) -> bool {
 /// Where both ways succeed they give the same `T`; they differ only in what
 /// they refuse. That holds because `T` reads the fields it ignores as JSON
 /// values: `IgnoredAny` would skip them without checking their strings.
-pub fn parse_json<T: DeserializeOwned>(headers: &HeaderMap, bytes: &[u8]) -> Result<T, ApiError> {
+pub(super) fn parse_json<T: DeserializeOwned>(
+    headers: &HeaderMap,
+    bytes: &[u8],
+) -> Result<T, ApiError> {
     if !is_json(headers) {
         return Err(ApiError::UnsupportedMediaType(
             "the body must be JSON: send Content-Type: application/json".into(),

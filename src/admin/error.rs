@@ -7,7 +7,7 @@ use axum::response::{IntoResponse, Response};
 
 /// A failed admin request.
 #[derive(Debug, thiserror::Error)]
-pub enum ApiError {
+pub(crate) enum ApiError {
     /// Malformed JSON, a bad query filter, a bad path parameter.
     #[error("{0}")]
     BadRequest(String),

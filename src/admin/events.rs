@@ -16,7 +16,7 @@ use crate::events::lagged;
 /// Streams every event (or those of `?type=`) until the client leaves or
 /// the server shuts down. The subscription exists once the response headers
 /// are sent, so a client that has them will see every later change.
-pub async fn stream(
+pub(super) async fn stream(
     State(state): State<Arc<AdminState>>,
     RawQuery(query): RawQuery,
 ) -> Result<Response, ApiError> {

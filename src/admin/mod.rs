@@ -25,10 +25,9 @@ use serde::Deserialize;
 use serde_json::json;
 use uuid::Uuid;
 
-pub use body::MAX_BODY_BYTES;
-pub use error::ApiError;
-pub use serve::{Limits, serve};
-pub use state::AdminState;
+pub(crate) use error::ApiError;
+pub(crate) use serve::{Limits, serve};
+pub(crate) use state::AdminState;
 
 use filters::parse_filters;
 
@@ -37,7 +36,7 @@ use crate::registrar::RegistrarError;
 use crate::service::{Health, MAX_OUTPUT_BYTES, Registration, validate_label};
 
 /// The whole admin API.
-pub fn router(state: AdminState) -> Router {
+pub(crate) fn router(state: AdminState) -> Router {
     let state = Arc::new(state);
     let mut router = Router::new()
         .route("/v1/services", post(register).get(list))

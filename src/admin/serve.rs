@@ -30,7 +30,7 @@ pub struct Limits {
 /// Serves `app` on `listener` until `shutdown` fires, then stops accepting
 /// and lets in-flight requests finish (at most `limits.drain_timeout`, then
 /// their connections are closed).
-pub async fn serve(
+pub(crate) async fn serve(
     listener: TcpListener,
     app: Router,
     limits: Limits,

@@ -11,7 +11,7 @@ use crate::registry::Registry;
 /// state for every extractor of every request, and a deep clone (a
 /// `String`, a cancellation token, the registrar's handles) cost more than
 /// the routing.
-pub struct AdminState {
+pub(crate) struct AdminState {
     pub registry: Registry,
     /// The write path: store first, then the registry.
     pub registrar: Registrar,

@@ -20,22 +20,22 @@ pub(super) enum Command {
 /// A cheap handle for telling the scheduler about instances. Sending never
 /// waits.
 #[derive(Clone)]
-pub struct Checker {
+pub(crate) struct Checker {
     commands: mpsc::UnboundedSender<Command>,
 }
 
 /// The scheduler's end of the [`Checker`] channel.
-pub struct CheckerInbox(pub(super) mpsc::UnboundedReceiver<Command>);
+pub(crate) struct CheckerInbox(pub(super) mpsc::UnboundedReceiver<Command>);
 
 impl Checker {
-    pub fn new() -> (Checker, CheckerInbox) {
+    pub(crate) fn new() -> (Checker, CheckerInbox) {
         let (commands, inbox) = mpsc::unbounded_channel();
         (Checker { commands }, CheckerInbox(inbox))
     }
 
     /// Starts checking `instance` if it has a check; otherwise stops
     /// checking its id (a replacement may have dropped the check).
-    pub fn watch(&self, instance: &Arc<Instance>) {
+    pub(crate) fn watch(&self, instance: &Arc<Instance>) {
         let command = match instance.spec.check {
             Some(_) => Command::Watch(instance.clone()),
             None => Command::Forget(instance.id),
@@ -44,7 +44,7 @@ impl Checker {
     }
 
     /// Stops checking `id`.
-    pub fn forget(&self, id: Uuid) {
+    pub(crate) fn forget(&self, id: Uuid) {
         let _ = self.commands.send(Command::Forget(id));
     }
 }

@@ -7,10 +7,10 @@
 //! A check's result never replaces the health a heartbeat reported: the
 //! instance serves the worse of the two (see `Instance::health`).
 
-pub mod checker;
-pub mod probe;
-pub mod scheduler;
-pub mod thresholds;
+pub(crate) mod checker;
+pub(crate) mod probe;
+pub(crate) mod scheduler;
+pub(crate) mod thresholds;
 
 use std::net::IpAddr;
 use std::time::Duration;
@@ -21,16 +21,16 @@ use serde_json::{Value, json};
 use crate::validate::{ValidationError, abbreviate, validate_host};
 
 /// Interval used when a check names none, seconds.
-pub const DEFAULT_INTERVAL_SECS: f64 = 10.0;
+pub(crate) const DEFAULT_INTERVAL_SECS: f64 = 10.0;
 /// Upper bound of the default timeout, seconds (it is also never more than
 /// the interval).
-pub const DEFAULT_TIMEOUT_SECS: f64 = 5.0;
+pub(crate) const DEFAULT_TIMEOUT_SECS: f64 = 5.0;
 /// Longest accepted check URL, bytes.
-pub const MAX_URL_BYTES: usize = 2048;
+pub(crate) const MAX_URL_BYTES: usize = 2048;
 /// Largest accepted `failures_before_critical` / `successes_before_passing`.
-pub const MAX_THRESHOLD: i64 = 100;
+pub(crate) const MAX_THRESHOLD: i64 = 100;
 /// Largest accepted `deregister_after`, seconds (one week).
-pub const MAX_DEREGISTER_AFTER_SECS: f64 = 604_800.0;
+pub(crate) const MAX_DEREGISTER_AFTER_SECS: f64 = 604_800.0;
 
 /// A `check` object as the client sent it. Unknown fields are refused, like
 /// everywhere in the registration.

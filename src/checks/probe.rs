@@ -18,7 +18,7 @@ use crate::service::Health;
 use crate::validate::abbreviate;
 
 /// Most bytes of an HTTP check's body read (and quoted in `check_output`).
-pub const MAX_BODY_BYTES: usize = 4096;
+pub(crate) const MAX_BODY_BYTES: usize = 4096;
 /// Most bytes of the body quoted in the output.
 const QUOTED_BODY_BYTES: usize = 512;
 
@@ -55,7 +55,7 @@ impl FailureKind {
 
 /// The result of one check.
 #[derive(Debug, Clone)]
-pub struct Outcome {
+pub(crate) struct Outcome {
     pub health: Health,
     /// Set when `health` is critical.
     pub failure: Option<FailureKind>,
@@ -79,7 +79,7 @@ impl Outcome {
 }
 
 /// Runs one check of `target`, never for longer than `timeout`.
-pub async fn run(target: &CheckTarget, timeout: Duration) -> Outcome {
+pub(crate) async fn run(target: &CheckTarget, timeout: Duration) -> Outcome {
     let attempt = async {
         match target {
             CheckTarget::Http(target) => http(target).await,
@@ -248,7 +248,7 @@ mod tls {
     /// The connector for `tls_skip_verify` (`true`) or for verified
     /// checks: the system's trusted roots (`/etc/ssl/certs`, read once at
     /// the first https check), so a private CA added there is trusted too.
-    pub fn connector(skip_verify: bool) -> TlsConnector {
+    pub(super) fn connector(skip_verify: bool) -> TlsConnector {
         static VERIFIED: OnceLock<TlsConnector> = OnceLock::new();
         static UNVERIFIED: OnceLock<TlsConnector> = OnceLock::new();
         let build = |skip_verify: bool| {

@@ -71,7 +71,7 @@ struct Schedule {
 }
 
 /// Runs checks until `shutdown`.
-pub async fn run(
+pub(crate) async fn run(
     CheckerInbox(mut inbox): CheckerInbox,
     registrar: Registrar,
     max_in_flight: usize,

@@ -9,7 +9,7 @@ use crate::service::Health;
 
 /// What the thresholds remember of one instance's recent checks.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Streak {
+pub(crate) struct Streak {
     /// Consecutive critical results.
     pub failures: u32,
     /// Consecutive passing or warning results.
@@ -30,7 +30,7 @@ pub struct Streak {
 ///   which it leaves only as the `successes_before_passing`-th in a row.
 ///
 /// No clock and no I/O: the scheduler calls it with each probe's result.
-pub fn verdict(
+pub(crate) fn verdict(
     previous: Health,
     streak: &mut Streak,
     outcome: Health,
@@ -59,7 +59,7 @@ impl Streak {
     /// Notes the health the instance is served with (`served`) at `now_ms`,
     /// after a check; returns how long it has been critical once that
     /// reaches the check's `deregister_after` (then it is to be removed).
-    pub fn critical_for(
+    pub(crate) fn critical_for(
         &mut self,
         served: Health,
         now_ms: u64,

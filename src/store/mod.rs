@@ -7,15 +7,12 @@
 //! **Invariant:** only this module knows SQL.
 
 mod record;
-pub mod sqlite;
+pub(crate) mod sqlite;
 
-pub use record::{StoreError, StoredInstance, Write, parse_registration, registration_json};
+pub(crate) use record::{StoreError, StoredInstance, Write};
 
 use std::fmt;
 use std::path::PathBuf;
-
-/// The default `--store`.
-pub const DEFAULT_STORE: &str = "sqlite:data/signpost.db";
 
 /// A parsed `--store` URL.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -49,14 +46,14 @@ impl fmt::Display for StoreKind {
 
 /// The configured store: a cheap handle, shared by every writer.
 #[derive(Clone)]
-pub enum Store {
+pub(crate) enum Store {
     Memory,
     Sqlite(sqlite::SqliteStore),
 }
 
 impl Store {
     /// Opens the store and returns what it holds.
-    pub fn open(kind: &StoreKind) -> Result<(Store, Vec<StoredInstance>), StoreError> {
+    pub(crate) fn open(kind: &StoreKind) -> Result<(Store, Vec<StoredInstance>), StoreError> {
         match kind {
             StoreKind::Memory => Ok((Store::Memory, Vec::new())),
             StoreKind::Sqlite(path) => {
@@ -68,12 +65,12 @@ impl Store {
 
     /// Whether writes go anywhere (false for `memory`, whose writes are
     /// no-ops and need not even be built).
-    pub fn is_persistent(&self) -> bool {
+    pub(crate) fn is_persistent(&self) -> bool {
         !matches!(self, Store::Memory)
     }
 
     /// Persists `write`; returns once it is committed (or failed).
-    pub async fn write(&self, write: Write) -> Result<(), StoreError> {
+    pub(crate) async fn write(&self, write: Write) -> Result<(), StoreError> {
         match self {
             Store::Memory => Ok(()),
             Store::Sqlite(store) => store.write(write).await,
@@ -81,7 +78,7 @@ impl Store {
     }
 
     /// Stops accepting writes and waits until every queued write is committed.
-    pub async fn close(&self) {
+    pub(crate) async fn close(&self) {
         if let Store::Sqlite(store) = self {
             store.close().await;
         }

@@ -32,7 +32,7 @@ pub enum StoreError {
 
 /// One persisted registration.
 #[derive(Debug, Clone)]
-pub struct StoredInstance {
+pub(crate) struct StoredInstance {
     pub id: Uuid,
     pub spec: ValidRegistration,
     pub health: Health,
@@ -41,7 +41,7 @@ pub struct StoredInstance {
 
 /// A change to persist.
 #[derive(Debug, Clone)]
-pub enum Write {
+pub(crate) enum Write {
     /// Insert or replace (by id, and by type+name).
     Put(Box<StoredInstance>),
     /// The reported health changed.
@@ -56,7 +56,7 @@ pub enum Write {
 
 /// The registration as the admin API's JSON: the stored form, so a row is
 /// re-validated by the same rules as a request when it is loaded.
-pub fn registration_json(spec: &ValidRegistration) -> String {
+pub(crate) fn registration_json(spec: &ValidRegistration) -> String {
     serde_json::json!({
         "name": spec.name,
         "type": spec.service_type,
@@ -73,7 +73,7 @@ pub fn registration_json(spec: &ValidRegistration) -> String {
 }
 
 /// Parses and re-validates a stored registration.
-pub fn parse_registration(json: &str) -> Result<ValidRegistration, String> {
+pub(crate) fn parse_registration(json: &str) -> Result<ValidRegistration, String> {
     let registration: Registration = serde_json::from_str(json).map_err(|e| e.to_string())?;
     registration.validate(30).map_err(|e| e.to_string())
 }

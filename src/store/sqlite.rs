@@ -24,7 +24,7 @@ use crate::service::Health;
 /// `PRAGMA application_id` of a signpost database ("SgnP").
 const APPLICATION_ID: i64 = 0x5367_6E50;
 /// `PRAGMA user_version`: bumped by every change of the schema.
-pub const SCHEMA_VERSION: i64 = 1;
+pub(crate) const SCHEMA_VERSION: i64 = 1;
 /// Most writes committed in one transaction.
 const MAX_BATCH: usize = 4096;
 
@@ -32,7 +32,7 @@ type Request = (Write, oneshot::Sender<Result<(), StoreError>>);
 
 /// A handle on the writer thread.
 #[derive(Clone)]
-pub struct SqliteStore {
+pub(crate) struct SqliteStore {
     queue: Arc<Mutex<Option<mpsc::UnboundedSender<Request>>>>,
     writer: Arc<Mutex<Option<JoinHandle<()>>>>,
 }
@@ -40,7 +40,7 @@ pub struct SqliteStore {
 impl SqliteStore {
     /// Opens (creating if needed) the database at `path`, checks it is ours,
     /// and returns every stored registration.
-    pub fn open(path: &Path) -> Result<(SqliteStore, Vec<StoredInstance>), StoreError> {
+    pub(crate) fn open(path: &Path) -> Result<(SqliteStore, Vec<StoredInstance>), StoreError> {
         let shown = path.display().to_string();
         let open_error = |e: &dyn std::fmt::Display| StoreError::Open {
             path: shown.clone(),
@@ -79,7 +79,7 @@ impl SqliteStore {
     }
 
     /// Queues `write` and waits for its commit.
-    pub async fn write(&self, write: Write) -> Result<(), StoreError> {
+    pub(crate) async fn write(&self, write: Write) -> Result<(), StoreError> {
         let (reply, committed) = oneshot::channel();
         {
             let queue = self.queue.lock().unwrap_or_else(|e| e.into_inner());
@@ -93,7 +93,7 @@ impl SqliteStore {
 
     /// Refuses new writes, lets the writer commit what is queued, and waits
     /// for it to finish.
-    pub async fn close(&self) {
+    pub(crate) async fn close(&self) {
         drop(self.queue.lock().unwrap_or_else(|e| e.into_inner()).take());
         let writer = self.writer.lock().unwrap_or_else(|e| e.into_inner()).take();
         if let Some(writer) = writer {

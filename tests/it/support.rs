@@ -15,7 +15,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
 
 /// A running signpost, stopped when dropped.
-pub struct TestServer {
+pub(crate) struct TestServer {
     pub dns: SocketAddr,
     pub admin: SocketAddr,
     pub http: reqwest::Client,
@@ -25,12 +25,12 @@ pub struct TestServer {
 
 impl TestServer {
     /// Default settings, every socket on 127.0.0.1 port 0.
-    pub async fn start() -> TestServer {
+    pub(crate) async fn start() -> TestServer {
         TestServer::start_with(|_| {}).await
     }
 
     /// Like [`TestServer::start`], after `configure` adjusts the settings.
-    pub async fn start_with(configure: impl FnOnce(&mut Config)) -> TestServer {
+    pub(crate) async fn start_with(configure: impl FnOnce(&mut Config)) -> TestServer {
         let mut config = Config::default();
         config.store.url = "memory".into();
         config.dns.listen = "127.0.0.1:0".parse().unwrap();
@@ -58,7 +58,7 @@ impl TestServer {
     }
 
     /// Stops the server and waits until it has finished.
-    pub async fn stop(mut self) {
+    pub(crate) async fn stop(mut self) {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
@@ -71,12 +71,12 @@ impl TestServer {
     }
 
     /// `http://127.0.0.1:PORT` + `path`.
-    pub fn url(&self, path: &str) -> String {
+    pub(crate) fn url(&self, path: &str) -> String {
         format!("http://{}{}", self.admin, path)
     }
 
     /// POSTs a registration; returns status and JSON body.
-    pub async fn register(&self, body: &Value) -> (u16, Value) {
+    pub(crate) async fn register(&self, body: &Value) -> (u16, Value) {
         let response = self
             .http
             .post(self.url("/v1/services"))
@@ -90,7 +90,7 @@ impl TestServer {
 
     /// Registers `name` of `service_type` at `host:port` with `ttl`, asserting
     /// success; returns the service object.
-    pub async fn register_ok(
+    pub(crate) async fn register_ok(
         &self,
         name: &str,
         service_type: &str,
@@ -109,7 +109,7 @@ impl TestServer {
     }
 
     /// Sends a heartbeat, optionally with a JSON body; returns the status.
-    pub async fn heartbeat(&self, id: &str, body: Option<Value>) -> u16 {
+    pub(crate) async fn heartbeat(&self, id: &str, body: Option<Value>) -> u16 {
         let mut request = self
             .http
             .put(self.url(&format!("/v1/services/{id}/heartbeat")));
@@ -124,7 +124,7 @@ impl TestServer {
             .as_u16()
     }
 
-    pub async fn deregister(&self, id: &str) -> u16 {
+    pub(crate) async fn deregister(&self, id: &str) -> u16 {
         self.http
             .delete(self.url(&format!("/v1/services/{id}")))
             .send()
@@ -135,7 +135,7 @@ impl TestServer {
     }
 
     /// GET `path`; returns status and JSON body (Null when not JSON).
-    pub async fn get(&self, path: &str) -> (u16, Value) {
+    pub(crate) async fn get(&self, path: &str) -> (u16, Value) {
         let response = self
             .http
             .get(self.url(path))
@@ -147,7 +147,7 @@ impl TestServer {
     }
 
     /// Queries over UDP with EDNS (payload 1232).
-    pub async fn query(&self, name: &str, qtype: RecordType) -> Message {
+    pub(crate) async fn query(&self, name: &str, qtype: RecordType) -> Message {
         query_udp(self.dns, name, qtype, Some(1232)).await
     }
 }
@@ -161,7 +161,7 @@ impl Drop for TestServer {
 }
 
 /// A query message for `name`/`qtype`, with EDNS when `payload` is given.
-pub fn query_message(name: &str, qtype: RecordType, payload: Option<u16>) -> Message {
+pub(crate) fn query_message(name: &str, qtype: RecordType, payload: Option<u16>) -> Message {
     let mut message = Message::new(fastrand::u16(..), MessageType::Query, OpCode::Query);
     message.metadata.recursion_desired = true;
     message.add_query(Query::query(
@@ -177,7 +177,7 @@ pub fn query_message(name: &str, qtype: RecordType, payload: Option<u16>) -> Mes
 }
 
 /// Sends raw bytes over UDP; returns the reply, or `None` after 2 s.
-pub async fn udp_exchange(server: SocketAddr, packet: &[u8]) -> Option<Vec<u8>> {
+pub(crate) async fn udp_exchange(server: SocketAddr, packet: &[u8]) -> Option<Vec<u8>> {
     let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
     socket.send_to(packet, server).await.unwrap();
     let mut buffer = vec![0u8; 65535];
@@ -188,7 +188,10 @@ pub async fn udp_exchange(server: SocketAddr, packet: &[u8]) -> Option<Vec<u8>> 
 }
 
 /// Sends one length-prefixed message over a TCP stream; returns the reply.
-pub async fn tcp_exchange_on(stream: &mut TcpStream, packet: &[u8]) -> std::io::Result<Vec<u8>> {
+pub(crate) async fn tcp_exchange_on(
+    stream: &mut TcpStream,
+    packet: &[u8],
+) -> std::io::Result<Vec<u8>> {
     let mut framed = (packet.len() as u16).to_be_bytes().to_vec();
     framed.extend_from_slice(packet);
     stream.write_all(&framed).await?;
@@ -201,13 +204,13 @@ pub async fn tcp_exchange_on(stream: &mut TcpStream, packet: &[u8]) -> std::io::
 }
 
 /// Sends raw bytes over a new TCP connection; returns the reply.
-pub async fn tcp_exchange(server: SocketAddr, packet: &[u8]) -> std::io::Result<Vec<u8>> {
+pub(crate) async fn tcp_exchange(server: SocketAddr, packet: &[u8]) -> std::io::Result<Vec<u8>> {
     let mut stream = TcpStream::connect(server).await?;
     tcp_exchange_on(&mut stream, packet).await
 }
 
 /// Queries over UDP; `payload` `None` sends no EDNS (512-byte limit).
-pub async fn query_udp(
+pub(crate) async fn query_udp(
     server: SocketAddr,
     name: &str,
     qtype: RecordType,
@@ -226,7 +229,7 @@ pub async fn query_udp(
 }
 
 /// Queries over TCP (EDNS included when `payload` is given).
-pub async fn query_tcp(
+pub(crate) async fn query_tcp(
     server: SocketAddr,
     name: &str,
     qtype: RecordType,
@@ -240,7 +243,7 @@ pub async fn query_tcp(
 }
 
 /// Polls `check` every 50 ms until it returns true or `limit` passes.
-pub async fn eventually<F, Fut>(limit: Duration, mut check: F) -> bool
+pub(crate) async fn eventually<F, Fut>(limit: Duration, mut check: F) -> bool
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,
@@ -272,7 +275,7 @@ async fn read_request_head(stream: &mut (impl tokio::io::AsyncRead + Unpin)) -> 
 }
 
 /// The `id` of a service object.
-pub fn id_of(service: &Value) -> String {
+pub(crate) fn id_of(service: &Value) -> String {
     service["id"]
         .as_str()
         .expect("service has an id")
@@ -280,7 +283,7 @@ pub fn id_of(service: &Value) -> String {
 }
 
 /// The `/metrics` text.
-pub async fn metrics(server: &TestServer) -> String {
+pub(crate) async fn metrics(server: &TestServer) -> String {
     server
         .http
         .get(server.url("/metrics"))
@@ -294,7 +297,7 @@ pub async fn metrics(server: &TestServer) -> String {
 
 /// The value of one Prometheus series (`name{labels}` exactly as written)
 /// in a `/metrics` text.
-pub fn metric(text: &str, series: &str) -> Option<f64> {
+pub(crate) fn metric(text: &str, series: &str) -> Option<f64> {
     text.lines()
         .filter(|line| !line.starts_with('#'))
         .find_map(|line| {
@@ -307,13 +310,13 @@ pub fn metric(text: &str, series: &str) -> Option<f64> {
 }
 
 /// The value of one Prometheus series, fetched from `/metrics`.
-pub async fn metric_value(server: &TestServer, series: &str) -> Option<f64> {
+pub(crate) async fn metric_value(server: &TestServer, series: &str) -> Option<f64> {
     metric(&metrics(server).await, series)
 }
 
 /// What a test [`Endpoint`] does with a connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Mode {
+pub(crate) enum Mode {
     /// Answers every request with this HTTP status.
     Status(u16),
     /// Accepts and reads, never answers.
@@ -324,7 +327,7 @@ pub enum Mode {
 
 /// A real HTTP (and TCP) endpoint on loopback that a test flips between
 /// answers, silence and a closed port, counting the requests it receives.
-pub struct Endpoint {
+pub(crate) struct Endpoint {
     pub addr: SocketAddr,
     state: std::sync::Arc<std::sync::Mutex<Mode>>,
     requests: std::sync::Arc<std::sync::atomic::AtomicUsize>,
@@ -332,7 +335,7 @@ pub struct Endpoint {
 }
 
 impl Endpoint {
-    pub async fn start(mode: Mode) -> Endpoint {
+    pub(crate) async fn start(mode: Mode) -> Endpoint {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let mut endpoint = Endpoint {
             addr: listener.local_addr().unwrap(),
@@ -346,12 +349,12 @@ impl Endpoint {
     }
 
     /// `http://ADDR/health`.
-    pub fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("http://{}/health", self.addr)
     }
 
     /// Connections (TCP) or requests (HTTP) received so far.
-    pub fn requests(&self) -> usize {
+    pub(crate) fn requests(&self) -> usize {
         self.requests.load(std::sync::atomic::Ordering::SeqCst)
     }
 
@@ -390,7 +393,7 @@ impl Endpoint {
 
     /// Switches the behaviour; `Closed` stops listening, anything else
     /// listens again on the same port.
-    pub async fn set(&mut self, mode: Mode) {
+    pub(crate) async fn set(&mut self, mode: Mode) {
         *self.state.lock().unwrap() = mode;
         match (mode, self.task.is_some()) {
             (Mode::Closed, true) => {
@@ -419,7 +422,7 @@ impl Drop for Endpoint {
 
 /// One server-sent event as read off the wire.
 #[derive(Debug, Clone)]
-pub enum Sse {
+pub(crate) enum Sse {
     /// A `data:` event, parsed as JSON.
     Data(Value),
     /// A `:` comment line (keep-alive).
@@ -428,21 +431,21 @@ pub enum Sse {
 
 /// A `GET /v1/events` stream read over a raw HTTP/1.0 connection, so the
 /// body arrives exactly as sent (no chunking, no client buffering).
-pub struct EventStream {
+pub(crate) struct EventStream {
     stream: TcpStream,
     buffer: Vec<u8>,
 }
 
 impl EventStream {
     /// Opens the stream; returns the HTTP status and, on 200, the stream.
-    pub async fn open(server: &TestServer, query: &str) -> (u16, Option<EventStream>) {
+    pub(crate) async fn open(server: &TestServer, query: &str) -> (u16, Option<EventStream>) {
         let socket = tokio::net::TcpSocket::new_v4().unwrap();
         EventStream::open_on(socket, server, query).await
     }
 
     /// Like [`EventStream::open`] on a prepared socket (a small receive
     /// buffer, say).
-    pub async fn open_on(
+    pub(crate) async fn open_on(
         socket: tokio::net::TcpSocket,
         server: &TestServer,
         query: &str,
@@ -492,7 +495,7 @@ impl EventStream {
 
     /// The next event or comment, or `None` when the stream ended or
     /// nothing came within `limit`.
-    pub async fn next_within(&mut self, limit: Duration) -> Option<Sse> {
+    pub(crate) async fn next_within(&mut self, limit: Duration) -> Option<Sse> {
         tokio::time::timeout(limit, async {
             let block = self.read_until(b"\n\n").await?;
             let block = String::from_utf8(block).expect("events are UTF-8");
@@ -515,7 +518,7 @@ impl EventStream {
     }
 
     /// The next `data:` event within `limit`, skipping comments.
-    pub async fn next_event(&mut self, limit: Duration) -> Option<Value> {
+    pub(crate) async fn next_event(&mut self, limit: Duration) -> Option<Value> {
         let deadline = tokio::time::Instant::now() + limit;
         loop {
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
@@ -527,7 +530,7 @@ impl EventStream {
     }
 
     /// Whether the server closed the stream within `limit`.
-    pub async fn ends_within(&mut self, limit: Duration) -> bool {
+    pub(crate) async fn ends_within(&mut self, limit: Duration) -> bool {
         tokio::time::timeout(limit, async {
             let mut chunk = [0u8; 65536];
             loop {
@@ -544,14 +547,14 @@ impl EventStream {
 
 /// A real HTTPS endpoint on loopback with a fresh self-signed certificate
 /// (for `127.0.0.1`), answering every request 200; counts requests.
-pub struct TlsEndpoint {
+pub(crate) struct TlsEndpoint {
     pub addr: SocketAddr,
     requests: std::sync::Arc<std::sync::atomic::AtomicUsize>,
     task: tokio::task::JoinHandle<()>,
 }
 
 impl TlsEndpoint {
-    pub async fn start() -> TlsEndpoint {
+    pub(crate) async fn start() -> TlsEndpoint {
         use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
         let certified = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string()]).unwrap();
         let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(
@@ -599,7 +602,7 @@ impl TlsEndpoint {
     }
 
     /// Requests that completed a TLS handshake and were answered.
-    pub fn requests(&self) -> usize {
+    pub(crate) fn requests(&self) -> usize {
         self.requests.load(std::sync::atomic::Ordering::SeqCst)
     }
 }
