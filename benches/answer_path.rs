@@ -24,6 +24,9 @@ use signpost::metrics::Metrics;
 use signpost::registry::Registry;
 use signpost::service::{Health, ValidRegistration, validate_host};
 
+/// Who asks: a client in no locality.
+const CLIENT: std::net::IpAddr = std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
+
 /// The whole number in environment variable `name`, `default` when it is
 /// unset, at least `min`. Any other value stops the benchmark: a typo must
 /// not quietly measure something else.
@@ -56,6 +59,7 @@ fn spec(name: String, service_type: String, host: &str, port: u16) -> ValidRegis
         ttl: 86400,
         priority: 1,
         weight: 1,
+        locality: None,
         check: None,
     }
 }
@@ -154,13 +158,13 @@ fn report(responder: &Responder, rounds: usize, queries: usize, general_too: boo
     for (kind, packets) in kinds() {
         let fast = measure(rounds, queries, |i| {
             let packet = &packets[i % packets.len()];
-            assert!(responder.respond_into(black_box(packet), Transport::Udp, &mut out));
+            assert!(responder.respond_into(black_box(packet), Transport::Udp, CLIENT, &mut out));
             black_box(&out);
         });
         if general_too {
             let general = measure(rounds, queries / 4, |i| {
                 let packet = &packets[i % packets.len()];
-                black_box(responder.respond_general(black_box(packet), Transport::Udp));
+                black_box(responder.respond_general(black_box(packet), Transport::Udp, CLIENT));
             });
             println!(
                 "  {kind:<24} fast {fast:>7.0} ns   general {general:>7.0} ns   ({:.1}x)",
@@ -186,6 +190,7 @@ fn main() {
         nameserver: Name::from_ascii("ns.svc.local.").unwrap(),
         ttl: 5,
         negative_ttl: 5,
+        steering: Default::default(),
     };
     let registry = Registry::new(apex);
     load(&registry, 0, 100);
@@ -247,7 +252,12 @@ fn main() {
         ] {
             let packet = query(name, qtype);
             let ns = measure(rounds, queries / 10, |_| {
-                assert!(responder.respond_into(black_box(&packet), Transport::Udp, &mut out));
+                assert!(responder.respond_into(
+                    black_box(&packet),
+                    Transport::Udp,
+                    CLIENT,
+                    &mut out
+                ));
             });
             println!("  {name:<30} {:<6} {ns:>9.0} ns", qtype.to_string());
         }

@@ -220,6 +220,7 @@ mod tests {
             ttl: 30,
             priority: 0,
             weight: 1,
+            locality: None,
             check: None,
         };
         let zone = [3, b's', b'v', b'c', 5, b'l', b'o', b'c', b'a', b'l', 0];

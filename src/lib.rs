@@ -29,6 +29,7 @@ pub mod metrics;
 pub(crate) mod names;
 pub(crate) mod registrar;
 pub mod registry;
+pub(crate) mod select;
 pub mod service;
 pub(crate) mod store;
 #[cfg(test)]
@@ -184,6 +185,7 @@ impl Server {
                 nameserver: dns.nameserver,
                 ttl: dns.ttl,
                 negative_ttl: dns.negative_ttl,
+                steering: dns.steering,
             },
             metrics.clone(),
         ));

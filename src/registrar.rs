@@ -504,6 +504,7 @@ pub(crate) mod tests {
             ttl,
             priority: 0,
             weight: 1,
+            locality: None,
             check: check.then(|| {
                 let check: CheckRegistration =
                     serde_json::from_value(serde_json::json!({"tcp": "127.0.0.1:9"})).unwrap();

@@ -60,6 +60,12 @@ pub struct TypeSet {
     ipv6: Members,
     /// The instances carrying each tag; a tag no instance carries has no entry.
     tagged: HashMap<Box<str>, Members>,
+    /// The instances of each priority (critical too), lowest first: A and
+    /// AAAA answers hold only the lowest priority that serves, which a
+    /// sample of a large type could otherwise miss.
+    by_priority: BTreeMap<u16, Members>,
+    /// The instances in each locality that one is in.
+    by_locality: HashMap<Box<str>, Members>,
 }
 
 impl TypeSet {
@@ -127,6 +133,17 @@ impl TypeSet {
         self.tagged.get(tag)
     }
 
+    /// The priorities the instances have, lowest first, each with its
+    /// instances (critical too).
+    pub fn priorities(&self) -> impl Iterator<Item = (u16, &Members)> {
+        self.by_priority.iter().map(|(p, members)| (*p, members))
+    }
+
+    /// The instances in `locality`, if any is.
+    pub fn in_locality(&self, locality: &str) -> Option<&Members> {
+        self.by_locality.get(locality)
+    }
+
     /// Inserts `instance`, or replaces the one of the same name (returned).
     fn upsert(&mut self, instance: Arc<Instance>) -> Option<Arc<Instance>> {
         let replaced = self.all.upsert(instance.clone());
@@ -180,6 +197,12 @@ impl TypeSet {
                 instance.clone(),
             );
         }
+        let priority = self.by_priority.entry(instance.spec.priority);
+        add(priority.or_default(), instance.clone());
+        if let Some(locality) = &instance.spec.locality {
+            let members = self.by_locality.entry(locality.as_str().into());
+            add(members.or_default(), instance.clone());
+        }
     }
 
     /// Takes `instance` out of the health, family and tag indexes.
@@ -189,14 +212,30 @@ impl TypeSet {
             self.with_address_mut(family).remove(instance);
         }
         for tag in &instance.spec.tags {
-            if let Some(members) = self.tagged.get_mut(tag.as_str()) {
-                members.remove(instance);
-                if members.is_empty() {
-                    self.tagged.remove(tag.as_str());
-                }
+            if remove_emptied(self.tagged.get_mut(tag.as_str()), instance) {
+                self.tagged.remove(tag.as_str());
             }
         }
+        let priority = instance.spec.priority;
+        if remove_emptied(self.by_priority.get_mut(&priority), instance) {
+            self.by_priority.remove(&priority);
+        }
+        if let Some(locality) = instance.spec.locality.as_deref()
+            && remove_emptied(self.by_locality.get_mut(locality), instance)
+        {
+            self.by_locality.remove(locality);
+        }
     }
+}
+
+/// Takes `instance` out of `members` (an entry of a keyed index); true
+/// when that emptied it, and the entry must go: an entry exists only while
+/// an instance has its key.
+fn remove_emptied(members: Option<&mut Members>, instance: &Arc<Instance>) -> bool {
+    members.is_some_and(|members| {
+        members.remove(instance);
+        members.is_empty()
+    })
 }
 
 /// Instances sorted by name, in sorted chunks of at most [`CHUNK_MAX`]
@@ -857,6 +896,7 @@ mod tests {
             ttl,
             priority: 0,
             weight: 1,
+            locality: None,
             check: None,
         }
     }
@@ -1095,6 +1135,26 @@ mod tests {
             assert_eq!(names(members), expected(&|i| i.has_tag(tag)), "tag {tag}");
             assert_chunked(members);
         }
+        let priorities: std::collections::BTreeSet<u16> =
+            set.iter().map(|i| i.spec.priority).collect();
+        let indexed: Vec<u16> = set.priorities().map(|(p, _)| p).collect();
+        assert_eq!(indexed, priorities.into_iter().collect::<Vec<_>>());
+        for (priority, members) in set.priorities() {
+            let of_priority = expected(&|i| i.spec.priority == priority);
+            assert_eq!(names(members), of_priority, "priority {priority}");
+            assert_chunked(members);
+        }
+        let localities: std::collections::BTreeSet<&str> = set
+            .iter()
+            .filter_map(|i| i.spec.locality.as_deref())
+            .collect();
+        assert_eq!(set.by_locality.len(), localities.len());
+        for locality in localities {
+            let members = set.in_locality(locality).unwrap();
+            let in_it = expected(&|i| i.spec.locality.as_deref() == Some(locality));
+            assert_eq!(names(members), in_it, "locality {locality}");
+            assert_chunked(members);
+        }
         // Each index finds what the whole set finds, by the same allocation.
         for instance in set.iter() {
             assert!(Arc::ptr_eq(
@@ -1105,7 +1165,7 @@ mod tests {
     }
 
     #[test]
-    fn health_family_and_tag_indexes_follow_every_change() {
+    fn health_family_tag_priority_and_locality_indexes_follow_every_change() {
         let (time, registry) = on_manual_clock();
         let mut rng = fastrand::Rng::with_seed(11);
         let mut live: std::collections::BTreeMap<String, Uuid> = Default::default();
@@ -1133,6 +1193,11 @@ mod tests {
                     .filter(|tag| rng.u8(..if *tag == "rare" { 50 } else { 2 }) == 0)
                     .map(String::from)
                     .collect();
+                spec.priority = *rng.choice(&[0, 0, 10, 20]).unwrap();
+                spec.locality = rng
+                    .choice([None, Some("eu"), Some("us")])
+                    .unwrap()
+                    .map(String::from);
                 let id = register(&registry, spec).instance.id;
                 live.insert(name, id);
             }

@@ -186,12 +186,14 @@ fn parse(packet: &[u8]) -> Option<Question> {
 
 /// Answers `packet` into `out` if it is a query the fast path takes, as of
 /// `now_ms`; false (and `out` unspecified) when the general path must
-/// answer it. `wire` is the zone's names in wire form.
+/// answer it. `wire` is the zone's names in wire form; `client` is who
+/// asked (for locality).
 pub(crate) fn respond(
     zone: &Zone,
     wire: &ZoneWire,
     packet: &[u8],
     transport: Transport,
+    client: IpAddr,
     now_ms: u64,
     out: &mut Vec<u8>,
 ) -> bool {
@@ -232,7 +234,10 @@ pub(crate) fn respond(
     let registry = &zone.registry;
     let qtype = RecordType::from(question.qtype);
     let subject = Subject::find(registry, node);
-    let answer = subject.answer(registry, &zone.settings, qtype, now_ms, most_records(limit));
+    let settings = &zone.settings;
+    let locality = settings.steering.locality_of(client);
+    let most = most_records(limit);
+    let answer = subject.answer(registry, settings, qtype, locality, now_ms, most);
     let mut message = Writer {
         out,
         budget: limit - opt_len,
@@ -263,10 +268,7 @@ pub(crate) fn respond(
     out[6..8].copy_from_slice(&message.answers.to_be_bytes());
     out[8..10].copy_from_slice(&message.authorities.to_be_bytes());
     out[10..12].copy_from_slice(&message.additionals.to_be_bytes());
-    zone.metrics.count_query(qtype, answer.rcode);
-    if message.truncated {
-        zone.metrics.dns_truncated.inc();
-    }
+    zone.count(qtype, &answer, message.truncated);
     true
 }
 
