@@ -11,6 +11,7 @@
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, HashMap};
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -20,7 +21,7 @@ use hickory_proto::rr::Name;
 use uuid::Uuid;
 
 use crate::clock::{Clock, system_now_ms};
-use crate::service::{Family, Health, Instance, ValidRegistration};
+use crate::service::{Family, Health, Host, Instance, ValidRegistration};
 
 /// How often lapsed instances are removed.
 pub const SWEEP_INTERVAL: Duration = Duration::from_millis(250);
@@ -454,6 +455,9 @@ struct Shared {
     zone_wire: Box<[u8]>,
     by_id: DashMap<Uuid, Arc<Instance>>,
     by_type: DashMap<String, Arc<TypeSet>>,
+    /// The instances with each IP address, for reverse (PTR) lookups; kept
+    /// with `by_id`, entry for entry.
+    by_address: DashMap<IpAddr, Vec<Arc<Instance>>>,
     /// Serialises structural changes so `by_id` and `by_type` agree.
     writer: Mutex<()>,
     /// Deadlines to look at, earliest first. An entry is only a hint: when it
@@ -482,6 +486,7 @@ impl Registry {
                 zone_wire: crate::names::to_wire(&zone).into(),
                 by_id: DashMap::new(),
                 by_type: DashMap::new(),
+                by_address: DashMap::new(),
                 writer: Mutex::new(()),
                 expiry: Mutex::new(BinaryHeap::new()),
                 next_generation: AtomicU64::new(1),
@@ -556,7 +561,7 @@ impl Registry {
             if let Some(stale) = set.upsert(instance.clone())
                 && stale.id != instance.id
             {
-                shared.by_id.remove(&stale.id);
+                self.forget(&stale);
                 if stale.kill_if_lapsed_by(now) {
                     expired = Some(stale);
                 } else {
@@ -564,7 +569,7 @@ impl Registry {
                 }
             }
         });
-        shared.by_id.insert(identity.id, instance.clone());
+        self.remember(&instance);
         self.queue_expiry(&instance);
         shared.version.fetch_add(1, Ordering::Relaxed);
         Registered {
@@ -606,7 +611,7 @@ impl Registry {
             instances.sort_by(|a, b| a.spec.name.cmp(&b.spec.name));
             instances.dedup_by(|later, earlier| later.spec.name == earlier.spec.name);
             for instance in &instances {
-                shared.by_id.insert(instance.id, instance.clone());
+                self.remember(instance);
                 queue.push(Reverse((
                     instance.expires_at_ms(),
                     instance.generation,
@@ -818,6 +823,54 @@ impl Registry {
         )));
     }
 
+    /// Indexes `instance` by id (replacing the one with its id, if any) and
+    /// by address. The caller holds the writer lock.
+    fn remember(&self, instance: &Arc<Instance>) {
+        if let Some(replaced) = self.shared.by_id.insert(instance.id, instance.clone()) {
+            self.unindex_address(&replaced);
+        }
+        if let Host::Ip(ip) = instance.spec.host {
+            self.shared
+                .by_address
+                .entry(ip)
+                .or_default()
+                .push(instance.clone());
+        }
+    }
+
+    /// Takes `instance` out of the by-id and by-address indexes, if it is
+    /// the one there. The caller holds the writer lock.
+    fn forget(&self, instance: &Arc<Instance>) {
+        let shared = &self.shared;
+        if shared
+            .by_id
+            .remove_if(&instance.id, |_, held| Arc::ptr_eq(held, instance))
+            .is_some()
+        {
+            self.unindex_address(instance);
+        }
+    }
+
+    fn unindex_address(&self, instance: &Arc<Instance>) {
+        if let Host::Ip(ip) = instance.spec.host
+            && let dashmap::Entry::Occupied(mut entry) = self.shared.by_address.entry(ip)
+        {
+            entry.get_mut().retain(|held| !Arc::ptr_eq(held, instance));
+            if entry.get().is_empty() {
+                entry.remove();
+            }
+        }
+    }
+
+    /// The instances whose host is `ip`, serving or not.
+    pub fn with_ip(&self, ip: IpAddr) -> Vec<Arc<Instance>> {
+        self.shared
+            .by_address
+            .get(&ip)
+            .map(|held| held.clone())
+            .unwrap_or_default()
+    }
+
     /// Removes killed instances from both indexes, rebuilding each affected
     /// type once. The caller holds the writer lock.
     fn remove_locked(&self, removed: &[Arc<Instance>]) {
@@ -826,7 +879,7 @@ impl Registry {
         }
         let mut by_type: BTreeMap<&str, Vec<&Arc<Instance>>> = BTreeMap::new();
         for instance in removed {
-            self.shared.by_id.remove(&instance.id);
+            self.forget(instance);
             by_type
                 .entry(instance.spec.service_type.as_str())
                 .or_default()
@@ -1164,6 +1217,27 @@ mod tests {
         }
     }
 
+    /// The by-address index holds exactly the instances of the by-id one
+    /// whose host is an IP, under it.
+    fn assert_addresses(registry: &Registry) {
+        let mut expected: Vec<(IpAddr, Uuid)> = Vec::new();
+        for entry in registry.shared.by_id.iter() {
+            if let Host::Ip(ip) = entry.value().spec.host {
+                expected.push((ip, entry.value().id));
+                let held = registry.with_ip(ip);
+                assert!(held.iter().any(|i| Arc::ptr_eq(i, entry.value())));
+            }
+        }
+        let mut indexed: Vec<(IpAddr, Uuid)> = Vec::new();
+        for entry in registry.shared.by_address.iter() {
+            assert!(!entry.value().is_empty(), "no empty entries");
+            indexed.extend(entry.value().iter().map(|i| (*entry.key(), i.id)));
+        }
+        expected.sort();
+        indexed.sort();
+        assert_eq!(indexed, expected);
+    }
+
     #[test]
     fn health_family_tag_priority_and_locality_indexes_follow_every_change() {
         let (time, registry) = on_manual_clock();
@@ -1202,6 +1276,7 @@ mod tests {
                 live.insert(name, id);
             }
             if round % 1000 == 999 {
+                assert_addresses(&registry);
                 assert_indexed(&registry.type_set("web").unwrap());
             }
         }
@@ -1212,6 +1287,7 @@ mod tests {
         let set = registry.type_set("web").unwrap();
         assert!(set.iter().all(|i| i.spec.ttl == 60));
         assert_indexed(&set);
+        assert_addresses(&registry);
         // And a restore builds them.
         let restored = Registry::new(Name::from_ascii("svc.local.").unwrap());
         let entries = set

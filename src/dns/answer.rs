@@ -168,6 +168,8 @@ pub(crate) enum Records<'a> {
         ttl: u32,
         members: Vec<Member<'a>>,
     },
+    /// A reverse name's PTRs: to each member's `<name>.<type>.<zone>`.
+    Reverse { ttl: u32, members: Vec<Member<'a>> },
 }
 
 /// One instance in an answer, with its own TTL (for its extras).
@@ -294,6 +296,47 @@ enum Kind<'a> {
     /// A DNS-SD service or subtype: PTR to every instance, and SRV; no
     /// failover, no locality.
     Service,
+}
+
+/// The instances that serve at the address a reverse name (`…in-addr.arpa`,
+/// `…ip6.arpa`) spells out, held while their answer is written.
+pub(crate) struct ReverseSubject {
+    instances: Vec<Arc<Instance>>,
+}
+
+impl ReverseSubject {
+    /// The instances at the address `qname` names, if it is a reverse name
+    /// of one whole address; `None` otherwise.
+    pub(crate) fn find(registry: &Registry, qname: &Name) -> Option<ReverseSubject> {
+        let network = qname.parse_arpa_name().ok()?;
+        if network.prefix_len() != network.max_prefix_len() {
+            return None; // a network, not an address
+        }
+        let instances = registry.with_ip(network.addr());
+        Some(ReverseSubject { instances })
+    }
+
+    /// PTRs to the instances serving at the address at `now_ms`: one each,
+    /// shuffled; `None` when none serves there. signpost answers reverse
+    /// names only for what it knows: any other is not its to deny.
+    pub(crate) fn answer(&self, zone: &ZoneSettings, now_ms: u64) -> Option<Answer<'_>> {
+        let mut members: Vec<Member<'_>> = self
+            .instances
+            .iter()
+            .filter(|instance| instance.is_serving(now_ms))
+            .map(|instance| Member {
+                instance,
+                ttl: instance_ttl(instance, zone, now_ms),
+            })
+            .collect();
+        let ttl = members.iter().map(|m| m.ttl).min()?;
+        fastrand::shuffle(&mut members);
+        Some(Answer {
+            rcode: ResponseCode::NoError,
+            records: Records::Reverse { ttl, members },
+            panic: false,
+        })
+    }
 }
 
 /// The answer of `qtype` about the instances of `set` with `tag`; or,

@@ -379,6 +379,20 @@ impl Writer<'_> {
                 ttl,
                 members,
             } => self.instances(*rrtype, *ttl, members),
+            // Reverse names are outside the zone, the general path's; written
+            // here all the same, so both encoders can write every answer.
+            Records::Reverse { ttl, members } => {
+                for member in members {
+                    let target = &member.instance.target_wire;
+                    let fits = self.answer_record(|out| {
+                        begin_record(out, QUESTION_AT, TYPE_PTR, *ttl);
+                        rdata(out, target);
+                    });
+                    if !fits {
+                        break;
+                    }
+                }
+            }
         }
     }
 

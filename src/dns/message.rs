@@ -21,9 +21,9 @@ use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType};
 use hickory_proto::serialize::binary::{BinEncodable, BinEncoder};
 
 use super::answer::{
-    Answer, CLASSIC_UDP_LIMIT, MAX_UDP_PAYLOAD, OPT_RECORD_LEN, RFC8482_CPU, Records, SOA_EXPIRE,
-    SOA_REFRESH, SOA_RETRY, Subject, Transport, Zone, ZoneSettings, most_records, response_flags,
-    response_limit,
+    Answer, CLASSIC_UDP_LIMIT, MAX_UDP_PAYLOAD, OPT_RECORD_LEN, RFC8482_CPU, Records,
+    ReverseSubject, SOA_EXPIRE, SOA_REFRESH, SOA_RETRY, Subject, Transport, Zone, ZoneSettings,
+    most_records, response_flags, response_limit,
 };
 use super::node::Node;
 use crate::select::Steering;
@@ -86,8 +86,21 @@ pub(crate) fn respond(
     }
     let query = &request.queries[0];
     let qname = query.name();
+    let in_zone = zone.settings.apex.zone_of(qname);
+    if query.query_class() == DNSClass::IN
+        && !in_zone
+        && query.query_type() == RecordType::PTR
+        && let Some(reverse) = ReverseSubject::find(&zone.registry, qname)
+        && let Some(answer) = reverse.answer(&zone.settings, now_ms)
+    {
+        let names = Names::of(qname, &zone.settings, &Node::Missing);
+        let records = records(&answer, &names, &zone.settings, 0);
+        let response = reply.send(metadata, Some(query), answer.rcode, true, &records);
+        zone.count(query.query_type(), &answer, response.1);
+        return Some(response.0);
+    }
     if query.query_class() != DNSClass::IN
-        || !zone.settings.apex.zone_of(qname)
+        || !in_zone
         || matches!(query.query_type(), RecordType::AXFR | RecordType::IXFR)
     {
         return Some(reply.refuse(zone, metadata, Some(query), ResponseCode::Refused));
@@ -385,6 +398,16 @@ fn records<'a>(
                     .and_then(|n| n.prepend_label(format!("_{service_type}").as_bytes()))
                     .expect("validated labels form a valid name");
                 sections.answers.push(plain(RData::PTR(PTR(target))));
+            }
+        }
+        Records::Reverse { ttl, members } => {
+            for member in members {
+                let target = RData::PTR(PTR(member.instance.srv_target()));
+                let record = Record::from_rdata(qname.clone(), *ttl, target);
+                sections.answers.push(AnswerRecord {
+                    record,
+                    extras: Extras::None,
+                });
             }
         }
         Records::Instances {

@@ -2,7 +2,8 @@
 //! sockets: failover by priority as primaries fail one by one, weights
 //! deciding which address comes first, a client's locality (by its address
 //! and by the EDNS client subnet a forwarder sends), panic mode entered and
-//! left, and discovery steered the same way.
+//! left, discovery steered the same way, and reverse names of the
+//! addresses instances serve at.
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -277,4 +278,60 @@ async fn a_type_enters_and_leaves_panic_mode() {
     // non-existence hidden: each instance's own name follows its health.
     let own = query_udp(server.dns, "i2.web.svc.local.", RecordType::A, Some(1232)).await;
     assert_eq!(own.metadata.response_code, ResponseCode::NXDomain);
+}
+
+/// The PTR records of an answer, sorted.
+fn pointers(response: &Message) -> Vec<String> {
+    let mut names: Vec<String> = response
+        .answers
+        .iter()
+        .map(|record| match &record.data {
+            RData::PTR(ptr) => ptr.0.to_string(),
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    names.sort();
+    names
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reverse_names_of_serving_addresses_say_who_is_there() {
+    let server = TestServer::start().await;
+    register(&server, "web-1", "10.0.0.5", json!({})).await;
+    let db = json!({"name": "db-1", "type": "db", "host": "10.0.0.5", "port": 5432});
+    assert_eq!(server.register(&db).await.0, 201);
+    let six = register(&server, "web-6", "fd00::5", json!({})).await;
+    let ask = |name: &'static str, qtype| async move {
+        query_udp(server.dns, name, qtype, Some(1232)).await
+    };
+    // Several instances on one address: a PTR each, to their own names.
+    let v4 = ask("5.0.0.10.in-addr.arpa.", RecordType::PTR).await;
+    assert_eq!(v4.metadata.response_code, ResponseCode::NoError);
+    assert!(v4.metadata.authoritative);
+    assert_eq!(
+        pointers(&v4),
+        ["db-1.db.svc.local.", "web-1.web.svc.local."]
+    );
+    assert!(v4.answers.iter().all(|r| r.ttl <= 5));
+    let v6_name = "5.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.d.f.ip6.arpa.";
+    let v6 = ask(v6_name, RecordType::PTR).await;
+    assert_eq!(pointers(&v6), ["web-6.web.svc.local."]);
+    // Only serving instances: critical is gone from the next answer.
+    set_health(&server, &six, "critical").await;
+    let v6 = ask(v6_name, RecordType::PTR).await;
+    assert_eq!(v6.metadata.response_code, ResponseCode::Refused);
+    // What signpost does not know is not its to deny: REFUSED, so a
+    // resolver asks elsewhere (or signpost forwards, when told to).
+    for (name, qtype) in [
+        ("6.0.0.10.in-addr.arpa.", RecordType::PTR),
+        ("0.0.10.in-addr.arpa.", RecordType::PTR),
+        ("5.0.0.10.in-addr.arpa.", RecordType::A),
+    ] {
+        let response = ask(name, qtype).await;
+        assert_eq!(
+            response.metadata.response_code,
+            ResponseCode::Refused,
+            "{name} {qtype}"
+        );
+    }
 }
