@@ -7,7 +7,10 @@
 //! Run with `cargo bench --bench answer_path`. Settings (env): ROUNDS=5
 //! (medians are reported), QUERIES=200000 per round, BIG=1000000 (instances
 //! in the large registry, as BIG/10 types of 10; 0 skips it), HUGE=100000
-//! (instances of one more type, asked for last; 0 skips it). A value that is
+//! (instances of one more type, asked for last; 0 skips it), STEER=0 (1:
+//! the data set's instances get weights 1-10 and two priorities, inst08 and
+//! inst09 backups, so answers are weighted and failover is decided; for the
+//! cost of steering against the same build with STEER=0). A value that is
 //! not a whole number in range stops it with a message naming the variable.
 //! Under `cargo test` (no `--bench` argument) it does nothing.
 //! `bench/answer_path.sh OLD NEW` runs two builds' executables alternately.
@@ -67,22 +70,31 @@ fn spec(name: String, service_type: String, host: &str, port: u16) -> ValidRegis
 /// Registers `name` of `service_type` at `host`, passing, for a day.
 fn register(registry: &Registry, name: String, service_type: String, host: &str, port: u16) {
     let spec = spec(name, service_type, host, port);
+    register_spec(registry, spec);
+}
+
+fn register_spec(registry: &Registry, spec: ValidRegistration) {
     let identity = registry.identity_for(&spec);
     registry.register(spec, identity, Health::Passing);
 }
 
-/// Registers `types` types of 10 instances, `typeNNNNNN`/`instMM`.
-fn load(registry: &Registry, first_type: usize, types: usize) {
+/// Registers `types` types of 10 instances, `typeNNNNNN`/`instMM`; with
+/// `steer`, each with a weight of 1-10 and inst08, inst09 as backups.
+fn load(registry: &Registry, first_type: usize, types: usize, steer: bool) {
     for n in first_type..first_type + types {
         for m in 0..10u16 {
             let host = format!("10.{}.{}.{m}", n / 256 % 256, n % 256);
-            register(
-                registry,
+            let mut spec = spec(
                 format!("inst{m:02}"),
                 format!("type{n:06}"),
                 &host,
                 8000 + m,
             );
+            if steer {
+                spec.weight = m + 1;
+                spec.priority = if m >= 8 { 10 } else { 0 };
+            }
+            register_spec(registry, spec);
         }
     }
 }
@@ -184,6 +196,7 @@ fn main() {
     let queries = env_usize("QUERIES", 200_000, 10);
     let big = env_usize("BIG", 1_000_000, 0);
     let huge = env_usize("HUGE", 100_000, 0);
+    let steer = env_usize("STEER", 0, 0) > 0;
     let apex = Name::from_ascii("svc.local.").unwrap();
     let zone = ZoneSettings {
         apex: apex.clone(),
@@ -193,7 +206,7 @@ fn main() {
         steering: Default::default(),
     };
     let registry = Registry::new(apex);
-    load(&registry, 0, 100);
+    load(&registry, 0, 100, steer);
     let responder = Responder::new(registry.clone(), zone, Arc::new(Metrics::default()));
     println!(
         "answer path, median of {rounds} rounds x {queries} queries, 1 000 instances (100 types x 10):"
@@ -202,7 +215,7 @@ fn main() {
     if big > 1000 {
         let before = rss_mib();
         let started = Instant::now();
-        load(&registry, 100, big / 10 - 100);
+        load(&registry, 100, big / 10 - 100, steer);
         println!(
             "{} instances ({} types x 10), loaded in {:.1} s, +{:.0} MiB RSS in this process:",
             registry.len(),
