@@ -140,6 +140,16 @@ impl TypeSet {
         self.by_priority.iter().map(|(p, members)| (*p, members))
     }
 
+    /// How many priorities the instances have.
+    pub fn priority_count(&self) -> usize {
+        self.by_priority.len()
+    }
+
+    /// The instances of `priority` (critical too), if any has it.
+    pub fn of_priority(&self, priority: u16) -> Option<&Members> {
+        self.by_priority.get(&priority)
+    }
+
     /// The instances in `locality`, if any is.
     pub fn in_locality(&self, locality: &str) -> Option<&Members> {
         self.by_locality.get(locality)

@@ -126,7 +126,7 @@ pub(crate) fn select<'a>(
         priority: None,
         locality: None,
     };
-    let several = set.priorities().nth(1).is_some();
+    let several = set.priority_count() > 1;
     let instances = match ask.order {
         // Several priorities: the first that has a live candidate, steered
         // by locality within it.
@@ -276,25 +276,18 @@ impl Filter<'_> {
 }
 
 /// Where the candidates of a filter are read: the smallest index that holds
-/// them all.
+/// them all, and what is left to test of each.
 struct Candidates<'a, 'f> {
     read: &'a Members,
-    filter: &'f Filter<'f>,
+    /// The filter, less what reading `read` already ensures.
+    filter: Filter<'f>,
     live: Live,
 }
 
 impl<'a, 'f> Candidates<'a, 'f> {
-    /// `None` when no instance has the tag or the locality asked for.
-    fn of(set: &'a TypeSet, filter: &'f Filter<'f>, live: Live) -> Option<Self> {
+    /// `None` when no instance has the tag, priority or locality asked for.
+    fn of(set: &'a TypeSet, filter: &Filter<'f>, live: Live) -> Option<Self> {
         let base = if live.panic { set.all() } else { set.healthy() };
-        let mut read = base;
-        let mut narrower = |index: Option<&'a Members>| {
-            if let Some(index) = index
-                && index.len() < read.len()
-            {
-                read = index;
-            }
-        };
         let tagged = match filter.tag {
             Some(tag) => Some(set.tagged(tag)?),
             None => None,
@@ -303,14 +296,29 @@ impl<'a, 'f> Candidates<'a, 'f> {
             Some(locality) => Some(set.in_locality(locality)?),
             None => None,
         };
-        narrower(tagged);
-        narrower(local);
-        narrower(filter.family.map(|family| set.with_address(family)));
-        narrower(filter.priority.and_then(|p| {
-            set.priorities()
-                .find(|(priority, _)| *priority == p)
-                .map(|(_, members)| members)
-        }));
+        let of_priority = match filter.priority {
+            Some(priority) => Some(set.of_priority(priority)?),
+            None => None,
+        };
+        let of_family = filter.family.map(|family| set.with_address(family));
+        let mut read = base;
+        for index in [tagged, local, of_family, of_priority]
+            .into_iter()
+            .flatten()
+        {
+            if index.len() < read.len() {
+                read = index;
+            }
+        }
+        // Every instance of an index has what the index is of: no need to
+        // test it again.
+        let read_is = |index: Option<&Members>| index.is_some_and(|i| std::ptr::eq(i, read));
+        let filter = Filter {
+            tag: filter.tag.filter(|_| !read_is(tagged)),
+            family: filter.family.filter(|_| !read_is(of_family)),
+            priority: filter.priority.filter(|_| !read_is(of_priority)),
+            locality: filter.locality.filter(|_| !read_is(local)),
+        };
         Some(Candidates { read, filter, live })
     }
 
@@ -323,67 +331,84 @@ impl<'a, 'f> Candidates<'a, 'f> {
 /// then the client's locality first, then weighted random order; or just
 /// shuffled.
 fn order(instances: &mut [&Arc<Instance>], ask: &Ask<'_>) {
-    let local = |i: &Instance| ask.locality.is_some() && i.spec.locality.as_deref() == ask.locality;
-    let alike = |a: &Instance, b: &Instance| {
-        a.spec.priority == b.spec.priority && a.spec.weight == b.spec.weight && local(a) == local(b)
-    };
-    let uniform = ask.order == Order::Shuffled
-        || (instances.windows(2).all(|pair| alike(pair[0], pair[1]))
-            && instances.first().is_none_or(|i| i.spec.weight > 0));
-    if uniform {
-        // All alike (the common case): a weighted order is a shuffle.
+    if ask.order == Order::Shuffled {
         fastrand::shuffle(instances);
         return;
     }
-    let mut keyed: Vec<(Key, &Arc<Instance>)> = instances
-        .iter()
-        .map(|instance| (Key::of(instance, local(instance)), *instance))
-        .collect();
-    keyed.sort_unstable_by(|(a, _), (b, _)| a.cmp(b));
-    for (slot, (_, instance)) in instances.iter_mut().zip(keyed) {
-        *slot = instance;
+    let group = |i: &Instance| {
+        let remote = ask.locality.is_none() || i.spec.locality.as_deref() != ask.locality;
+        (i.spec.priority, remote)
+    };
+    let one_group = instances.windows(2).all(|w| group(w[0]) == group(w[1]));
+    if !one_group {
+        instances.sort_unstable_by_key(|i| group(i));
+    }
+    for run in instances.chunk_by_mut(|a, b| group(a) == group(b)) {
+        weighted_shuffle(run);
     }
 }
 
-/// The sort key of an instance in an answer: lower sorts first.
-#[derive(Debug, PartialEq)]
-struct Key {
-    priority: u16,
-    /// Not in the client's locality.
-    remote: bool,
-    /// Weight 0: chosen only when nothing else is (RFC 2782).
-    zero_weight: bool,
-    /// `-ln(u) / weight` for a uniform `u`: the smaller, the likelier first.
-    draw: f64,
+/// A weighted random order: each place goes to one of the instances not
+/// yet placed with probability proportional to its weight, so the first is
+/// each instance in proportion to its weight; weight 0 only once no
+/// weight is left (RFC 2782), in uniform order. All weights equal is a
+/// plain shuffle. Sequential draws cost O(n²) integer steps, fewer than
+/// Efraimidis–Spirakis' logarithm and sort for the few instances of a
+/// usual answer; a long run uses those keys instead (the same
+/// distribution).
+fn weighted_shuffle(run: &mut [&Arc<Instance>]) {
+    let weight = |i: &Instance| u64::from(i.spec.weight);
+    let first = run.first().map_or(0, |i| weight(i));
+    if first > 0 && run.iter().all(|i| weight(i) == first) {
+        fastrand::shuffle(run);
+        return;
+    }
+    if run.len() > SEQUENTIAL_DRAWS {
+        run.sort_by_cached_key(|i| WeightedKey::draw(weight(i)));
+        return;
+    }
+    let mut total: u64 = run.iter().map(|i| weight(i)).sum();
+    for place in 0..run.len() {
+        if total == 0 {
+            fastrand::shuffle(&mut run[place..]);
+            return;
+        }
+        let mut draw = fastrand::u64(..total);
+        let mut chosen = place;
+        for (at, instance) in run.iter().enumerate().skip(place) {
+            let w = weight(instance);
+            if draw < w {
+                chosen = at;
+                break;
+            }
+            draw -= w;
+        }
+        total -= weight(run[chosen]);
+        run.swap(place, chosen);
+    }
 }
 
-impl Key {
-    fn of(instance: &Instance, local: bool) -> Key {
-        let weight = instance.spec.weight;
+/// Longest run ordered by sequential weighted draws.
+const SEQUENTIAL_DRAWS: usize = 32;
+
+/// An Efraimidis–Spirakis key (`-ln(u) / weight`, smallest first; weight 0
+/// after every other), as an integer so it sorts without floats.
+#[derive(Debug, PartialEq, Eq, PartialOrd, Ord)]
+struct WeightedKey {
+    zero_weight: bool,
+    scaled: u64,
+}
+
+impl WeightedKey {
+    fn draw(weight: u64) -> WeightedKey {
         // 1 - f64() is in (0, 1], so its logarithm is finite.
         let exponential = -(1.0 - fastrand::f64()).ln();
-        Key {
-            priority: instance.spec.priority,
-            remote: !local,
+        let key = exponential / weight.max(1) as f64;
+        WeightedKey {
             zero_weight: weight == 0,
-            draw: exponential / f64::from(weight.max(1)),
+            // Keys are below ~37 (the largest -ln of an f64 in (0, 1]).
+            scaled: (key * (1u64 << 57) as f64) as u64,
         }
-    }
-}
-
-impl Eq for Key {}
-
-impl PartialOrd for Key {
-    fn partial_cmp(&self, other: &Key) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(other))
-    }
-}
-
-impl Ord for Key {
-    fn cmp(&self, other: &Key) -> std::cmp::Ordering {
-        (self.priority, self.remote, self.zero_weight)
-            .cmp(&(other.priority, other.remote, other.zero_weight))
-            .then(self.draw.total_cmp(&other.draw))
     }
 }
 
