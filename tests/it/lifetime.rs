@@ -17,7 +17,7 @@ use hickory_proto::op::{Message, ResponseCode};
 use hickory_proto::rr::{RData, RecordType};
 use serde_json::{Value, json};
 
-use crate::support::{TestServer, eventually, id_of, metric, metrics};
+use crate::support::{Registration, TestServer, eventually, id_of};
 
 /// Wall-clock unix seconds.
 fn unix_now() -> f64 {
@@ -25,24 +25,6 @@ fn unix_now() -> f64 {
         .duration_since(UNIX_EPOCH)
         .unwrap()
         .as_secs_f64()
-}
-
-/// Registers `name` of type `service_type` at `host` with `ttl`, asserting
-/// 201; returns the service object.
-async fn register(
-    server: &TestServer,
-    name: &str,
-    service_type: &str,
-    host: &str,
-    ttl: u32,
-) -> Value {
-    let (status, body) = server
-        .register(
-            &json!({"name": name, "type": service_type, "host": host, "port": 8080, "ttl": ttl}),
-        )
-        .await;
-    assert_eq!(status, 201, "register {name}: {body}");
-    body
 }
 
 /// The IPv4 addresses of an A answer.
@@ -73,22 +55,11 @@ async fn served(server: &TestServer, service_type: &str) -> Vec<Ipv4Addr> {
     addresses(&response)
 }
 
+/// A heartbeat reporting `status`.
 async fn heartbeat(server: &TestServer, id: &str, status: &str) -> (u16, Value) {
-    let response = server
-        .http
-        .put(server.url(&format!("/v1/services/{id}/heartbeat")))
-        .json(&json!({"status": status}))
-        .send()
+    server
+        .heartbeat(id, Some(json!({ "status": status })))
         .await
-        .expect("admin api answers");
-    let code = response.status().as_u16();
-    (code, response.json().await.unwrap_or(Value::Null))
-}
-
-async fn listed(server: &TestServer) -> Vec<Value> {
-    let (status, body) = server.get("/v1/services").await;
-    assert_eq!(status, 200, "{body}");
-    body["services"].as_array().expect("services array").clone()
 }
 
 const ADDR: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 1);
@@ -112,7 +83,9 @@ async fn an_instance_without_heartbeats_expires_everywhere() {
     half_a_sweep_later().await;
     let ttl = Duration::from_secs(1);
     let asked = Instant::now();
-    let service = register(&server, "web-1", "web", "10.0.0.1", 1).await;
+    let service = server
+        .register(&Registration::new("web-1", "web", "10.0.0.1", 8080).ttl(1))
+        .await;
     let registered = Instant::now();
     let id = id_of(&service);
     let path = &format!("/v1/services/{id}");
@@ -128,7 +101,7 @@ async fn an_instance_without_heartbeats_expires_everywhere() {
     if live(Instant::now()) {
         assert_eq!(status, 200, "{body}");
     }
-    let count = listed(&server).await.len();
+    let count = server.list("").await.len();
     if live(Instant::now()) {
         assert_eq!(count, 1);
     }
@@ -139,7 +112,7 @@ async fn an_instance_without_heartbeats_expires_everywhere() {
     let server = &server;
     assert!(served(server, "web").await.is_empty(), "not in DNS");
     assert_eq!(server.get(path).await.0, 404, "not by id");
-    assert!(listed(server).await.is_empty(), "not listed");
+    assert!(server.list("").await.is_empty(), "not listed");
     let (status, body) = server.get("/v1/types").await;
     assert_eq!(status, 200);
     assert_eq!(body, json!({"types": []}), "no type left");
@@ -153,15 +126,19 @@ async fn an_instance_without_heartbeats_expires_everywhere() {
         body["error"].as_str().is_some_and(|e| e.contains(&id)),
         "{body}"
     );
-    assert_eq!(server.deregister(&id).await, 404, "nothing left to delete");
+    assert_eq!(
+        server.deregister(&id).await.0,
+        404,
+        "nothing left to delete"
+    );
 
     // The sweep removed it and counted it (it runs every 250 ms), even
     // though the DELETE above may have reached it first.
     let expired = eventually(Duration::from_secs(10), || async move {
-        metric(&metrics(server).await, "signpost_expired_total") == Some(1.0)
+        server.metric("signpost_expired_total").await == Some(1.0)
     })
     .await;
-    assert!(expired, "expiry counted:\n{}", metrics(server).await);
+    assert!(expired, "expiry counted:\n{}", server.metrics().await);
     assert!(served(server, "web").await.is_empty(), "and it stays gone");
 }
 
@@ -177,7 +154,9 @@ async fn dns_serves_until_expiry_and_never_after() {
     let mut pending = Vec::new();
     for i in 0..5 {
         let service_type = format!("t{i}");
-        let service = register(&server, "web-1", &service_type, "10.0.0.1", 2).await;
+        let service = server
+            .register(&Registration::new("web-1", &service_type, "10.0.0.1", 8080).ttl(2))
+            .await;
         let expires_at = service["expires_at"].as_f64().unwrap();
         // Served right after registering (however long the others took).
         let addresses = served(&server, &service_type).await;
@@ -237,11 +216,13 @@ async fn dns_serves_until_expiry_and_never_after() {
 async fn tag_names_serve_until_expiry_and_never_after() {
     let server = TestServer::start().await;
     half_a_sweep_later().await;
-    let (status, body) = server
-        .register(&json!({"name": "web-1", "type": "web", "host": "10.0.0.1",
-                          "port": 8080, "ttl": 2, "tags": ["canary"]}))
+    let body = server
+        .register(
+            &Registration::new("web-1", "web", "10.0.0.1", 8080)
+                .ttl(2)
+                .tag("canary"),
+        )
         .await;
-    assert_eq!(status, 201, "{body}");
     let expires_at = body["expires_at"].as_f64().unwrap();
     let margin = 0.02;
     let (mut before, mut after) = (0, 0);
@@ -282,7 +263,9 @@ async fn heartbeats_keep_a_short_ttl_instance_alive() {
     const TTL: Duration = Duration::from_secs(2);
     let server = TestServer::start().await;
     let asked = Instant::now();
-    let service = register(&server, "web-1", "web", "10.0.0.1", 2).await;
+    let service = server
+        .register(&Registration::new("web-1", "web", "10.0.0.1", 8080).ttl(2))
+        .await;
     let registered = Instant::now();
     let id = id_of(&service);
     // Each 200 renews the lifetime from when the server handled it, after
@@ -362,7 +345,9 @@ async fn heartbeats_keep_a_short_ttl_instance_alive() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn registering_again_after_expiry_gives_a_new_id() {
     let server = TestServer::start().await;
-    let first = register(&server, "web-1", "web", "10.0.0.1", 1).await;
+    let first = server
+        .register(&Registration::new("web-1", "web", "10.0.0.1", 8080).ttl(1))
+        .await;
     let id = id_of(&first);
     let server = &server;
     let path = &format!("/v1/services/{id}");
@@ -374,9 +359,7 @@ async fn registering_again_after_expiry_gives_a_new_id() {
         "expired"
     );
     let (status, second) = server
-        .register(
-            &json!({"name": "web-1", "type": "web", "host": "10.0.0.2", "port": 8080, "ttl": 30}),
-        )
+        .try_register(&Registration::new("web-1", "web", "10.0.0.2", 8080).ttl(30))
         .await;
     assert_eq!(
         status, 201,
@@ -393,16 +376,16 @@ async fn registering_again_after_expiry_gives_a_new_id() {
         "the old id stays dead"
     );
     assert_eq!(heartbeat(server, &id_of(&second), "passing").await.0, 200);
-    assert_eq!(listed(server).await.len(), 1);
+    assert_eq!(server.list("").await.len(), 1);
 
     // The first one's expiry is reported even when the new registration
     // reached it before the sweep did.
     let counted = eventually(Duration::from_secs(10), || async move {
-        metric(&metrics(server).await, "signpost_expired_total") == Some(1.0)
+        server.metric("signpost_expired_total").await == Some(1.0)
     })
     .await;
-    assert!(counted, "expiry counted once:\n{}", metrics(server).await);
-    assert_eq!(listed(server).await.len(), 1, "the new one is not swept");
+    assert!(counted, "expiry counted once:\n{}", server.metrics().await);
+    assert_eq!(server.list("").await.len(), 1, "the new one is not swept");
 }
 
 // ---------------------------------------------------------------------------
@@ -412,7 +395,9 @@ async fn registering_again_after_expiry_gives_a_new_id() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn critical_instances_are_not_served_but_still_listed() {
     let server = TestServer::start().await;
-    let service = register(&server, "web-1", "web", "10.0.0.1", 30).await;
+    let service = server
+        .register(&Registration::new("web-1", "web", "10.0.0.1", 8080).ttl(30))
+        .await;
     let id = id_of(&service);
     let path = format!("/v1/services/{id}");
     assert_eq!(served(&server, "web").await, vec![ADDR]);
@@ -464,7 +449,9 @@ async fn critical_instances_are_not_served_but_still_listed() {
 async fn a_critical_instance_still_expires() {
     let server = TestServer::start().await;
     let asked = Instant::now();
-    let service = register(&server, "web-1", "web", "10.0.0.1", 1).await;
+    let service = server
+        .register(&Registration::new("web-1", "web", "10.0.0.1", 8080).ttl(1))
+        .await;
     let id = id_of(&service);
     let (status, body) = heartbeat(&server, &id, "critical").await;
     if Instant::now() < asked + Duration::from_millis(990) {
@@ -494,8 +481,12 @@ async fn a_critical_instance_still_expires() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn record_ttl_never_exceeds_the_remaining_lifetime() {
     let server = TestServer::start().await;
-    let short = register(&server, "short", "short", "10.0.0.1", 3).await;
-    register(&server, "long", "long", "10.0.0.2", 300).await;
+    let short = server
+        .register(&Registration::new("short", "short", "10.0.0.1", 8080).ttl(3))
+        .await;
+    server
+        .register(&Registration::new("long", "long", "10.0.0.2", 8080).ttl(300))
+        .await;
     let expires_at = short["expires_at"].as_f64().unwrap();
 
     /// Queries `name`; returns the TTLs of its answer and address glue, and
@@ -563,13 +554,17 @@ async fn record_ttl_never_exceeds_the_remaining_lifetime() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deregister_removes_from_dns_in_the_next_answer() {
     let server = TestServer::start().await;
-    let one = register(&server, "web-1", "web", "10.0.0.1", 30).await;
-    let two = register(&server, "web-2", "web", "10.0.0.2", 30).await;
+    let one = server
+        .register(&Registration::new("web-1", "web", "10.0.0.1", 8080).ttl(30))
+        .await;
+    let two = server
+        .register(&Registration::new("web-2", "web", "10.0.0.2", 8080).ttl(30))
+        .await;
     let mut both = served(&server, "web").await;
     both.sort();
     assert_eq!(both, vec![ADDR, Ipv4Addr::new(10, 0, 0, 2)]);
 
-    assert_eq!(server.deregister(&id_of(&one)).await, 204);
+    assert_eq!(server.deregister(&id_of(&one)).await.0, 204);
     assert_eq!(
         served(&server, "web").await,
         vec![Ipv4Addr::new(10, 0, 0, 2)],
@@ -582,10 +577,10 @@ async fn deregister_removes_from_dns_in_the_next_answer() {
         "{gone:?}"
     );
 
-    assert_eq!(server.deregister(&id_of(&two)).await, 204);
+    assert_eq!(server.deregister(&id_of(&two)).await.0, 204);
     assert!(
         served(&server, "web").await.is_empty(),
         "none left: NXDOMAIN"
     );
-    assert!(listed(&server).await.is_empty());
+    assert!(server.list("").await.is_empty());
 }

@@ -9,16 +9,217 @@ use std::time::Duration;
 
 use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query};
 use hickory_proto::rr::{Name, RecordType};
+use serde::Serialize;
 use serde_json::{Value, json};
 use signpost::{Config, Server};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
 
-/// A running signpost, stopped when dropped.
+/// A registration body for `POST /v1/services`, built field by field:
+/// `Registration::new("web-1", "web", "10.0.0.5", 8080).ttl(30).tag("api")`.
+/// Only what is set is sent, so the server's defaults apply to the rest.
+#[derive(Debug, Clone, Serialize)]
+#[serde(transparent)]
+pub(crate) struct Registration(serde_json::Map<String, Value>);
+
+impl Registration {
+    /// The four required fields.
+    pub(crate) fn new(name: &str, service_type: &str, host: &str, port: u16) -> Registration {
+        Registration(serde_json::Map::new())
+            .set("name", json!(name))
+            .set("type", json!(service_type))
+            .set("host", json!(host))
+            .set("port", json!(port))
+    }
+
+    pub(crate) fn ttl(self, seconds: u32) -> Registration {
+        self.set("ttl", json!(seconds))
+    }
+
+    pub(crate) fn priority(self, priority: u16) -> Registration {
+        self.set("priority", json!(priority))
+    }
+
+    pub(crate) fn weight(self, weight: u16) -> Registration {
+        self.set("weight", json!(weight))
+    }
+
+    /// Adds one tag after those already set.
+    pub(crate) fn tag(mut self, tag: &str) -> Registration {
+        let tags = self.0.entry("tags").or_insert_with(|| json!([]));
+        tags.as_array_mut()
+            .expect("tags is a list")
+            .push(json!(tag));
+        self
+    }
+
+    /// Sets the whole tag list (an empty one too).
+    pub(crate) fn tags(self, tags: &[&str]) -> Registration {
+        self.set("tags", json!(tags))
+    }
+
+    /// Adds one metadata pair.
+    pub(crate) fn meta(mut self, key: &str, value: &str) -> Registration {
+        let metadata = self.0.entry("metadata").or_insert_with(|| json!({}));
+        metadata[key] = json!(value);
+        self
+    }
+
+    /// An active health check, e.g. `json!({"http": url, "interval": 1})`.
+    pub(crate) fn check(self, check: Value) -> Registration {
+        self.set("check", check)
+    }
+
+    /// Sets any field to any value, valid or not.
+    pub(crate) fn set(mut self, field: &str, value: Value) -> Registration {
+        self.0.insert(field.to_string(), value);
+        self
+    }
+
+    /// Leaves `field` out.
+    pub(crate) fn without(mut self, field: &str) -> Registration {
+        self.0.remove(field);
+        self
+    }
+}
+
+impl std::fmt::Display for Registration {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", Value::Object(self.0.clone()))
+    }
+}
+
+/// The admin API of a running signpost, in process ([`TestServer`]) or a
+/// child process ([`Process`]); cheap to clone into tasks. Every call
+/// returns the status and the JSON body (`Null` when it is not JSON).
+#[derive(Clone)]
+pub(crate) struct Api {
+    pub(crate) http: reqwest::Client,
+    pub(crate) addr: SocketAddr,
+}
+
+impl Api {
+    /// `http://ADDR` + `path`.
+    pub(crate) fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    /// Sends `method path`, with `body` as JSON when given; the error when
+    /// no answer came (for tests that kill the server under a client).
+    pub(crate) async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> reqwest::Result<(u16, Value)> {
+        let mut request = self.http.request(method, self.url(path));
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        let response = request.send().await?;
+        let status = response.status().as_u16();
+        let bytes = response.bytes().await?;
+        Ok((
+            status,
+            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        ))
+    }
+
+    /// Like [`Api::call`], from a server that must answer.
+    async fn answer(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> (u16, Value) {
+        self.call(method.clone(), path, body)
+            .await
+            .unwrap_or_else(|error| panic!("no answer to {method} {path}: {error}"))
+    }
+
+    /// POSTs a registration, whatever the answer; returns status and body.
+    pub(crate) async fn try_register(&self, body: &impl Serialize) -> (u16, Value) {
+        let body = serde_json::to_value(body).expect("a JSON body");
+        self.answer(reqwest::Method::POST, "/v1/services", Some(&body))
+            .await
+    }
+
+    /// POSTs a registration, asserting 201 Created; returns the service
+    /// object.
+    pub(crate) async fn register(&self, registration: &impl Serialize) -> Value {
+        let body = serde_json::to_value(registration).expect("a JSON body");
+        let (status, reply) = self.try_register(&body).await;
+        assert_eq!(status, 201, "register {body}: {status} {reply}");
+        reply
+    }
+
+    /// Sends a heartbeat, with a JSON body when given.
+    pub(crate) async fn heartbeat(&self, id: &str, body: Option<Value>) -> (u16, Value) {
+        let path = format!("/v1/services/{id}/heartbeat");
+        self.answer(reqwest::Method::PUT, &path, body.as_ref())
+            .await
+    }
+
+    pub(crate) async fn deregister(&self, id: &str) -> (u16, Value) {
+        let path = format!("/v1/services/{id}");
+        self.answer(reqwest::Method::DELETE, &path, None).await
+    }
+
+    /// `GET path`.
+    pub(crate) async fn get(&self, path: &str) -> (u16, Value) {
+        self.answer(reqwest::Method::GET, path, None).await
+    }
+
+    /// `GET path`, asserting 200; returns the body.
+    pub(crate) async fn get_ok(&self, path: &str) -> Value {
+        let (status, body) = self.get(path).await;
+        assert_eq!(status, 200, "GET {path}: {body}");
+        body
+    }
+
+    /// `GET /v1/services` + `query`, asserting 200; returns the list.
+    pub(crate) async fn list(&self, query: &str) -> Vec<Value> {
+        let body = self.get_ok(&format!("/v1/services{query}")).await;
+        body["services"]
+            .as_array()
+            .unwrap_or_else(|| panic!("list has a services array: {body}"))
+            .clone()
+    }
+
+    /// The `/metrics` text, asserting 200 and the Prometheus text format.
+    pub(crate) async fn metrics(&self) -> String {
+        let response = self
+            .http
+            .get(self.url("/metrics"))
+            .send()
+            .await
+            .expect("metrics answer");
+        assert_eq!(response.status().as_u16(), 200);
+        let content_type = response
+            .headers()
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string();
+        assert!(
+            content_type.starts_with("text/plain"),
+            "Prometheus text format: {content_type}"
+        );
+        response.text().await.unwrap()
+    }
+
+    /// The value of one Prometheus series, fetched from `/metrics`.
+    pub(crate) async fn metric(&self, series: &str) -> Option<f64> {
+        metric(&self.metrics().await, series)
+    }
+}
+
+/// A running signpost, stopped when dropped; its admin API is [`Api`]'s
+/// methods on it.
 pub(crate) struct TestServer {
-    pub dns: SocketAddr,
-    pub admin: SocketAddr,
-    pub http: reqwest::Client,
+    pub(crate) dns: SocketAddr,
+    pub(crate) admin: SocketAddr,
+    pub(crate) api: Api,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<()>>,
 }
@@ -51,7 +252,10 @@ impl TestServer {
         TestServer {
             dns,
             admin,
-            http: reqwest::Client::new(),
+            api: Api {
+                http: reqwest::Client::new(),
+                addr: admin,
+            },
             stop: Some(stop),
             task: Some(task),
         }
@@ -70,85 +274,17 @@ impl TestServer {
         }
     }
 
-    /// `http://127.0.0.1:PORT` + `path`.
-    pub(crate) fn url(&self, path: &str) -> String {
-        format!("http://{}{}", self.admin, path)
-    }
-
-    /// POSTs a registration; returns status and JSON body.
-    pub(crate) async fn register(&self, body: &Value) -> (u16, Value) {
-        let response = self
-            .http
-            .post(self.url("/v1/services"))
-            .json(body)
-            .send()
-            .await
-            .expect("admin api answers");
-        let status = response.status().as_u16();
-        (status, response.json().await.unwrap_or(Value::Null))
-    }
-
-    /// Registers `name` of `service_type` at `host:port` with `ttl`, asserting
-    /// success; returns the service object.
-    pub(crate) async fn register_ok(
-        &self,
-        name: &str,
-        service_type: &str,
-        host: &str,
-        port: u16,
-        ttl: u32,
-    ) -> Value {
-        let (status, body) = self
-            .register(&json!({"name": name, "type": service_type, "host": host, "port": port, "ttl": ttl}))
-            .await;
-        assert!(
-            status == 200 || status == 201,
-            "register {name}: {status} {body}"
-        );
-        body
-    }
-
-    /// Sends a heartbeat, optionally with a JSON body; returns the status.
-    pub(crate) async fn heartbeat(&self, id: &str, body: Option<Value>) -> u16 {
-        let mut request = self
-            .http
-            .put(self.url(&format!("/v1/services/{id}/heartbeat")));
-        if let Some(body) = body {
-            request = request.json(&body);
-        }
-        request
-            .send()
-            .await
-            .expect("admin api answers")
-            .status()
-            .as_u16()
-    }
-
-    pub(crate) async fn deregister(&self, id: &str) -> u16 {
-        self.http
-            .delete(self.url(&format!("/v1/services/{id}")))
-            .send()
-            .await
-            .expect("admin api answers")
-            .status()
-            .as_u16()
-    }
-
-    /// GET `path`; returns status and JSON body (Null when not JSON).
-    pub(crate) async fn get(&self, path: &str) -> (u16, Value) {
-        let response = self
-            .http
-            .get(self.url(path))
-            .send()
-            .await
-            .expect("admin api answers");
-        let status = response.status().as_u16();
-        (status, response.json().await.unwrap_or(Value::Null))
-    }
-
     /// Queries over UDP with EDNS (payload 1232).
     pub(crate) async fn query(&self, name: &str, qtype: RecordType) -> Message {
         query_udp(self.dns, name, qtype, Some(1232)).await
+    }
+}
+
+impl std::ops::Deref for TestServer {
+    type Target = Api;
+
+    fn deref(&self) -> &Api {
+        &self.api
     }
 }
 
@@ -158,6 +294,32 @@ impl Drop for TestServer {
             let _ = stop.send(());
         }
     }
+}
+
+/// Registers `count` instances of `service_type` concurrently: `i<NN>` at
+/// [`many_ip`]`(NN)`, port 1000 + NN, TTL 60.
+pub(crate) async fn register_many(server: &TestServer, service_type: &str, count: usize) {
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..count {
+        let api = server.api.clone();
+        let port = 1000 + u16::try_from(i).expect("a port");
+        let registration = Registration::new(
+            &format!("i{i:02}"),
+            service_type,
+            &many_ip(i).to_string(),
+            port,
+        )
+        .ttl(60);
+        tasks.spawn(async move { api.register(&registration).await });
+    }
+    while let Some(result) = tasks.join_next().await {
+        result.expect("registration task");
+    }
+}
+
+/// The address [`register_many`] gives instance `i`.
+pub(crate) fn many_ip(i: usize) -> std::net::Ipv4Addr {
+    std::net::Ipv4Addr::new(10, 1, (i / 256) as u8, (i % 256) as u8)
 }
 
 /// A query message for `name`/`qtype`, with EDNS when `payload` is given.
@@ -282,19 +444,6 @@ pub(crate) fn id_of(service: &Value) -> String {
         .to_string()
 }
 
-/// The `/metrics` text.
-pub(crate) async fn metrics(server: &TestServer) -> String {
-    server
-        .http
-        .get(server.url("/metrics"))
-        .send()
-        .await
-        .expect("metrics answer")
-        .text()
-        .await
-        .unwrap()
-}
-
 /// The value of one Prometheus series (`name{labels}` exactly as written)
 /// in a `/metrics` text.
 pub(crate) fn metric(text: &str, series: &str) -> Option<f64> {
@@ -307,11 +456,6 @@ pub(crate) fn metric(text: &str, series: &str) -> Option<f64> {
                 .parse()
                 .ok()
         })
-}
-
-/// The value of one Prometheus series, fetched from `/metrics`.
-pub(crate) async fn metric_value(server: &TestServer, series: &str) -> Option<f64> {
-    metric(&metrics(server).await, series)
 }
 
 /// What a test [`Endpoint`] does with a connection.
