@@ -17,7 +17,8 @@ use hickory_proto::rr::{RData, RecordType};
 use serde_json::{Value, json};
 
 use crate::support::{
-    Endpoint, EventStream, Mode, Registration, TestServer, TlsEndpoint, eventually, id_of,
+    Endpoint, EventStream, Mode, Registration, ScratchDir, TestServer, TlsEndpoint, eventually,
+    id_of,
 };
 
 /// What a bound allows beyond interval × failures + timeout.
@@ -491,10 +492,8 @@ async fn deregistering_or_replacing_stops_the_check_at_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn checks_resume_after_a_restart_on_the_same_store() {
-    let dir = std::env::temp_dir().join(format!("signpost-checks-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    let store = format!("sqlite:{}", dir.join("signpost.db").display());
+    let dir = ScratchDir::new("checks");
+    let (store, _) = dir.sqlite();
     let mut endpoint = Endpoint::start(Mode::Status(200)).await;
     let check =
         json!({"http": endpoint.url(), "interval": 1, "timeout": 0.5, "deregister_after": 600});
@@ -521,7 +520,6 @@ async fn checks_resume_after_a_restart_on_the_same_store() {
     endpoint.set(Mode::Status(500)).await;
     until_served(&server, "10.0.0.11", false, Duration::from_secs(10)).await;
     server.stop().await;
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// Every `check` rule: a 4xx naming the field, and nothing registered.

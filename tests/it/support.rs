@@ -1,10 +1,16 @@
-//! Shared helpers: an in-process server on port 0, an HTTP client, and a
+//! Shared helpers: an in-process server on port 0 ([`TestServer`]), the real
+//! binary as a child process ([`Process`]), one admin API client for both
+//! ([`Api`]) and one way to build a registration ([`Registration`]), and a
 //! minimal DNS client over raw UDP/TCP sockets (no resolver, no retries, no
 //! TC fallback, so tests see exactly what the server sent).
 
 #![allow(dead_code)]
 
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query};
@@ -12,8 +18,9 @@ use hickory_proto::rr::{Name, RecordType};
 use serde::Serialize;
 use serde_json::{Value, json};
 use signpost::{Config, Server};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpStream, UdpSocket};
+use tokio::process::{Child, Command};
 
 /// A registration body for `POST /v1/services`, built field by field:
 /// `Registration::new("web-1", "web", "10.0.0.5", 8080).ttl(30).tag("api")`.
@@ -292,6 +299,250 @@ impl Drop for TestServer {
     fn drop(&mut self) {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
+        }
+    }
+}
+
+/// The `signpost` binary cargo built for these tests.
+pub(crate) const BIN: &str = env!("CARGO_BIN_EXE_signpost");
+
+/// `--dns-listen` and `--admin-listen` on 127.0.0.1 port 0.
+pub(crate) const PORT_ZERO: [&str; 4] = [
+    "--dns-listen",
+    "127.0.0.1:0",
+    "--admin-listen",
+    "127.0.0.1:0",
+];
+
+/// A fresh directory under the system temp dir, removed when dropped.
+pub(crate) struct ScratchDir(PathBuf);
+
+impl ScratchDir {
+    pub(crate) fn new(tag: &str) -> ScratchDir {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let path = std::env::temp_dir().join(format!(
+            "signpost-{tag}-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_dir_all(&path);
+        std::fs::create_dir_all(&path).expect("can create a temp dir");
+        ScratchDir(path)
+    }
+
+    pub(crate) fn path(&self) -> &Path {
+        &self.0
+    }
+
+    /// `sqlite:<dir>/signpost.db` and the path it names.
+    pub(crate) fn sqlite(&self) -> (String, PathBuf) {
+        let db = self.0.join("signpost.db");
+        (format!("sqlite:{}", db.display()), db)
+    }
+}
+
+impl Drop for ScratchDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// The binary with `args`, run in `cwd`, logging at info, without an admin
+/// token from the environment.
+fn command(cwd: &Path, args: &[String]) -> Command {
+    let mut command = Command::new(BIN);
+    command
+        .args(args)
+        .current_dir(cwd)
+        .env("RUST_LOG", "info")
+        .env_remove("SIGNPOST_ADMIN_TOKEN")
+        .kill_on_drop(true);
+    command
+}
+
+/// Runs the binary with `args` in a scratch directory until it exits by
+/// itself (within 20 s); returns its exit code and stderr.
+pub(crate) async fn run_to_exit(args: &[&str]) -> (Option<i32>, String) {
+    let scratch = ScratchDir::new("run");
+    run_to_exit_in(scratch.path(), args).await
+}
+
+/// Like [`run_to_exit`], in `cwd`.
+pub(crate) async fn run_to_exit_in(cwd: &Path, args: &[&str]) -> (Option<i32>, String) {
+    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    let output = tokio::time::timeout(Duration::from_secs(20), command(cwd, &args).output())
+        .await
+        .expect("exits on its own")
+        .unwrap();
+    (
+        output.status.code(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+/// The real binary as a child process, with the addresses it logged; killed
+/// (and reaped) when dropped. Its admin API is [`Api`]'s methods on it.
+pub(crate) struct Process {
+    pub(crate) dns: SocketAddr,
+    pub(crate) admin: SocketAddr,
+    pub(crate) api: Api,
+    child: Child,
+    log: Arc<Mutex<Vec<String>>>,
+    reader: Option<tokio::task::JoinHandle<()>>,
+    cwd: PathBuf,
+    args: Vec<String>,
+    /// The directory of its own it runs in, if it has one.
+    scratch: Option<ScratchDir>,
+}
+
+impl Process {
+    /// Starts the binary with `args` in a scratch directory of its own and
+    /// waits until it has logged both listening addresses (pass
+    /// [`PORT_ZERO`] or a config that listens on port 0).
+    pub(crate) async fn start(args: &[&str]) -> Process {
+        let scratch = ScratchDir::new("process");
+        let cwd = scratch.path().to_path_buf();
+        Process::spawn(cwd, args, Some(scratch)).await
+    }
+
+    /// Like [`Process::start`], in `dir`, which the test keeps: its files,
+    /// and the default store `data/signpost.db`, outlive the process.
+    pub(crate) async fn start_in(dir: &Path, args: &[&str]) -> Process {
+        Process::spawn(dir.to_path_buf(), args, None).await
+    }
+
+    async fn spawn(cwd: PathBuf, args: &[&str], scratch: Option<ScratchDir>) -> Process {
+        let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        let mut child = command(&cwd, &args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("binary starts");
+        let stderr = child.stderr.take().unwrap();
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let (tx, mut lines_rx) = tokio::sync::mpsc::unbounded_channel();
+        let reader = {
+            let log = log.clone();
+            tokio::spawn(async move {
+                let mut lines = BufReader::new(stderr).lines();
+                while let Ok(Some(line)) = lines.next_line().await {
+                    log.lock().unwrap().push(line.clone());
+                    let _ = tx.send(line);
+                }
+            })
+        };
+        let (mut dns, mut admin) = (None, None);
+        let found = tokio::time::timeout(Duration::from_secs(20), async {
+            while dns.is_none() || admin.is_none() {
+                let Some(line) = lines_rx.recv().await else {
+                    return false; // exited before listening
+                };
+                if let Some(rest) = line.split("dns listening on ").nth(1) {
+                    dns = rest.split_whitespace().next().and_then(|a| a.parse().ok());
+                }
+                if let Some(rest) = line.split("admin listening on http://").nth(1) {
+                    admin = rest.split_whitespace().next().and_then(|a| a.parse().ok());
+                }
+            }
+            true
+        })
+        .await;
+        let logged = log.lock().unwrap().join("\n");
+        assert!(
+            found == Ok(true),
+            "signpost did not log both listening lines; its log:\n{logged}"
+        );
+        let (dns, admin): (SocketAddr, SocketAddr) = (dns.unwrap(), admin.unwrap());
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .build()
+            .unwrap();
+        Process {
+            dns,
+            admin,
+            api: Api { http, addr: admin },
+            child,
+            log,
+            reader: Some(reader),
+            cwd,
+            args,
+            scratch,
+        }
+    }
+
+    /// Everything it logged so far, one line each.
+    pub(crate) fn logs(&self) -> String {
+        self.log.lock().unwrap().join("\n")
+    }
+
+    /// Sends `signal` (e.g. "TERM") with kill(1) and waits for the exit;
+    /// returns the exit code (`None` when killed by the signal). Its log is
+    /// read to the end by then.
+    pub(crate) async fn signal(&mut self, signal: &str) -> Option<i32> {
+        let pid = self.child.id().expect("still running").to_string();
+        let status = std::process::Command::new("kill")
+            .args([&format!("-{signal}"), &pid])
+            .status()
+            .unwrap();
+        assert!(status.success(), "kill -{signal} {pid}");
+        let exit = tokio::time::timeout(Duration::from_secs(15), self.child.wait())
+            .await
+            .expect("exits within 15 s of the signal")
+            .unwrap();
+        if let Some(reader) = self.reader.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(5), reader).await;
+        }
+        exit.code()
+    }
+
+    /// SIGTERM, asserting a clean exit (code 0).
+    pub(crate) async fn stop(&mut self) {
+        let code = self.signal("TERM").await;
+        assert_eq!(
+            code,
+            Some(0),
+            "clean exit on SIGTERM; log:\n{}",
+            self.logs()
+        );
+    }
+
+    /// `kill -9`, asserting that the signal is what ended it.
+    pub(crate) async fn kill_9(&mut self) {
+        assert_eq!(self.signal("KILL").await, None, "killed by SIGKILL");
+    }
+
+    /// Starts the binary again, once this one has exited, with the same
+    /// arguments in the same directory: on the same store.
+    pub(crate) async fn restart(mut self) -> Process {
+        assert!(
+            matches!(self.child.try_wait(), Ok(Some(_))),
+            "restart once the process has exited"
+        );
+        let args: Vec<&str> = self.args.iter().map(String::as_str).collect();
+        Process::spawn(self.cwd.clone(), &args, self.scratch.take()).await
+    }
+}
+
+impl std::ops::Deref for Process {
+    type Target = Api;
+
+    fn deref(&self) -> &Api {
+        &self.api
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        // Reap it here, so that whatever its directory is on (a tmpfs a
+        // test unmounts next, say) is no longer busy.
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.start_kill();
+            for _ in 0..100 {
+                if !matches!(self.child.try_wait(), Ok(None)) {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
         }
     }
 }
