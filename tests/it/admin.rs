@@ -690,9 +690,7 @@ async fn heartbeat_renews_and_returns_the_object() {
     );
 
     // An explicit passing body works the same.
-    let (status, reply) = server
-        .heartbeat(id, Some(json!({"status": "passing"})))
-        .await;
+    let (status, reply) = server.heartbeat_reporting(id, "passing").await;
     assert_eq!(status, 200, "{reply}");
     assert_eq!(reply["health"], "passing");
 }
@@ -704,9 +702,7 @@ async fn heartbeat_status_sets_health() {
     let id = service["id"].as_str().unwrap();
     let path = format!("/v1/services/{id}");
 
-    let (status, reply) = server
-        .heartbeat(id, Some(json!({"status": "warning"})))
-        .await;
+    let (status, reply) = server.heartbeat_reporting(id, "warning").await;
     assert_eq!(status, 200, "{reply}");
     assert_eq!(reply["health"], "warning");
     assert_eq!(server.get_ok(&path).await["health"], "warning");
@@ -810,9 +806,7 @@ async fn heartbeat_of_an_unknown_id_is_404() {
         );
     }
     assert_eq!(server.deregister(id).await.0, 204);
-    let (status, reply) = server
-        .heartbeat(id, Some(json!({"status": "passing"})))
-        .await;
+    let (status, reply) = server.heartbeat_reporting(id, "passing").await;
     assert_error(status, &reply, &[404], id, "heartbeat after deregister");
     assert!(
         server.list("").await.is_empty(),
@@ -875,7 +869,7 @@ async fn mixed(server: &TestServer) -> BTreeMap<&'static str, Value> {
     }
     for (name, status) in [("b", "warning"), ("c", "critical")] {
         let id = out[name]["id"].as_str().unwrap().to_string();
-        let (code, reply) = server.heartbeat(&id, Some(json!({"status": status}))).await;
+        let (code, reply) = server.heartbeat_reporting(&id, status).await;
         assert_eq!(code, 200, "{reply}");
         out.insert(name, reply);
     }
@@ -1008,8 +1002,7 @@ async fn discover_finds_the_one_serving_instance_among_many_critical() {
         if n == 17 {
             alive = id;
         } else {
-            let critical = json!({"status": "critical"});
-            assert_eq!(server.heartbeat(&id, Some(critical)).await.0, 200);
+            assert_eq!(server.heartbeat_reporting(&id, "critical").await.0, 200);
         }
     }
     for path in ["/v1/discover/web", "/v1/discover/web?tag=t"] {
@@ -1078,9 +1071,7 @@ async fn discover_is_404_when_only_critical_instances_remain() {
     let id = one["id"].as_str().unwrap();
     let (status, _) = server.get("/v1/discover/web").await;
     assert_eq!(status, 200);
-    let (status, _) = server
-        .heartbeat(id, Some(json!({"status": "critical"})))
-        .await;
+    let (status, _) = server.heartbeat_reporting(id, "critical").await;
     assert_eq!(status, 200);
     let (status, reply) = server.get("/v1/discover/web").await;
     assert_error(
@@ -1147,12 +1138,7 @@ async fn metrics_count_queries_registrations_and_serving() {
     assert_eq!(status, 200);
     let (status, _) = server.try_register(&web("x").set("port", json!(0))).await;
     assert_eq!(status, 422);
-    let (status, _) = server
-        .heartbeat(
-            a["id"].as_str().unwrap(),
-            Some(json!({"status": "critical"})),
-        )
-        .await;
+    let (status, _) = server.heartbeat_reporting(&id_of(&a), "critical").await;
     assert_eq!(status, 200);
     assert_eq!(
         server.heartbeat(&Uuid::new_v4().to_string(), None).await.0,

@@ -13,12 +13,12 @@
 
 use std::time::{Duration, Instant};
 
-use hickory_proto::rr::{RData, RecordType};
+use hickory_proto::rr::RecordType;
 use serde_json::{Value, json};
 
 use crate::support::{
     Endpoint, EventStream, Mode, Registration, ScratchDir, TestServer, TlsEndpoint, eventually,
-    id_of,
+    id_of, ipv4s,
 };
 
 /// What a bound allows beyond interval × failures + timeout.
@@ -35,13 +35,9 @@ fn checked(name: &str, n: u8, ttl: u32, check: Value) -> Registration {
 /// The addresses DNS serves for `web.svc.local` now.
 async fn served(server: &TestServer) -> Vec<String> {
     let answer = server.query("web.svc.local", RecordType::A).await;
-    let mut addresses: Vec<String> = answer
-        .answers
+    let mut addresses: Vec<String> = ipv4s(&answer.answers)
         .iter()
-        .filter_map(|r| match &r.data {
-            RData::A(a) => Some(a.0.to_string()),
-            _ => None,
-        })
+        .map(|a| a.to_string())
         .collect();
     addresses.sort();
     addresses
@@ -340,13 +336,7 @@ async fn heartbeat_and_check_health_combine_to_the_worse() {
         })
         .await
     );
-    assert_eq!(
-        server
-            .heartbeat(&id, Some(json!({"status": "warning"})))
-            .await
-            .0,
-        200
-    );
+    assert_eq!(server.heartbeat_reporting(&id, "warning").await.0, 200);
     let service = health_of(&server, &id).await;
     assert_eq!(service["health"], "warning");
     assert_eq!(service["check_health"], "passing");
@@ -362,13 +352,7 @@ async fn heartbeat_and_check_health_combine_to_the_worse() {
     endpoint.set(Mode::Status(200)).await;
     until_served(&server, "10.0.0.7", true, Duration::from_secs(10)).await;
     // Nor can a passing check override a critical heartbeat.
-    assert_eq!(
-        server
-            .heartbeat(&id, Some(json!({"status": "critical"})))
-            .await
-            .0,
-        200
-    );
+    assert_eq!(server.heartbeat_reporting(&id, "critical").await.0, 200);
     assert!(served(&server).await.is_empty());
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert_eq!(health_of(&server, &id).await["health"], "critical");

@@ -11,13 +11,12 @@ use std::time::Duration;
 use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query, ResponseCode};
 use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType};
 use hickory_proto::serialize::binary::{BinDecodable, BinDecoder};
-use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::support::{
-    Registration, TestServer, many_ip, query_message, query_tcp, query_udp, register_many,
-    tcp_exchange, tcp_exchange_on, udp_exchange,
+    Registration, TestServer, frame, ipv4s, many_ip, query_message, query_tcp, query_udp,
+    read_frame, register_many, tcp_exchange, tcp_exchange_on, udp_exchange,
 };
 
 // ---------------------------------------------------------------------------
@@ -161,16 +160,6 @@ fn assert_error(response: &Message, rcode: ResponseCode) {
     );
 }
 
-pub(crate) fn ipv4s(records: &[Record]) -> Vec<Ipv4Addr> {
-    records
-        .iter()
-        .map(|r| match &r.data {
-            RData::A(a) => a.0,
-            other => panic!("expected A, got {other:?}"),
-        })
-        .collect()
-}
-
 fn ipv6s(records: &[Record]) -> Vec<Ipv6Addr> {
     records
         .iter()
@@ -271,23 +260,6 @@ fn assert_web_glue(additionals: &[Record]) {
             other => panic!("unexpected glue {other:?}"),
         }
     }
-}
-
-/// Reads one length-prefixed DNS message from a TCP stream.
-pub(crate) async fn read_frame(stream: &mut TcpStream) -> std::io::Result<Vec<u8>> {
-    let len = tokio::time::timeout(Duration::from_secs(5), stream.read_u16())
-        .await
-        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "no reply"))??;
-    let mut reply = vec![0u8; usize::from(len)];
-    stream.read_exact(&mut reply).await?;
-    Ok(reply)
-}
-
-/// Length-prefixes a message for TCP.
-pub(crate) fn frame(packet: &[u8]) -> Vec<u8> {
-    let mut framed = (packet.len() as u16).to_be_bytes().to_vec();
-    framed.extend_from_slice(packet);
-    framed
 }
 
 // ---------------------------------------------------------------------------
@@ -631,13 +603,7 @@ async fn browse_lists_types_with_a_serving_instance() {
     assert_eq!(before.answers.len(), 3, "one PTR per type");
 
     let id = sick["id"].as_str().expect("service id");
-    assert_eq!(
-        server
-            .heartbeat(id, Some(json!({"status": "critical"})))
-            .await
-            .0,
-        200
-    );
+    assert_eq!(server.heartbeat_reporting(id, "critical").await.0, 200);
     let after = server.query(browse, RecordType::PTR).await;
     assert_eq!(
         ptrs(&after.answers),

@@ -61,18 +61,12 @@ async fn register_health_deregister_and_expire_arrive_in_order() {
         .await;
     let first_id = id_of(&first);
     assert_eq!(
-        server
-            .heartbeat(&first_id, Some(json!({"status": "warning"})))
-            .await
-            .0,
+        server.heartbeat_reporting(&first_id, "warning").await.0,
         200
     );
     // A heartbeat that changes nothing is no event.
     assert_eq!(
-        server
-            .heartbeat(&first_id, Some(json!({"status": "warning"})))
-            .await
-            .0,
+        server.heartbeat_reporting(&first_id, "warning").await.0,
         200
     );
     assert_eq!(server.deregister(&first_id).await.0, 204);

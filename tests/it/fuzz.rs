@@ -12,11 +12,10 @@ use hickory_proto::rr::{RData, RecordType};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
 
-use crate::dns::{
-    APEX, assert_header, decode_whole, frame, ipv4s, read_frame, tcp_ask, text, udp_ask_raw,
-};
+use crate::dns::{APEX, assert_header, decode_whole, tcp_ask, text, udp_ask_raw};
 use crate::support::{
-    Registration, TestServer, query_message, query_tcp, query_udp, tcp_exchange_on,
+    Registration, TestServer, frame, ipv4s, query_message, query_tcp, query_udp, read_frame,
+    tcp_exchange_on,
 };
 
 /// Ids at or above this are sentinels; fuzz packets get ids below it.

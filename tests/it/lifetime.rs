@@ -13,11 +13,11 @@
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use hickory_proto::op::{Message, ResponseCode};
+use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::{RData, RecordType};
-use serde_json::{Value, json};
+use serde_json::json;
 
-use crate::support::{Registration, TestServer, eventually, id_of};
+use crate::support::{Registration, TestServer, eventually, id_of, ipv4s};
 
 /// Wall-clock unix seconds.
 fn unix_now() -> f64 {
@@ -25,18 +25,6 @@ fn unix_now() -> f64 {
         .duration_since(UNIX_EPOCH)
         .unwrap()
         .as_secs_f64()
-}
-
-/// The IPv4 addresses of an A answer.
-fn addresses(response: &Message) -> Vec<Ipv4Addr> {
-    response
-        .answers
-        .iter()
-        .map(|r| match &r.data {
-            RData::A(a) => a.0,
-            other => panic!("expected A, got {other:?}"),
-        })
-        .collect()
 }
 
 /// `<type>.svc.local A`: the addresses served, or an empty list when the
@@ -52,14 +40,7 @@ async fn served(server: &TestServer, service_type: &str) -> Vec<Ipv4Addr> {
     } else {
         assert_eq!(rcode, ResponseCode::NoError, "{response:?}");
     }
-    addresses(&response)
-}
-
-/// A heartbeat reporting `status`.
-async fn heartbeat(server: &TestServer, id: &str, status: &str) -> (u16, Value) {
-    server
-        .heartbeat(id, Some(json!({ "status": status })))
-        .await
+    ipv4s(&response.answers)
 }
 
 const ADDR: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 1);
@@ -120,7 +101,7 @@ async fn an_instance_without_heartbeats_expires_everywhere() {
     assert_eq!(status, 404);
 
     // The client must register again.
-    let (status, body) = heartbeat(server, &id, "passing").await;
+    let (status, body) = server.heartbeat_reporting(&id, "passing").await;
     assert_eq!(status, 404, "heartbeat after expiry: {body}");
     assert!(
         body["error"].as_str().is_some_and(|e| e.contains(&id)),
@@ -237,7 +218,7 @@ async fn tag_names_serve_until_expiry_and_never_after() {
             .await;
         let received = unix_now();
         if received < expires_at - margin {
-            assert_eq!(addresses(&a), vec![ADDR], "tag served before expiry");
+            assert_eq!(ipv4s(&a.answers), vec![ADDR], "tag served before expiry");
             assert_eq!(ptr.answers.len(), 1, "subtype PTR before expiry");
             before += 1;
         }
@@ -290,7 +271,7 @@ async fn heartbeats_keep_a_short_ttl_instance_alive() {
             checked += 1;
         }
         let sent = Instant::now();
-        let (status, body) = heartbeat(&server, &id, "passing").await;
+        let (status, body) = server.heartbeat_reporting(&id, "passing").await;
         let answered = Instant::now();
         if status != 200 && answered >= alive_until {
             // The heartbeat may have reached the server after the lifetime
@@ -371,11 +352,17 @@ async fn registering_again_after_expiry_gives_a_new_id() {
         vec![Ipv4Addr::new(10, 0, 0, 2)]
     );
     assert_eq!(
-        heartbeat(server, &id, "passing").await.0,
+        server.heartbeat_reporting(&id, "passing").await.0,
         404,
         "the old id stays dead"
     );
-    assert_eq!(heartbeat(server, &id_of(&second), "passing").await.0, 200);
+    assert_eq!(
+        server
+            .heartbeat_reporting(&id_of(&second), "passing")
+            .await
+            .0,
+        200
+    );
     assert_eq!(server.list("").await.len(), 1);
 
     // The first one's expiry is reported even when the new registration
@@ -402,7 +389,7 @@ async fn critical_instances_are_not_served_but_still_listed() {
     let path = format!("/v1/services/{id}");
     assert_eq!(served(&server, "web").await, vec![ADDR]);
 
-    let (status, body) = heartbeat(&server, &id, "critical").await;
+    let (status, body) = server.heartbeat_reporting(&id, "critical").await;
     assert_eq!(status, 200, "{body}");
     assert!(
         served(&server, "web").await.is_empty(),
@@ -425,7 +412,7 @@ async fn critical_instances_are_not_served_but_still_listed() {
     );
     assert_eq!(server.get("/v1/discover/web").await.0, 404);
 
-    let (status, body) = heartbeat(&server, &id, "passing").await;
+    let (status, body) = server.heartbeat_reporting(&id, "passing").await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(
         served(&server, "web").await,
@@ -434,7 +421,7 @@ async fn critical_instances_are_not_served_but_still_listed() {
     );
     assert_eq!(server.get(&path).await.1["health"], "passing");
 
-    let (status, body) = heartbeat(&server, &id, "warning").await;
+    let (status, body) = server.heartbeat_reporting(&id, "warning").await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(
         served(&server, "web").await,
@@ -453,7 +440,7 @@ async fn a_critical_instance_still_expires() {
         .register(&Registration::new("web-1", "web", "10.0.0.1", 8080).ttl(1))
         .await;
     let id = id_of(&service);
-    let (status, body) = heartbeat(&server, &id, "critical").await;
+    let (status, body) = server.heartbeat_reporting(&id, "critical").await;
     if Instant::now() < asked + Duration::from_millis(990) {
         assert_eq!(status, 200, "{body}");
     }
@@ -467,7 +454,7 @@ async fn a_critical_instance_still_expires() {
         "a critical instance lapses like any other"
     );
     assert_eq!(
-        heartbeat(server, &id, "passing").await.0,
+        server.heartbeat_reporting(&id, "passing").await.0,
         404,
         "and cannot be revived"
     );

@@ -11,10 +11,8 @@ use std::time::{Duration, Instant};
 
 use hickory_proto::op::{Message, ResponseCode};
 use hickory_proto::rr::{RData, RecordType};
-use serde_json::json;
 
-use crate::dns::ipv4s;
-use crate::support::{Registration, TestServer, id_of, query_tcp, query_udp};
+use crate::support::{Registration, TestServer, id_of, ipv4s, query_tcp, query_udp};
 
 /// Queries `name` over UDP and over TCP; both answers, UDP first.
 async fn both(server: SocketAddr, name: &str, qtype: RecordType) -> [Message; 2] {
@@ -111,15 +109,11 @@ async fn every_change_shows_in_the_very_next_answer() {
     assert_served(&server, &[1, 2], "after registering a2").await;
     warm(&server).await;
 
-    let (status, _) = server
-        .heartbeat(&id_of(&a1), Some(json!({"status": "critical"})))
-        .await;
+    let (status, _) = server.heartbeat_reporting(&id_of(&a1), "critical").await;
     assert_eq!(status, 200);
     assert_served(&server, &[2], "a1 critical").await;
     warm(&server).await;
-    let (status, _) = server
-        .heartbeat(&id_of(&a1), Some(json!({"status": "warning"})))
-        .await;
+    let (status, _) = server.heartbeat_reporting(&id_of(&a1), "warning").await;
     assert_eq!(status, 200);
     assert_served(&server, &[1, 2], "a1 warning again").await;
     warm(&server).await;

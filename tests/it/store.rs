@@ -15,13 +15,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use hickory_proto::rr::{RData, RecordType};
+use hickory_proto::rr::RecordType;
 use reqwest::Method;
 use rusqlite::{Connection, OpenFlags};
 use serde_json::{Value, json};
 
 use crate::support::{
-    Api, PORT_ZERO, Process, Registration, ScratchDir, eventually, id_of, metric, query_udp,
+    Api, PORT_ZERO, Process, Registration, ScratchDir, eventually, id_of, ipv4s, metric, query_udp,
     run_to_exit_in,
 };
 
@@ -94,11 +94,6 @@ fn web(name: &str, host: &str, ttl: u32) -> Registration {
     Registration::new(name, "web", host, 8080).ttl(ttl)
 }
 
-/// A heartbeat body reporting `status`.
-fn reporting(status: &str) -> Option<Value> {
-    Some(json!({ "status": status }))
-}
-
 /// Every listed instance, by id.
 async fn services(api: &Api) -> HashMap<String, Value> {
     api.list("")
@@ -117,14 +112,7 @@ async fn a_records(server: &Process, kind: &str) -> BTreeSet<Ipv4Addr> {
         None,
     )
     .await;
-    answer
-        .answers
-        .iter()
-        .filter_map(|r| match &r.data {
-            RData::A(a) => Some(a.0),
-            _ => None,
-        })
-        .collect()
+    ipv4s(&answer.answers).into_iter().collect()
 }
 
 fn addresses(list: &[&str]) -> BTreeSet<Ipv4Addr> {
@@ -241,8 +229,8 @@ async fn churn(
         } else if roll < 30 && !passing.is_empty() {
             let i = passing[rng.usize(..passing.len())];
             let path = format!("/v1/services/{}/heartbeat", tracked[i].0);
-            let body = reporting("warning");
-            let answer = api.call(Method::PUT, &path, body.as_ref()).await;
+            let body = json!({"status": "warning"});
+            let answer = api.call(Method::PUT, &path, Some(&body)).await;
             let what = format!("warning {}", tracked[i].1);
             if acknowledged(answer, 200, &what, &mut out.unexpected).is_none() {
                 tracked[i].2 = Known::Unsure;
@@ -484,7 +472,7 @@ async fn a_full_disk_refuses_writes_and_recovers_when_space_returns() {
     }
     assert_refused(api.deregister(&a).await, "deregister on a full disk");
     assert_refused(
-        api.heartbeat(&b, reporting("warning")).await,
+        api.heartbeat_reporting(&b, "warning").await,
         "health change on a full disk",
     );
     let listed = services(&api).await;
@@ -524,7 +512,7 @@ async fn a_full_disk_refuses_writes_and_recovers_when_space_returns() {
     assert_eq!(status, 201, "register once space is back: {body}");
     let retried = id_of(&body);
     assert_eq!(api.deregister(&a).await.0, 204);
-    assert_eq!(api.heartbeat(&b, reporting("warning")).await.0, 200);
+    assert_eq!(api.heartbeat_reporting(&b, "warning").await.0, 200);
 
     server.stop().await;
     let mut server = server.restart().await;
@@ -571,7 +559,7 @@ async fn a_removed_database_file_refuses_writes_but_dns_keeps_answering() {
     }
     assert_refused(api.deregister(&a).await, "deregister after removal");
     assert_refused(
-        api.heartbeat(&b, reporting("critical")).await,
+        api.heartbeat_reporting(&b, "critical").await,
         "health change after removal",
     );
     assert!(!db.exists(), "a refused write does not recreate the file");
@@ -624,7 +612,7 @@ async fn a_removed_wal_file_refuses_writes_instead_of_losing_them_in_a_crash() {
     }
     assert_refused(api.deregister(&a).await, "deregister after removal");
     assert_refused(
-        api.heartbeat(&a, reporting("warning")).await,
+        api.heartbeat_reporting(&a, "warning").await,
         "health change after removal",
     );
     assert_eq!(
@@ -674,7 +662,7 @@ async fn restored_instances_answer_at_once_and_expire_one_ttl_later() {
     let a = id_of(&api.register(&web("a", "10.0.1.1", 3)).await);
     let b = id_of(&api.register(&web("b", "10.0.1.2", 3)).await);
     let c = id_of(&api.register(&web("c", "10.0.1.3", 3)).await);
-    assert_eq!(api.heartbeat(&c, reporting("warning")).await.0, 200);
+    assert_eq!(api.heartbeat_reporting(&c, "warning").await.0, 200);
     let before = services(&api).await;
     server.stop().await;
 
@@ -753,7 +741,7 @@ async fn a_critical_instance_stays_out_of_dns_across_a_restart_until_it_recovers
     let api = server.api.clone();
     api.register(&web("up", "10.0.2.1", 3600)).await;
     let down = id_of(&api.register(&web("down", "10.0.2.2", 3600)).await);
-    assert_eq!(api.heartbeat(&down, reporting("critical")).await.0, 200);
+    assert_eq!(api.heartbeat_reporting(&down, "critical").await.0, 200);
     assert_eq!(a_records(&server, "web").await, addresses(&["10.0.2.1"]));
     server.stop().await;
 

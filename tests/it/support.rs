@@ -6,7 +6,7 @@
 
 #![allow(dead_code)]
 
-use std::net::SocketAddr;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query};
-use hickory_proto::rr::{Name, RecordType};
+use hickory_proto::rr::{Name, RData, Record, RecordType};
 use serde::Serialize;
 use serde_json::{Value, json};
 use signpost::{Config, Server};
@@ -165,6 +165,11 @@ impl Api {
         let path = format!("/v1/services/{id}/heartbeat");
         self.answer(reqwest::Method::PUT, &path, body.as_ref())
             .await
+    }
+
+    /// Sends a heartbeat reporting `status` (passing, warning, critical).
+    pub(crate) async fn heartbeat_reporting(&self, id: &str, status: &str) -> (u16, Value) {
+        self.heartbeat(id, Some(json!({ "status": status }))).await
     }
 
     pub(crate) async fn deregister(&self, id: &str) -> (u16, Value) {
@@ -547,6 +552,17 @@ impl Drop for Process {
     }
 }
 
+/// The addresses of A records (panics on any other record).
+pub(crate) fn ipv4s(records: &[Record]) -> Vec<Ipv4Addr> {
+    records
+        .iter()
+        .map(|r| match &r.data {
+            RData::A(a) => a.0,
+            other => panic!("expected A, got {other:?}"),
+        })
+        .collect()
+}
+
 /// Registers `count` instances of `service_type` concurrently: `i<NN>` at
 /// [`many_ip`]`(NN)`, port 1000 + NN, TTL 60.
 pub(crate) async fn register_many(server: &TestServer, service_type: &str, count: usize) {
@@ -569,8 +585,8 @@ pub(crate) async fn register_many(server: &TestServer, service_type: &str, count
 }
 
 /// The address [`register_many`] gives instance `i`.
-pub(crate) fn many_ip(i: usize) -> std::net::Ipv4Addr {
-    std::net::Ipv4Addr::new(10, 1, (i / 256) as u8, (i % 256) as u8)
+pub(crate) fn many_ip(i: usize) -> Ipv4Addr {
+    Ipv4Addr::new(10, 1, (i / 256) as u8, (i % 256) as u8)
 }
 
 /// A query message for `name`/`qtype`, with EDNS when `payload` is given.
@@ -600,20 +616,30 @@ pub(crate) async fn udp_exchange(server: SocketAddr, packet: &[u8]) -> Option<Ve
     }
 }
 
-/// Sends one length-prefixed message over a TCP stream; returns the reply.
-pub(crate) async fn tcp_exchange_on(
-    stream: &mut TcpStream,
-    packet: &[u8],
-) -> std::io::Result<Vec<u8>> {
+/// Length-prefixes a message for TCP.
+pub(crate) fn frame(packet: &[u8]) -> Vec<u8> {
     let mut framed = (packet.len() as u16).to_be_bytes().to_vec();
     framed.extend_from_slice(packet);
-    stream.write_all(&framed).await?;
+    framed
+}
+
+/// Reads one length-prefixed DNS message from a TCP stream (within 5 s).
+pub(crate) async fn read_frame(stream: &mut TcpStream) -> std::io::Result<Vec<u8>> {
     let len = tokio::time::timeout(Duration::from_secs(5), stream.read_u16())
         .await
         .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "no reply"))??;
     let mut reply = vec![0u8; usize::from(len)];
     stream.read_exact(&mut reply).await?;
     Ok(reply)
+}
+
+/// Sends one length-prefixed message over a TCP stream; returns the reply.
+pub(crate) async fn tcp_exchange_on(
+    stream: &mut TcpStream,
+    packet: &[u8],
+) -> std::io::Result<Vec<u8>> {
+    stream.write_all(&frame(packet)).await?;
+    read_frame(stream).await
 }
 
 /// Sends raw bytes over a new TCP connection; returns the reply.
