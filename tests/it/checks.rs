@@ -315,10 +315,7 @@ async fn a_passing_check_keeps_an_instance_alive_without_heartbeats() {
     // With the check failing nothing renews it: it expires one TTL later.
     endpoint.set(Mode::Closed).await;
     assert!(
-        eventually(Duration::from_secs(15), || async {
-            server.get(&format!("/v1/services/{id}")).await.0 == 404
-        })
-        .await,
+        server.gone_within(&id, Duration::from_secs(15)).await,
         "expired once the check stopped passing"
     );
     server.stop().await;
@@ -383,10 +380,7 @@ async fn deregister_after_removes_an_instance_that_stays_critical() {
         json!({"http": endpoint.url(), "interval": 1, "timeout": 0.5, "deregister_after": 2});
     let id = id_of(&server.register(&checked("doomed", 8, 300, check)).await);
     assert!(
-        eventually(Duration::from_secs(15), || async {
-            server.get(&format!("/v1/services/{id}")).await.0 == 404
-        })
-        .await,
+        server.gone_within(&id, Duration::from_secs(15)).await,
         "removed after staying critical"
     );
     assert_eq!(

@@ -331,12 +331,8 @@ async fn registering_again_after_expiry_gives_a_new_id() {
         .await;
     let id = id_of(&first);
     let server = &server;
-    let path = &format!("/v1/services/{id}");
     assert!(
-        eventually(Duration::from_secs(10), || async move {
-            server.get(path).await.0 == 404
-        })
-        .await,
+        server.gone_within(&id, Duration::from_secs(10)).await,
         "expired"
     );
     let (status, second) = server
@@ -445,12 +441,8 @@ async fn a_critical_instance_still_expires() {
         assert_eq!(status, 200, "{body}");
     }
     let server = &server;
-    let path = &format!("/v1/services/{id}");
     assert!(
-        eventually(Duration::from_secs(10), || async move {
-            server.get(path).await.0 == 404
-        })
-        .await,
+        server.gone_within(&id, Duration::from_secs(10)).await,
         "a critical instance lapses like any other"
     );
     assert_eq!(
@@ -500,42 +492,32 @@ async fn record_ttl_never_exceeds_the_remaining_lifetime() {
         )
     }
 
-    for name in ["short.svc.local.", "short.short.svc.local."] {
-        for qtype in [RecordType::A, RecordType::SRV] {
-            let (ttls, left) = ask(&server, name, qtype, expires_at).await;
-            for ttl in ttls {
-                assert!(
-                    ttl <= 3,
-                    "{name} {qtype}: ttl {ttl} within a 3 s registration"
-                );
-                assert!(
-                    f64::from(ttl) <= left + 0.02,
-                    "{name} {qtype}: ttl {ttl} with {left:.3} s left"
-                );
+    /// Every TTL the short registration's names answer with is at most
+    /// `most` (`when` says why) and within the lifetime left.
+    async fn assert_short_ttls(server: &TestServer, expires_at: f64, most: u32, when: &str) {
+        for name in ["short.svc.local.", "short.short.svc.local."] {
+            for qtype in [RecordType::A, RecordType::SRV] {
+                let (ttls, left) = ask(server, name, qtype, expires_at).await;
+                for ttl in ttls {
+                    assert!(ttl <= most, "{name} {qtype}: ttl {ttl} {when}");
+                    assert!(
+                        f64::from(ttl) <= left + 0.02,
+                        "{name} {qtype}: ttl {ttl} with {left:.3} s left"
+                    );
+                }
             }
         }
     }
+
+    assert_short_ttls(&server, expires_at, 3, "within a 3 s registration").await;
 
     // A long registration gets the configured DNS TTL (5 s).
     let (ttls, _) = ask(&server, "long.svc.local.", RecordType::A, f64::MAX).await;
     assert_eq!(ttls, vec![5], "capped by the configured TTL");
 
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    for name in ["short.svc.local.", "short.short.svc.local."] {
-        for qtype in [RecordType::A, RecordType::SRV] {
-            let (ttls, left) = ask(&server, name, qtype, expires_at).await;
-            for ttl in ttls {
-                assert!(
-                    ttl <= 2,
-                    "{name} {qtype}: ttl {ttl} after 1.5 s of a 3 s registration"
-                );
-                assert!(
-                    f64::from(ttl) <= left + 0.02,
-                    "{name} {qtype}: ttl {ttl} with {left:.3} s left"
-                );
-            }
-        }
-    }
+    let when = "after 1.5 s of a 3 s registration";
+    assert_short_ttls(&server, expires_at, 2, when).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -103,6 +103,16 @@ async fn services(api: &Api) -> HashMap<String, Value> {
         .collect()
 }
 
+/// The names of `listed` instances, sorted.
+fn names(listed: &HashMap<String, Value>) -> Vec<String> {
+    let mut names: Vec<String> = listed
+        .values()
+        .map(|s| s["name"].as_str().unwrap().to_string())
+        .collect();
+    names.sort();
+    names
+}
+
 /// The A records DNS serves for `kind` right now.
 async fn a_records(server: &Process, kind: &str) -> BTreeSet<Ipv4Addr> {
     let answer = query_udp(
@@ -440,6 +450,33 @@ fn assert_refused((status, body): (u16, Value), what: &str) -> String {
     error.to_string()
 }
 
+/// Every kind of write needs the store, and each is refused `when` it
+/// cannot write (see [`assert_refused`]): `count` registrations of new
+/// names `refused-N`, whose errors say `why`; deregistering `gone`; a
+/// heartbeat turning `turned` to `status`.
+async fn assert_writes_refused(
+    api: &Api,
+    count: usize,
+    why: &str,
+    gone: &str,
+    (turned, status): (&str, &str),
+    when: &str,
+) {
+    for n in 0..count {
+        let name = format!("refused-{n}");
+        let error = assert_refused(
+            api.try_register(&web(&name, "10.0.0.9", 3600)).await,
+            &format!("register {name} {when}"),
+        );
+        assert!(error.contains(why), "says why: {error}");
+    }
+    assert_refused(api.deregister(gone).await, &format!("deregister {when}"));
+    assert_refused(
+        api.heartbeat_reporting(turned, status).await,
+        &format!("health change {when}"),
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_disk_refuses_writes_and_recovers_when_space_returns() {
     let dir = ScratchDir::new("full");
@@ -460,29 +497,12 @@ async fn a_full_disk_refuses_writes_and_recovers_when_space_returns() {
     assert!(filled > 0, "the filler took some space");
 
     // Every write that needs the store is refused, and changes nothing.
-    let mut refused = Vec::new();
-    for n in 0..5 {
-        let name = format!("refused-{n}");
-        let error = assert_refused(
-            api.try_register(&web(&name, "10.0.0.9", 3600)).await,
-            &format!("register {name} on a full disk"),
-        );
-        assert!(error.contains("full"), "says why: {error}");
-        refused.push(name);
-    }
-    assert_refused(api.deregister(&a).await, "deregister on a full disk");
-    assert_refused(
-        api.heartbeat_reporting(&b, "warning").await,
-        "health change on a full disk",
-    );
+    let why = "full";
+    assert_writes_refused(&api, 5, why, &a, (&b, "warning"), "on a full disk").await;
     let listed = services(&api).await;
-    let names: BTreeSet<&str> = listed
-        .values()
-        .map(|s| s["name"].as_str().unwrap())
-        .collect();
     assert_eq!(
-        names,
-        BTreeSet::from(["a", "b", "c"]),
+        names(&listed),
+        ["a", "b", "c"],
         "nothing refused was applied"
     );
     assert_eq!(
@@ -517,13 +537,9 @@ async fn a_full_disk_refuses_writes_and_recovers_when_space_returns() {
     server.stop().await;
     let mut server = server.restart().await;
     let listed = services(&server).await;
-    let names: BTreeSet<&str> = listed
-        .values()
-        .map(|s| s["name"].as_str().unwrap())
-        .collect();
     assert_eq!(
-        names,
-        BTreeSet::from(["b", "c", "refused-0"]),
+        names(&listed),
+        ["b", "c", "refused-0"],
         "after a restart: everything acknowledged, nothing refused"
     );
     assert_eq!(listed[&b]["health"], json!("warning"));
@@ -549,31 +565,12 @@ async fn a_removed_database_file_refuses_writes_but_dns_keeps_answering() {
     }
     assert!(!db.exists());
 
-    for n in 0..3 {
-        let error = assert_refused(
-            api.try_register(&web(&format!("late-{n}"), "10.0.0.9", 3600))
-                .await,
-            "register after the file was removed",
-        );
-        assert!(error.contains("removed"), "says why: {error}");
-    }
-    assert_refused(api.deregister(&a).await, "deregister after removal");
-    assert_refused(
-        api.heartbeat_reporting(&b, "critical").await,
-        "health change after removal",
-    );
+    let when = "after the file was removed";
+    assert_writes_refused(&api, 3, "removed", &a, (&b, "critical"), when).await;
     assert!(!db.exists(), "a refused write does not recreate the file");
 
     let listed = services(&api).await;
-    let names: BTreeSet<&str> = listed
-        .values()
-        .map(|s| s["name"].as_str().unwrap())
-        .collect();
-    assert_eq!(
-        names,
-        BTreeSet::from(["a", "b"]),
-        "nothing refused was applied"
-    );
+    assert_eq!(names(&listed), ["a", "b"], "nothing refused was applied");
     assert_eq!(listed[&b]["health"], json!("passing"));
     assert_eq!(
         a_records(&server, "web").await,
@@ -602,41 +599,22 @@ async fn a_removed_wal_file_refuses_writes_instead_of_losing_them_in_a_crash() {
     // Commits land in the WAL first; with it unlinked, SQLite would go on
     // appending to the deleted inode and a crash would lose all of it.
     std::fs::remove_file(&wal).expect("the WAL exists while signpost runs");
-    for n in 0..3 {
-        let error = assert_refused(
-            api.try_register(&web(&format!("late-{n}"), "10.0.0.9", 3600))
-                .await,
-            "register after the WAL was removed",
-        );
-        assert!(error.contains("-wal was removed"), "says why: {error}");
-    }
-    assert_refused(api.deregister(&a).await, "deregister after removal");
-    assert_refused(
-        api.heartbeat_reporting(&a, "warning").await,
-        "health change after removal",
-    );
+    let (why, when) = ("-wal was removed", "after the WAL was removed");
+    assert_writes_refused(&api, 3, why, &a, (&a, "warning"), when).await;
     assert_eq!(
         a_records(&server, "web").await,
         addresses(&["10.0.0.1"]),
         "DNS keeps answering from memory"
     );
-    let names: Vec<Value> = services(&api)
-        .await
-        .values()
-        .map(|s| s["name"].clone())
-        .collect();
-    assert_eq!(names, vec![json!("a")], "nothing refused was applied");
+    let listed = services(&api).await;
+    assert_eq!(names(&listed), ["a"], "nothing refused was applied");
 
     // A crash now: nothing refused comes back (a itself may be gone with the
     // WAL it lived in), and the restarted server works durably again.
     server.kill_9().await;
     assert_eq!(integrity_check(&db), "ok");
     let mut server = server.restart().await;
-    let names: BTreeSet<String> = services(&server)
-        .await
-        .values()
-        .map(|s| s["name"].as_str().unwrap().to_string())
-        .collect();
+    let names = names(&services(&server).await);
     assert!(
         names.iter().all(|n| n == "a"),
         "only what was acknowledged: {names:?}"

@@ -177,6 +177,12 @@ impl Api {
         self.answer(reqwest::Method::DELETE, &path, None).await
     }
 
+    /// Whether `GET /v1/services/{id}` answers 404 within `limit`.
+    pub(crate) async fn gone_within(&self, id: &str, limit: Duration) -> bool {
+        let path = format!("/v1/services/{id}");
+        eventually(limit, || async { self.get(&path).await.0 == 404 }).await
+    }
+
     /// `GET path`.
     pub(crate) async fn get(&self, path: &str) -> (u16, Value) {
         self.answer(reqwest::Method::GET, path, None).await
