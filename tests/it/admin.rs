@@ -1,7 +1,7 @@
-//! The HTTP admin API (SPEC §2) over real HTTP: registration and its
-//! validation rules, heartbeats, deregistration, listing and its filters,
-//! discovery, types, health, metrics, the admin token, routing errors, and
-//! hostile input.
+//! The HTTP admin API (README "The admin API") over real HTTP: registration
+//! and its validation rules, heartbeats, deregistration, listing and its
+//! filters, discovery, types, health, metrics, the admin token, routing
+//! errors, and hostile input.
 //!
 //! Every rejected request is checked three ways: a 4xx status, a JSON body
 //! `{"error": "..."}` whose message names the offending field, and a registry

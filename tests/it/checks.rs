@@ -1,4 +1,4 @@
-//! Active health checks (SPEC §2 `check`, §3) against real endpoints on
+//! Active health checks (README "Health checks") against real endpoints on
 //! loopback: an HTTP server the test flips between 200, 429, 500, silence
 //! and a closed port, and a TCP listener it opens and closes. What is
 //! asserted is what a user sees: the instance leaving and rejoining DNS, the

@@ -1,4 +1,4 @@
-//! DNS over real sockets (SPEC §4): what every name in the zone answers,
+//! DNS over real sockets (README "DNS"): what every name in the zone answers,
 //! negative answers, request checks, EDNS, size limits and truncation,
 //! shuffling, TTLs and the TCP transport.
 //!

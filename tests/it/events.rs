@@ -1,5 +1,5 @@
-//! `GET /v1/events` (SPEC §2): server-sent events read off a raw socket,
-//! the way `curl -N` would see them.
+//! `GET /v1/events` (README "Watching events"): server-sent events read off
+//! a raw socket, the way `curl -N` would see them.
 
 use std::time::Duration;
 

@@ -1,7 +1,9 @@
-//! Malformed input never stops the server (SPEC §4: "answered FORMERR or
-//! dropped"). Bounded, seeded fuzzing over real UDP and TCP sockets: random
-//! bytes, mutated valid queries and hostile framing, each reply checked for
-//! well-formedness, then a valid query must still get a correct answer.
+//! Malformed input never stops the server: a packet shorter than a header,
+//! or with QR set, is dropped, and anything else that does not parse is
+//! answered FORMERR (README "Other queries"). Bounded, seeded fuzzing over
+//! real UDP and TCP sockets: random bytes, mutated valid queries and hostile
+//! framing, each reply checked for well-formedness, then a valid query must
+//! still get a correct answer.
 
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddr};

@@ -1,6 +1,10 @@
-//! Lifetime and health (SPEC §3) seen from outside: TTL expiry in DNS and the
-//! admin API, heartbeats keeping an instance alive, health changes, record
-//! TTLs capped by the remaining lifetime, and deregistration.
+//! Lifetime and health seen from outside: an instance lives one TTL past its
+//! registration or its last heartbeat, then is gone from DNS and the admin
+//! API at once and must register again; `critical` keeps it registered but
+//! out of DNS (README "The admin API", "Heartbeats" and "Record TTLs").
+//! Tested here: TTL expiry in DNS and the admin API, heartbeats keeping an
+//! instance alive, health changes, record TTLs capped by the remaining
+//! lifetime, and deregistration.
 //!
 //! TTLs are short (1-3 s), so the file stays fast. Whether an instance must
 //! be served, or must not be, is decided only from bounds the server's own

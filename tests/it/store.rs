@@ -1,8 +1,9 @@
-//! The SQLite store (SPEC §5) seen from outside, with the real binary as a
-//! child process: `kill -9` in the middle of a burst loses no acknowledged
-//! change, real write faults (a full filesystem, a removed file) are answered
-//! 503 and change nothing, restored instances answer DNS at once and get one
-//! fresh TTL window, and a file that is not ours is refused untouched.
+//! The SQLite store (README "Storage") seen from outside, with the real
+//! binary as a child process: `kill -9` in the middle of a burst loses no
+//! acknowledged change, real write faults (a full filesystem, a removed file)
+//! are answered 503 and change nothing, restored instances answer DNS at once
+//! and get one fresh TTL window, and a file that is not ours is refused
+//! untouched.
 //!
 //! Every test has its own temporary directory and its own ports (port 0);
 //! every wait is bounded.
