@@ -8,26 +8,17 @@
 //! left exactly as it was.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::RecordType;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use crate::support::{Registration, TestServer, id_of, metric};
+use crate::support::{Registration, TestServer, id_of, metric, unix_now};
 
 // ---------------------------------------------------------------------------
 // Helpers
 // ---------------------------------------------------------------------------
-
-/// Wall-clock unix seconds.
-fn unix_now() -> f64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs_f64()
-}
 
 /// Sends `method path` with optional `Content-Type` and raw body; returns the
 /// status and the JSON body (Null when the body is not JSON).
@@ -254,7 +245,7 @@ async fn registering_the_same_type_and_name_replaces_in_place() {
 
     // A fetched object can be sent back as it is (read-only fields ignored).
     let mut fetched = server
-        .get_ok(&format!("/v1/services/{}", second["id"].as_str().unwrap()))
+        .get_ok(&format!("/v1/services/{}", id_of(&second)))
         .await;
     fetched["port"] = json!(7070);
     fetched["id"] = json!(Uuid::new_v4().to_string());
@@ -316,7 +307,7 @@ async fn server_with_web_1() -> (TestServer, Value) {
 /// After a batch of rejections: the original instance is intact and the
 /// rejections were counted.
 async fn assert_intact(server: &TestServer, existing: &Value, rejected: usize) {
-    let id = existing["id"].as_str().unwrap();
+    let id = &id_of(existing);
     assert_eq!(
         server.get_ok(&format!("/v1/services/{id}")).await,
         *existing,
@@ -643,7 +634,7 @@ async fn bodies_over_64_kib_are_refused_with_413() {
     assert_eq!(status, 201, "a 65536-byte body is accepted: {reply}");
 
     // The limit applies to heartbeat bodies too.
-    let id = existing["id"].as_str().unwrap();
+    let id = &id_of(&existing);
     let mut body = br#"{"status": "passing"}"#.to_vec();
     body.resize(65537, b' ');
     let (status, reply) = send(
@@ -665,7 +656,7 @@ async fn bodies_over_64_kib_are_refused_with_413() {
 async fn heartbeat_renews_and_returns_the_object() {
     let server = TestServer::start().await;
     let service = server.register(&web("web-1").ttl(20)).await;
-    let id = service["id"].as_str().unwrap();
+    let id = &id_of(&service);
     tokio::time::sleep(std::time::Duration::from_millis(150)).await;
 
     let (status, renewed) = server.heartbeat(id, None).await;
@@ -699,7 +690,7 @@ async fn heartbeat_renews_and_returns_the_object() {
 async fn heartbeat_status_sets_health() {
     let server = TestServer::start().await;
     let service = server.register(&web("web-1")).await;
-    let id = service["id"].as_str().unwrap();
+    let id = &id_of(&service);
     let path = format!("/v1/services/{id}");
 
     let (status, reply) = server.heartbeat_reporting(id, "warning").await;
@@ -792,7 +783,7 @@ async fn heartbeat_status_sets_health() {
 async fn heartbeat_of_an_unknown_id_is_404() {
     let server = TestServer::start().await;
     let service = server.register(&web("web-1")).await;
-    let id = service["id"].as_str().unwrap();
+    let id = &id_of(&service);
 
     let unknown = Uuid::new_v4().to_string();
     for bad in [unknown.as_str(), "not-a-uuid", "12345", "%20"] {
@@ -819,7 +810,7 @@ async fn deregister_then_get_and_delete_are_404() {
     let server = TestServer::start().await;
     let one = server.register(&web("web-1")).await;
     let two = server.register(&web("web-2")).await;
-    let id = one["id"].as_str().unwrap();
+    let id = &id_of(&one);
     let path = format!("/v1/services/{id}");
 
     assert_eq!(server.get_ok(&path).await, one);
@@ -1068,7 +1059,7 @@ async fn discover_returns_a_random_serving_instance() {
 async fn discover_is_404_when_only_critical_instances_remain() {
     let server = TestServer::start().await;
     let one = server.register(&web("web-1")).await;
-    let id = one["id"].as_str().unwrap();
+    let id = &id_of(&one);
     let (status, _) = server.get("/v1/discover/web").await;
     assert_eq!(status, 200);
     let (status, _) = server.heartbeat_reporting(id, "critical").await;
@@ -1100,10 +1091,7 @@ async fn types_count_instances_and_serving() {
             {"type": "web", "instances": 3, "serving": 2},
         ]})
     );
-    assert_eq!(
-        server.deregister(all["m"]["id"].as_str().unwrap()).await.0,
-        204
-    );
+    assert_eq!(server.deregister(&id_of(&all["m"])).await.0, 204);
     assert_eq!(
         server.get_ok("/v1/types").await,
         json!({"types": [{"type": "web", "instances": 3, "serving": 2}]}),
@@ -1199,7 +1187,7 @@ async fn metrics_count_queries_registrations_and_serving() {
     );
 
     // The gauges follow the registry; the counters only go up.
-    assert_eq!(server.deregister(a["id"].as_str().unwrap()).await.0, 204);
+    assert_eq!(server.deregister(&id_of(&a)).await.0, 204);
     let text = server.metrics().await;
     assert_eq!(metric(&text, "signpost_instances"), Some(2.0), "{text}");
     assert_eq!(metric(&text, "signpost_instances_serving"), Some(2.0));
@@ -1287,7 +1275,7 @@ async fn admin_token_guards_every_change() {
     )
     .await;
     assert_eq!(status, 201, "{service}");
-    let id = service["id"].as_str().unwrap();
+    let id = &id_of(&service);
     let heartbeat = format!("/v1/services/{id}/heartbeat");
     let one = format!("/v1/services/{id}");
 
@@ -1513,10 +1501,7 @@ async fn a_burst_of_concurrent_registrations_all_succeed() {
     assert_eq!(ids.len(), 200, "every instance got its own id");
     let services = server.list("").await;
     assert_eq!(services.len(), 200);
-    let listed: BTreeSet<_> = services
-        .iter()
-        .map(|s| s["id"].as_str().unwrap().to_string())
-        .collect();
+    let listed: BTreeSet<_> = services.iter().map(id_of).collect();
     assert_eq!(listed, ids, "every registration is listed");
     let order = type_names(&services);
     let mut sorted = order.clone();
@@ -1545,7 +1530,7 @@ async fn concurrent_registrations_of_one_name_make_one_instance() {
     while let Some(result) = tasks.join_next().await {
         let (status, body) = result.unwrap();
         *statuses.entry(status).or_insert(0) += 1;
-        ids.insert(body["id"].as_str().unwrap().to_string());
+        ids.insert(id_of(&body));
     }
     assert_eq!(
         statuses,
@@ -1669,10 +1654,7 @@ async fn hostile_bodies_get_a_clear_4xx_and_the_server_keeps_working() {
     let (status, reply) = post_raw(&server, json_type, ignored.to_string().into_bytes()).await;
     assert_eq!(status, 201, "any well-formed ignored field: {reply}");
     assert_eq!(reply["health"], "passing");
-    assert_eq!(
-        server.deregister(reply["id"].as_str().unwrap()).await.0,
-        204
-    );
+    assert_eq!(server.deregister(&id_of(&reply)).await.0, 204);
     // NUL bytes and control characters inside strings.
     for name in ["web\u{0}1", "web\n1", "web\u{7f}"] {
         assert_rejected(&server, &web("web-1").set("name", json!(name)), "name").await;
@@ -1693,14 +1675,11 @@ async fn hostile_bodies_get_a_clear_4xx_and_the_server_keeps_working() {
     assert_eq!(status, 201, "duplicate key: {reply}");
     assert_eq!(reply["name"], "dup2", "the last value wins");
     if status == 201 {
-        assert_eq!(
-            server.deregister(reply["id"].as_str().unwrap()).await.0,
-            204
-        );
+        assert_eq!(server.deregister(&id_of(&reply)).await.0, 204);
     }
 
     // The registry is as it was, and the server still works.
-    let id = existing["id"].as_str().unwrap();
+    let id = &id_of(&existing);
     assert_eq!(server.get_ok(&format!("/v1/services/{id}")).await, existing);
     assert_eq!(server.list("").await, vec![existing.clone()]);
     let fresh = server.register(&web("after")).await;

@@ -15,7 +15,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::support::{
-    Registration, TestServer, frame, ipv4s, many_ip, query_message, query_tcp, query_udp,
+    Registration, TestServer, frame, id_of, ipv4s, many_ip, query_message, query_tcp, query_udp,
     read_frame, register_many, tcp_exchange, tcp_exchange_on, udp_exchange,
 };
 
@@ -602,7 +602,7 @@ async fn browse_lists_types_with_a_serving_instance() {
     );
     assert_eq!(before.answers.len(), 3, "one PTR per type");
 
-    let id = sick["id"].as_str().expect("service id");
+    let id = &id_of(&sick);
     assert_eq!(server.heartbeat_reporting(id, "critical").await.0, 200);
     let after = server.query(browse, RecordType::PTR).await;
     assert_eq!(

@@ -7,16 +7,9 @@ use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::RecordType;
 use serde_json::{Value, json};
 
-use crate::support::{EventStream, Registration, Sse, TestServer, eventually, id_of};
+use crate::support::{EventStream, Registration, Sse, TestServer, eventually, id_of, unix_now};
 
 const WAIT: Duration = Duration::from_secs(5);
-
-fn unix_now() -> f64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs_f64()
-}
 
 /// Opens a stream that must be accepted.
 async fn open(server: &TestServer, query: &str) -> EventStream {

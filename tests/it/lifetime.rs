@@ -15,21 +15,13 @@
 //! slow; every other wait is a poll with a generous deadline.
 
 use std::net::Ipv4Addr;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::{RData, RecordType};
 use serde_json::json;
 
-use crate::support::{Registration, TestServer, eventually, id_of, ipv4s};
-
-/// Wall-clock unix seconds.
-fn unix_now() -> f64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs_f64()
-}
+use crate::support::{Registration, TestServer, eventually, id_of, ipv4s, unix_now};
 
 /// `<type>.svc.local A`: the addresses served, or an empty list when the
 /// answer is the negative one (asserting it is NXDOMAIN then: no serving

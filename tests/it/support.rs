@@ -4,8 +4,6 @@
 //! minimal DNS client over raw UDP/TCP sockets (no resolver, no retries, no
 //! TC fallback, so tests see exactly what the server sent).
 
-#![allow(dead_code)]
-
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -172,6 +170,7 @@ impl Api {
         self.heartbeat(id, Some(json!({ "status": status }))).await
     }
 
+    /// `DELETE /v1/services/{id}`.
     pub(crate) async fn deregister(&self, id: &str) -> (u16, Value) {
         let path = format!("/v1/services/{id}");
         self.answer(reqwest::Method::DELETE, &path, None).await
@@ -315,7 +314,7 @@ impl Drop for TestServer {
 }
 
 /// The `signpost` binary cargo built for these tests.
-pub(crate) const BIN: &str = env!("CARGO_BIN_EXE_signpost");
+const BIN: &str = env!("CARGO_BIN_EXE_signpost");
 
 /// `--dns-listen` and `--admin-listen` on 127.0.0.1 port 0.
 pub(crate) const PORT_ZERO: [&str; 4] = [
@@ -358,6 +357,10 @@ impl Drop for ScratchDir {
     }
 }
 
+fn owned(args: &[&str]) -> Vec<String> {
+    args.iter().map(|a| a.to_string()).collect()
+}
+
 /// The binary with `args`, run in `cwd`, logging at info, without an admin
 /// token from the environment.
 fn command(cwd: &Path, args: &[String]) -> Command {
@@ -380,8 +383,7 @@ pub(crate) async fn run_to_exit(args: &[&str]) -> (Option<i32>, String) {
 
 /// Like [`run_to_exit`], in `cwd`.
 pub(crate) async fn run_to_exit_in(cwd: &Path, args: &[&str]) -> (Option<i32>, String) {
-    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
-    let output = tokio::time::timeout(Duration::from_secs(20), command(cwd, &args).output())
+    let output = tokio::time::timeout(Duration::from_secs(20), command(cwd, &owned(args)).output())
         .await
         .expect("exits on its own")
         .unwrap();
@@ -413,17 +415,16 @@ impl Process {
     pub(crate) async fn start(args: &[&str]) -> Process {
         let scratch = ScratchDir::new("process");
         let cwd = scratch.path().to_path_buf();
-        Process::spawn(cwd, args, Some(scratch)).await
+        Process::spawn(cwd, owned(args), Some(scratch)).await
     }
 
     /// Like [`Process::start`], in `dir`, which the test keeps: its files,
     /// and the default store `data/signpost.db`, outlive the process.
     pub(crate) async fn start_in(dir: &Path, args: &[&str]) -> Process {
-        Process::spawn(dir.to_path_buf(), args, None).await
+        Process::spawn(dir.to_path_buf(), owned(args), None).await
     }
 
-    async fn spawn(cwd: PathBuf, args: &[&str], scratch: Option<ScratchDir>) -> Process {
-        let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    async fn spawn(cwd: PathBuf, args: Vec<String>, scratch: Option<ScratchDir>) -> Process {
         let mut child = command(&cwd, &args)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -529,8 +530,8 @@ impl Process {
             matches!(self.child.try_wait(), Ok(Some(_))),
             "restart once the process has exited"
         );
-        let args: Vec<&str> = self.args.iter().map(String::as_str).collect();
-        Process::spawn(self.cwd.clone(), &args, self.scratch.take()).await
+        let args = std::mem::take(&mut self.args);
+        Process::spawn(self.cwd.clone(), args, self.scratch.take()).await
     }
 }
 
@@ -685,6 +686,14 @@ pub(crate) async fn query_tcp(
         .await
         .expect("server answers over tcp");
     Message::from_vec(&reply).expect("reply parses")
+}
+
+/// Wall-clock unix seconds.
+pub(crate) fn unix_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64()
 }
 
 /// Polls `check` every 50 ms until it returns true or `limit` passes.
@@ -853,7 +862,7 @@ pub(crate) enum Sse {
     /// A `data:` event, parsed as JSON.
     Data(Value),
     /// A `:` comment line (keep-alive).
-    Comment(String),
+    Comment(#[allow(dead_code, reason = "shown in failure messages")] String),
 }
 
 /// A `GET /v1/events` stream read over a raw HTTP/1.0 connection, so the
