@@ -102,18 +102,15 @@ async fn the_type_filter_keeps_one_type() {
     let server = TestServer::start().await;
     let mut web = open(&server, "?type=WEB").await;
     let mut all = open(&server, "").await;
-    server
-        .register(&Registration::new("db-1", "db", "10.0.0.1", 5432).ttl(60))
-        .await;
-    server
-        .register(&Registration::new("web-1", "web", "10.0.0.2", 80).ttl(60))
-        .await;
-    server
-        .register(&Registration::new("db-2", "db", "10.0.0.3", 5432).ttl(60))
-        .await;
-    server
-        .register(&Registration::new("web-2", "web", "10.0.0.4", 80).ttl(60))
-        .await;
+    for (name, service_type, host, port) in [
+        ("db-1", "db", "10.0.0.1", 5432),
+        ("web-1", "web", "10.0.0.2", 80),
+        ("db-2", "db", "10.0.0.3", 5432),
+        ("web-2", "web", "10.0.0.4", 80),
+    ] {
+        let registration = Registration::new(name, service_type, host, port).ttl(60);
+        server.register(&registration).await;
+    }
 
     let mut names = Vec::new();
     for _ in 0..4 {
