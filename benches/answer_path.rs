@@ -7,7 +7,10 @@
 //! Run with `cargo bench --bench answer_path`. Settings (env): ROUNDS=5
 //! (medians are reported), QUERIES=200000 per round, BIG=1000000 (instances
 //! in the large registry, as BIG/10 types of 10; 0 skips it), HUGE=100000
-//! (instances of one more type, asked for last; 0 skips it). A value that is
+//! (instances of one more type, asked for last; 0 skips it), STEER=0 (1:
+//! the data set's instances get weights 1-10 and two priorities, inst08 and
+//! inst09 backups, so answers are weighted and failover is decided; for the
+//! cost of steering against the same build with STEER=0). A value that is
 //! not a whole number in range stops it with a message naming the variable.
 //! Under `cargo test` (no `--bench` argument) it does nothing.
 //! `bench/answer_path.sh OLD NEW` runs two builds' executables alternately.
@@ -23,6 +26,9 @@ use signpost::dns::{Responder, Transport, ZoneSettings};
 use signpost::metrics::Metrics;
 use signpost::registry::Registry;
 use signpost::service::{Health, ValidRegistration, validate_host};
+
+/// Who asks: a client in no locality.
+const CLIENT: std::net::IpAddr = std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
 
 /// The whole number in environment variable `name`, `default` when it is
 /// unset, at least `min`. Any other value stops the benchmark: a typo must
@@ -56,6 +62,7 @@ fn spec(name: String, service_type: String, host: &str, port: u16) -> ValidRegis
         ttl: 86400,
         priority: 1,
         weight: 1,
+        locality: None,
         check: None,
     }
 }
@@ -63,22 +70,31 @@ fn spec(name: String, service_type: String, host: &str, port: u16) -> ValidRegis
 /// Registers `name` of `service_type` at `host`, passing, for a day.
 fn register(registry: &Registry, name: String, service_type: String, host: &str, port: u16) {
     let spec = spec(name, service_type, host, port);
+    register_spec(registry, spec);
+}
+
+fn register_spec(registry: &Registry, spec: ValidRegistration) {
     let identity = registry.identity_for(&spec);
     registry.register(spec, identity, Health::Passing);
 }
 
-/// Registers `types` types of 10 instances, `typeNNNNNN`/`instMM`.
-fn load(registry: &Registry, first_type: usize, types: usize) {
+/// Registers `types` types of 10 instances, `typeNNNNNN`/`instMM`; with
+/// `steer`, each with a weight of 1-10 and inst08, inst09 as backups.
+fn load(registry: &Registry, first_type: usize, types: usize, steer: bool) {
     for n in first_type..first_type + types {
         for m in 0..10u16 {
             let host = format!("10.{}.{}.{m}", n / 256 % 256, n % 256);
-            register(
-                registry,
+            let mut spec = spec(
                 format!("inst{m:02}"),
                 format!("type{n:06}"),
                 &host,
                 8000 + m,
             );
+            if steer {
+                spec.weight = m + 1;
+                spec.priority = if m >= 8 { 10 } else { 0 };
+            }
+            register_spec(registry, spec);
         }
     }
 }
@@ -154,13 +170,13 @@ fn report(responder: &Responder, rounds: usize, queries: usize, general_too: boo
     for (kind, packets) in kinds() {
         let fast = measure(rounds, queries, |i| {
             let packet = &packets[i % packets.len()];
-            assert!(responder.respond_into(black_box(packet), Transport::Udp, &mut out));
+            assert!(responder.respond_into(black_box(packet), Transport::Udp, CLIENT, &mut out));
             black_box(&out);
         });
         if general_too {
             let general = measure(rounds, queries / 4, |i| {
                 let packet = &packets[i % packets.len()];
-                black_box(responder.respond_general(black_box(packet), Transport::Udp));
+                black_box(responder.respond_general(black_box(packet), Transport::Udp, CLIENT));
             });
             println!(
                 "  {kind:<24} fast {fast:>7.0} ns   general {general:>7.0} ns   ({:.1}x)",
@@ -180,15 +196,17 @@ fn main() {
     let queries = env_usize("QUERIES", 200_000, 10);
     let big = env_usize("BIG", 1_000_000, 0);
     let huge = env_usize("HUGE", 100_000, 0);
+    let steer = env_usize("STEER", 0, 0) > 0;
     let apex = Name::from_ascii("svc.local.").unwrap();
     let zone = ZoneSettings {
         apex: apex.clone(),
         nameserver: Name::from_ascii("ns.svc.local.").unwrap(),
         ttl: 5,
         negative_ttl: 5,
+        steering: Default::default(),
     };
     let registry = Registry::new(apex);
-    load(&registry, 0, 100);
+    load(&registry, 0, 100, steer);
     let responder = Responder::new(registry.clone(), zone, Arc::new(Metrics::default()));
     println!(
         "answer path, median of {rounds} rounds x {queries} queries, 1 000 instances (100 types x 10):"
@@ -197,7 +215,7 @@ fn main() {
     if big > 1000 {
         let before = rss_mib();
         let started = Instant::now();
-        load(&registry, 100, big / 10 - 100);
+        load(&registry, 100, big / 10 - 100, steer);
         println!(
             "{} instances ({} types x 10), loaded in {:.1} s, +{:.0} MiB RSS in this process:",
             registry.len(),
@@ -247,7 +265,12 @@ fn main() {
         ] {
             let packet = query(name, qtype);
             let ns = measure(rounds, queries / 10, |_| {
-                assert!(responder.respond_into(black_box(&packet), Transport::Udp, &mut out));
+                assert!(responder.respond_into(
+                    black_box(&packet),
+                    Transport::Udp,
+                    CLIENT,
+                    &mut out
+                ));
             });
             println!("  {name:<30} {:<6} {ns:>9.0} ns", qtype.to_string());
         }

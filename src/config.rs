@@ -67,6 +67,27 @@ pub struct DnsConfig {
     /// UDP threads (each with its own socket on the port); 0 means one per
     /// CPU core, at most 8.
     pub threads: usize,
+    /// Percent of a type's instances that must be not critical, below which
+    /// answers include its critical instances too; 0 is off.
+    pub panic_threshold: u8,
+    /// Serving instances a locality needs before its clients are answered
+    /// with it alone.
+    pub locality_min_serving: usize,
+    /// Client networks and their localities: `[[dns.locality]]` tables.
+    /// The one setting with a default here: the shipped file has none, and
+    /// a table array cannot be written empty.
+    #[serde(default)]
+    pub locality: Vec<LocalityConfig>,
+}
+
+/// `[[dns.locality]]`: the clients in some networks are in one locality.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a table")]
+pub struct LocalityConfig {
+    /// The locality: a DNS label, as registrations name it.
+    pub name: String,
+    /// Its networks, as CIDR (`10.1.0.0/16`, `fd00:1::/48`).
+    pub networks: Vec<String>,
 }
 
 /// `[admin]`: the HTTP admin API.
@@ -160,6 +181,8 @@ pub struct DnsSettings {
     pub tcp_idle_timeout: Duration,
     /// Time allowed to write one batch of TCP answers.
     pub tcp_write_timeout: Duration,
+    /// Failover, weights, locality and panic mode.
+    pub steering: crate::select::Steering,
 }
 
 /// The validated `[admin]` settings.
@@ -267,7 +290,9 @@ impl Config {
             n if n <= 256 => n,
             _ => return Err(invalid("dns.threads", "must be 0 (one per core) to 256")),
         };
+        let steering = steering(&dns)?;
         let dns = DnsSettings {
+            steering,
             listen: dns.listen,
             zone,
             nameserver,
@@ -329,6 +354,44 @@ fn invalid(setting: &'static str, message: impl ToString) -> ConfigError {
         setting,
         message: message.to_string(),
     }
+}
+
+/// The steering settings of `[dns]`.
+fn steering(dns: &DnsConfig) -> Result<crate::select::Steering, ConfigError> {
+    if dns.panic_threshold > 100 {
+        return Err(invalid(
+            "dns.panic_threshold",
+            "must be 0 (off) to 100 percent",
+        ));
+    }
+    let locality_min_serving = count("dns.locality_min_serving", dns.locality_min_serving)?;
+    let mut localities = Vec::new();
+    for locality in &dns.locality {
+        let name = crate::validate::validate_label("dns.locality.name", &locality.name)
+            .map_err(|e| invalid("dns.locality", e.to_string()))?;
+        if locality.networks.is_empty() {
+            return Err(invalid(
+                "dns.locality",
+                format!("locality {name:?} has no networks"),
+            ));
+        }
+        for network in &locality.networks {
+            let parsed: ipnet::IpNet = network.parse().map_err(|_| {
+                invalid(
+                    "dns.locality",
+                    format!(
+                        "{network:?} of locality {name:?} is not a network such as 10.1.0.0/16"
+                    ),
+                )
+            })?;
+            localities.push((parsed.trunc(), name.clone()));
+        }
+    }
+    Ok(crate::select::Steering {
+        localities,
+        locality_min_serving,
+        panic_threshold: dns.panic_threshold,
+    })
 }
 
 /// A timeout or interval of 1 to [`MAX_SECONDS`] seconds.

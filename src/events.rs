@@ -1,6 +1,7 @@
 //! The live event stream behind `GET /v1/events`: every [`Change`] the
-//! registrar applies (`register`, `health`, `deregister`, `expire`), fanned
-//! out to every subscriber.
+//! registrar applies (`register`, `health`, `deregister`, `expire`), and a
+//! type entering or leaving panic mode (`panic`), fanned out to every
+//! subscriber.
 //!
 //! Publishing never waits: events go into a bounded broadcast ring, each one
 //! rendered to JSON once, and only when someone is listening. A subscriber
@@ -176,6 +177,31 @@ impl Events {
         }));
     }
 
+    /// Publishes that `service_type` entered panic mode (`entered`) or left
+    /// it, with how many of its `instances` are `not_critical`.
+    pub(crate) fn publish_panic(
+        &self,
+        service_type: &str,
+        entered: bool,
+        not_critical: usize,
+        instances: usize,
+        at_ms: u64,
+    ) {
+        if self.sender.receiver_count() == 0 {
+            return;
+        }
+        let data = json!({
+            "service_type": service_type,
+            "panic": entered,
+            "instances": instances,
+            "not_critical": not_critical,
+        });
+        let _ = self.sender.send(Arc::new(Event {
+            service_type: service_type.to_string(),
+            json: render("panic", data, at_ms),
+        }));
+    }
+
     pub(crate) fn subscribe(&self) -> broadcast::Receiver<Arc<Event>> {
         self.sender.subscribe()
     }
@@ -220,6 +246,7 @@ mod tests {
             ttl: 30,
             priority: 0,
             weight: 1,
+            locality: None,
             check: None,
         };
         let zone = [3, b's', b'v', b'c', 5, b'l', b'o', b'c', b'a', b'l', 0];

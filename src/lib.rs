@@ -29,6 +29,7 @@ pub mod metrics;
 pub(crate) mod names;
 pub(crate) mod registrar;
 pub mod registry;
+pub(crate) mod select;
 pub mod service;
 pub(crate) mod store;
 #[cfg(test)]
@@ -101,7 +102,15 @@ impl Server {
         let metrics = Arc::new(Metrics::default());
         let (checker, checks) = Checker::new();
         let events = Events::new(settings.admin.events_buffer);
-        let registrar = Registrar::new(registry.clone(), store, events, checker, metrics.clone());
+        let steering = settings.dns.steering.clone();
+        let registrar = Registrar::new(
+            registry.clone(),
+            store,
+            events,
+            checker,
+            metrics.clone(),
+            steering,
+        );
         let restored = registrar.restore(stored);
         tracing::info!(
             "store {}: restored {restored} registrations in {:?}",
@@ -184,6 +193,7 @@ impl Server {
                 nameserver: dns.nameserver,
                 ttl: dns.ttl,
                 negative_ttl: dns.negative_ttl,
+                steering: dns.steering.clone(),
             },
             metrics.clone(),
         ));
@@ -218,6 +228,7 @@ impl Server {
         tasks.spawn(named("the check scheduler", scheduler));
 
         let app = admin::router(admin::AdminState {
+            steering: Arc::new(dns.steering.clone()),
             registry,
             registrar: registrar.clone(),
             metrics,

@@ -78,6 +78,8 @@ pub struct Metrics {
     pub dns_truncated: Counter,
     /// TCP connections refused because the connection limit was reached.
     pub dns_tcp_refused: Counter,
+    /// Answers about a type in panic mode (critical instances included).
+    pub dns_panic_answers: Counter,
     pub registrations_created: Counter,
     pub registrations_replaced: Counter,
     pub registrations_rejected: Counter,
@@ -152,7 +154,7 @@ impl Metrics {
     /// The plain counters. Over 100 lines only because it is one table, a
     /// counter per entry, each field on its own line.
     fn render_counters(&self, out: &mut String) {
-        let counters: [(&str, &str, &str, u64); 14] = [
+        let counters: [(&str, &str, &str, u64); 15] = [
             (
                 "signpost_dns_dropped_total",
                 "DNS packets dropped unanswered (runt or not a query).",
@@ -170,6 +172,12 @@ impl Metrics {
                 "TCP connections closed at once because the limit was reached.",
                 "",
                 self.dns_tcp_refused.get(),
+            ),
+            (
+                "signpost_dns_panic_answers_total",
+                "Answers about a type in panic mode, which include its critical instances.",
+                "",
+                self.dns_panic_answers.get(),
             ),
             (
                 "signpost_registrations_total",

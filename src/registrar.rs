@@ -26,6 +26,7 @@ use crate::checks::probe::Outcome;
 use crate::events::{Change, DeregisterReason, Event, Events, HealthSource};
 use crate::metrics::Metrics;
 use crate::registry::{Identity, Registered, Registry, SWEEP_INTERVAL};
+use crate::select::Steering;
 use crate::service::{Health, Instance, ValidRegistration};
 use crate::store::{Store, StoreError, StoredInstance, Write};
 
@@ -62,6 +63,10 @@ pub(crate) struct Registrar {
     /// The active-check scheduler, told of every instance with a check.
     checker: Checker,
     metrics: Arc<Metrics>,
+    /// For telling when a type enters or leaves panic mode.
+    steering: Arc<Steering>,
+    /// The types in panic mode, as last announced.
+    panicking: Arc<std::sync::Mutex<std::collections::HashSet<String>>>,
     stripes: Arc<[Mutex<()>]>,
     hasher: std::collections::hash_map::RandomState,
 }
@@ -73,6 +78,7 @@ impl Registrar {
         events: Events,
         checker: Checker,
         metrics: Arc<Metrics>,
+        steering: Steering,
     ) -> Registrar {
         Registrar {
             registry,
@@ -80,6 +86,8 @@ impl Registrar {
             events,
             checker,
             metrics,
+            steering: Arc::new(steering),
+            panicking: Default::default(),
             stripes: (0..STRIPES).map(|_| Mutex::new(())).collect(),
             hasher: Default::default(),
         }
@@ -428,6 +436,42 @@ impl Registrar {
             ),
         }
         self.events.publish(&change, self.registry.now_ms());
+        self.follow_panic(service_type);
+    }
+
+    /// Announces `service_type` entering or leaving panic mode, if `change`
+    /// made it do so. Under one lock, so that racing changes announce each
+    /// crossing once.
+    fn follow_panic(&self, service_type: &str) {
+        if self.steering.panic_threshold == 0 {
+            return;
+        }
+        let set = self.registry.type_set(service_type);
+        let panics = set.as_ref().is_some_and(|set| self.steering.panics(set));
+        let mut panicking = self.panicking.lock().unwrap_or_else(|e| e.into_inner());
+        let was = panicking.contains(service_type);
+        if panics == was {
+            return;
+        }
+        if panics {
+            panicking.insert(service_type.to_string());
+        } else {
+            panicking.remove(service_type);
+        }
+        let (not_critical, instances) = set.map_or((0, 0), |s| (s.healthy().len(), s.len()));
+        tracing::warn!(
+            %service_type, not_critical, instances,
+            threshold = self.steering.panic_threshold,
+            "{}",
+            if panics {
+                "panic mode: answers include critical instances"
+            } else {
+                "panic mode over"
+            }
+        );
+        let now = self.registry.now_ms();
+        let events = &self.events;
+        events.publish_panic(service_type, panics, not_critical, instances, now);
     }
 
     /// Calls [`Registrar::sweep`] every [`SWEEP_INTERVAL`] until `shutdown`
@@ -482,6 +526,7 @@ pub(crate) mod tests {
             events,
             checker,
             metrics.clone(),
+            Steering::default(),
         );
         Setup {
             time,
@@ -504,6 +549,7 @@ pub(crate) mod tests {
             ttl,
             priority: 0,
             weight: 1,
+            locality: None,
             check: check.then(|| {
                 let check: CheckRegistration =
                     serde_json::from_value(serde_json::json!({"tcp": "127.0.0.1:9"})).unwrap();

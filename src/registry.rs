@@ -11,6 +11,7 @@
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, HashMap};
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -20,7 +21,7 @@ use hickory_proto::rr::Name;
 use uuid::Uuid;
 
 use crate::clock::{Clock, system_now_ms};
-use crate::service::{Family, Health, Instance, ValidRegistration};
+use crate::service::{Family, Health, Host, Instance, ValidRegistration};
 
 /// How often lapsed instances are removed.
 pub const SWEEP_INTERVAL: Duration = Duration::from_millis(250);
@@ -60,6 +61,12 @@ pub struct TypeSet {
     ipv6: Members,
     /// The instances carrying each tag; a tag no instance carries has no entry.
     tagged: HashMap<Box<str>, Members>,
+    /// The instances of each priority (critical too), lowest first: A and
+    /// AAAA answers hold only the lowest priority that serves, which a
+    /// sample of a large type could otherwise miss.
+    by_priority: BTreeMap<u16, Members>,
+    /// The instances in each locality that one is in.
+    by_locality: HashMap<Box<str>, Members>,
 }
 
 impl TypeSet {
@@ -127,6 +134,17 @@ impl TypeSet {
         self.tagged.get(tag)
     }
 
+    /// The priorities the instances have, lowest first, each with its
+    /// instances (critical too).
+    pub fn priorities(&self) -> impl Iterator<Item = (u16, &Members)> {
+        self.by_priority.iter().map(|(p, members)| (*p, members))
+    }
+
+    /// The instances in `locality`, if any is.
+    pub fn in_locality(&self, locality: &str) -> Option<&Members> {
+        self.by_locality.get(locality)
+    }
+
     /// Inserts `instance`, or replaces the one of the same name (returned).
     fn upsert(&mut self, instance: Arc<Instance>) -> Option<Arc<Instance>> {
         let replaced = self.all.upsert(instance.clone());
@@ -180,6 +198,12 @@ impl TypeSet {
                 instance.clone(),
             );
         }
+        let priority = self.by_priority.entry(instance.spec.priority);
+        add(priority.or_default(), instance.clone());
+        if let Some(locality) = &instance.spec.locality {
+            let members = self.by_locality.entry(locality.as_str().into());
+            add(members.or_default(), instance.clone());
+        }
     }
 
     /// Takes `instance` out of the health, family and tag indexes.
@@ -189,14 +213,30 @@ impl TypeSet {
             self.with_address_mut(family).remove(instance);
         }
         for tag in &instance.spec.tags {
-            if let Some(members) = self.tagged.get_mut(tag.as_str()) {
-                members.remove(instance);
-                if members.is_empty() {
-                    self.tagged.remove(tag.as_str());
-                }
+            if remove_emptied(self.tagged.get_mut(tag.as_str()), instance) {
+                self.tagged.remove(tag.as_str());
             }
         }
+        let priority = instance.spec.priority;
+        if remove_emptied(self.by_priority.get_mut(&priority), instance) {
+            self.by_priority.remove(&priority);
+        }
+        if let Some(locality) = instance.spec.locality.as_deref()
+            && remove_emptied(self.by_locality.get_mut(locality), instance)
+        {
+            self.by_locality.remove(locality);
+        }
     }
+}
+
+/// Takes `instance` out of `members` (an entry of a keyed index); true
+/// when that emptied it, and the entry must go: an entry exists only while
+/// an instance has its key.
+fn remove_emptied(members: Option<&mut Members>, instance: &Arc<Instance>) -> bool {
+    members.is_some_and(|members| {
+        members.remove(instance);
+        members.is_empty()
+    })
 }
 
 /// Instances sorted by name, in sorted chunks of at most [`CHUNK_MAX`]
@@ -415,6 +455,9 @@ struct Shared {
     zone_wire: Box<[u8]>,
     by_id: DashMap<Uuid, Arc<Instance>>,
     by_type: DashMap<String, Arc<TypeSet>>,
+    /// The instances with each IP address, for reverse (PTR) lookups; kept
+    /// with `by_id`, entry for entry.
+    by_address: DashMap<IpAddr, Vec<Arc<Instance>>>,
     /// Serialises structural changes so `by_id` and `by_type` agree.
     writer: Mutex<()>,
     /// Deadlines to look at, earliest first. An entry is only a hint: when it
@@ -443,6 +486,7 @@ impl Registry {
                 zone_wire: crate::names::to_wire(&zone).into(),
                 by_id: DashMap::new(),
                 by_type: DashMap::new(),
+                by_address: DashMap::new(),
                 writer: Mutex::new(()),
                 expiry: Mutex::new(BinaryHeap::new()),
                 next_generation: AtomicU64::new(1),
@@ -517,7 +561,7 @@ impl Registry {
             if let Some(stale) = set.upsert(instance.clone())
                 && stale.id != instance.id
             {
-                shared.by_id.remove(&stale.id);
+                self.forget(&stale);
                 if stale.kill_if_lapsed_by(now) {
                     expired = Some(stale);
                 } else {
@@ -525,7 +569,7 @@ impl Registry {
                 }
             }
         });
-        shared.by_id.insert(identity.id, instance.clone());
+        self.remember(&instance);
         self.queue_expiry(&instance);
         shared.version.fetch_add(1, Ordering::Relaxed);
         Registered {
@@ -567,7 +611,7 @@ impl Registry {
             instances.sort_by(|a, b| a.spec.name.cmp(&b.spec.name));
             instances.dedup_by(|later, earlier| later.spec.name == earlier.spec.name);
             for instance in &instances {
-                shared.by_id.insert(instance.id, instance.clone());
+                self.remember(instance);
                 queue.push(Reverse((
                     instance.expires_at_ms(),
                     instance.generation,
@@ -779,6 +823,54 @@ impl Registry {
         )));
     }
 
+    /// Indexes `instance` by id (replacing the one with its id, if any) and
+    /// by address. The caller holds the writer lock.
+    fn remember(&self, instance: &Arc<Instance>) {
+        if let Some(replaced) = self.shared.by_id.insert(instance.id, instance.clone()) {
+            self.unindex_address(&replaced);
+        }
+        if let Host::Ip(ip) = instance.spec.host {
+            self.shared
+                .by_address
+                .entry(ip)
+                .or_default()
+                .push(instance.clone());
+        }
+    }
+
+    /// Takes `instance` out of the by-id and by-address indexes, if it is
+    /// the one there. The caller holds the writer lock.
+    fn forget(&self, instance: &Arc<Instance>) {
+        let shared = &self.shared;
+        if shared
+            .by_id
+            .remove_if(&instance.id, |_, held| Arc::ptr_eq(held, instance))
+            .is_some()
+        {
+            self.unindex_address(instance);
+        }
+    }
+
+    fn unindex_address(&self, instance: &Arc<Instance>) {
+        if let Host::Ip(ip) = instance.spec.host
+            && let dashmap::Entry::Occupied(mut entry) = self.shared.by_address.entry(ip)
+        {
+            entry.get_mut().retain(|held| !Arc::ptr_eq(held, instance));
+            if entry.get().is_empty() {
+                entry.remove();
+            }
+        }
+    }
+
+    /// The instances whose host is `ip`, serving or not.
+    pub fn with_ip(&self, ip: IpAddr) -> Vec<Arc<Instance>> {
+        self.shared
+            .by_address
+            .get(&ip)
+            .map(|held| held.clone())
+            .unwrap_or_default()
+    }
+
     /// Removes killed instances from both indexes, rebuilding each affected
     /// type once. The caller holds the writer lock.
     fn remove_locked(&self, removed: &[Arc<Instance>]) {
@@ -787,7 +879,7 @@ impl Registry {
         }
         let mut by_type: BTreeMap<&str, Vec<&Arc<Instance>>> = BTreeMap::new();
         for instance in removed {
-            self.shared.by_id.remove(&instance.id);
+            self.forget(instance);
             by_type
                 .entry(instance.spec.service_type.as_str())
                 .or_default()
@@ -857,6 +949,7 @@ mod tests {
             ttl,
             priority: 0,
             weight: 1,
+            locality: None,
             check: None,
         }
     }
@@ -1095,6 +1188,26 @@ mod tests {
             assert_eq!(names(members), expected(&|i| i.has_tag(tag)), "tag {tag}");
             assert_chunked(members);
         }
+        let priorities: std::collections::BTreeSet<u16> =
+            set.iter().map(|i| i.spec.priority).collect();
+        let indexed: Vec<u16> = set.priorities().map(|(p, _)| p).collect();
+        assert_eq!(indexed, priorities.into_iter().collect::<Vec<_>>());
+        for (priority, members) in set.priorities() {
+            let of_priority = expected(&|i| i.spec.priority == priority);
+            assert_eq!(names(members), of_priority, "priority {priority}");
+            assert_chunked(members);
+        }
+        let localities: std::collections::BTreeSet<&str> = set
+            .iter()
+            .filter_map(|i| i.spec.locality.as_deref())
+            .collect();
+        assert_eq!(set.by_locality.len(), localities.len());
+        for locality in localities {
+            let members = set.in_locality(locality).unwrap();
+            let in_it = expected(&|i| i.spec.locality.as_deref() == Some(locality));
+            assert_eq!(names(members), in_it, "locality {locality}");
+            assert_chunked(members);
+        }
         // Each index finds what the whole set finds, by the same allocation.
         for instance in set.iter() {
             assert!(Arc::ptr_eq(
@@ -1104,8 +1217,29 @@ mod tests {
         }
     }
 
+    /// The by-address index holds exactly the instances of the by-id one
+    /// whose host is an IP, under it.
+    fn assert_addresses(registry: &Registry) {
+        let mut expected: Vec<(IpAddr, Uuid)> = Vec::new();
+        for entry in registry.shared.by_id.iter() {
+            if let Host::Ip(ip) = entry.value().spec.host {
+                expected.push((ip, entry.value().id));
+                let held = registry.with_ip(ip);
+                assert!(held.iter().any(|i| Arc::ptr_eq(i, entry.value())));
+            }
+        }
+        let mut indexed: Vec<(IpAddr, Uuid)> = Vec::new();
+        for entry in registry.shared.by_address.iter() {
+            assert!(!entry.value().is_empty(), "no empty entries");
+            indexed.extend(entry.value().iter().map(|i| (*entry.key(), i.id)));
+        }
+        expected.sort();
+        indexed.sort();
+        assert_eq!(indexed, expected);
+    }
+
     #[test]
-    fn health_family_and_tag_indexes_follow_every_change() {
+    fn health_family_tag_priority_and_locality_indexes_follow_every_change() {
         let (time, registry) = on_manual_clock();
         let mut rng = fastrand::Rng::with_seed(11);
         let mut live: std::collections::BTreeMap<String, Uuid> = Default::default();
@@ -1133,10 +1267,16 @@ mod tests {
                     .filter(|tag| rng.u8(..if *tag == "rare" { 50 } else { 2 }) == 0)
                     .map(String::from)
                     .collect();
+                spec.priority = *rng.choice(&[0, 0, 10, 20]).unwrap();
+                spec.locality = rng
+                    .choice([None, Some("eu"), Some("us")])
+                    .unwrap()
+                    .map(String::from);
                 let id = register(&registry, spec).instance.id;
                 live.insert(name, id);
             }
             if round % 1000 == 999 {
+                assert_addresses(&registry);
                 assert_indexed(&registry.type_set("web").unwrap());
             }
         }
@@ -1147,6 +1287,7 @@ mod tests {
         let set = registry.type_set("web").unwrap();
         assert!(set.iter().all(|i| i.spec.ttl == 60));
         assert_indexed(&set);
+        assert_addresses(&registry);
         // And a restore builds them.
         let restored = Registry::new(Name::from_ascii("svc.local.").unwrap());
         let entries = set

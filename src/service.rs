@@ -93,6 +93,9 @@ pub struct Registration {
     pub ttl: Option<i64>,
     pub priority: Option<i64>,
     pub weight: Option<i64>,
+    /// Where the instance runs (a zone, a rack): a DNS label. Clients in the
+    /// same locality are answered with it first (`dns.locality`).
+    pub locality: Option<String>,
     /// An active health check (see [`crate::checks`]).
     pub check: Option<CheckRegistration>,
     #[serde(default, rename = "id")]
@@ -125,6 +128,8 @@ pub struct ValidRegistration {
     pub ttl: u32,
     pub priority: u16,
     pub weight: u16,
+    /// Where the instance runs, lowercase; `None` for nowhere in particular.
+    pub locality: Option<String>,
     pub check: Option<CheckSpec>,
 }
 
@@ -160,6 +165,11 @@ impl Registration {
         )?;
         let priority = ranged("priority", self.priority.unwrap_or(0), 0, 65535)?;
         let weight = ranged("weight", self.weight.unwrap_or(1), 0, 65535)?;
+        let locality = self
+            .locality
+            .as_deref()
+            .map(|locality| validate_label("locality", locality))
+            .transpose()?;
         if self.tags.len() > MAX_TAGS {
             return Err(invalid(format!(
                 "tags: at most {MAX_TAGS} tags are allowed"
@@ -208,6 +218,7 @@ impl Registration {
             ttl,
             priority,
             weight,
+            locality,
         })
     }
 }
@@ -483,6 +494,7 @@ impl Instance {
             ttl: spec.ttl,
             priority: spec.priority,
             weight: spec.weight,
+            locality: spec.locality.clone(),
             registered_at: unix_secs(self.registered_at_ms),
             last_heartbeat: unix_secs(self.last_heartbeat_ms()),
             expires_at: unix_secs(self.expires_at_ms()),
@@ -523,6 +535,9 @@ pub struct ServiceView {
     pub ttl: u32,
     pub priority: u16,
     pub weight: u16,
+    /// Where the instance runs, when it said.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub locality: Option<String>,
     pub registered_at: f64,
     pub last_heartbeat: f64,
     pub expires_at: f64,
@@ -558,6 +573,7 @@ mod tests {
             ttl: 30,
             priority: 0,
             weight: 1,
+            locality: None,
             check: None,
         };
         let zone = hickory_proto::rr::Name::from_ascii("svc.local.").unwrap();

@@ -9,6 +9,7 @@ pub(crate) struct Filters {
     pub(crate) service_type: Option<String>,
     pub(crate) tag: Option<String>,
     pub(crate) health: Option<Health>,
+    pub(crate) locality: Option<String>,
 }
 
 pub(crate) fn parse_filters(raw: Option<String>, allowed: &[&str]) -> Result<Filters, ApiError> {
@@ -29,6 +30,7 @@ pub(crate) fn parse_filters(raw: Option<String>, allowed: &[&str]) -> Result<Fil
         match key.as_str() {
             "type" => filters.service_type = Some(validate_label("type", &value).map_err(bad)?),
             "tag" => filters.tag = Some(validate_label("tag", &value).map_err(bad)?),
+            "locality" => filters.locality = Some(validate_label("locality", &value).map_err(bad)?),
             "health" => {
                 filters.health = Some(match value.as_str() {
                     "passing" => Health::Passing,

@@ -11,12 +11,13 @@ mod filters;
 mod serve;
 mod state;
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::Json;
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{Path, RawQuery, Request, State};
+use axum::extract::{ConnectInfo, Path, RawQuery, Request, State};
 use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -33,6 +34,7 @@ use filters::parse_filters;
 
 use crate::events::DeregisterReason;
 use crate::registrar::RegistrarError;
+use crate::select::{self, Ask, Order};
 use crate::service::{Health, MAX_OUTPUT_BYTES, Registration, validate_label};
 
 /// The whole admin API.
@@ -265,44 +267,36 @@ fn services_body(services: Vec<Arc<crate::service::Instance>>) -> Body {
 
 async fn discover(
     State(state): State<Arc<AdminState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Path(service_type): Path<String>,
     RawQuery(query): RawQuery,
 ) -> Result<Response, ApiError> {
-    let filters = parse_filters(query, &["tag"])?;
+    let filters = parse_filters(query, &["tag", "locality"])?;
     let service_type =
         validate_label("type", &service_type).map_err(|e| ApiError::BadRequest(e.to_string()))?;
-    let set = state.registry.type_set(&service_type);
-    let candidates = match (&set, &filters.tag) {
-        (Some(set), Some(tag)) => set.tagged(tag),
-        (Some(set), None) => Some(set.healthy()),
-        (None, _) => None,
+    let steering = &state.steering;
+    let locality = match &filters.locality {
+        Some(locality) => Some(locality.as_str()),
+        None => steering.locality_of(peer.ip()),
     };
-    let chosen = candidates
-        .and_then(|members| pick_serving(members, state.registry.now_ms()))
-        .ok_or_else(|| {
-            ApiError::NotFound(format!("no serving instance of type {service_type:?}"))
-        })?;
+    let none = || ApiError::NotFound(format!("no serving instance of type {service_type:?}"));
+    let set = state.registry.type_set(&service_type).ok_or_else(none)?;
+    // What the first address of an A answer would be: the lowest priority
+    // serving, the caller's locality first, by weight.
+    let ask = Ask {
+        tag: filters.tag.as_deref(),
+        family: None,
+        order: Order::Failover,
+        locality,
+    };
+    let now = state.registry.now_ms();
+    let selection = select::select(&set, &ask, steering, now, DISCOVERY_SAMPLE);
+    let chosen = selection.instances.first().ok_or_else(none)?;
     Ok(Json(chosen.view()).into_response())
 }
 
-/// A serving instance of `members`, each equally likely. A few random
-/// draws find one at once when most serve; only when they all miss are the
-/// serving ones listed and one chosen, so a large healthy type costs no
-/// full pass per request.
-fn pick_serving(
-    members: &crate::registry::Members,
-    now: u64,
-) -> Option<Arc<crate::service::Instance>> {
-    const DRAWS: usize = 8;
-    for _ in 0..DRAWS.min(members.len()) {
-        let drawn = members.iter_from(fastrand::usize(..members.len())).next()?;
-        if drawn.is_serving(now) {
-            return Some(drawn.clone());
-        }
-    }
-    let serving: Vec<_> = members.iter().filter(|i| i.is_serving(now)).collect();
-    fastrand::choice(serving).cloned()
-}
+/// Candidates a discovery of a large type weighs, from a random start.
+const DISCOVERY_SAMPLE: usize = 16;
 
 async fn types(State(state): State<Arc<AdminState>>) -> Json<serde_json::Value> {
     let now = state.registry.now_ms();

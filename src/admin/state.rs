@@ -6,12 +6,15 @@ use std::time::Instant;
 use crate::metrics::Metrics;
 use crate::registrar::Registrar;
 use crate::registry::Registry;
+use crate::select::Steering;
 
 /// What every handler can reach, shared behind one `Arc`: axum clones the
 /// state for every extractor of every request, and a deep clone (a
 /// `String`, a cancellation token, the registrar's handles) cost more than
 /// the routing.
 pub(crate) struct AdminState {
+    /// How discovery picks an instance, as DNS does.
+    pub steering: Arc<Steering>,
     pub registry: Registry,
     /// The write path: store first, then the registry.
     pub registrar: Registrar,

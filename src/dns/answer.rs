@@ -21,9 +21,10 @@ use std::sync::Arc;
 use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::{Name, RecordType};
 
-use super::node::Node;
+use super::node::{Label, Node};
 use crate::metrics::Metrics;
-use crate::registry::{Members, Registry, TypeSet};
+use crate::registry::{Registry, TypeSet};
+use crate::select::{self, Ask, Order, Steering};
 use crate::service::{Family, Instance};
 
 /// UDP payload limit without EDNS (RFC 1035).
@@ -41,11 +42,6 @@ pub(crate) const SOA_RETRY: u32 = 600;
 pub(crate) const SOA_EXPIRE: u32 = 86400;
 /// The text of the RFC 8482 answer to ANY: HINFO "RFC8482" "".
 pub(crate) const RFC8482_CPU: &str = "RFC8482";
-
-/// A set with more candidates than this is answered from a sample: a run
-/// from a random candidate, as many as a message could hold, instead of
-/// every candidate per query (the answer is truncated with TC either way).
-pub(crate) const LARGE_SET: usize = 256;
 
 /// How the query arrived, which bounds the answer's size.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -65,6 +61,8 @@ pub struct ZoneSettings {
     pub ttl: u32,
     /// TTL of negative answers and SOA minimum.
     pub negative_ttl: u32,
+    /// Failover, weights, locality and panic mode.
+    pub steering: Steering,
 }
 
 /// The zone being answered for: its settings, the registry its names come
@@ -74,6 +72,19 @@ pub(crate) struct Zone {
     pub settings: ZoneSettings,
     pub registry: Registry,
     pub metrics: Arc<Metrics>,
+}
+
+impl Zone {
+    /// Counts an answered question in the metrics.
+    pub(crate) fn count(&self, qtype: RecordType, answer: &Answer<'_>, truncated: bool) {
+        self.metrics.count_query(qtype, answer.rcode);
+        if truncated {
+            self.metrics.dns_truncated.inc();
+        }
+        if answer.panic {
+            self.metrics.dns_panic_answers.inc();
+        }
+    }
 }
 
 /// The largest response for a query that came over `transport` with an
@@ -131,6 +142,8 @@ pub(crate) struct Answer<'a> {
     /// `NoError` or `NXDomain`.
     pub rcode: ResponseCode,
     pub records: Records<'a>,
+    /// Answered from a type in panic mode (critical instances included).
+    pub panic: bool,
 }
 
 /// The answer section. Anything but [`Records::None`] holds at least one
@@ -155,6 +168,8 @@ pub(crate) enum Records<'a> {
         ttl: u32,
         members: Vec<Member<'a>>,
     },
+    /// A reverse name's PTRs: to each member's `<name>.<type>.<zone>`.
+    Reverse { ttl: u32, members: Vec<Member<'a>> },
 }
 
 /// One instance in an answer, with its own TTL (for its extras).
@@ -181,73 +196,65 @@ impl Subject {
         &self.node
     }
 
-    /// What answers `qtype` about this subject at `now_ms`, collecting no
-    /// more than `most` records (see [`most_records`]).
+    /// What answers `qtype` about this subject at `now_ms`, for a client
+    /// in `locality` (when known), collecting no more than `most` records
+    /// (see [`most_records`]).
     pub(crate) fn answer(
         &self,
         registry: &Registry,
         zone: &ZoneSettings,
         qtype: RecordType,
+        locality: Option<&str>,
         now_ms: u64,
         most: usize,
     ) -> Answer<'_> {
-        let nodata = Answer {
-            rcode: ResponseCode::NoError,
+        let negative = |rcode| Answer {
+            rcode,
             records: Records::None,
+            panic: false,
         };
-        let nxdomain = Answer {
-            rcode: ResponseCode::NXDomain,
-            records: Records::None,
-        };
+        let nxdomain = negative(ResponseCode::NXDomain);
+        let steering = &zone.steering;
         let exists = match (&self.node, &self.set) {
             (Node::Missing, _) => false,
             (Node::Apex | Node::EmptyNonTerminal | Node::Browse, _) => true,
-            (Node::SubtypesOf { .. }, set) => set.as_ref().is_some_and(|s| s.any_serving(now_ms)),
+            (Node::SubtypesOf { .. }, set) => set
+                .as_ref()
+                .is_some_and(|set| select::exists(set, None, steering, now_ms)),
             (_, None) => false,
-            (Node::Type { tag, .. } | Node::Service { tag, .. }, Some(set)) => {
-                let tag = tag.as_ref().map(|t| t.as_str());
-                // The records asked for, if the node has them.
-                let rrtype = match self.node {
-                    Node::Type { .. } => {
-                        matches!(qtype, RecordType::A | RecordType::AAAA | RecordType::SRV)
-                    }
-                    _ => matches!(qtype, RecordType::PTR | RecordType::SRV),
+            (Node::Type { tag, .. }, Some(set)) => {
+                let kind = Kind::Type { locality };
+                match of_type(set, kind, tag.as_ref(), qtype, zone, now_ms, most) {
+                    Ok(answer) => return answer,
+                    Err(exists) => exists,
                 }
-                .then_some(qtype);
-                // A DNS-SD service has no addresses: its candidates are
-                // every instance, whatever the question.
-                let family = match self.node {
-                    Node::Type { .. } => family_asked(qtype),
-                    _ => None,
-                };
-                let Some(candidates) = Candidates::of(set, tag, family) else {
-                    return nxdomain; // no instance carries the tag
-                };
-                let wanted = candidates.wanted(most);
-                let (members, found) = serving(candidates.run(), wanted, rrtype, zone, now_ms);
-                if !found && !candidates.exist_beyond_run(now_ms) {
-                    return nxdomain;
+            }
+            (Node::Service { tag, .. }, Some(set)) => {
+                match of_type(set, Kind::Service, tag.as_ref(), qtype, zone, now_ms, most) {
+                    Ok(answer) => return answer,
+                    Err(exists) => exists,
                 }
-                if let Some(rrtype) = rrtype {
-                    return Answer::of_members(rrtype, members);
-                }
-                true
             }
             (Node::Instance { name, .. }, Some(set)) => {
                 let Some(instance) = set.find(name.as_str()) else {
                     return nxdomain;
                 };
-                let rrtype = matches!(
-                    qtype,
-                    RecordType::A | RecordType::AAAA | RecordType::SRV | RecordType::TXT
-                )
-                .then_some(qtype);
-                let (members, found) = serving(std::iter::once(instance), 1, rrtype, zone, now_ms);
-                if !found {
+                if !instance.is_serving(now_ms) {
                     return nxdomain;
                 }
-                if let Some(rrtype) = rrtype {
-                    return Answer::of_members(rrtype, members);
+                let has = match qtype {
+                    RecordType::A | RecordType::AAAA => {
+                        family_asked(qtype) == instance.spec.host.family()
+                    }
+                    RecordType::SRV | RecordType::TXT => true,
+                    _ => false,
+                };
+                if has {
+                    let member = Member {
+                        instance,
+                        ttl: instance_ttl(instance, zone, now_ms),
+                    };
+                    return Answer::of_members(qtype, vec![member], false);
                 }
                 true
             }
@@ -265,76 +272,138 @@ impl Subject {
                 let mut types = registry.serving_types(now_ms, most);
                 types.retain(|service_type| service_type.len() < 63);
                 if types.is_empty() {
-                    return nodata;
+                    return negative(ResponseCode::NoError);
                 }
                 fastrand::shuffle(&mut types);
                 Records::Browse(types)
             }
-            _ => return nodata,
+            _ => return negative(ResponseCode::NoError),
         };
         Answer {
             rcode: ResponseCode::NoError,
             records,
+            panic: false,
         }
     }
+}
+
+/// What a name about a type's instances is.
+#[derive(Clone, Copy)]
+enum Kind<'a> {
+    /// `<type>` or a subtype: addresses and SRV, steered (for a client in
+    /// `locality`, when known).
+    Type { locality: Option<&'a str> },
+    /// A DNS-SD service or subtype: PTR to every instance, and SRV; no
+    /// failover, no locality.
+    Service,
+}
+
+/// The instances that serve at the address a reverse name (`…in-addr.arpa`,
+/// `…ip6.arpa`) spells out, held while their answer is written.
+pub(crate) struct ReverseSubject {
+    instances: Vec<Arc<Instance>>,
+}
+
+impl ReverseSubject {
+    /// The instances at the address `qname` names, if it is a reverse name
+    /// of one whole address; `None` otherwise.
+    pub(crate) fn find(registry: &Registry, qname: &Name) -> Option<ReverseSubject> {
+        let network = qname.parse_arpa_name().ok()?;
+        if network.prefix_len() != network.max_prefix_len() {
+            return None; // a network, not an address
+        }
+        let instances = registry.with_ip(network.addr());
+        Some(ReverseSubject { instances })
+    }
+
+    /// PTRs to the instances serving at the address at `now_ms`: one each,
+    /// shuffled; `None` when none serves there. signpost answers reverse
+    /// names only for what it knows: any other is not its to deny.
+    pub(crate) fn answer(&self, zone: &ZoneSettings, now_ms: u64) -> Option<Answer<'_>> {
+        let mut members: Vec<Member<'_>> = self
+            .instances
+            .iter()
+            .filter(|instance| instance.is_serving(now_ms))
+            .map(|instance| Member {
+                instance,
+                ttl: instance_ttl(instance, zone, now_ms),
+            })
+            .collect();
+        let ttl = members.iter().map(|m| m.ttl).min()?;
+        fastrand::shuffle(&mut members);
+        Some(Answer {
+            rcode: ResponseCode::NoError,
+            records: Records::Reverse { ttl, members },
+            panic: false,
+        })
+    }
+}
+
+/// The answer of `qtype` about the instances of `set` with `tag`; or,
+/// when `qtype` is not a record such a name has, whether the name exists.
+fn of_type<'s>(
+    set: &'s TypeSet,
+    kind: Kind<'_>,
+    tag: Option<&Label>,
+    qtype: RecordType,
+    zone: &ZoneSettings,
+    now_ms: u64,
+    most: usize,
+) -> Result<Answer<'s>, bool> {
+    let tag = tag.map(Label::as_str);
+    let (order, locality) = match (kind, qtype) {
+        (Kind::Type { locality }, RecordType::A | RecordType::AAAA) => (Order::Failover, locality),
+        (Kind::Type { locality }, RecordType::SRV) => (Order::Priorities, locality),
+        (Kind::Service, RecordType::SRV) => (Order::Priorities, None),
+        (Kind::Service, RecordType::PTR) => (Order::Shuffled, None),
+        _ => return Err(select::exists(set, tag, &zone.steering, now_ms)),
+    };
+    let family = match kind {
+        Kind::Type { .. } => family_asked(qtype),
+        Kind::Service => None,
+    };
+    let ask = Ask {
+        tag,
+        family,
+        order,
+        locality,
+    };
+    let selection = select::select(set, &ask, &zone.steering, now_ms, most);
+    if !selection.exists {
+        return Ok(Answer {
+            rcode: ResponseCode::NXDomain,
+            records: Records::None,
+            panic: selection.panic,
+        });
+    }
+    let members = selection
+        .instances
+        .into_iter()
+        .map(|instance| Member {
+            instance,
+            ttl: instance_ttl(instance, zone, now_ms),
+        })
+        .collect();
+    Ok(Answer::of_members(qtype, members, selection.panic))
 }
 
 impl<'a> Answer<'a> {
-    /// The RRset of `members` (NODATA when there are none), shuffled.
-    fn of_members(rrtype: RecordType, mut members: Vec<Member<'a>>) -> Answer<'a> {
+    /// The RRset of `members`, in their order (NODATA when there are none).
+    fn of_members(rrtype: RecordType, members: Vec<Member<'a>>, panic: bool) -> Answer<'a> {
         let records = match members.iter().map(|m| m.ttl).min() {
             None => Records::None,
-            Some(ttl) => {
-                fastrand::shuffle(&mut members);
-                Records::Instances {
-                    rrtype,
-                    ttl,
-                    members,
-                }
-            }
+            Some(ttl) => Records::Instances {
+                rrtype,
+                ttl,
+                members,
+            },
         };
         Answer {
             rcode: ResponseCode::NoError,
             records,
+            panic,
         }
     }
-}
-
-/// The serving instances among `candidates` that have a record of `rrtype`
-/// (none when it is `None`; at most `capacity`), and whether any instance
-/// serves at all (the name exists as long as one does).
-fn serving<'a>(
-    candidates: impl Iterator<Item = &'a Arc<Instance>>,
-    capacity: usize,
-    rrtype: Option<RecordType>,
-    zone: &ZoneSettings,
-    now_ms: u64,
-) -> (Vec<Member<'a>>, bool) {
-    let mut members = Vec::with_capacity(capacity.min(LARGE_SET));
-    let mut found = false;
-    for instance in candidates {
-        if members.len() == capacity {
-            break;
-        }
-        if !instance.is_serving(now_ms) {
-            continue;
-        }
-        found = true;
-        // With no record type to collect, one serving instance settles it:
-        // a NODATA question on a huge type must not visit every instance.
-        let Some(rrtype) = rrtype else { break };
-        let has_record = match family_asked(rrtype) {
-            Some(family) => instance.spec.host.family() == Some(family),
-            None => true,
-        };
-        if has_record {
-            members.push(Member {
-                instance,
-                ttl: instance_ttl(instance, zone, now_ms),
-            });
-        }
-    }
-    (members, found)
 }
 
 /// The address family an A or AAAA question asks for.
@@ -343,93 +412,6 @@ pub(crate) fn family_asked(rrtype: RecordType) -> Option<Family> {
         RecordType::A => Some(Family::V4),
         RecordType::AAAA => Some(Family::V6),
         _ => None,
-    }
-}
-
-/// Where the answers to a question about a type are looked for: the
-/// instances carrying `tag` (when asked) with an address of `family` (A,
-/// AAAA), read from the smallest index that holds them all (not critical,
-/// the tag's, the family's), the other tests made per instance.
-struct Candidates<'a> {
-    /// The index read.
-    read: &'a Members,
-    /// Where the name's existence is decided: the tag's index, or the
-    /// instances not critical.
-    scope: &'a Members,
-    /// The tag, when `read` is not its own index and must be tested.
-    tag: Option<&'a str>,
-    /// The tag, when `scope` is not its own index.
-    scope_tag: Option<&'a str>,
-    family: Option<Family>,
-}
-
-impl<'a> Candidates<'a> {
-    /// `None` when no instance carries `tag`: the name does not exist.
-    fn of(set: &'a TypeSet, tag: Option<&'a str>, family: Option<Family>) -> Option<Self> {
-        let tagged = match tag {
-            Some(tag) => Some(set.tagged(tag)?),
-            None => None,
-        };
-        let smallest = |other: Option<&'a Members>| {
-            other
-                .filter(|other| other.len() < set.healthy().len())
-                .unwrap_or(set.healthy())
-        };
-        let by_family = family.map(|family| set.with_address(family));
-        let scope = smallest(tagged);
-        let read = match by_family {
-            Some(by_family) if by_family.len() < scope.len() => by_family,
-            _ => scope,
-        };
-        // Reading the tag's own index, every instance has the tag.
-        let untested = |members: &Members| tagged.is_some_and(|t| std::ptr::eq(t, members));
-        Some(Candidates {
-            read,
-            scope,
-            tag: tag.filter(|_| !untested(read)),
-            scope_tag: tag.filter(|_| !untested(scope)),
-            family,
-        })
-    }
-
-    /// How many answers a response needs at most, when it can hold fewer
-    /// than `most` records: every one of a small set (the answer is
-    /// shuffled), or `most` from a large one ([`Candidates::run`] starts it
-    /// at random, so every instance gets its turn).
-    fn wanted(&self, most: usize) -> usize {
-        if self.read.len() > LARGE_SET {
-            most
-        } else {
-            self.read.len()
-        }
-    }
-
-    /// The candidates with the tag and of the family, serving or not, each
-    /// once: in name order for a small set, from a random start (wrapping)
-    /// for one of more than [`LARGE_SET`].
-    fn run(&self) -> impl Iterator<Item = &'a Arc<Instance>> + use<'a> {
-        let start = if self.read.len() > LARGE_SET {
-            fastrand::usize(..self.read.len())
-        } else {
-            0
-        };
-        let (tag, family) = (self.tag, self.family);
-        self.read.iter_from(start).filter(move |i| {
-            tag.is_none_or(|t| i.has_tag(t))
-                && family.is_none_or(|f| i.spec.host.family() == Some(f))
-        })
-    }
-
-    /// Whether the name exists when no candidate serves: with a family
-    /// asked, an instance of the other one may serve (NODATA, not
-    /// NXDOMAIN). Without, the run already read them all.
-    fn exist_beyond_run(&self, now_ms: u64) -> bool {
-        let tag = self.scope_tag;
-        self.family.is_some()
-            && self
-                .scope
-                .iter()
-                .any(|i| i.is_serving(now_ms) && tag.is_none_or(|t| i.has_tag(t)))
     }
 }
 

@@ -30,6 +30,9 @@ use crate::metrics::Metrics;
 use crate::registry::{Registry, now_ms};
 use crate::service::{Health, Host, ValidRegistration, validate_host};
 
+/// Who asks, in these tests.
+pub(super) const CLIENT: std::net::IpAddr = std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
+
 /// A registry and what it holds, for building questions about it.
 struct Fixture {
     responder: Responder,
@@ -156,6 +159,7 @@ fn fixture(rng: &mut fastrand::Rng) -> Fixture {
                 ttl: *rng.choice(&[1, 1, 30, 3600]).unwrap(),
                 priority: rng.u16(..),
                 weight: rng.u16(..),
+                locality: None,
                 check: None,
             };
             let health = *rng
@@ -171,6 +175,7 @@ fn fixture(rng: &mut fastrand::Rng) -> Fixture {
         nameserver: Name::from_ascii(&nameserver).unwrap(),
         ttl: *rng.choice(&[0, 5, 300]).unwrap(),
         negative_ttl: *rng.choice(&[0, 5, 60]).unwrap(),
+        steering: Default::default(),
     };
     Fixture {
         responder: Responder::new(registry, settings, Arc::new(Metrics::default())),
@@ -329,11 +334,12 @@ pub(super) fn compare(
         &responder.wire,
         packet,
         transport,
+        CLIENT,
         now,
         &mut fast_bytes,
     );
     fastrand::seed(seed);
-    let general_bytes = message::respond(&responder.zone, packet, transport, now).unwrap();
+    let general_bytes = message::respond(&responder.zone, packet, transport, CLIENT, now).unwrap();
     let general = Message::from_vec(&general_bytes).unwrap();
     if !taken {
         return Compared::NotTaken;

@@ -25,8 +25,18 @@ use super::answer::{
 use super::node::{MAX_DEPTH, Node};
 use crate::service::{Host, Instance};
 
-const CLASS_IN: u16 = 1;
+// Record types as the wire has them: converting a `RecordType` costs a
+// match per record, a fifth of writing an SRV answer's records.
+const TYPE_A: u16 = 1;
+const TYPE_NS: u16 = 2;
+const TYPE_SOA: u16 = 6;
+const TYPE_PTR: u16 = 12;
+const TYPE_HINFO: u16 = 13;
+const TYPE_TXT: u16 = 16;
+const TYPE_AAAA: u16 = 28;
+const TYPE_SRV: u16 = 33;
 const TYPE_OPT: u16 = 41;
+const CLASS_IN: u16 = 1;
 /// A name of at most 255 bytes has at most 127 labels.
 const MAX_LABELS: usize = 128;
 /// Compression pointers reach only the first 16 KiB of a message.
@@ -176,12 +186,14 @@ fn parse(packet: &[u8]) -> Option<Question> {
 
 /// Answers `packet` into `out` if it is a query the fast path takes, as of
 /// `now_ms`; false (and `out` unspecified) when the general path must
-/// answer it. `wire` is the zone's names in wire form.
+/// answer it. `wire` is the zone's names in wire form; `client` is who
+/// asked (for locality).
 pub(crate) fn respond(
     zone: &Zone,
     wire: &ZoneWire,
     packet: &[u8],
     transport: Transport,
+    client: IpAddr,
     now_ms: u64,
     out: &mut Vec<u8>,
 ) -> bool {
@@ -222,7 +234,10 @@ pub(crate) fn respond(
     let registry = &zone.registry;
     let qtype = RecordType::from(question.qtype);
     let subject = Subject::find(registry, node);
-    let answer = subject.answer(registry, &zone.settings, qtype, now_ms, most_records(limit));
+    let settings = &zone.settings;
+    let locality = settings.steering.locality_of(client);
+    let most = most_records(limit);
+    let answer = subject.answer(registry, settings, qtype, locality, now_ms, most);
     let mut message = Writer {
         out,
         budget: limit - opt_len,
@@ -253,10 +268,7 @@ pub(crate) fn respond(
     out[6..8].copy_from_slice(&message.answers.to_be_bytes());
     out[8..10].copy_from_slice(&message.authorities.to_be_bytes());
     out[10..12].copy_from_slice(&message.additionals.to_be_bytes());
-    zone.metrics.count_query(qtype, answer.rcode);
-    if message.truncated {
-        zone.metrics.dns_truncated.inc();
-    }
+    zone.count(qtype, &answer, message.truncated);
     true
 }
 
@@ -341,7 +353,7 @@ impl Writer<'_> {
                 let apex_at = self.apex_at;
                 let asked_for_it = self.asks_for(wire);
                 self.answer_record(|out| {
-                    begin_record(out, owner, RecordType::NS, wire.ttl);
+                    begin_record(out, owner, TYPE_NS, wire.ttl);
                     with_rdlength(out, |out| {
                         if asked_for_it {
                             pointer(out, QUESTION_AT);
@@ -353,7 +365,7 @@ impl Writer<'_> {
             }
             Records::Hinfo => {
                 self.answer_record(|out| {
-                    begin_record(out, owner, RecordType::HINFO, wire.ttl);
+                    begin_record(out, owner, TYPE_HINFO, wire.ttl);
                     with_rdlength(out, |out| {
                         out.push(RFC8482_CPU.len() as u8);
                         out.extend_from_slice(RFC8482_CPU.as_bytes());
@@ -367,6 +379,20 @@ impl Writer<'_> {
                 ttl,
                 members,
             } => self.instances(*rrtype, *ttl, members),
+            // Reverse names are outside the zone, the general path's; written
+            // here all the same, so both encoders can write every answer.
+            Records::Reverse { ttl, members } => {
+                for member in members {
+                    let target = &member.instance.target_wire;
+                    let fits = self.answer_record(|out| {
+                        begin_record(out, QUESTION_AT, TYPE_PTR, *ttl);
+                        rdata(out, target);
+                    });
+                    if !fits {
+                        break;
+                    }
+                }
+            }
         }
     }
 
@@ -387,7 +413,7 @@ impl Writer<'_> {
         // A nameserver called hostmaster: the RNAME is the MNAME.
         let rname_is_mname = wire.nameserver_in_zone && wire.nameserver == HOSTMASTER;
         self.record(|out| {
-            begin_record(out, apex_at, RecordType::SOA, ttl);
+            begin_record(out, apex_at, TYPE_SOA, ttl);
             with_rdlength(out, |out| {
                 let mname_at = out.len();
                 if mname_is_question {
@@ -423,7 +449,7 @@ impl Writer<'_> {
         let mut tcp_at = 0;
         for service_type in types {
             let fits = self.answer_record(|out| {
-                begin_record(out, QUESTION_AT, RecordType::PTR, wire.ttl);
+                begin_record(out, QUESTION_AT, TYPE_PTR, wire.ttl);
                 with_rdlength(out, |out| {
                     out.push(service_type.len() as u8 + 1);
                     out.push(b'_');
@@ -447,19 +473,20 @@ impl Writer<'_> {
     /// members sent.
     fn instances(&mut self, rrtype: RecordType, ttl: u32, members: &[Member<'_>]) {
         let service_at = self.service_at;
+        let code = u16::from(rrtype);
         let mut sent = 0;
         for member in members {
             let instance = member.instance;
             let fits = self.answer_record(|out| {
-                begin_record(out, QUESTION_AT, rrtype, ttl);
-                match rrtype {
-                    RecordType::A | RecordType::AAAA => {
+                begin_record(out, QUESTION_AT, code, ttl);
+                match code {
+                    TYPE_A | TYPE_AAAA => {
                         if let Some((_, ip)) = address(instance) {
                             address_rdata(out, ip);
                         }
                     }
-                    RecordType::SRV => srv_rdata(out, instance),
-                    RecordType::TXT => rdata(out, &instance.txt_wire),
+                    TYPE_SRV => srv_rdata(out, instance),
+                    TYPE_TXT => rdata(out, &instance.txt_wire),
                     _ => with_rdlength(out, |out| {
                         // PTR to `<name>._<type>._tcp`: the instance label,
                         // then the service name in the question.
@@ -473,7 +500,7 @@ impl Writer<'_> {
             }
             sent += 1;
         }
-        if !matches!(rrtype, RecordType::SRV | RecordType::PTR) {
+        if !matches!(code, TYPE_SRV | TYPE_PTR) {
             return;
         }
         // Each answer's name (its SRV target, its PTR's instance name) is
@@ -482,7 +509,7 @@ impl Writer<'_> {
         for member in &members[..sent] {
             let rdata_at = at + 12;
             at = rdata_at + usize::from(u16::from_be_bytes([self.out[at + 10], self.out[at + 11]]));
-            if rrtype == RecordType::SRV {
+            if code == TYPE_SRV {
                 self.glue(member.instance, member.ttl, rdata_at + 6);
             } else {
                 self.dnssd_extras(member, rdata_at);
@@ -524,13 +551,13 @@ impl Writer<'_> {
         let mut target_at = 0;
         let srv = self.additional(|out| {
             instance_name(out);
-            record_fields(out, RecordType::SRV, member.ttl);
+            record_fields(out, TYPE_SRV, member.ttl);
             target_at = out.len() + 8;
             srv_rdata(out, instance);
         });
         self.additional(|out| {
             instance_name(out);
-            record_fields(out, RecordType::TXT, member.ttl);
+            record_fields(out, TYPE_TXT, member.ttl);
             rdata(out, &instance.txt_wire);
         });
         self.glue(instance, member.ttl, if srv { target_at } else { 0 });
@@ -558,14 +585,14 @@ fn nameserver(out: &mut Vec<u8>, wire: &ZoneWire, apex_at: usize) {
 }
 
 /// Starts a record whose owner is a pointer to `owner_at`.
-fn begin_record(out: &mut Vec<u8>, owner_at: usize, rrtype: RecordType, ttl: u32) {
+fn begin_record(out: &mut Vec<u8>, owner_at: usize, rrtype: u16, ttl: u32) {
     pointer(out, owner_at);
     record_fields(out, rrtype, ttl);
 }
 
 /// Type, class IN and TTL of a record whose owner was just written.
-fn record_fields(out: &mut Vec<u8>, rrtype: RecordType, ttl: u32) {
-    out.extend_from_slice(&u16::from(rrtype).to_be_bytes());
+fn record_fields(out: &mut Vec<u8>, rrtype: u16, ttl: u32) {
+    out.extend_from_slice(&rrtype.to_be_bytes());
     out.extend_from_slice(&CLASS_IN.to_be_bytes());
     out.extend_from_slice(&ttl.to_be_bytes());
 }
@@ -597,10 +624,10 @@ fn srv_rdata(out: &mut Vec<u8>, instance: &Instance) {
 }
 
 /// The instance's address record type and address, when its host is an IP.
-fn address(instance: &Instance) -> Option<(RecordType, IpAddr)> {
+fn address(instance: &Instance) -> Option<(u16, IpAddr)> {
     match instance.spec.host {
-        Host::Ip(ip @ IpAddr::V4(_)) => Some((RecordType::A, ip)),
-        Host::Ip(ip @ IpAddr::V6(_)) => Some((RecordType::AAAA, ip)),
+        Host::Ip(ip @ IpAddr::V4(_)) => Some((TYPE_A, ip)),
+        Host::Ip(ip @ IpAddr::V6(_)) => Some((TYPE_AAAA, ip)),
         Host::Name(_) => None,
     }
 }

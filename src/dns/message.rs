@@ -11,28 +11,33 @@
 //! reference the fast path is tested against.
 
 use std::iter;
+use std::net::IpAddr;
 
 use hickory_proto::ProtoError;
 use hickory_proto::op::{Edns, Header, HeaderCounts, Message, Metadata, Query, ResponseCode};
+use hickory_proto::rr::rdata::opt::{ClientSubnet, EdnsCode, EdnsOption};
 use hickory_proto::rr::rdata::{A, AAAA, HINFO, NS, PTR, SOA, SRV};
 use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType};
 use hickory_proto::serialize::binary::{BinEncodable, BinEncoder};
 
 use super::answer::{
-    Answer, CLASSIC_UDP_LIMIT, MAX_UDP_PAYLOAD, OPT_RECORD_LEN, RFC8482_CPU, Records, SOA_EXPIRE,
-    SOA_REFRESH, SOA_RETRY, Subject, Transport, Zone, ZoneSettings, most_records, response_flags,
-    response_limit,
+    Answer, CLASSIC_UDP_LIMIT, MAX_UDP_PAYLOAD, OPT_RECORD_LEN, RFC8482_CPU, Records,
+    ReverseSubject, SOA_EXPIRE, SOA_REFRESH, SOA_RETRY, Subject, Transport, Zone, ZoneSettings,
+    most_records, response_flags, response_limit,
 };
 use super::node::Node;
+use crate::select::Steering;
 use crate::service::{Host, Instance};
 
-/// Answers one packet as of `now_ms`; `None` means drop it: too short to
-/// carry an id to answer to, or itself a response (never answer those, to
-/// avoid loops).
+/// Answers one packet from `client` as of `now_ms`; `None` means drop it:
+/// too short to carry an id to answer to, or itself a response (never
+/// answer those, to avoid loops). A query with an EDNS client subnet
+/// (RFC 7871), which forwarders send, is answered for that subnet.
 pub(crate) fn respond(
     zone: &Zone,
     packet: &[u8],
     transport: Transport,
+    client: IpAddr,
     now_ms: u64,
 ) -> Option<Vec<u8>> {
     if packet.len() < 12 || packet[2] & 0x80 != 0 {
@@ -56,10 +61,15 @@ pub(crate) fn respond(
         return Some(reply.refuse(zone, metadata, None, ResponseCode::FormErr));
     };
     let metadata = Metadata::response_from_request(&request.metadata);
+    let subnet = request.edns.as_ref().and_then(client_subnet);
+    let steering = &zone.settings.steering;
     let reply = Reply {
         request_flags,
         limit: response_limit(transport, request.edns.as_ref().map(Edns::max_payload)),
-        edns: request.edns.as_ref().map(response_edns),
+        edns: request
+            .edns
+            .as_ref()
+            .map(|edns| response_edns(edns, subnet.as_ref(), steering)),
     };
     let query = request.queries.first();
     let refusal = if request.metadata.op_code != hickory_proto::op::OpCode::Query {
@@ -76,17 +86,42 @@ pub(crate) fn respond(
     }
     let query = &request.queries[0];
     let qname = query.name();
+    let in_zone = zone.settings.apex.zone_of(qname);
+    if query.query_class() == DNSClass::IN
+        && !in_zone
+        && query.query_type() == RecordType::PTR
+        && let Some(reverse) = ReverseSubject::find(&zone.registry, qname)
+        && let Some(answer) = reverse.answer(&zone.settings, now_ms)
+    {
+        let names = Names::of(qname, &zone.settings, &Node::Missing);
+        let records = records(&answer, &names, &zone.settings, 0);
+        let response = reply.send(metadata, Some(query), answer.rcode, true, &records);
+        zone.count(query.query_type(), &answer, response.1);
+        return Some(response.0);
+    }
     if query.query_class() != DNSClass::IN
-        || !zone.settings.apex.zone_of(qname)
+        || !in_zone
         || matches!(query.query_type(), RecordType::AXFR | RecordType::IXFR)
     {
         return Some(reply.refuse(zone, metadata, Some(query), ResponseCode::Refused));
     }
     let qtype = query.query_type();
     let subject = subject(zone, qname);
-    let (answer, records) = answer(zone, &subject, qname, qtype, now_ms, reply.limit);
-    zone.metrics.count_query(qtype, answer.rcode);
-    Some(reply.send(zone, metadata, Some(query), answer.rcode, true, &records))
+    let client = subnet.as_ref().map_or(client, ClientSubnet::addr);
+    let locality = steering.locality_of(client);
+    let limit = reply.limit;
+    let (answer, records) = answer(zone, &subject, qname, qtype, locality, now_ms, limit);
+    let response = reply.send(metadata, Some(query), answer.rcode, true, &records);
+    zone.count(qtype, &answer, response.1);
+    Some(response.0)
+}
+
+/// The client subnet option of a query, if it has one.
+fn client_subnet(edns: &Edns) -> Option<ClientSubnet> {
+    match edns.options().get(EdnsCode::Subnet) {
+        Some(EdnsOption::Subnet(subnet)) => Some(*subnet),
+        _ => None,
+    }
 }
 
 /// Every record the answer to `request` holds before any size limit, as
@@ -106,6 +141,7 @@ pub(super) fn unlimited(
         &subject,
         query.name(),
         query.query_type(),
+        None,
         now_ms,
         limit,
     );
@@ -131,23 +167,48 @@ fn answer<'s>(
     subject: &'s Subject,
     qname: &Name,
     qtype: RecordType,
+    locality: Option<&str>,
     now_ms: u64,
     limit: usize,
 ) -> (Answer<'s>, Sections<'s>) {
     let (registry, settings) = (&zone.registry, &zone.settings);
-    let answer = subject.answer(registry, settings, qtype, now_ms, most_records(limit));
+    let most = most_records(limit);
+    let answer = subject.answer(registry, settings, qtype, locality, now_ms, most);
     let names = Names::of(qname, settings, subject.node());
     let sections = records(&answer, &names, settings, registry.version() as u32);
     (answer, sections)
 }
 
 /// The response OPT record for a request's: our payload size, version 0,
-/// the DO bit copied (RFC 3225 §3).
-fn response_edns(request: &Edns) -> Edns {
+/// the DO bit copied (RFC 3225 §3), and the client subnet echoed (RFC 7871
+/// §7.2.1) with the scope the answer holds for: the whole subnet when
+/// localities steer answers, every client (0) when they do not.
+fn response_edns(request: &Edns, subnet: Option<&ClientSubnet>, steering: &Steering) -> Edns {
     let mut edns = Edns::new();
     edns.set_max_payload(MAX_UDP_PAYLOAD);
     edns.set_dnssec_ok(request.flags().dnssec_ok);
+    if let Some(subnet) = subnet {
+        let source = subnet.source_prefix();
+        let scope = if steering.localities.is_empty() {
+            0
+        } else {
+            source
+        };
+        let echo = ClientSubnet::new(subnet.addr(), source, scope);
+        edns.options_mut().insert(EdnsOption::Subnet(echo));
+    }
     edns
+}
+
+/// Bytes `edns` takes as a record: the fixed part and each option.
+fn opt_len(edns: &Edns) -> usize {
+    let options: usize = edns
+        .options()
+        .options
+        .iter()
+        .map(|(_, option)| 4 + usize::from(option.len()))
+        .sum();
+    OPT_RECORD_LEN + options
 }
 
 /// How a response is sent: the rules it follows from its request.
@@ -168,18 +229,22 @@ impl Reply {
     ) -> Vec<u8> {
         let qtype = query.map_or(RecordType::Unknown(0), Query::query_type);
         zone.metrics.count_query(qtype, rcode);
-        self.send(zone, metadata, query, rcode, false, &Sections::default())
+        let (bytes, truncated) = self.send(metadata, query, rcode, false, &Sections::default());
+        if truncated {
+            zone.metrics.dns_truncated.inc();
+        }
+        bytes
     }
 
+    /// The response with `sections`, and whether it was truncated.
     fn send(
         &self,
-        zone: &Zone,
         mut metadata: Metadata,
         query: Option<&Query>,
         rcode: ResponseCode,
         authoritative: bool,
         sections: &Sections<'_>,
-    ) -> Vec<u8> {
+    ) -> (Vec<u8>, bool) {
         metadata.response_code = rcode;
         let encoded =
             encode(metadata, query, sections, self.edns.as_ref(), self.limit).or_else(|error| {
@@ -195,15 +260,12 @@ impl Reply {
                 )
             });
         let Ok((mut bytes, truncated)) = encoded else {
-            return Vec::new();
+            return (Vec::new(), false);
         };
         let rcode = metadata.response_code;
         let flags = response_flags(self.request_flags, authoritative, truncated, rcode);
         bytes[2..4].copy_from_slice(&flags);
-        if truncated {
-            zone.metrics.dns_truncated.inc();
-        }
-        bytes
+        (bytes, truncated)
     }
 }
 
@@ -338,6 +400,16 @@ fn records<'a>(
                 sections.answers.push(plain(RData::PTR(PTR(target))));
             }
         }
+        Records::Reverse { ttl, members } => {
+            for member in members {
+                let target = RData::PTR(PTR(member.instance.srv_target()));
+                let record = Record::from_rdata(qname.clone(), *ttl, target);
+                sections.answers.push(AnswerRecord {
+                    record,
+                    extras: Extras::None,
+                });
+            }
+        }
         Records::Instances {
             rrtype,
             ttl,
@@ -427,7 +499,7 @@ fn encode(
 ) -> Result<(Vec<u8>, bool), ProtoError> {
     let mut bytes = Vec::with_capacity(limit.min(4096));
     let mut encoder = BinEncoder::new(&mut bytes);
-    let opt_len = if edns.is_some() { OPT_RECORD_LEN } else { 0 };
+    let opt_len = edns.map_or(0, opt_len);
     encoder.set_max_size((limit - opt_len) as u16);
     let place = encoder.place::<Header>()?;
     let mut counts = HeaderCounts::default();

@@ -29,10 +29,12 @@ mod differential;
 #[cfg(test)]
 mod tests;
 
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use hickory_proto::rr::Name;
 
+pub use crate::select::Steering;
 pub use answer::{Transport, ZoneSettings};
 
 use crate::metrics::Metrics;
@@ -63,16 +65,22 @@ impl Responder {
         &self.zone.metrics
     }
 
-    /// Answers one request packet into `out` (cleared first): plain queries
-    /// by the fast path, everything else by the general one. False means
-    /// drop the packet.
-    pub fn respond_into(&self, packet: &[u8], transport: Transport, out: &mut Vec<u8>) -> bool {
+    /// Answers one request packet from `client` into `out` (cleared first):
+    /// plain queries by the fast path, everything else by the general one.
+    /// False means drop the packet.
+    pub fn respond_into(
+        &self,
+        packet: &[u8],
+        transport: Transport,
+        client: IpAddr,
+        out: &mut Vec<u8>,
+    ) -> bool {
         let now = self.zone.registry.now_ms();
-        if fast::respond(&self.zone, &self.wire, packet, transport, now, out) {
+        if fast::respond(&self.zone, &self.wire, packet, transport, client, now, out) {
             return true;
         }
         out.clear();
-        match message::respond(&self.zone, packet, transport, now) {
+        match message::respond(&self.zone, packet, transport, client, now) {
             Some(response) => {
                 out.extend_from_slice(&response);
                 true
@@ -83,8 +91,14 @@ impl Responder {
 
     /// Answers one request packet by the general path alone (for
     /// benchmarks and tests); `None` means drop it.
-    pub fn respond_general(&self, packet: &[u8], transport: Transport) -> Option<Vec<u8>> {
-        message::respond(&self.zone, packet, transport, self.zone.registry.now_ms())
+    pub fn respond_general(
+        &self,
+        packet: &[u8],
+        transport: Transport,
+        client: IpAddr,
+    ) -> Option<Vec<u8>> {
+        let now = self.zone.registry.now_ms();
+        message::respond(&self.zone, packet, transport, client, now)
     }
 }
 

@@ -82,7 +82,8 @@ pub async fn serve_tcp(
         let responder = responder.clone();
         let shutdown = shutdown.clone();
         tokio::spawn(async move {
-            if let Err(error) = serve_connection(stream, &responder, &shutdown, idle, write).await {
+            let connection = serve_connection(stream, peer, &responder, &shutdown, idle, write);
+            if let Err(error) = connection.await {
                 tracing::debug!(%error, %peer, "tcp connection ended");
             }
             drop(slot);
@@ -98,6 +99,7 @@ pub async fn serve_tcp(
 /// than `write`.
 async fn serve_connection(
     mut stream: TcpStream,
+    peer: SocketAddr,
     responder: &Responder,
     shutdown: &CancellationToken,
     idle: Duration,
@@ -119,7 +121,7 @@ async fn serve_connection(
             };
             consumed += 2 + len;
             deadline = tokio::time::Instant::now() + idle;
-            if responder.respond_into(request, Transport::Tcp, &mut response) {
+            if responder.respond_into(request, Transport::Tcp, peer.ip(), &mut response) {
                 output.extend_from_slice(&(response.len() as u16).to_be_bytes());
                 output.extend_from_slice(&response);
             }

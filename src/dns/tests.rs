@@ -15,6 +15,8 @@ use crate::metrics::Metrics;
 use crate::registry::{Registry, now_ms};
 use crate::service::{Health, ValidRegistration, validate_host};
 
+use super::differential::CLIENT;
+
 fn spec(name: &str, service_type: &str, host: &str, tags: &[&str]) -> ValidRegistration {
     ValidRegistration {
         name: name.into(),
@@ -26,6 +28,7 @@ fn spec(name: &str, service_type: &str, host: &str, tags: &[&str]) -> ValidRegis
         ttl: 60,
         priority: 3,
         weight: 7,
+        locality: None,
         check: None,
     }
 }
@@ -71,6 +74,7 @@ fn responder(nameserver: &str) -> Responder {
         nameserver: Name::from_ascii(nameserver).unwrap(),
         ttl: 5,
         negative_ttl: 7,
+        steering: Default::default(),
     };
     Responder::new(registry, zone, Arc::new(Metrics::default()))
 }
@@ -114,7 +118,7 @@ fn ask(
     let packet = query(name, qtype, true);
     assert!(both(responder, &packet, transport), "{name} {qtype}");
     let mut out = Vec::new();
-    assert!(responder.respond_into(&packet, transport, &mut out));
+    assert!(responder.respond_into(&packet, transport, CLIENT, &mut out));
     let message = Message::from_vec(&out).unwrap();
     let answers = message.answers.iter().map(|r| r.data.to_string()).collect();
     (message.metadata.response_code, answers)
@@ -223,12 +227,15 @@ fn what_is_not_a_plain_question_in_the_zone_goes_the_general_way() {
                 &responder.wire,
                 &packet,
                 Transport::Udp,
+                CLIENT,
                 now_ms(),
                 &mut out
             ),
             "{name} {qtype}"
         );
-        let general = responder.respond_general(&packet, Transport::Udp).unwrap();
+        let general = responder
+            .respond_general(&packet, Transport::Udp, CLIENT)
+            .unwrap();
         let general = Message::from_vec(&general).unwrap();
         assert_eq!(general.metadata.response_code, ResponseCode::Refused);
     }
@@ -239,6 +246,7 @@ fn what_is_not_a_plain_question_in_the_zone_goes_the_general_way() {
         &responder.wire,
         &packet,
         Transport::Udp,
+        CLIENT,
         now_ms(),
         &mut out
     ));
@@ -249,10 +257,11 @@ fn what_is_not_a_plain_question_in_the_zone_goes_the_general_way() {
         &responder.wire,
         &packet,
         Transport::Udp,
+        CLIENT,
         now_ms(),
         &mut out
     ));
-    assert!(!responder.respond_into(&packet, Transport::Udp, &mut out));
+    assert!(!responder.respond_into(&packet, Transport::Udp, CLIENT, &mut out));
     let whole = query("web.svc.local.", RecordType::A, true);
     for cut in 0..whole.len() {
         let packet = &whole[..cut];
@@ -261,6 +270,7 @@ fn what_is_not_a_plain_question_in_the_zone_goes_the_general_way() {
             &responder.wire,
             packet,
             Transport::Udp,
+            CLIENT,
             now_ms(),
             &mut out
         ));
@@ -301,6 +311,7 @@ fn mutated_queries_the_fast_path_takes_get_the_general_answer() {
             &responder.wire,
             &packet,
             Transport::Udp,
+            CLIENT,
             now_ms(),
             &mut out,
         ) {
@@ -346,10 +357,15 @@ fn edns_options_clients_send_are_handled() {
             &responder.wire,
             &subnet,
             Transport::Udp,
+            CLIENT,
             now_ms(),
             &mut out
         ));
-        assert!(responder.respond_general(&subnet, Transport::Udp).is_some());
+        assert!(
+            responder
+                .respond_general(&subnet, Transport::Udp, CLIENT)
+                .is_some()
+        );
     }
 }
 
@@ -362,7 +378,7 @@ fn the_do_bit_is_copied_into_the_response() {
         let packet = message.to_vec().unwrap();
         assert!(both(&responder, &packet, Transport::Udp));
         let mut out = Vec::new();
-        assert!(responder.respond_into(&packet, Transport::Udp, &mut out));
+        assert!(responder.respond_into(&packet, Transport::Udp, CLIENT, &mut out));
         let edns = Message::from_vec(&out).unwrap().edns.unwrap();
         assert_eq!(edns.flags().dnssec_ok, dnssec_ok);
     }
@@ -376,7 +392,7 @@ fn udp_truncation_matches_in_count_and_flag() {
         let packet = query("big.svc.local.", qtype, edns);
         assert!(both(&responder, &packet, Transport::Udp));
         let mut out = Vec::new();
-        assert!(responder.respond_into(&packet, Transport::Udp, &mut out));
+        assert!(responder.respond_into(&packet, Transport::Udp, CLIENT, &mut out));
         let message = Message::from_vec(&out).unwrap();
         assert!(message.metadata.truncation);
         assert!(out.len() <= if edns { 1232 } else { 512 });
@@ -392,7 +408,9 @@ fn small_types_are_answered_from_every_instance() {
     let packet = query("_t._sub.big.svc.local.", RecordType::A, false);
     let mut seen = BTreeSet::new();
     for _ in 0..150 {
-        let udp = responder.respond_general(&packet, Transport::Udp).unwrap();
+        let udp = responder
+            .respond_general(&packet, Transport::Udp, CLIENT)
+            .unwrap();
         let udp = Message::from_vec(&udp).unwrap();
         assert!(udp.metadata.truncation);
         seen.extend(udp.answers.iter().map(|r| r.data.to_string()));
@@ -411,7 +429,9 @@ fn browsing_many_types_lists_what_fits() {
     let packet = query("_services._dns-sd._udp.svc.local.", RecordType::PTR, true);
     assert!(both(&responder, &packet, Transport::Tcp));
     assert!(both(&responder, &packet, Transport::Udp));
-    let tcp = responder.respond_general(&packet, Transport::Tcp).unwrap();
+    let tcp = responder
+        .respond_general(&packet, Transport::Tcp, CLIENT)
+        .unwrap();
     let tcp = Message::from_vec(&tcp).unwrap();
     assert!(!tcp.metadata.truncation);
     let listed: BTreeSet<String> = tcp.answers.iter().map(|r| r.data.to_string()).collect();
@@ -419,7 +439,7 @@ fn browsing_many_types_lists_what_fits() {
     assert_eq!(listed.len(), 300 + 3, "{listed:?}");
     assert!(listed.contains("_many299._tcp.svc.local."));
     let mut out = Vec::new();
-    assert!(responder.respond_into(&packet, Transport::Udp, &mut out));
+    assert!(responder.respond_into(&packet, Transport::Udp, CLIENT, &mut out));
     let udp = Message::from_vec(&out).unwrap();
     assert!(udp.metadata.truncation && !udp.answers.is_empty());
     assert!(udp.answers.len() < 1232 / 16);
@@ -462,7 +482,7 @@ fn large_types_are_sampled_fairly_and_completely_over_tcp() {
     let mut firsts = BTreeSet::new();
     for _ in 0..200 {
         let mut out = Vec::new();
-        assert!(responder.respond_into(&packet, Transport::Udp, &mut out));
+        assert!(responder.respond_into(&packet, Transport::Udp, CLIENT, &mut out));
         let message = Message::from_vec(&out).unwrap();
         assert!(message.metadata.truncation);
         assert_eq!(message.answers.len(), (1232 - 11 - 12 - 20) / 16);

@@ -16,7 +16,7 @@
 
 use std::io;
 use std::mem::{self, MaybeUninit};
-use std::net::{SocketAddr, UdpSocket};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::time::Duration;
@@ -180,8 +180,9 @@ impl Batch {
     fn answer(&mut self, slot: usize, responder: &Responder) {
         let len = (self.received[slot].msg_len as usize).min(RECEIVE_BUFFER);
         let request = &self.requests[slot][..len];
+        let client = peer_ip(&self.peers[slot]);
         self.answered[slot] =
-            responder.respond_into(request, Transport::Udp, &mut self.responses[slot]);
+            responder.respond_into(request, Transport::Udp, client, &mut self.responses[slot]);
     }
 
     /// Sends the answers of the first `received` slots, each to the peer
@@ -226,5 +227,26 @@ impl Batch {
                 sent += result as usize;
             }
         }
+    }
+}
+
+/// The address a datagram came from (unspecified for a family it cannot
+/// be, which no UDP socket receives).
+fn peer_ip(peer: &libc::sockaddr_storage) -> IpAddr {
+    match i32::from(peer.ss_family) {
+        libc::AF_INET => {
+            // SAFETY: `ss_family` says the storage holds a `sockaddr_in`,
+            // and `sockaddr_storage` is large and aligned enough for it.
+            let v4 =
+                unsafe { &*(peer as *const libc::sockaddr_storage).cast::<libc::sockaddr_in>() };
+            IpAddr::V4(Ipv4Addr::from(u32::from_be(v4.sin_addr.s_addr)))
+        }
+        libc::AF_INET6 => {
+            // SAFETY: as above, for a `sockaddr_in6`.
+            let v6 =
+                unsafe { &*(peer as *const libc::sockaddr_storage).cast::<libc::sockaddr_in6>() };
+            IpAddr::V6(Ipv6Addr::from(v6.sin6_addr.s6_addr))
+        }
+        _ => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
     }
 }

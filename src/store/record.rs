@@ -67,6 +67,7 @@ pub(crate) fn registration_json(spec: &ValidRegistration) -> String {
         "ttl": spec.ttl,
         "priority": spec.priority,
         "weight": spec.weight,
+        "locality": spec.locality,
         "check": spec.check.as_ref().map(crate::checks::CheckSpec::to_json),
     })
     .to_string()

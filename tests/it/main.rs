@@ -13,4 +13,5 @@ mod fuzz;
 mod hardening;
 mod lifetime;
 mod live;
+mod steering;
 mod store;
