@@ -49,6 +49,11 @@ impl Registration {
         self.set("weight", json!(weight))
     }
 
+    /// The locality it serves (README "Steering traffic").
+    pub(crate) fn locality(self, locality: &str) -> Registration {
+        self.set("locality", json!(locality))
+    }
+
     /// Adds one tag after those already set.
     pub(crate) fn tag(mut self, tag: &str) -> Registration {
         let tags = self.0.entry("tags").or_insert_with(|| json!([]));
