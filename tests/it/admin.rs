@@ -1,52 +1,24 @@
-//! The HTTP admin API (SPEC §2) over real HTTP: registration and its
-//! validation rules, heartbeats, deregistration, listing and its filters,
-//! discovery, types, health, metrics, the admin token, routing errors, and
-//! hostile input.
+//! The HTTP admin API (README "The admin API") over real HTTP: registration
+//! and its validation rules, heartbeats, deregistration, listing and its
+//! filters, discovery, types, health, metrics, the admin token, routing
+//! errors, and hostile input.
 //!
 //! Every rejected request is checked three ways: a 4xx status, a JSON body
 //! `{"error": "..."}` whose message names the offending field, and a registry
 //! left exactly as it was.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::RecordType;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use crate::support::{TestServer, id_of, metric};
+use crate::support::{Registration, TestServer, id_of, metric, unix_now};
 
 // ---------------------------------------------------------------------------
 // Helpers
 // ---------------------------------------------------------------------------
-
-/// Wall-clock unix seconds.
-fn unix_now() -> f64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs_f64()
-}
-
-/// A minimal valid registration of `name` of type `web`.
-fn web(name: &str) -> Value {
-    json!({"name": name, "type": "web", "host": "10.0.0.1", "port": 8080})
-}
-
-/// `base` with `field` set to `value`.
-fn with(base: &Value, field: &str, value: Value) -> Value {
-    let mut body = base.clone();
-    body[field] = value;
-    body
-}
-
-/// `base` without `field`.
-fn without(base: &Value, field: &str) -> Value {
-    let mut body = base.clone();
-    body.as_object_mut().unwrap().remove(field);
-    body
-}
 
 /// Sends `method path` with optional `Content-Type` and raw body; returns the
 /// status and the JSON body (Null when the body is not JSON).
@@ -66,6 +38,11 @@ async fn send(
     (status, response.json().await.unwrap_or(Value::Null))
 }
 
+/// A minimal valid registration of `name` of type `web`.
+fn web(name: &str) -> Registration {
+    Registration::new(name, "web", "10.0.0.1", 8080)
+}
+
 /// POSTs raw bytes to `/v1/services` with the given `Content-Type`.
 async fn post_raw(server: &TestServer, content_type: Option<&str>, body: Vec<u8>) -> (u16, Value) {
     send(
@@ -76,55 +53,6 @@ async fn post_raw(server: &TestServer, content_type: Option<&str>, body: Vec<u8>
         body,
     )
     .await
-}
-
-/// Registers `body`, asserting 201; returns the service object.
-async fn created(server: &TestServer, body: Value) -> Value {
-    let (status, reply) = server.register(&body).await;
-    assert_eq!(status, 201, "register {body}: {reply}");
-    reply
-}
-
-/// Sends a heartbeat; returns status and JSON body.
-async fn beat(server: &TestServer, id: &str, body: Option<Value>) -> (u16, Value) {
-    match body {
-        Some(body) => {
-            send(
-                server,
-                reqwest::Method::PUT,
-                &format!("/v1/services/{id}/heartbeat"),
-                Some("application/json"),
-                serde_json::to_vec(&body).unwrap(),
-            )
-            .await
-        }
-        None => {
-            send(
-                server,
-                reqwest::Method::PUT,
-                &format!("/v1/services/{id}/heartbeat"),
-                None,
-                Vec::new(),
-            )
-            .await
-        }
-    }
-}
-
-/// `GET path`, asserting 200; returns the body.
-async fn get_ok(server: &TestServer, path: &str) -> Value {
-    let (status, body) = server.get(path).await;
-    assert_eq!(status, 200, "GET {path}: {body}");
-    body
-}
-
-/// `GET /v1/services` + `query`, asserting 200; returns the array.
-async fn list(server: &TestServer, query: &str) -> Vec<Value> {
-    let body = get_ok(server, &format!("/v1/services{query}")).await;
-    body["services"]
-        .as_array()
-        .unwrap_or_else(|| panic!("list has a services array: {body}"))
-        .clone()
 }
 
 /// The `(type, name)` pairs of a list, in order.
@@ -173,36 +101,19 @@ const INVALID: &[u16] = &[400, 422];
 
 /// Sends `body` as a registration that must be refused naming `field`, and
 /// checks that nothing changed: the list is identical afterwards.
-async fn assert_rejected(server: &TestServer, body: &Value, field: &str) {
-    let before = list(server, "").await;
-    let (status, reply) = server.register(body).await;
+async fn assert_rejected(
+    server: &TestServer,
+    body: &(impl serde::Serialize + std::fmt::Display),
+    field: &str,
+) {
+    let before = server.list("").await;
+    let (status, reply) = server.try_register(body).await;
     assert_error(status, &reply, INVALID, field, &format!("register {body}"));
     assert_eq!(
-        list(server, "").await,
+        server.list("").await,
         before,
         "a rejected registration changes nothing: {body}"
     );
-}
-
-async fn metrics_text(server: &TestServer) -> String {
-    let response = server
-        .http
-        .get(server.url("/metrics"))
-        .send()
-        .await
-        .expect("metrics answer");
-    assert_eq!(response.status().as_u16(), 200);
-    let content_type = response
-        .headers()
-        .get(reqwest::header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_string();
-    assert!(
-        content_type.starts_with("text/plain"),
-        "Prometheus text format: {content_type}"
-    );
-    response.text().await.unwrap()
 }
 
 /// A label of `len` characters.
@@ -232,12 +143,14 @@ fn hostname(len: usize) -> String {
 async fn register_returns_201_with_the_full_service_object() {
     let server = TestServer::start().await;
     let before = unix_now();
-    let service = created(
-        &server,
-        json!({"name": "web-1", "type": "web", "host": "10.0.0.5", "port": 8080,
-               "tags": ["api", "v2"], "metadata": {"version": "1.0.0", "zone": "a"}}),
-    )
-    .await;
+    let service = server
+        .register(
+            &Registration::new("web-1", "web", "10.0.0.5", 8080)
+                .tags(&["api", "v2"])
+                .meta("version", "1.0.0")
+                .meta("zone", "a"),
+        )
+        .await;
     let after = unix_now();
 
     let id = service["id"].as_str().expect("id is a string");
@@ -277,19 +190,18 @@ async fn register_returns_201_with_the_full_service_object() {
     );
 
     // The same object is what GET and the list show.
-    assert_eq!(
-        get_ok(&server, &format!("/v1/services/{id}")).await,
-        service
-    );
-    assert_eq!(list(&server, "").await, vec![service.clone()]);
+    assert_eq!(server.get_ok(&format!("/v1/services/{id}")).await, service);
+    assert_eq!(server.list("").await, vec![service.clone()]);
 
     // Defaults are not forced: explicit values are kept.
-    let explicit = created(
-        &server,
-        json!({"name": "web-2", "type": "web", "host": "10.0.0.6", "port": 1,
-               "ttl": 120, "priority": 10, "weight": 0}),
-    )
-    .await;
+    let explicit = server
+        .register(
+            &Registration::new("web-2", "web", "10.0.0.6", 1)
+                .ttl(120)
+                .priority(10)
+                .weight(0),
+        )
+        .await;
     assert_eq!(explicit["ttl"], 120);
     assert_eq!(explicit["priority"], 10);
     assert_eq!(explicit["weight"], 0);
@@ -304,16 +216,13 @@ async fn register_returns_201_with_the_full_service_object() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn registering_the_same_type_and_name_replaces_in_place() {
     let server = TestServer::start().await;
-    let first = created(
-        &server,
-        json!({"name": "web-1", "type": "web", "host": "10.0.0.1", "port": 8080,
-               "tags": ["old"], "metadata": {"v": "1"}, "ttl": 60}),
-    )
-    .await;
-    let other = created(&server, web("web-2")).await;
+    let first = server
+        .register(&web("web-1").tag("old").meta("v", "1").ttl(60))
+        .await;
+    let other = server.register(&web("web-2")).await;
 
     let (status, second) = server
-        .register(&json!({"name": "web-1", "type": "web", "host": "10.0.0.9", "port": 9090}))
+        .try_register(&Registration::new("web-1", "web", "10.0.0.9", 9090))
         .await;
     assert_eq!(status, 200, "a replacement is 200: {second}");
     assert_eq!(second["id"], first["id"], "the replacement keeps its id");
@@ -323,48 +232,42 @@ async fn registering_the_same_type_and_name_replaces_in_place() {
     assert_eq!(second["metadata"], json!({}));
     assert_eq!(second["ttl"], 30);
 
-    let services = list(&server, "").await;
+    let services = server.list("").await;
     assert_eq!(services.len(), 2, "still one web-1: {services:?}");
     assert_eq!(services[0], second);
     assert_eq!(services[1], other, "the other instance is untouched");
 
     // The same name under another type is another instance.
-    let api = created(
-        &server,
-        json!({"name": "web-1", "type": "api", "host": "10.0.0.1", "port": 1}),
-    )
-    .await;
+    let api = server
+        .register(&Registration::new("web-1", "api", "10.0.0.1", 1))
+        .await;
     assert_ne!(api["id"], first["id"]);
 
     // A fetched object can be sent back as it is (read-only fields ignored).
-    let mut fetched = get_ok(
-        &server,
-        &format!("/v1/services/{}", second["id"].as_str().unwrap()),
-    )
-    .await;
+    let mut fetched = server
+        .get_ok(&format!("/v1/services/{}", id_of(&second)))
+        .await;
     fetched["port"] = json!(7070);
     fetched["id"] = json!(Uuid::new_v4().to_string());
-    let (status, third) = server.register(&fetched).await;
+    let (status, third) = server.try_register(&fetched).await;
     assert_eq!(status, 200, "round trip: {third}");
     assert_eq!(third["id"], first["id"], "a client-sent id is ignored");
     assert_eq!(third["port"], 7070);
-    assert_eq!(list(&server, "").await.len(), 3);
+    assert_eq!(server.list("").await.len(), 3);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn names_are_case_insensitive_and_stored_lowercase() {
     let server = TestServer::start().await;
-    let first = created(
-        &server,
-        json!({"name": "Web-1", "type": "WEB", "host": "10.0.0.1", "port": 80, "tags": ["API"]}),
-    )
-    .await;
+    let first = server
+        .register(&Registration::new("Web-1", "WEB", "10.0.0.1", 80).tag("API"))
+        .await;
     assert_eq!(first["name"], "web-1");
     assert_eq!(first["type"], "web");
     assert_eq!(first["tags"], json!(["api"]));
 
     let (status, second) = server
-        .register(&json!({"name": "web-1", "type": "Web", "host": "10.0.0.2", "port": 81}))
+        .try_register(&Registration::new("web-1", "Web", "10.0.0.2", 81))
         .await;
     assert_eq!(
         status, 200,
@@ -372,12 +275,12 @@ async fn names_are_case_insensitive_and_stored_lowercase() {
     );
     assert_eq!(second["id"], first["id"]);
     assert_eq!(second["port"], 81);
-    let services = list(&server, "").await;
+    let services = server.list("").await;
     assert_eq!(services.len(), 1, "{services:?}");
     assert_eq!(services[0]["name"], "web-1");
 
     // Filters and discovery are case-insensitive too.
-    assert_eq!(list(&server, "?type=WEB").await.len(), 1);
+    assert_eq!(server.list("?type=WEB").await.len(), 1);
     let (status, found) = server.get("/v1/discover/WeB").await;
     assert_eq!(status, 200, "{found}");
     assert_eq!(found["id"], first["id"]);
@@ -395,26 +298,23 @@ async fn names_are_case_insensitive_and_stored_lowercase() {
 /// a rejected registration of the same name is also a rejected replacement.
 async fn server_with_web_1() -> (TestServer, Value) {
     let server = TestServer::start().await;
-    let existing = created(
-        &server,
-        json!({"name": "web-1", "type": "web", "host": "10.0.0.1", "port": 8080,
-               "tags": ["api"], "metadata": {"v": "1"}}),
-    )
-    .await;
+    let existing = server
+        .register(&web("web-1").tag("api").meta("v", "1"))
+        .await;
     (server, existing)
 }
 
 /// After a batch of rejections: the original instance is intact and the
 /// rejections were counted.
 async fn assert_intact(server: &TestServer, existing: &Value, rejected: usize) {
-    let id = existing["id"].as_str().unwrap();
+    let id = &id_of(existing);
     assert_eq!(
-        get_ok(server, &format!("/v1/services/{id}")).await,
+        server.get_ok(&format!("/v1/services/{id}")).await,
         *existing,
         "a rejected replacement leaves the old instance intact"
     );
-    assert_eq!(list(server, "").await, vec![existing.clone()]);
-    let text = metrics_text(server).await;
+    assert_eq!(server.list("").await, vec![existing.clone()]);
+    let text = server.metrics().await;
     assert_eq!(
         metric(&text, "signpost_registrations_total{result=\"rejected\"}"),
         Some(rejected as f64),
@@ -443,14 +343,14 @@ async fn labels_name_type_and_tags_are_validated() {
     let mut rejected = 0;
     for (case, bad) in &bad_labels {
         for (field, body) in [
-            ("name", with(&web("web-1"), "name", json!(bad))),
-            ("type", with(&web("web-1"), "type", json!(bad))),
-            ("tags", with(&web("web-1"), "tags", json!(["ok", bad]))),
+            ("name", web("web-1").set("name", json!(bad))),
+            ("type", web("web-1").set("type", json!(bad))),
+            ("tags", web("web-1").set("tags", json!(["ok", bad]))),
         ] {
-            let before = list(&server, "").await;
-            let (status, reply) = server.register(&body).await;
+            let before = server.list("").await;
+            let (status, reply) = server.try_register(&body).await;
             assert_error(status, &reply, INVALID, field, &format!("{field} {case}"));
-            assert_eq!(list(&server, "").await, before, "{field} {case}: unchanged");
+            assert_eq!(server.list("").await, before, "{field} {case}: unchanged");
             rejected += 1;
         }
     }
@@ -467,18 +367,16 @@ async fn labels_name_type_and_tags_are_validated() {
         ("type", json!("9"), json!("9")),
         ("type", json!("API"), json!("api")),
     ] {
-        let body = with(&web("edge"), field, value.clone());
-        let service = created(&server, body).await;
+        let body = web("edge").set(field, value.clone());
+        let service = server.register(&body).await;
         assert_eq!(
             service[field], stored,
             "{field} {value} accepted as {stored}"
         );
     }
-    let service = created(
-        &server,
-        with(&web("tagged"), "tags", json!([label(63), "X", "x", "0-1"])),
-    )
-    .await;
+    let service = server
+        .register(&web("tagged").set("tags", json!([label(63), "X", "x", "0-1"])))
+        .await;
     assert_eq!(
         service["tags"],
         json!([label(63), "x", "0-1"]),
@@ -505,11 +403,11 @@ async fn host_is_validated() {
         ("just a dot", ".".to_string()),
     ];
     for (case, bad) in &bad_hosts {
-        let body = with(&web("web-1"), "host", json!(bad));
-        let before = list(&server, "").await;
-        let (status, reply) = server.register(&body).await;
+        let body = web("web-1").set("host", json!(bad));
+        let before = server.list("").await;
+        let (status, reply) = server.try_register(&body).await;
         assert_error(status, &reply, INVALID, "host", &format!("host {case}"));
-        assert_eq!(list(&server, "").await, before, "host {case}: unchanged");
+        assert_eq!(server.list("").await, before, "host {case}: unchanged");
     }
     assert_intact(&server, &existing, bad_hosts.len()).await;
 
@@ -527,8 +425,8 @@ async fn host_is_validated() {
     .into_iter()
     .enumerate()
     {
-        let body = with(&web(&format!("h{i}")), "host", json!(host));
-        let service = created(&server, body).await;
+        let body = web(&format!("h{i}")).set("host", json!(host));
+        let service = server.register(&body).await;
         assert_eq!(service["host"], stored, "host {host} accepted");
     }
 }
@@ -557,15 +455,11 @@ async fn numbers_are_range_checked() {
         ("weight", json!(true)),
     ];
     for (field, value) in &bad {
-        let body = with(&web("web-1"), field, value.clone());
-        let before = list(&server, "").await;
-        let (status, reply) = server.register(&body).await;
+        let body = web("web-1").set(field, value.clone());
+        let before = server.list("").await;
+        let (status, reply) = server.try_register(&body).await;
         assert_error(status, &reply, INVALID, field, &format!("{field}={value}"));
-        assert_eq!(
-            list(&server, "").await,
-            before,
-            "{field}={value}: unchanged"
-        );
+        assert_eq!(server.list("").await, before, "{field}={value}: unchanged");
     }
     assert_intact(&server, &existing, bad.len()).await;
 
@@ -582,8 +476,8 @@ async fn numbers_are_range_checked() {
     .into_iter()
     .enumerate()
     {
-        let body = with(&web(&format!("n{i}")), field, json!(value));
-        let service = created(&server, body).await;
+        let body = web(&format!("n{i}")).set(field, json!(value));
+        let service = server.register(&body).await;
         assert_eq!(service[field], value, "{field}={value} accepted");
     }
 }
@@ -608,32 +502,26 @@ async fn metadata_is_validated() {
     for (_case, metadata) in &bad {
         assert_rejected(
             &server,
-            &with(&web("web-1"), "metadata", metadata.clone()),
+            &web("web-1").set("metadata", metadata.clone()),
             "metadata",
         )
         .await;
     }
     // Tags must be an array of strings.
     for tags in [json!("api"), json!([1]), json!([null]), json!({"a": "b"})] {
-        assert_rejected(&server, &with(&web("web-1"), "tags", tags), "tags").await;
+        assert_rejected(&server, &web("web-1").set("tags", tags), "tags").await;
     }
     assert_intact(&server, &existing, bad.len() + 4).await;
 
     // Exactly 255 bytes is fine, counted in bytes.
-    let ascii = created(
-        &server,
-        with(&web("m1"), "metadata", json!({"k": "v".repeat(253)})),
-    )
-    .await;
+    let ascii = server
+        .register(&web("m1").meta("k", &"v".repeat(253)))
+        .await;
     assert_eq!(ascii["metadata"]["k"].as_str().unwrap().len(), 253);
     let multibyte = format!("{}v", "é".repeat(126));
-    let utf8 = created(
-        &server,
-        with(&web("m2"), "metadata", json!({"k": multibyte})),
-    )
-    .await;
+    let utf8 = server.register(&web("m2").meta("k", &multibyte)).await;
     assert_eq!(utf8["metadata"]["k"], json!(multibyte));
-    let empty_value = created(&server, with(&web("m3"), "metadata", json!({"k": ""}))).await;
+    let empty_value = server.register(&web("m3").meta("k", "")).await;
     assert_eq!(empty_value["metadata"], json!({"k": ""}));
 }
 
@@ -642,13 +530,12 @@ async fn missing_and_unknown_fields_are_named() {
     let (server, existing) = server_with_web_1().await;
     let base = web("web-1");
     for field in ["name", "type", "host", "port"] {
-        assert_rejected(&server, &without(&base, field), field).await;
+        assert_rejected(&server, &base.clone().without(field), field).await;
     }
     // A typo is an error, not a silently missing field.
-    let mut typo = without(&base, "name");
-    typo["nmae"] = json!("web-1");
+    let typo = base.clone().without("name").set("nmae", json!("web-1"));
     assert_rejected(&server, &typo, "nmae").await;
-    assert_rejected(&server, &with(&base, "colour", json!("blue")), "colour").await;
+    assert_rejected(&server, &base.set("colour", json!("blue")), "colour").await;
     assert_rejected(&server, &json!({}), "name").await;
     assert_intact(&server, &existing, 7).await;
 }
@@ -747,7 +634,7 @@ async fn bodies_over_64_kib_are_refused_with_413() {
     assert_eq!(status, 201, "a 65536-byte body is accepted: {reply}");
 
     // The limit applies to heartbeat bodies too.
-    let id = existing["id"].as_str().unwrap();
+    let id = &id_of(&existing);
     let mut body = br#"{"status": "passing"}"#.to_vec();
     body.resize(65537, b' ');
     let (status, reply) = send(
@@ -768,11 +655,11 @@ async fn bodies_over_64_kib_are_refused_with_413() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn heartbeat_renews_and_returns_the_object() {
     let server = TestServer::start().await;
-    let service = created(&server, with(&web("web-1"), "ttl", json!(20))).await;
-    let id = service["id"].as_str().unwrap();
+    let service = server.register(&web("web-1").ttl(20)).await;
+    let id = &id_of(&service);
     tokio::time::sleep(std::time::Duration::from_millis(150)).await;
 
-    let (status, renewed) = beat(&server, id, None).await;
+    let (status, renewed) = server.heartbeat(id, None).await;
     assert_eq!(status, 200, "{renewed}");
     assert_eq!(renewed["id"], service["id"]);
     let before = service["last_heartbeat"].as_f64().unwrap();
@@ -788,13 +675,13 @@ async fn heartbeat_renews_and_returns_the_object() {
     assert_eq!(renewed["registered_at"], service["registered_at"]);
     assert_eq!(renewed["health"], "passing");
     assert_eq!(
-        get_ok(&server, &format!("/v1/services/{id}")).await,
+        server.get_ok(&format!("/v1/services/{id}")).await,
         renewed,
         "GET shows the renewed object"
     );
 
     // An explicit passing body works the same.
-    let (status, reply) = beat(&server, id, Some(json!({"status": "passing"}))).await;
+    let (status, reply) = server.heartbeat_reporting(id, "passing").await;
     assert_eq!(status, 200, "{reply}");
     assert_eq!(reply["health"], "passing");
 }
@@ -802,25 +689,25 @@ async fn heartbeat_renews_and_returns_the_object() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn heartbeat_status_sets_health() {
     let server = TestServer::start().await;
-    let service = created(&server, web("web-1")).await;
-    let id = service["id"].as_str().unwrap();
+    let service = server.register(&web("web-1")).await;
+    let id = &id_of(&service);
     let path = format!("/v1/services/{id}");
 
-    let (status, reply) = beat(&server, id, Some(json!({"status": "warning"}))).await;
+    let (status, reply) = server.heartbeat_reporting(id, "warning").await;
     assert_eq!(status, 200, "{reply}");
     assert_eq!(reply["health"], "warning");
-    assert_eq!(get_ok(&server, &path).await["health"], "warning");
+    assert_eq!(server.get_ok(&path).await["health"], "warning");
 
-    let (status, reply) = beat(
-        &server,
-        id,
-        Some(json!({"status": "critical", "output": "disk full"})),
-    )
-    .await;
+    let (status, reply) = server
+        .heartbeat(
+            id,
+            Some(json!({"status": "critical", "output": "disk full"})),
+        )
+        .await;
     assert_eq!(status, 200, "{reply}");
     assert_eq!(reply["health"], "critical");
     assert_eq!(reply["output"], "disk full");
-    assert_eq!(get_ok(&server, &path).await["health"], "critical");
+    assert_eq!(server.get_ok(&path).await["health"], "critical");
 
     // A bad heartbeat body is refused and leaves the health as it was.
     let bad_bodies = [
@@ -835,9 +722,9 @@ async fn heartbeat_status_sets_health() {
         (json!("passing"), ""),
     ];
     for (body, field) in bad_bodies {
-        let (status, reply) = beat(&server, id, Some(body.clone())).await;
+        let (status, reply) = server.heartbeat(id, Some(body.clone())).await;
         assert_error(status, &reply, INVALID, field, &format!("heartbeat {body}"));
-        let now = get_ok(&server, &path).await;
+        let now = server.get_ok(&path).await;
         assert_eq!(now["health"], "critical", "health unchanged after {body}");
         assert_eq!(now["output"], "disk full", "output unchanged after {body}");
     }
@@ -866,11 +753,7 @@ async fn heartbeat_status_sets_health() {
         .await;
         let what = format!("heartbeat {}", String::from_utf8_lossy(&body));
         assert_error(status, &reply, &[400], "", &what);
-        assert_eq!(
-            get_ok(&server, &path).await["output"],
-            "disk full",
-            "{what}"
-        );
+        assert_eq!(server.get_ok(&path).await["output"], "disk full", "{what}");
     }
     let (status, reply) = send(
         &server,
@@ -887,10 +770,10 @@ async fn heartbeat_status_sets_health() {
         "content-type",
         "text/plain heartbeat",
     );
-    assert_eq!(get_ok(&server, &path).await["health"], "critical");
+    assert_eq!(server.get_ok(&path).await["health"], "critical");
 
     // A body-less heartbeat means passing.
-    let (status, reply) = beat(&server, id, None).await;
+    let (status, reply) = server.heartbeat(id, None).await;
     assert_eq!(status, 200, "{reply}");
     assert_eq!(reply["health"], "passing");
     assert!(reply.get("output").is_none_or(Value::is_null), "{reply}");
@@ -899,12 +782,12 @@ async fn heartbeat_status_sets_health() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn heartbeat_of_an_unknown_id_is_404() {
     let server = TestServer::start().await;
-    let service = created(&server, web("web-1")).await;
-    let id = service["id"].as_str().unwrap();
+    let service = server.register(&web("web-1")).await;
+    let id = &id_of(&service);
 
     let unknown = Uuid::new_v4().to_string();
     for bad in [unknown.as_str(), "not-a-uuid", "12345", "%20"] {
-        let (status, reply) = beat(&server, bad, None).await;
+        let (status, reply) = server.heartbeat(bad, None).await;
         assert_error(
             status,
             &reply,
@@ -913,11 +796,11 @@ async fn heartbeat_of_an_unknown_id_is_404() {
             &format!("heartbeat {bad}"),
         );
     }
-    assert_eq!(server.deregister(id).await, 204);
-    let (status, reply) = beat(&server, id, Some(json!({"status": "passing"}))).await;
+    assert_eq!(server.deregister(id).await.0, 204);
+    let (status, reply) = server.heartbeat_reporting(id, "passing").await;
     assert_error(status, &reply, &[404], id, "heartbeat after deregister");
     assert!(
-        list(&server, "").await.is_empty(),
+        server.list("").await.is_empty(),
         "a refused heartbeat does not bring it back"
     );
 }
@@ -925,12 +808,12 @@ async fn heartbeat_of_an_unknown_id_is_404() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deregister_then_get_and_delete_are_404() {
     let server = TestServer::start().await;
-    let one = created(&server, web("web-1")).await;
-    let two = created(&server, web("web-2")).await;
-    let id = one["id"].as_str().unwrap();
+    let one = server.register(&web("web-1")).await;
+    let two = server.register(&web("web-2")).await;
+    let id = &id_of(&one);
     let path = format!("/v1/services/{id}");
 
-    assert_eq!(get_ok(&server, &path).await, one);
+    assert_eq!(server.get_ok(&path).await, one);
     let response = server.http.delete(server.url(&path)).send().await.unwrap();
     assert_eq!(response.status().as_u16(), 204);
     assert!(
@@ -943,7 +826,7 @@ async fn deregister_then_get_and_delete_are_404() {
     let (status, reply) = send(&server, reqwest::Method::DELETE, &path, None, vec![]).await;
     assert_error(status, &reply, &[404], id, "second DELETE");
     assert_eq!(
-        list(&server, "").await,
+        server.list("").await,
         vec![two.clone()],
         "only web-2 remains"
     );
@@ -951,9 +834,9 @@ async fn deregister_then_get_and_delete_are_404() {
     for bad in [Uuid::new_v4().to_string(), "nope".to_string()] {
         let (status, reply) = server.get(&format!("/v1/services/{bad}")).await;
         assert_error(status, &reply, &[404], "no service", &format!("GET {bad}"));
-        assert_eq!(server.deregister(&bad).await, 404, "DELETE {bad}");
+        assert_eq!(server.deregister(&bad).await.0, 404, "DELETE {bad}");
     }
-    assert_eq!(list(&server, "").await, vec![two]);
+    assert_eq!(server.list("").await, vec![two]);
 }
 
 // ---------------------------------------------------------------------------
@@ -966,21 +849,18 @@ async fn deregister_then_get_and_delete_are_404() {
 async fn mixed(server: &TestServer) -> BTreeMap<&'static str, Value> {
     let mut out = BTreeMap::new();
     for (name, service_type, tags) in [
-        ("c", "web", json!([])),
-        ("m", "db", json!(["primary"])),
-        ("b", "web", json!(["api", "canary"])),
-        ("a", "web", json!(["api"])),
+        ("c", "web", &[][..]),
+        ("m", "db", &["primary"]),
+        ("b", "web", &["api", "canary"]),
+        ("a", "web", &["api"]),
     ] {
-        let service = created(
-            server,
-            json!({"name": name, "type": service_type, "host": "10.0.0.1", "port": 80, "tags": tags}),
-        )
-        .await;
+        let registration = Registration::new(name, service_type, "10.0.0.1", 80).tags(tags);
+        let service = server.register(&registration).await;
         out.insert(name, service);
     }
     for (name, status) in [("b", "warning"), ("c", "critical")] {
         let id = out[name]["id"].as_str().unwrap().to_string();
-        let (code, reply) = beat(server, &id, Some(json!({"status": status}))).await;
+        let (code, reply) = server.heartbeat_reporting(&id, status).await;
         assert_eq!(code, 200, "{reply}");
         out.insert(name, reply);
     }
@@ -998,13 +878,13 @@ fn names(services: &[Value]) -> Vec<&str> {
 async fn list_is_sorted_and_filtered() {
     let server = TestServer::start().await;
     assert_eq!(
-        get_ok(&server, "/v1/services").await,
+        server.get_ok("/v1/services").await,
         json!({"services": []}),
         "an empty registry lists nothing"
     );
     let all = mixed(&server).await;
 
-    let services = list(&server, "").await;
+    let services = server.list("").await;
     assert_eq!(
         type_names(&services),
         [("db", "m"), ("web", "a"), ("web", "b"), ("web", "c")]
@@ -1028,7 +908,7 @@ async fn list_is_sorted_and_filtered() {
         ("?tag=API", &["a", "b"]),
     ];
     for (query, expected) in cases {
-        let services = list(&server, query).await;
+        let services = server.list(query).await;
         assert_eq!(names(&services), expected, "GET /v1/services{query}");
     }
 }
@@ -1040,7 +920,7 @@ async fn list_is_sorted_and_filtered() {
 async fn long_lists_are_one_whole_json_document() {
     let server = TestServer::start().await;
     for (service_type, count) in [("one", 1), ("full", 256), ("more", 257), ("many", 600)] {
-        crate::dns::register_many(&server, service_type, count).await;
+        crate::support::register_many(&server, service_type, count).await;
     }
     // HEAD: the head of the same answer, no body.
     let head = server
@@ -1060,7 +940,7 @@ async fn long_lists_are_one_whole_json_document() {
         ("?type=many", 600),
         ("?type=none", 0),
     ] {
-        let services = list(&server, query).await;
+        let services = server.list(query).await;
         assert_eq!(services.len(), count, "{query}");
         let pairs = type_names(&services);
         assert!(
@@ -1077,7 +957,7 @@ async fn long_lists_are_one_whole_json_document() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn list_refuses_bad_filters() {
     let server = TestServer::start().await;
-    created(&server, web("web-1")).await;
+    server.register(&web("web-1")).await;
     for (query, needle) in [
         ("?health=bogus", "health"),
         ("?type=bad_label", "type"),
@@ -1095,7 +975,7 @@ async fn list_refuses_bad_filters() {
             &format!("GET /v1/services{query}"),
         );
     }
-    assert_eq!(list(&server, "").await.len(), 1);
+    assert_eq!(server.list("").await.len(), 1);
 }
 
 /// When nearly every candidate is critical, the few random draws miss and
@@ -1106,18 +986,14 @@ async fn discover_finds_the_one_serving_instance_among_many_critical() {
     let server = TestServer::start().await;
     let mut alive = String::new();
     for n in 0..40 {
-        let service = created(
-            &server,
-            json!({"name": format!("i{n:02}"), "type": "web", "host": "10.0.0.1",
-                   "port": 80, "tags": ["t"]}),
-        )
-        .await;
+        let service = server
+            .register(&Registration::new(&format!("i{n:02}"), "web", "10.0.0.1", 80).tag("t"))
+            .await;
         let id = id_of(&service);
         if n == 17 {
             alive = id;
         } else {
-            let critical = json!({"status": "critical"});
-            assert_eq!(server.heartbeat(&id, Some(critical)).await, 200);
+            assert_eq!(server.heartbeat_reporting(&id, "critical").await.0, 200);
         }
     }
     for path in ["/v1/discover/web", "/v1/discover/web?tag=t"] {
@@ -1182,11 +1058,11 @@ async fn discover_returns_a_random_serving_instance() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn discover_is_404_when_only_critical_instances_remain() {
     let server = TestServer::start().await;
-    let one = created(&server, web("web-1")).await;
-    let id = one["id"].as_str().unwrap();
+    let one = server.register(&web("web-1")).await;
+    let id = &id_of(&one);
     let (status, _) = server.get("/v1/discover/web").await;
     assert_eq!(status, 200);
-    let (status, _) = beat(&server, id, Some(json!({"status": "critical"}))).await;
+    let (status, _) = server.heartbeat_reporting(id, "critical").await;
     assert_eq!(status, 200);
     let (status, reply) = server.get("/v1/discover/web").await;
     assert_error(
@@ -1196,7 +1072,7 @@ async fn discover_is_404_when_only_critical_instances_remain() {
         "web",
         "discover with only a critical instance",
     );
-    let (status, _) = beat(&server, id, None).await;
+    let (status, _) = server.heartbeat(id, None).await;
     assert_eq!(status, 200);
     let (status, found) = server.get("/v1/discover/web").await;
     assert_eq!(status, 200, "back after a passing heartbeat: {found}");
@@ -1206,21 +1082,18 @@ async fn discover_is_404_when_only_critical_instances_remain() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn types_count_instances_and_serving() {
     let server = TestServer::start().await;
-    assert_eq!(get_ok(&server, "/v1/types").await, json!({"types": []}));
+    assert_eq!(server.get_ok("/v1/types").await, json!({"types": []}));
     let all = mixed(&server).await;
     assert_eq!(
-        get_ok(&server, "/v1/types").await,
+        server.get_ok("/v1/types").await,
         json!({"types": [
             {"type": "db", "instances": 1, "serving": 1},
             {"type": "web", "instances": 3, "serving": 2},
         ]})
     );
+    assert_eq!(server.deregister(&id_of(&all["m"])).await.0, 204);
     assert_eq!(
-        server.deregister(all["m"]["id"].as_str().unwrap()).await,
-        204
-    );
-    assert_eq!(
-        get_ok(&server, "/v1/types").await,
+        server.get_ok("/v1/types").await,
         json!({"types": [{"type": "web", "instances": 3, "serving": 2}]}),
         "a type with no instance left is gone"
     );
@@ -1229,7 +1102,7 @@ async fn types_count_instances_and_serving() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_reports_ok_and_the_time() {
     let server = TestServer::start().await;
-    let body = get_ok(&server, "/v1/health").await;
+    let body = server.get_ok("/v1/health").await;
     assert_eq!(body["status"], "ok", "{body}");
     let timestamp = body["timestamp"].as_f64().expect("timestamp is a number");
     let now = unix_now();
@@ -1246,22 +1119,17 @@ async fn health_reports_ok_and_the_time() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_count_queries_registrations_and_serving() {
     let server = TestServer::start().await;
-    let a = created(&server, web("web-1")).await;
-    created(&server, web("web-2")).await;
-    created(&server, with(&web("db-1"), "type", json!("db"))).await;
-    let (status, _) = server.register(&web("web-2")).await;
+    let a = server.register(&web("web-1")).await;
+    server.register(&web("web-2")).await;
+    server.register(&web("db-1").set("type", json!("db"))).await;
+    let (status, _) = server.try_register(&web("web-2")).await;
     assert_eq!(status, 200);
-    let (status, _) = server.register(&with(&web("x"), "port", json!(0))).await;
+    let (status, _) = server.try_register(&web("x").set("port", json!(0))).await;
     assert_eq!(status, 422);
-    let (status, _) = beat(
-        &server,
-        a["id"].as_str().unwrap(),
-        Some(json!({"status": "critical"})),
-    )
-    .await;
+    let (status, _) = server.heartbeat_reporting(&id_of(&a), "critical").await;
     assert_eq!(status, 200);
     assert_eq!(
-        beat(&server, &Uuid::new_v4().to_string(), None).await.0,
+        server.heartbeat(&Uuid::new_v4().to_string(), None).await.0,
         404
     );
 
@@ -1277,7 +1145,7 @@ async fn metrics_count_queries_registrations_and_serving() {
     let answer = server.query("web.svc.local.", RecordType::SRV).await;
     assert_eq!(answer.metadata.response_code, ResponseCode::NoError);
 
-    let text = metrics_text(&server).await;
+    let text = server.metrics().await;
     for (series, value) in [
         (
             "signpost_dns_queries_total{qtype=\"A\",rcode=\"NOERROR\"}",
@@ -1319,8 +1187,8 @@ async fn metrics_count_queries_registrations_and_serving() {
     );
 
     // The gauges follow the registry; the counters only go up.
-    assert_eq!(server.deregister(a["id"].as_str().unwrap()).await, 204);
-    let text = metrics_text(&server).await;
+    assert_eq!(server.deregister(&id_of(&a)).await.0, 204);
+    let text = server.metrics().await;
     assert_eq!(metric(&text, "signpost_instances"), Some(2.0), "{text}");
     assert_eq!(metric(&text, "signpost_instances_serving"), Some(2.0));
     assert_eq!(metric(&text, "signpost_deregistrations_total"), Some(1.0));
@@ -1396,7 +1264,7 @@ async fn admin_token_guards_every_change() {
         );
         assert_eq!(challenge.as_deref(), Some("Bearer"), "401 names the scheme");
     }
-    assert!(list(&server, "").await.is_empty(), "nothing was registered");
+    assert!(server.list("").await.is_empty(), "nothing was registered");
 
     let (status, service, _) = authorized(
         &server,
@@ -1407,7 +1275,7 @@ async fn admin_token_guards_every_change() {
     )
     .await;
     assert_eq!(status, 201, "{service}");
-    let id = service["id"].as_str().unwrap();
+    let id = &id_of(&service);
     let heartbeat = format!("/v1/services/{id}/heartbeat");
     let one = format!("/v1/services/{id}");
 
@@ -1448,7 +1316,7 @@ async fn admin_token_guards_every_change() {
             &format!("DELETE with {auth:?}"),
         );
     }
-    assert_eq!(list(&server, "").await.len(), 1, "still registered");
+    assert_eq!(server.list("").await.len(), 1, "still registered");
 
     let (status, reply, _) = authorized(
         &server,
@@ -1469,7 +1337,7 @@ async fn admin_token_guards_every_change() {
     )
     .await;
     assert_eq!(status, 204);
-    assert!(list(&server, "").await.is_empty());
+    assert!(server.list("").await.is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1571,7 +1439,7 @@ async fn read_response(
 async fn pipelined_requests_on_one_connection_are_answered_in_order() {
     use tokio::io::AsyncWriteExt;
     let server = TestServer::start().await;
-    let post = |body: &Value| {
+    let post = |body: &dyn std::fmt::Display| {
         let body = body.to_string();
         format!(
             "POST /v1/services HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
@@ -1608,7 +1476,7 @@ async fn pipelined_requests_on_one_connection_are_answered_in_order() {
             assert_eq!(body["name"], name.as_str(), "answers come in request order");
         }
     }
-    assert_eq!(list(&server, "").await.len(), 30);
+    assert_eq!(server.list("").await.len(), 30);
     let answer = server.query("p29.web.svc.local.", RecordType::A).await;
     assert_eq!(answer.answers.len(), 1, "{answer:?}");
 }
@@ -1617,36 +1485,29 @@ async fn pipelined_requests_on_one_connection_are_answered_in_order() {
 async fn a_burst_of_concurrent_registrations_all_succeed() {
     let server = TestServer::start().await;
     let mut tasks = tokio::task::JoinSet::new();
-    for i in 0..200u32 {
-        let http = server.http.clone();
-        let url = server.url("/v1/services");
+    for i in 0..200u16 {
+        let api = server.api.clone();
         tasks.spawn(async move {
-            let body = json!({"name": format!("i{i:03}"), "type": format!("t{}", i % 4),
-                              "host": format!("10.0.{}.{}", i / 256, i % 256), "port": 1000 + i});
-            let response = http.post(url).json(&body).send().await.expect("answers");
-            let status = response.status().as_u16();
-            (i, status, response.json::<Value>().await.unwrap())
+            let host = format!("10.0.{}.{}", i / 256, i % 256);
+            let registration =
+                Registration::new(&format!("i{i:03}"), &format!("t{}", i % 4), &host, 1000 + i);
+            api.register(&registration).await
         });
     }
     let mut ids = BTreeSet::new();
     while let Some(result) = tasks.join_next().await {
-        let (i, status, body) = result.unwrap();
-        assert_eq!(status, 201, "registration {i}: {body}");
-        ids.insert(body["id"].as_str().unwrap().to_string());
+        ids.insert(id_of(&result.unwrap()));
     }
     assert_eq!(ids.len(), 200, "every instance got its own id");
-    let services = list(&server, "").await;
+    let services = server.list("").await;
     assert_eq!(services.len(), 200);
-    let listed: BTreeSet<_> = services
-        .iter()
-        .map(|s| s["id"].as_str().unwrap().to_string())
-        .collect();
+    let listed: BTreeSet<_> = services.iter().map(id_of).collect();
     assert_eq!(listed, ids, "every registration is listed");
     let order = type_names(&services);
     let mut sorted = order.clone();
     sorted.sort();
     assert_eq!(order, sorted, "still sorted by type then name");
-    let types = get_ok(&server, "/v1/types").await;
+    let types = server.get_ok("/v1/types").await;
     assert_eq!(types["types"].as_array().unwrap().len(), 4);
     for t in types["types"].as_array().unwrap() {
         assert_eq!(t["instances"], 50, "{t}");
@@ -1658,13 +1519,10 @@ async fn concurrent_registrations_of_one_name_make_one_instance() {
     let server = TestServer::start().await;
     let mut tasks = tokio::task::JoinSet::new();
     for port in 1..=50u16 {
-        let http = server.http.clone();
-        let url = server.url("/v1/services");
+        let api = server.api.clone();
         tasks.spawn(async move {
-            let body = json!({"name": "same", "type": "web", "host": "10.0.0.1", "port": port});
-            let response = http.post(url).json(&body).send().await.expect("answers");
-            let status = response.status().as_u16();
-            (status, response.json::<Value>().await.unwrap())
+            let registration = Registration::new("same", "web", "10.0.0.1", port);
+            api.try_register(&registration).await
         });
     }
     let mut statuses = BTreeMap::new();
@@ -1672,7 +1530,7 @@ async fn concurrent_registrations_of_one_name_make_one_instance() {
     while let Some(result) = tasks.join_next().await {
         let (status, body) = result.unwrap();
         *statuses.entry(status).or_insert(0) += 1;
-        ids.insert(body["id"].as_str().unwrap().to_string());
+        ids.insert(id_of(&body));
     }
     assert_eq!(
         statuses,
@@ -1680,7 +1538,7 @@ async fn concurrent_registrations_of_one_name_make_one_instance() {
         "exactly one creation, the rest replacements"
     );
     assert_eq!(ids.len(), 1, "one id for all: {ids:?}");
-    let services = list(&server, "").await;
+    let services = server.list("").await;
     assert_eq!(services.len(), 1, "{services:?}");
     let answer = server.query("web.svc.local.", RecordType::SRV).await;
     assert_eq!(answer.answers.len(), 1, "DNS has one instance too");
@@ -1693,13 +1551,13 @@ async fn hostile_bodies_get_a_clear_4xx_and_the_server_keeps_working() {
 
     // A huge tags array (within 64 KiB).
     let tags: Vec<String> = (0..5000).map(|i| format!("t{i}")).collect();
-    assert_rejected(&server, &with(&web("web-1"), "tags", json!(tags)), "tags").await;
+    assert_rejected(&server, &web("web-1").set("tags", json!(tags)), "tags").await;
     // Many metadata pairs.
     let metadata: serde_json::Map<String, Value> =
         (0..3000).map(|i| (format!("k{i}"), json!("v"))).collect();
     assert_rejected(
         &server,
-        &with(&web("web-1"), "metadata", Value::Object(metadata)),
+        &web("web-1").set("metadata", Value::Object(metadata)),
         "metadata",
     )
     .await;
@@ -1707,25 +1565,22 @@ async fn hostile_bodies_get_a_clear_4xx_and_the_server_keeps_working() {
     // Very long strings: refused, and the message does not echo them whole.
     let long = "x".repeat(60_000);
     for (field, body) in [
-        ("name", with(&web("web-1"), "name", json!(long))),
-        ("type", with(&web("web-1"), "type", json!(long))),
-        ("host", with(&web("web-1"), "host", json!(long))),
-        ("tags", with(&web("web-1"), "tags", json!([long]))),
+        ("name", web("web-1").set("name", json!(long))),
+        ("type", web("web-1").set("type", json!(long))),
+        ("host", web("web-1").set("host", json!(long))),
+        ("tags", web("web-1").set("tags", json!([long]))),
+        ("metadata", web("web-1").set("metadata", json!({"k": long}))),
         (
             "metadata",
-            with(&web("web-1"), "metadata", json!({"k": long})),
+            web("web-1").set("metadata", json!({ long.clone(): "v" })),
         ),
         (
             "metadata",
-            with(&web("web-1"), "metadata", json!({ long.clone(): "v" })),
+            web("web-1").set("metadata", json!({ format!("{long}="): "" })),
         ),
-        (
-            "metadata",
-            with(&web("web-1"), "metadata", json!({ format!("{long}="): "" })),
-        ),
-        ("unknown field", with(&web("web-1"), &long, json!(1))),
+        ("unknown field", web("web-1").set(&long, json!(1))),
     ] {
-        let (status, reply) = server.register(&body).await;
+        let (status, reply) = server.try_register(&body).await;
         assert_error(
             status,
             &reply,
@@ -1792,18 +1647,17 @@ async fn hostile_bodies_get_a_clear_4xx_and_the_server_keeps_working() {
             &format!("bad string in {}", String::from_utf8_lossy(&bytes)),
         );
     }
-    let ignored = with(
-        &web("web-ignored"),
+    let ignored = web("web-ignored").set(
         "health",
         json!({"nested": [1, "two", null, {"deep": true}]}),
     );
     let (status, reply) = post_raw(&server, json_type, ignored.to_string().into_bytes()).await;
     assert_eq!(status, 201, "any well-formed ignored field: {reply}");
     assert_eq!(reply["health"], "passing");
-    assert_eq!(server.deregister(reply["id"].as_str().unwrap()).await, 204);
+    assert_eq!(server.deregister(&id_of(&reply)).await.0, 204);
     // NUL bytes and control characters inside strings.
     for name in ["web\u{0}1", "web\n1", "web\u{7f}"] {
-        assert_rejected(&server, &with(&web("web-1"), "name", json!(name)), "name").await;
+        assert_rejected(&server, &web("web-1").set("name", json!(name)), "name").await;
     }
     // Duplicate keys: refused or last-wins, never a crash.
     let (status, reply) = post_raw(
@@ -1821,19 +1675,16 @@ async fn hostile_bodies_get_a_clear_4xx_and_the_server_keeps_working() {
     assert_eq!(status, 201, "duplicate key: {reply}");
     assert_eq!(reply["name"], "dup2", "the last value wins");
     if status == 201 {
-        assert_eq!(server.deregister(reply["id"].as_str().unwrap()).await, 204);
+        assert_eq!(server.deregister(&id_of(&reply)).await.0, 204);
     }
 
     // The registry is as it was, and the server still works.
-    let id = existing["id"].as_str().unwrap();
-    assert_eq!(
-        get_ok(&server, &format!("/v1/services/{id}")).await,
-        existing
-    );
-    assert_eq!(list(&server, "").await, vec![existing.clone()]);
-    let fresh = created(&server, web("after")).await;
+    let id = &id_of(&existing);
+    assert_eq!(server.get_ok(&format!("/v1/services/{id}")).await, existing);
+    assert_eq!(server.list("").await, vec![existing.clone()]);
+    let fresh = server.register(&web("after")).await;
     assert_eq!(fresh["name"], "after");
     let answer = server.query("after.web.svc.local.", RecordType::A).await;
     assert_eq!(answer.metadata.response_code, ResponseCode::NoError);
-    assert_eq!(get_ok(&server, "/v1/health").await["status"], "ok");
+    assert_eq!(server.get_ok("/v1/health").await["status"], "ok");
 }

@@ -1,4 +1,4 @@
-//! Active health checks (SPEC §2 `check`, §3) against real endpoints on
+//! Active health checks (README "Health checks") against real endpoints on
 //! loopback: an HTTP server the test flips between 200, 429, 500, silence
 //! and a closed port, and a TCP listener it opens and closes. What is
 //! asserted is what a user sees: the instance leaving and rejoining DNS, the
@@ -13,44 +13,31 @@
 
 use std::time::{Duration, Instant};
 
-use hickory_proto::rr::{RData, RecordType};
+use hickory_proto::rr::RecordType;
 use serde_json::{Value, json};
 
 use crate::support::{
-    Endpoint, EventStream, Mode, TestServer, TlsEndpoint, eventually, metric_value,
+    Endpoint, EventStream, Mode, Registration, ScratchDir, TestServer, TlsEndpoint, eventually,
+    id_of, ipv4s,
 };
 
 /// What a bound allows beyond interval × failures + timeout.
 const SLACK: Duration = Duration::from_secs(2);
 
-/// Registers `name` of type `web` at 10.0.0.N with `check`; returns its id.
-async fn register_checked(
-    server: &TestServer,
-    name: &str,
-    n: u8,
-    ttl: u32,
-    check: Value,
-) -> String {
-    let (status, body) = server
-        .register(
-            &json!({"name": name, "type": "web", "host": format!("10.0.0.{n}"),
-                          "port": 8080, "ttl": ttl, "check": check}),
-        )
-        .await;
-    assert_eq!(status, 201, "register {name}: {body}");
-    body["id"].as_str().unwrap().to_string()
+/// `name` of type `web` at 10.0.0.N, port 8080, with `ttl` and `check`.
+fn checked(name: &str, n: u8, ttl: u32, check: Value) -> Registration {
+    let host = format!("10.0.0.{n}");
+    Registration::new(name, "web", &host, 8080)
+        .ttl(ttl)
+        .check(check)
 }
 
 /// The addresses DNS serves for `web.svc.local` now.
 async fn served(server: &TestServer) -> Vec<String> {
     let answer = server.query("web.svc.local", RecordType::A).await;
-    let mut addresses: Vec<String> = answer
-        .answers
+    let mut addresses: Vec<String> = ipv4s(&answer.answers)
         .iter()
-        .filter_map(|r| match &r.data {
-            RData::A(a) => Some(a.0.to_string()),
-            _ => None,
-        })
+        .map(|a| a.to_string())
         .collect();
     addresses.sort();
     addresses
@@ -78,9 +65,7 @@ async fn until_served(
 }
 
 async fn health_of(server: &TestServer, id: &str) -> Value {
-    let (status, body) = server.get(&format!("/v1/services/{id}")).await;
-    assert_eq!(status, 200, "{body}");
-    body
+    server.get_ok(&format!("/v1/services/{id}")).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -88,16 +73,10 @@ async fn an_http_check_follows_the_endpoint_through_500_429_closed_and_back() {
     let server = TestServer::start().await;
     let mut endpoint = Endpoint::start(Mode::Status(200)).await;
     server
-        .register_ok("steady", "web", "10.0.0.1", 8080, 300)
+        .register(&Registration::new("steady", "web", "10.0.0.1", 8080).ttl(300))
         .await;
-    let id = register_checked(
-        &server,
-        "checked",
-        2,
-        300,
-        json!({"http": endpoint.url(), "interval": 1, "timeout": 0.5}),
-    )
-    .await;
+    let check = json!({"http": endpoint.url(), "interval": 1, "timeout": 0.5});
+    let id = id_of(&server.register(&checked("checked", 2, 300, check)).await);
     // The first check runs within one interval and passes.
     assert!(
         eventually(Duration::from_secs(10), || async {
@@ -162,14 +141,22 @@ async fn an_http_check_follows_the_endpoint_through_500_429_closed_and_back() {
     let took = until_served(&server, "10.0.0.2", false, Duration::from_secs(10)).await;
     assert!(took <= bound, "left DNS {took:?} after the port closed");
     assert!(
-        metric_value(&server, "signpost_check_failures_total{kind=\"refused\"}").await >= Some(1.0)
+        server
+            .metric("signpost_check_failures_total{kind=\"refused\"}")
+            .await
+            >= Some(1.0)
     );
     assert!(
-        metric_value(&server, "signpost_check_failures_total{kind=\"status\"}").await >= Some(1.0)
+        server
+            .metric("signpost_check_failures_total{kind=\"status\"}")
+            .await
+            >= Some(1.0)
     );
-    assert!(metric_value(&server, "signpost_checks_total").await >= Some(3.0));
+    assert!(server.metric("signpost_checks_total").await >= Some(3.0));
     assert_eq!(
-        metric_value(&server, "signpost_instances_by_health{health=\"critical\"}").await,
+        server
+            .metric("signpost_instances_by_health{health=\"critical\"}")
+            .await,
         Some(1.0)
     );
     endpoint.set(Mode::Status(204)).await;
@@ -181,14 +168,8 @@ async fn an_http_check_follows_the_endpoint_through_500_429_closed_and_back() {
 async fn a_silent_endpoint_times_out_within_the_bound() {
     let server = TestServer::start().await;
     let mut endpoint = Endpoint::start(Mode::Status(200)).await;
-    let id = register_checked(
-        &server,
-        "slow",
-        3,
-        300,
-        json!({"http": endpoint.url(), "interval": 1, "timeout": 0.3}),
-    )
-    .await;
+    let check = json!({"http": endpoint.url(), "interval": 1, "timeout": 0.3});
+    let id = id_of(&server.register(&checked("slow", 3, 300, check)).await);
     until_served(&server, "10.0.0.3", true, Duration::from_secs(10)).await;
     endpoint.set(Mode::Hang).await;
     let took = until_served(&server, "10.0.0.3", false, Duration::from_secs(10)).await;
@@ -198,7 +179,10 @@ async fn a_silent_endpoint_times_out_within_the_bound() {
         "left DNS {took:?} after the endpoint went silent"
     );
     assert!(
-        metric_value(&server, "signpost_check_failures_total{kind=\"timeout\"}").await >= Some(1.0)
+        server
+            .metric("signpost_check_failures_total{kind=\"timeout\"}")
+            .await
+            >= Some(1.0)
     );
     let output = health_of(&server, &id).await["check_output"].clone();
     assert!(output.as_str().unwrap().contains("no answer"), "{output}");
@@ -209,14 +193,8 @@ async fn a_silent_endpoint_times_out_within_the_bound() {
 async fn a_tcp_check_follows_a_listener_opening_and_closing() {
     let server = TestServer::start().await;
     let mut listener = Endpoint::start(Mode::Status(200)).await;
-    let id = register_checked(
-        &server,
-        "db",
-        4,
-        300,
-        json!({"tcp": listener.addr.to_string(), "interval": 1, "timeout": 0.5}),
-    )
-    .await;
+    let check = json!({"tcp": listener.addr.to_string(), "interval": 1, "timeout": 0.5});
+    let id = id_of(&server.register(&checked("db", 4, 300, check)).await);
     assert!(
         eventually(Duration::from_secs(10), || async {
             listener.requests() > 0
@@ -242,15 +220,9 @@ async fn a_tcp_check_follows_a_listener_opening_and_closing() {
 async fn thresholds_absorb_a_lost_check_and_delay_recovery() {
     let server = TestServer::start().await;
     let mut endpoint = Endpoint::start(Mode::Status(200)).await;
-    let id = register_checked(
-        &server,
-        "calm",
-        5,
-        300,
-        json!({"http": endpoint.url(), "interval": 1, "timeout": 0.5,
-               "failures_before_critical": 3, "successes_before_passing": 2}),
-    )
-    .await;
+    let check = json!({"http": endpoint.url(), "interval": 1, "timeout": 0.5,
+                       "failures_before_critical": 3, "successes_before_passing": 2});
+    let id = id_of(&server.register(&checked("calm", 5, 300, check)).await);
     assert!(
         eventually(Duration::from_secs(10), || async {
             endpoint.requests() > 0
@@ -316,15 +288,9 @@ async fn a_passing_check_keeps_an_instance_alive_without_heartbeats() {
     // A TTL of three intervals, and a timeout of one: a check that a
     // loaded machine runs late, or one lost to a slow moment, still leaves
     // time for the next to renew it.
-    let id = register_checked(
-        &server,
-        "kept",
-        6,
-        3,
-        json!({"http": endpoint.url(), "interval": 1, "timeout": 1,
-               "failures_before_critical": 2}),
-    )
-    .await;
+    let check =
+        json!({"http": endpoint.url(), "interval": 1, "timeout": 1, "failures_before_critical": 2});
+    let id = id_of(&server.register(&checked("kept", 6, 3, check)).await);
     let registered = health_of(&server, &id).await["last_heartbeat"]
         .as_f64()
         .unwrap();
@@ -349,10 +315,7 @@ async fn a_passing_check_keeps_an_instance_alive_without_heartbeats() {
     // With the check failing nothing renews it: it expires one TTL later.
     endpoint.set(Mode::Closed).await;
     assert!(
-        eventually(Duration::from_secs(15), || async {
-            server.get(&format!("/v1/services/{id}")).await.0 == 404
-        })
-        .await,
+        server.gone_within(&id, Duration::from_secs(15)).await,
         "expired once the check stopped passing"
     );
     server.stop().await;
@@ -362,26 +325,15 @@ async fn a_passing_check_keeps_an_instance_alive_without_heartbeats() {
 async fn heartbeat_and_check_health_combine_to_the_worse() {
     let server = TestServer::start().await;
     let mut endpoint = Endpoint::start(Mode::Status(200)).await;
-    let id = register_checked(
-        &server,
-        "both",
-        7,
-        300,
-        json!({"http": endpoint.url(), "interval": 1, "timeout": 1}),
-    )
-    .await;
+    let check = json!({"http": endpoint.url(), "interval": 1, "timeout": 1});
+    let id = id_of(&server.register(&checked("both", 7, 300, check)).await);
     assert!(
         eventually(Duration::from_secs(10), || async {
             endpoint.requests() > 0
         })
         .await
     );
-    assert_eq!(
-        server
-            .heartbeat(&id, Some(json!({"status": "warning"})))
-            .await,
-        200
-    );
+    assert_eq!(server.heartbeat_reporting(&id, "warning").await.0, 200);
     let service = health_of(&server, &id).await;
     assert_eq!(service["health"], "warning");
     assert_eq!(service["check_health"], "passing");
@@ -389,7 +341,7 @@ async fn heartbeat_and_check_health_combine_to_the_worse() {
     endpoint.set(Mode::Status(500)).await;
     until_served(&server, "10.0.0.7", false, Duration::from_secs(10)).await;
     // A passing heartbeat cannot override a failing check.
-    assert_eq!(server.heartbeat(&id, None).await, 200);
+    assert_eq!(server.heartbeat(&id, None).await.0, 200);
     let service = health_of(&server, &id).await;
     assert_eq!(service["health"], "critical");
     assert!(served(&server).await.is_empty());
@@ -397,12 +349,7 @@ async fn heartbeat_and_check_health_combine_to_the_worse() {
     endpoint.set(Mode::Status(200)).await;
     until_served(&server, "10.0.0.7", true, Duration::from_secs(10)).await;
     // Nor can a passing check override a critical heartbeat.
-    assert_eq!(
-        server
-            .heartbeat(&id, Some(json!({"status": "critical"})))
-            .await,
-        200
-    );
+    assert_eq!(server.heartbeat_reporting(&id, "critical").await.0, 200);
     assert!(served(&server).await.is_empty());
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert_eq!(health_of(&server, &id).await["health"], "critical");
@@ -416,7 +363,7 @@ async fn heartbeat_and_check_health_combine_to_the_worse() {
         })
         .await
     );
-    assert_eq!(server.heartbeat(&id, None).await, 200);
+    assert_eq!(server.heartbeat(&id, None).await.0, 200);
     assert!(served(&server).await.is_empty());
     endpoint.set(Mode::Status(200)).await;
     until_served(&server, "10.0.0.7", true, Duration::from_secs(10)).await;
@@ -429,23 +376,15 @@ async fn deregister_after_removes_an_instance_that_stays_critical() {
     let endpoint = Endpoint::start(Mode::Status(500)).await;
     let (_, mut events) = EventStream::open(&server, "").await;
     let mut events = events.take().unwrap();
-    let id = register_checked(
-        &server,
-        "doomed",
-        8,
-        300,
-        json!({"http": endpoint.url(), "interval": 1, "timeout": 0.5, "deregister_after": 2}),
-    )
-    .await;
+    let check =
+        json!({"http": endpoint.url(), "interval": 1, "timeout": 0.5, "deregister_after": 2});
+    let id = id_of(&server.register(&checked("doomed", 8, 300, check)).await);
     assert!(
-        eventually(Duration::from_secs(15), || async {
-            server.get(&format!("/v1/services/{id}")).await.0 == 404
-        })
-        .await,
+        server.gone_within(&id, Duration::from_secs(15)).await,
         "removed after staying critical"
     );
     assert_eq!(
-        metric_value(&server, "signpost_deregistered_critical_total").await,
+        server.metric("signpost_deregistered_critical_total").await,
         Some(1.0)
     );
     let kinds: Vec<Value> = {
@@ -485,7 +424,8 @@ async fn deregistering_or_replacing_stops_the_check_at_once() {
     let server = TestServer::start().await;
     let endpoint = Endpoint::start(Mode::Status(200)).await;
     let check = json!({"http": endpoint.url(), "interval": 1, "timeout": 0.5});
-    let id = register_checked(&server, "gone", 9, 300, check.clone()).await;
+    let gone = checked("gone", 9, 300, check.clone());
+    let id = id_of(&server.register(&gone).await);
     assert!(
         eventually(Duration::from_secs(10), || async {
             endpoint.requests() > 0
@@ -495,7 +435,7 @@ async fn deregistering_or_replacing_stops_the_check_at_once() {
     // Once the scheduler is told, nothing more is started; one check may
     // have started while the news was on its way. More than one in the
     // next 2.5 s (two intervals) would be a check still scheduled.
-    assert_eq!(server.deregister(&id).await, 204);
+    assert_eq!(server.deregister(&id).await.0, 204);
     let seen = endpoint.requests();
     tokio::time::sleep(Duration::from_millis(2500)).await;
     assert!(
@@ -505,7 +445,7 @@ async fn deregistering_or_replacing_stops_the_check_at_once() {
     );
 
     // Replaced in place without a check: the check stops too.
-    register_checked(&server, "swap", 10, 300, check).await;
+    server.register(&checked("swap", 10, 300, check)).await;
     let seen = endpoint.requests();
     assert!(
         eventually(Duration::from_secs(10), || async {
@@ -514,9 +454,7 @@ async fn deregistering_or_replacing_stops_the_check_at_once() {
         .await
     );
     let (status, body) = server
-        .register(
-            &json!({"name": "swap", "type": "web", "host": "10.0.0.10", "port": 8080, "ttl": 300}),
-        )
+        .try_register(&Registration::new("swap", "web", "10.0.0.10", 8080).ttl(300))
         .await;
     assert_eq!(status, 200, "{body}");
     assert!(body.get("check").is_none(), "{body}");
@@ -532,16 +470,14 @@ async fn deregistering_or_replacing_stops_the_check_at_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn checks_resume_after_a_restart_on_the_same_store() {
-    let dir = std::env::temp_dir().join(format!("signpost-checks-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    let store = format!("sqlite:{}", dir.join("signpost.db").display());
+    let dir = ScratchDir::new("checks");
+    let (store, _) = dir.sqlite();
     let mut endpoint = Endpoint::start(Mode::Status(200)).await;
     let check =
         json!({"http": endpoint.url(), "interval": 1, "timeout": 0.5, "deregister_after": 600});
 
     let server = TestServer::start_with(|c| c.store.url = store.clone()).await;
-    let id = register_checked(&server, "durable", 11, 300, check).await;
+    let id = id_of(&server.register(&checked("durable", 11, 300, check)).await);
     let registered = health_of(&server, &id).await["check"].clone();
     server.stop().await;
 
@@ -562,7 +498,6 @@ async fn checks_resume_after_a_restart_on_the_same_store() {
     endpoint.set(Mode::Status(500)).await;
     until_served(&server, "10.0.0.11", false, Duration::from_secs(10)).await;
     server.stop().await;
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// Every `check` rule: a 4xx naming the field, and nothing registered.
@@ -636,9 +571,8 @@ async fn every_check_rule_is_enforced() {
         (json!("http://10.0.0.1/"), "check"),
     ];
     for (check, field) in cases {
-        let body =
-            json!({"name": "x", "type": "web", "host": "10.0.0.1", "port": 80, "check": check});
-        let (status, reply) = server.register(&body).await;
+        let body = Registration::new("x", "web", "10.0.0.1", 80).check(check.clone());
+        let (status, reply) = server.try_register(&body).await;
         assert!(
             status == 400 || status == 422,
             "check {check}: expected 400/422, got {status} {reply}"
@@ -654,9 +588,8 @@ async fn every_check_rule_is_enforced() {
 
     // The defaults, as shown back.
     let (status, body) = server
-        .register(
-            &json!({"name": "x", "type": "web", "host": "10.0.0.1", "port": 80,
-                          "check": {"tcp": "[::1]:9"}}),
+        .try_register(
+            &Registration::new("x", "web", "10.0.0.1", 80).check(json!({"tcp": "[::1]:9"})),
         )
         .await;
     assert_eq!(status, 201, "{body}");
@@ -666,7 +599,7 @@ async fn every_check_rule_is_enforced() {
                "failures_before_critical": 1, "successes_before_passing": 1})
     );
     // A fetched object, sent back as is, is accepted.
-    let (status, again) = server.register(&body).await;
+    let (status, again) = server.try_register(&body).await;
     assert_eq!(status, 200, "{again}");
     server.stop().await;
 }
@@ -677,31 +610,17 @@ async fn https_checks_verify_the_certificate_unless_told_not_to() {
     let tls = TlsEndpoint::start().await;
     let plain = Endpoint::start(Mode::Status(200)).await;
     let url = format!("https://{}/health", tls.addr);
-    let trusting = register_checked(
-        &server,
-        "trusting",
-        12,
-        300,
-        json!({"http": url, "interval": 1, "timeout": 1, "tls_skip_verify": true}),
-    )
-    .await;
-    let verifying = register_checked(
-        &server,
-        "verifying",
-        13,
-        300,
-        json!({"http": url, "interval": 1, "timeout": 1}),
-    )
-    .await;
-    let mismatched = register_checked(
-        &server,
-        "mismatched",
-        14,
-        300,
-        json!({"http": format!("https://{}/", plain.addr), "interval": 1, "timeout": 0.5,
-               "tls_skip_verify": true}),
-    )
-    .await;
+    let check = json!({"http": url, "interval": 1, "timeout": 1, "tls_skip_verify": true});
+    let trusting = id_of(&server.register(&checked("trusting", 12, 300, check)).await);
+    let check = json!({"http": url, "interval": 1, "timeout": 1});
+    let verifying = id_of(&server.register(&checked("verifying", 13, 300, check)).await);
+    let plain_url = format!("https://{}/", plain.addr);
+    let check = json!({"http": plain_url, "interval": 1, "timeout": 0.5, "tls_skip_verify": true});
+    let mismatched = id_of(
+        &server
+            .register(&checked("mismatched", 14, 300, check))
+            .await,
+    );
     until_served(&server, "10.0.0.13", false, Duration::from_secs(10)).await;
     until_served(&server, "10.0.0.14", false, Duration::from_secs(10)).await;
     // Its first run is jittered over the interval: it may come after the

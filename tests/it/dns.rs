@@ -1,4 +1,4 @@
-//! DNS over real sockets (SPEC §4): what every name in the zone answers,
+//! DNS over real sockets (README "DNS"): what every name in the zone answers,
 //! negative answers, request checks, EDNS, size limits and truncation,
 //! shuffling, TTLs and the TCP transport.
 //!
@@ -11,12 +11,12 @@ use std::time::Duration;
 use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query, ResponseCode};
 use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType};
 use hickory_proto::serialize::binary::{BinDecodable, BinDecoder};
-use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::support::{
-    TestServer, query_message, query_tcp, query_udp, tcp_exchange, tcp_exchange_on, udp_exchange,
+    Registration, TestServer, frame, id_of, ipv4s, many_ip, query_message, query_tcp, query_udp,
+    read_frame, register_many, tcp_exchange, tcp_exchange_on, udp_exchange,
 };
 
 // ---------------------------------------------------------------------------
@@ -160,16 +160,6 @@ fn assert_error(response: &Message, rcode: ResponseCode) {
     );
 }
 
-pub(crate) fn ipv4s(records: &[Record]) -> Vec<Ipv4Addr> {
-    records
-        .iter()
-        .map(|r| match &r.data {
-            RData::A(a) => a.0,
-            other => panic!("expected A, got {other:?}"),
-        })
-        .collect()
-}
-
 fn ipv6s(records: &[Record]) -> Vec<Ipv6Addr> {
     records
         .iter()
@@ -214,70 +204,27 @@ fn sorted<T: Ord>(mut items: Vec<T>) -> Vec<T> {
     items
 }
 
-/// POSTs a registration and asserts 201; returns the service object.
-async fn register(server: &TestServer, body: Value) -> Value {
-    let (status, reply) = server.register(&body).await;
-    assert_eq!(status, 201, "register {body}: {reply}");
-    reply
-}
-
-/// Registers `count` instances of `service_type` concurrently: `i<NN>` at
-/// 10.1.<NN / 256>.<NN % 256>, port 1000 + NN.
-pub(crate) async fn register_many(server: &TestServer, service_type: &str, count: usize) {
-    let mut tasks = tokio::task::JoinSet::new();
-    for i in 0..count {
-        let http = server.http.clone();
-        let url = server.url("/v1/services");
-        let body = json!({
-            "name": format!("i{i:02}"),
-            "type": service_type,
-            "host": many_ip(i).to_string(),
-            "port": 1000 + i,
-            "ttl": 60,
-        });
-        tasks.spawn(async move {
-            let response = http
-                .post(url)
-                .json(&body)
-                .send()
-                .await
-                .expect("admin api answers");
-            assert_eq!(response.status().as_u16(), 201, "register {body}");
-        });
-    }
-    while let Some(result) = tasks.join_next().await {
-        result.expect("registration task");
-    }
-}
-
-/// The address [`register_many`] gives instance `i`.
-pub(crate) fn many_ip(i: usize) -> Ipv4Addr {
-    Ipv4Addr::new(10, 1, (i / 256) as u8, (i % 256) as u8)
-}
-
 /// A server with three `web` instances: `w4` (IPv4, tag api, metadata),
 /// `w6` (IPv6, tags api and v6, no metadata), `wh` (hostname host, metadata).
 async fn web_fixture() -> TestServer {
     let server = TestServer::start().await;
-    register(
-        &server,
-        json!({"name": "w4", "type": "web", "host": "10.0.0.1", "port": 8080,
-               "priority": 1, "weight": 10, "tags": ["api"],
-               "metadata": {"version": "1.0", "zone": "a"}}),
-    )
-    .await;
-    register(
-        &server,
-        json!({"name": "w6", "type": "web", "host": "fd00::1", "port": 8081,
-               "priority": 2, "weight": 20, "tags": ["api", "v6"]}),
-    )
-    .await;
-    register(
-        &server,
-        json!({"name": "wh", "type": "web", "host": "db.example.com", "port": 8082,
-               "priority": 3, "weight": 30, "metadata": {"role": "primary"}}),
-    )
-    .await;
+    let w4 = Registration::new("w4", "web", "10.0.0.1", 8080)
+        .priority(1)
+        .weight(10)
+        .tag("api")
+        .meta("version", "1.0")
+        .meta("zone", "a");
+    let w6 = Registration::new("w6", "web", "fd00::1", 8081)
+        .priority(2)
+        .weight(20)
+        .tags(&["api", "v6"]);
+    let wh = Registration::new("wh", "web", "db.example.com", 8082)
+        .priority(3)
+        .weight(30)
+        .meta("role", "primary");
+    for registration in [w4, w6, wh] {
+        server.register(&registration).await;
+    }
     server
 }
 
@@ -315,23 +262,6 @@ fn assert_web_glue(additionals: &[Record]) {
     }
 }
 
-/// Reads one length-prefixed DNS message from a TCP stream.
-pub(crate) async fn read_frame(stream: &mut TcpStream) -> std::io::Result<Vec<u8>> {
-    let len = tokio::time::timeout(Duration::from_secs(5), stream.read_u16())
-        .await
-        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "no reply"))??;
-    let mut reply = vec![0u8; usize::from(len)];
-    stream.read_exact(&mut reply).await?;
-    Ok(reply)
-}
-
-/// Length-prefixes a message for TCP.
-pub(crate) fn frame(packet: &[u8]) -> Vec<u8> {
-    let mut framed = (packet.len() as u16).to_be_bytes().to_vec();
-    framed.extend_from_slice(packet);
-    framed
-}
-
 // ---------------------------------------------------------------------------
 // What each name answers
 // ---------------------------------------------------------------------------
@@ -366,11 +296,9 @@ async fn type_name_answers_a_aaaa_and_srv_by_family() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostname_instance_is_only_in_srv() {
     let server = TestServer::start().await;
-    register(
-        &server,
-        json!({"name": "db1", "type": "db", "host": "Db.Example.COM", "port": 5432}),
-    )
-    .await;
+    server
+        .register(&Registration::new("db1", "db", "Db.Example.COM", 5432))
+        .await;
 
     let srv = server.query("db.svc.local.", RecordType::SRV).await;
     assert_positive(&srv, "db.svc.local.");
@@ -530,8 +458,9 @@ async fn tag_subdomains_filter_instances() {
 async fn re_registering_with_another_family_or_tags_shows_at_once() {
     let server = TestServer::start().await;
     register_many(&server, "big", 300).await;
-    let odd = |host: &str, tags: &[&str]| json!({"name": "odd", "type": "big", "host": host, "port": 9, "ttl": 60, "tags": tags});
-    register(&server, odd("fd00::9", &["canary"])).await;
+    let odd =
+        |host: &str, tags: &[&str]| Registration::new("odd", "big", host, 9).ttl(60).tags(tags);
+    server.register(&odd("fd00::9", &["canary"])).await;
 
     let aaaa = server.query("big.svc.local.", RecordType::AAAA).await;
     assert_eq!(
@@ -549,7 +478,10 @@ async fn re_registering_with_another_family_or_tags_shows_at_once() {
     );
 
     // Now IPv4, still tagged: no AAAA left in the type, the tag answers A.
-    assert_eq!(server.register(&odd("10.99.0.9", &["canary"])).await.0, 200);
+    assert_eq!(
+        server.try_register(&odd("10.99.0.9", &["canary"])).await.0,
+        200
+    );
     assert_nodata(&server.query("big.svc.local.", RecordType::AAAA).await);
     let tagged = server
         .query("_canary._sub.big.svc.local.", RecordType::A)
@@ -562,7 +494,7 @@ async fn re_registering_with_another_family_or_tags_shows_at_once() {
     );
 
     // Untagged: the tag's names are gone; the instance still answers.
-    assert_eq!(server.register(&odd("10.99.0.9", &[])).await.0, 200);
+    assert_eq!(server.try_register(&odd("10.99.0.9", &[])).await.0, 200);
     assert_nxdomain(
         &server
             .query("_canary._sub.big.svc.local.", RecordType::A)
@@ -647,9 +579,15 @@ async fn instance_names_answer_that_instance() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn browse_lists_types_with_a_serving_instance() {
     let server = TestServer::start().await;
-    server.register_ok("w1", "web", "10.0.0.1", 80, 60).await;
-    server.register_ok("a1", "api", "10.0.0.2", 80, 60).await;
-    let sick = server.register_ok("c1", "crit", "10.0.0.3", 80, 60).await;
+    server
+        .register(&Registration::new("w1", "web", "10.0.0.1", 80).ttl(60))
+        .await;
+    server
+        .register(&Registration::new("a1", "api", "10.0.0.2", 80).ttl(60))
+        .await;
+    let sick = server
+        .register(&Registration::new("c1", "crit", "10.0.0.3", 80).ttl(60))
+        .await;
     let browse = "_services._dns-sd._udp.svc.local.";
 
     let before = server.query(browse, RecordType::PTR).await;
@@ -664,13 +602,8 @@ async fn browse_lists_types_with_a_serving_instance() {
     );
     assert_eq!(before.answers.len(), 3, "one PTR per type");
 
-    let id = sick["id"].as_str().expect("service id");
-    assert_eq!(
-        server
-            .heartbeat(id, Some(json!({"status": "critical"})))
-            .await,
-        200
-    );
+    let id = &id_of(&sick);
+    assert_eq!(server.heartbeat_reporting(id, "critical").await.0, 200);
     let after = server.query(browse, RecordType::PTR).await;
     assert_eq!(
         ptrs(&after.answers),
@@ -739,7 +672,9 @@ async fn negative_ttl_is_its_own_setting() {
         config.dns.negative_ttl = 3;
     })
     .await;
-    server.register_ok("w1", "web", "10.0.0.1", 80, 60).await;
+    server
+        .register(&Registration::new("w1", "web", "10.0.0.1", 80).ttl(60))
+        .await;
     let a = server.query("web.svc.local.", RecordType::A).await;
     assert_eq!(a.answers[0].ttl, 7, "records carry dns.ttl");
     assert_negative(
@@ -1145,7 +1080,9 @@ async fn answers_are_freshly_shuffled() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn record_ttl_is_capped_by_remaining_lifetime() {
     let server = TestServer::start().await;
-    server.register_ok("long", "web", "10.0.0.1", 80, 60).await;
+    server
+        .register(&Registration::new("long", "web", "10.0.0.1", 80).ttl(60))
+        .await;
 
     for (qname, qtype) in [
         ("web.svc.local.", RecordType::A),
@@ -1162,7 +1099,7 @@ async fn record_ttl_is_capped_by_remaining_lifetime() {
     }
 
     server
-        .register_ok("short", "brief", "10.0.0.2", 80, 2)
+        .register(&Registration::new("short", "brief", "10.0.0.2", 80).ttl(2))
         .await;
     for (qname, qtype) in [
         ("brief.svc.local.", RecordType::A),
@@ -1178,7 +1115,9 @@ async fn record_ttl_is_capped_by_remaining_lifetime() {
     }
 
     // One RRset, one TTL (RFC 2181 §5.2): the smallest of its members'.
-    server.register_ok("short", "web", "10.0.0.3", 80, 2).await;
+    server
+        .register(&Registration::new("short", "web", "10.0.0.3", 80).ttl(2))
+        .await;
     let response = server.query("web.svc.local.", RecordType::A).await;
     assert_eq!(response.answers.len(), 2);
     for record in &response.answers {
@@ -1316,7 +1255,9 @@ async fn trickling_bytes_do_not_keep_a_tcp_connection_open() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_tcp_connection_is_closed_after_the_timeout() {
     let server = TestServer::start_with(|config| config.dns.tcp_idle_timeout = 1).await;
-    server.register_ok("w1", "web", "10.0.0.1", 80, 60).await;
+    server
+        .register(&Registration::new("w1", "web", "10.0.0.1", 80).ttl(60))
+        .await;
 
     // Silent connection: still open well before the timeout...
     let mut silent = TcpStream::connect(server.dns).await.unwrap();
@@ -1386,12 +1327,9 @@ async fn a_star_label_is_an_ordinary_missing_name() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn registrations_in_mixed_case_are_found_in_any_case() {
     let server = TestServer::start().await;
-    register(
-        &server,
-        json!({"name": "MixedCase", "type": "WebApp", "host": "10.0.0.9", "port": 9,
-               "tags": ["Blue"]}),
-    )
-    .await;
+    server
+        .register(&Registration::new("MixedCase", "WebApp", "10.0.0.9", 9).tag("Blue"))
+        .await;
     for (qname, qtype) in [
         ("webapp.svc.local.", RecordType::A),
         ("WEBAPP.svc.local.", RecordType::A),
@@ -1419,12 +1357,11 @@ async fn txt_carries_metadata_strings_up_to_255_bytes() {
     // "k=" plus 253 bytes: the longest allowed key=value, one full
     // character-string.
     let long = "v".repeat(253);
-    register(
-        &server,
-        json!({"name": "t1", "type": "meta", "host": "10.0.0.1", "port": 1,
-               "metadata": {"k": long, "path": "/a=b c", "empty": ""}}),
-    )
-    .await;
+    let t1 = Registration::new("t1", "meta", "10.0.0.1", 1)
+        .meta("k", &long)
+        .meta("path", "/a=b c")
+        .meta("empty", "");
+    server.register(&t1).await;
     let response = server.query("t1.meta.svc.local.", RecordType::TXT).await;
     assert_positive(&response, "t1.meta.svc.local.");
     assert_eq!(response.answers.len(), 1);

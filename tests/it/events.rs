@@ -1,5 +1,5 @@
-//! `GET /v1/events` (SPEC §2): server-sent events read off a raw socket,
-//! the way `curl -N` would see them.
+//! `GET /v1/events` (README "Watching events"): server-sent events read off
+//! a raw socket, the way `curl -N` would see them.
 
 use std::time::Duration;
 
@@ -7,16 +7,9 @@ use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::RecordType;
 use serde_json::{Value, json};
 
-use crate::support::{EventStream, Sse, TestServer, eventually, metric_value};
+use crate::support::{EventStream, Registration, Sse, TestServer, eventually, id_of, unix_now};
 
 const WAIT: Duration = Duration::from_secs(5);
-
-fn unix_now() -> f64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs_f64()
-}
 
 /// Opens a stream that must be accepted.
 async fn open(server: &TestServer, query: &str) -> EventStream {
@@ -56,24 +49,24 @@ async fn register_health_deregister_and_expire_arrive_in_order() {
     let server = TestServer::start().await;
     let mut events = open(&server, "").await;
 
-    let first = server.register_ok("a", "web", "10.0.0.1", 80, 60).await;
-    let first_id = first["id"].as_str().unwrap().to_string();
+    let first = server
+        .register(&Registration::new("a", "web", "10.0.0.1", 80).ttl(60))
+        .await;
+    let first_id = id_of(&first);
     assert_eq!(
-        server
-            .heartbeat(&first_id, Some(json!({"status": "warning"})))
-            .await,
+        server.heartbeat_reporting(&first_id, "warning").await.0,
         200
     );
     // A heartbeat that changes nothing is no event.
     assert_eq!(
-        server
-            .heartbeat(&first_id, Some(json!({"status": "warning"})))
-            .await,
+        server.heartbeat_reporting(&first_id, "warning").await.0,
         200
     );
-    assert_eq!(server.deregister(&first_id).await, 204);
-    let second = server.register_ok("a", "web", "10.0.0.1", 80, 1).await;
-    let second_id = second["id"].as_str().unwrap().to_string();
+    assert_eq!(server.deregister(&first_id).await.0, 204);
+    let second = server
+        .register(&Registration::new("a", "web", "10.0.0.1", 80).ttl(1))
+        .await;
+    let second_id = id_of(&second);
 
     let mut seen = Vec::new();
     while seen.len() < 5 {
@@ -109,10 +102,15 @@ async fn the_type_filter_keeps_one_type() {
     let server = TestServer::start().await;
     let mut web = open(&server, "?type=WEB").await;
     let mut all = open(&server, "").await;
-    server.register_ok("db-1", "db", "10.0.0.1", 5432, 60).await;
-    server.register_ok("web-1", "web", "10.0.0.2", 80, 60).await;
-    server.register_ok("db-2", "db", "10.0.0.3", 5432, 60).await;
-    server.register_ok("web-2", "web", "10.0.0.4", 80, 60).await;
+    for (name, service_type, host, port) in [
+        ("db-1", "db", "10.0.0.1", 5432),
+        ("web-1", "web", "10.0.0.2", 80),
+        ("db-2", "db", "10.0.0.3", 5432),
+        ("web-2", "web", "10.0.0.4", 80),
+    ] {
+        let registration = Registration::new(name, service_type, host, port).ttl(60);
+        server.register(&registration).await;
+    }
 
     let mut names = Vec::new();
     for _ in 0..4 {
@@ -151,14 +149,11 @@ async fn keep_alive_comments_flow_on_an_idle_stream() {
             other => panic!("a keep-alive comment every second, got {other:?}"),
         }
     }
-    assert_eq!(
-        metric_value(&server, "signpost_event_subscribers").await,
-        Some(1.0)
-    );
+    assert_eq!(server.metric("signpost_event_subscribers").await, Some(1.0));
     drop(events);
     assert!(
         eventually(WAIT, || async {
-            metric_value(&server, "signpost_event_subscribers").await == Some(0.0)
+            server.metric("signpost_event_subscribers").await == Some(0.0)
         })
         .await,
         "a closed stream is no longer counted"
@@ -184,15 +179,15 @@ async fn a_stalled_consumer_gets_lagged_and_slows_nothing() {
     let registrations = async {
         let mut tasks = tokio::task::JoinSet::new();
         for worker in 0..8 {
-            let http = server.http.clone();
-            let url = server.url("/v1/services");
-            let metadata = metadata.clone();
+            let api = server.api.clone();
+            let metadata = Value::Object(metadata.clone());
             tasks.spawn(async move {
                 for n in (worker..COUNT).step_by(8) {
-                    let body = json!({"name": format!("i{n:04}"), "type": "web", "host": "10.0.0.1",
-                                      "port": 80, "ttl": 300, "metadata": metadata});
-                    let status = http.post(&url).json(&body).send().await.unwrap().status();
-                    assert_eq!(status.as_u16(), 201);
+                    let registration =
+                        Registration::new(&format!("i{n:04}"), "web", "10.0.0.1", 80)
+                            .ttl(300)
+                            .set("metadata", metadata.clone());
+                    api.register(&registration).await;
                 }
             });
         }
@@ -211,8 +206,8 @@ async fn a_stalled_consumer_gets_lagged_and_slows_nothing() {
         "DNS answers while the consumer is stalled"
     );
 
-    let (_, marker) = server
-        .register(&json!({"name": "marker", "type": "web", "host": "10.0.0.2", "port": 80}))
+    let marker = server
+        .register(&Registration::new("marker", "web", "10.0.0.2", 80))
         .await;
     // Now read: first what the buffers held, then a lagged notice, then on.
     let mut registered = 0;
@@ -242,7 +237,7 @@ async fn a_stalled_consumer_gets_lagged_and_slows_nothing() {
         "every event was either delivered or counted as missed"
     );
     assert_eq!(
-        metric_value(&server, "signpost_events_missed_total").await,
+        server.metric("signpost_events_missed_total").await,
         Some(missed as f64)
     );
     server.stop().await;

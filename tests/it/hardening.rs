@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::support::TestServer;
+use crate::support::{Registration, TestServer};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn admin_client_that_never_finishes_its_headers_is_disconnected() {
@@ -55,7 +55,9 @@ async fn admin_client_that_trickles_its_body_gets_408() {
     .unwrap();
     let started = Instant::now();
     // Meanwhile a registration from someone else goes through.
-    server.register_ok("fast", "web", "10.0.0.1", 80, 30).await;
+    server
+        .register(&Registration::new("fast", "web", "10.0.0.1", 80).ttl(30))
+        .await;
 
     // A byte now and then, never the whole body, until the server answers.
     let (mut reader, mut writer) = slow.split();
@@ -150,7 +152,9 @@ async fn shutdown_waits_for_a_request_in_flight_only_as_long_as_the_drain_timeou
     )
     .await
     .unwrap();
-    server.register_ok("fast", "web", "10.0.0.1", 80, 30).await;
+    server
+        .register(&Registration::new("fast", "web", "10.0.0.1", 80).ttl(30))
+        .await;
 
     let started = Instant::now();
     tokio::time::timeout(Duration::from_secs(5), server.stop())

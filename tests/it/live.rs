@@ -11,10 +11,8 @@ use std::time::{Duration, Instant};
 
 use hickory_proto::op::{Message, ResponseCode};
 use hickory_proto::rr::{RData, RecordType};
-use serde_json::{Value, json};
 
-use crate::dns::ipv4s;
-use crate::support::{TestServer, id_of, query_tcp, query_udp};
+use crate::support::{Registration, TestServer, id_of, ipv4s, query_tcp, query_udp};
 
 /// Queries `name` over UDP and over TCP; both answers, UDP first.
 async fn both(server: SocketAddr, name: &str, qtype: RecordType) -> [Message; 2] {
@@ -94,64 +92,58 @@ async fn warm(server: &TestServer) {
     }
 }
 
-/// Registers instance `a<n>` of type `web` at 10.0.0.n.
-async fn register(server: &TestServer, n: u8, ttl: u32) -> Value {
+/// Instance `a<n>` of type `web` at 10.0.0.n, port 8000 + n.
+fn instance(n: u8, ttl: u32) -> Registration {
     let (name, host) = (format!("a{n}"), format!("10.0.0.{n}"));
-    server
-        .register_ok(&name, "web", &host, 8000 + u16::from(n), ttl)
-        .await
+    Registration::new(&name, "web", &host, 8000 + u16::from(n)).ttl(ttl)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_change_shows_in_the_very_next_answer() {
     let server = TestServer::start().await;
     assert_served(&server, &[], "empty").await;
-    let a1 = register(&server, 1, 60).await;
+    let a1 = server.register(&instance(1, 60)).await;
     assert_served(&server, &[1], "after registering a1").await;
     warm(&server).await;
-    let a2 = register(&server, 2, 60).await;
+    let a2 = server.register(&instance(2, 60)).await;
     assert_served(&server, &[1, 2], "after registering a2").await;
     warm(&server).await;
 
-    let status = server
-        .heartbeat(&id_of(&a1), Some(json!({"status": "critical"})))
-        .await;
+    let (status, _) = server.heartbeat_reporting(&id_of(&a1), "critical").await;
     assert_eq!(status, 200);
     assert_served(&server, &[2], "a1 critical").await;
     warm(&server).await;
-    let status = server
-        .heartbeat(&id_of(&a1), Some(json!({"status": "warning"})))
-        .await;
+    let (status, _) = server.heartbeat_reporting(&id_of(&a1), "warning").await;
     assert_eq!(status, 200);
     assert_served(&server, &[1, 2], "a1 warning again").await;
     warm(&server).await;
 
-    assert_eq!(server.deregister(&id_of(&a2)).await, 204);
+    assert_eq!(server.deregister(&id_of(&a2)).await.0, 204);
     assert_served(&server, &[1], "a2 deregistered").await;
     warm(&server).await;
 
     // Replacing a1 in place with another address: the old one is gone at once.
-    let body = json!({"name": "a1", "type": "web", "host": "10.0.0.3", "port": 8001, "ttl": 60});
-    let (status, _) = server.register(&body).await;
+    let body = Registration::new("a1", "web", "10.0.0.3", 8001).ttl(60);
+    let (status, _) = server.try_register(&body).await;
     assert_eq!(status, 200, "a replacement");
     let [udp, tcp] = both(server.dns, "web.svc.local.", RecordType::A).await;
     for response in [udp, tcp] {
         assert_eq!(members(&response), BTreeSet::from(["a3".to_string()]));
     }
-    assert_eq!(server.deregister(&id_of(&a1)).await, 204);
+    assert_eq!(server.deregister(&id_of(&a1)).await.0, 204);
     assert_served(&server, &[], "all gone").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_expired_instance_is_never_answered_even_before_the_sweep() {
     let server = TestServer::start().await;
-    register(&server, 2, 60).await;
+    server.register(&instance(2, 60)).await;
     // The server starts a1's lifetime while it handles the registration,
     // between these two instants, on the same monotonic clock: the
     // lifetime ends no sooner than `asked + TTL` and no later than
     // `registered + TTL` (give or take the server's whole milliseconds).
     let asked = Instant::now();
-    let a1 = register(&server, 1, 1).await;
+    let a1 = server.register(&instance(1, 1)).await;
     let registered = Instant::now();
     let lifetime = Duration::from_secs(1);
     let slack = Duration::from_millis(10);
@@ -199,7 +191,7 @@ async fn an_expired_instance_is_never_answered_even_before_the_sweep() {
 async fn every_answer_is_shuffled_afresh() {
     let server = TestServer::start().await;
     for n in 1..=8 {
-        register(&server, n, 60).await;
+        server.register(&instance(n, 60)).await;
     }
     for (name, qtype) in [
         ("web.svc.local.", RecordType::A),
@@ -229,7 +221,7 @@ async fn every_answer_is_shuffled_afresh() {
 async fn any_number_of_udp_threads_serves_the_same_port() {
     for threads in [1, 3] {
         let server = TestServer::start_with(|config| config.dns.threads = threads).await;
-        register(&server, 1, 60).await;
+        server.register(&instance(1, 60)).await;
         // Many client sockets, so that SO_REUSEPORT spreads them over every
         // server socket: each must answer.
         for _ in 0..24 {

@@ -12,43 +12,29 @@ use std::time::Duration;
 use hickory_proto::op::{Message, ResponseCode};
 use hickory_proto::rr::rdata::opt::{ClientSubnet, EdnsCode, EdnsOption};
 use hickory_proto::rr::{RData, RecordType};
-use serde_json::{Value, json};
+use serde_json::json;
 use signpost::config::LocalityConfig;
 
 use crate::support::{
-    EventStream, TestServer, id_of, metric_value, query_message, query_tcp, query_udp, udp_exchange,
+    EventStream, Registration, TestServer, id_of, ipv4s, query_message, query_tcp, query_udp,
+    udp_exchange,
 };
 
-/// Registers `name` of type `web` at `host` with `extra` fields.
-async fn register(server: &TestServer, name: &str, host: &str, extra: Value) -> String {
-    let mut body = json!({"name": name, "type": "web", "host": host, "port": 80, "ttl": 60});
-    body.as_object_mut()
-        .unwrap()
-        .extend(extra.as_object().unwrap().clone());
-    let (status, service) = server.register(&body).await;
-    assert!(
-        status == 201 || status == 200,
-        "register {name}: {status} {service}"
-    );
-    id_of(&service)
+/// `name` of type `web` at `host`, port 80, TTL 60.
+fn web(name: &str, host: &str) -> Registration {
+    Registration::new(name, "web", host, 80).ttl(60)
 }
 
 async fn set_health(server: &TestServer, id: &str, status: &str) {
-    let beat = server
-        .heartbeat(id, Some(json!({ "status": status })))
-        .await;
-    assert_eq!(beat, 200, "heartbeat {status}");
+    let (beat, body) = server.heartbeat_reporting(id, status).await;
+    assert_eq!(beat, 200, "heartbeat {status}: {body}");
 }
 
 /// The A records of an answer, in order.
 fn addresses(response: &Message) -> Vec<String> {
-    response
-        .answers
+    ipv4s(&response.answers)
         .iter()
-        .filter_map(|record| match &record.data {
-            RData::A(a) => Some(a.0.to_string()),
-            _ => None,
-        })
+        .map(|a| a.to_string())
         .collect()
 }
 
@@ -68,10 +54,10 @@ async fn served(server: &TestServer) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn primaries_fail_one_by_one_and_traffic_moves_to_the_backups() {
     let server = TestServer::start().await;
-    let p1 = register(&server, "p1", "10.0.0.1", json!({"priority": 0})).await;
-    let p2 = register(&server, "p2", "10.0.0.2", json!({"priority": 0})).await;
-    let b1 = register(&server, "b1", "10.0.0.11", json!({"priority": 10})).await;
-    register(&server, "c1", "10.0.0.21", json!({"priority": 20})).await;
+    let p1 = id_of(&server.register(&web("p1", "10.0.0.1").priority(0)).await);
+    let p2 = id_of(&server.register(&web("p2", "10.0.0.2").priority(0)).await);
+    let b1 = id_of(&server.register(&web("b1", "10.0.0.11").priority(10)).await);
+    server.register(&web("c1", "10.0.0.21").priority(20)).await;
     assert_eq!(served(&server).await, ["10.0.0.1", "10.0.0.2"]);
     set_health(&server, &p1, "critical").await;
     assert_eq!(served(&server).await, ["10.0.0.2"], "the next answer moves");
@@ -81,7 +67,7 @@ async fn primaries_fail_one_by_one_and_traffic_moves_to_the_backups() {
         ["10.0.0.11"],
         "backups when no primary serves"
     );
-    assert_eq!(server.deregister(&b1).await, 204);
+    assert_eq!(server.deregister(&b1).await.0, 204);
     assert_eq!(
         served(&server).await,
         ["10.0.0.21"],
@@ -119,9 +105,9 @@ async fn primaries_fail_one_by_one_and_traffic_moves_to_the_backups() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn weights_decide_which_address_comes_first() {
     let server = TestServer::start().await;
-    register(&server, "big", "10.0.0.1", json!({"weight": 3})).await;
-    register(&server, "small", "10.0.0.2", json!({"weight": 1})).await;
-    register(&server, "spare", "10.0.0.3", json!({"weight": 0})).await;
+    server.register(&web("big", "10.0.0.1").weight(3)).await;
+    server.register(&web("small", "10.0.0.2").weight(1)).await;
+    server.register(&web("spare", "10.0.0.3").weight(0)).await;
     let rounds = 2000;
     let mut first: BTreeMap<String, u32> = BTreeMap::new();
     for _ in 0..rounds {
@@ -167,11 +153,23 @@ async fn a_client_is_answered_from_its_own_locality_while_enough_of_it_serves() 
         ];
     })
     .await;
-    let h1 = register(&server, "h1", "10.0.0.1", json!({"locality": "here"})).await;
-    let h2 = register(&server, "h2", "10.0.0.2", json!({"locality": "HERE"})).await;
-    register(&server, "t1", "10.0.0.11", json!({"locality": "there"})).await;
-    register(&server, "t2", "10.0.0.12", json!({"locality": "there"})).await;
-    register(&server, "n1", "10.0.0.21", json!({})).await;
+    let h1 = id_of(
+        &server
+            .register(&web("h1", "10.0.0.1").locality("here"))
+            .await,
+    );
+    let h2 = id_of(
+        &server
+            .register(&web("h2", "10.0.0.2").locality("HERE"))
+            .await,
+    );
+    server
+        .register(&web("t1", "10.0.0.11").locality("there"))
+        .await;
+    server
+        .register(&web("t2", "10.0.0.12").locality("there"))
+        .await;
+    server.register(&web("n1", "10.0.0.21")).await;
     let (_, listed) = server.get(&format!("/v1/services/{h2}")).await;
     assert_eq!(listed["locality"], "here", "stored lowercase");
 
@@ -223,9 +221,7 @@ async fn a_client_is_answered_from_its_own_locality_while_enough_of_it_serves() 
     let (status, _) = server.get("/v1/discover/web?locality=not_a_label").await;
     assert_eq!(status, 400);
     let (status, body) = server
-        .register(
-            &json!({"name": "x", "type": "web", "host": "10.0.0.9", "port": 1, "locality": "-bad"}),
-        )
+        .try_register(&Registration::new("x", "web", "10.0.0.9", 1).locality("-bad"))
         .await;
     assert_eq!(status, 422, "{body}");
     assert!(
@@ -242,7 +238,8 @@ async fn a_type_enters_and_leaves_panic_mode() {
     let mut stream = stream.unwrap();
     let mut ids = Vec::new();
     for n in 1..=4 {
-        ids.push(register(&server, &format!("i{n}"), &format!("10.0.0.{n}"), json!({})).await);
+        let registration = web(&format!("i{n}"), &format!("10.0.0.{n}"));
+        ids.push(id_of(&server.register(&registration).await));
     }
     for id in &ids[..2] {
         set_health(&server, id, "critical").await;
@@ -255,7 +252,7 @@ async fn a_type_enters_and_leaves_panic_mode() {
         served(&server).await,
         ["10.0.0.1", "10.0.0.2", "10.0.0.3", "10.0.0.4"]
     );
-    let panics = metric_value(&server, "signpost_dns_panic_answers_total").await;
+    let panics = server.metric("signpost_dns_panic_answers_total").await;
     assert!(panics.unwrap_or(0.0) >= 2.0, "{panics:?}");
     set_health(&server, &ids[0], "passing").await;
     assert_eq!(served(&server).await, ["10.0.0.1", "10.0.0.4"]);
@@ -297,10 +294,11 @@ fn pointers(response: &Message) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reverse_names_of_serving_addresses_say_who_is_there() {
     let server = TestServer::start().await;
-    register(&server, "web-1", "10.0.0.5", json!({})).await;
-    let db = json!({"name": "db-1", "type": "db", "host": "10.0.0.5", "port": 5432});
-    assert_eq!(server.register(&db).await.0, 201);
-    let six = register(&server, "web-6", "fd00::5", json!({})).await;
+    server.register(&web("web-1", "10.0.0.5")).await;
+    server
+        .register(&Registration::new("db-1", "db", "10.0.0.5", 5432))
+        .await;
+    let six = id_of(&server.register(&web("web-6", "fd00::5")).await);
     let ask = |name: &'static str, qtype| async move {
         query_udp(server.dns, name, qtype, Some(1232)).await
     };

@@ -1,66 +1,33 @@
-//! The SQLite store (SPEC §5) seen from outside, with the real binary as a
-//! child process: `kill -9` in the middle of a burst loses no acknowledged
-//! change, real write faults (a full filesystem, a removed file) are answered
-//! 503 and change nothing, restored instances answer DNS at once and get one
-//! fresh TTL window, and a file that is not ours is refused untouched.
+//! The SQLite store (README "Storage") seen from outside, with the real
+//! binary as a child process: `kill -9` in the middle of a burst loses no
+//! acknowledged change, real write faults (a full filesystem, a removed file)
+//! are answered 503 and change nothing, restored instances answer DNS at once
+//! and get one fresh TTL window, and a file that is not ours is refused
+//! untouched.
 //!
 //! Every test has its own temporary directory and its own ports (port 0);
 //! every wait is bounded.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::io::Write as _;
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use hickory_proto::rr::{RData, RecordType};
+use hickory_proto::rr::RecordType;
+use reqwest::Method;
 use rusqlite::{Connection, OpenFlags};
 use serde_json::{Value, json};
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, Command};
 
-use crate::support::{eventually, query_udp};
-
-const BIN: &str = env!("CARGO_BIN_EXE_signpost");
-
-/// A fresh directory under the system temp dir, removed when dropped.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> TempDir {
-        static NEXT: AtomicUsize = AtomicUsize::new(0);
-        let path = std::env::temp_dir().join(format!(
-            "signpost-store-{tag}-{}-{}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        ));
-        let _ = std::fs::remove_dir_all(&path);
-        std::fs::create_dir_all(&path).expect("can create a temp dir");
-        TempDir(path)
-    }
-
-    fn path(&self) -> &Path {
-        &self.0
-    }
-
-    /// `sqlite:<dir>/signpost.db` and the path it names.
-    fn store(&self) -> (String, PathBuf) {
-        let db = self.0.join("signpost.db");
-        (format!("sqlite:{}", db.display()), db)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
+use crate::support::{
+    Api, PORT_ZERO, Process, Registration, ScratchDir, eventually, id_of, ipv4s, metric, query_udp,
+    run_to_exit_in,
+};
 
 /// A small tmpfs mounted on a directory, unmounted when dropped (also when
-/// the test panics). Declare it before the [`Signpost`] using it, so the
+/// the test panics). Declare it before the [`Process`] using it, so the
 /// process is gone before the unmount.
 struct Tmpfs(PathBuf);
 
@@ -118,223 +85,45 @@ fn fill_filesystem(path: &Path) -> u64 {
     }
 }
 
-/// The admin API of one process; cheap to clone into client tasks.
-#[derive(Clone)]
-struct Api {
-    http: reqwest::Client,
-    admin: SocketAddr,
+/// Arguments for signpost on port 0 with `--store store`.
+fn on_store(store: &str) -> Vec<&str> {
+    [&PORT_ZERO[..], &["--store", store]].concat()
 }
 
-impl Api {
-    fn url(&self, path: &str) -> String {
-        format!("http://{}/v1{path}", self.admin)
-    }
-
-    async fn send(&self, request: reqwest::RequestBuilder) -> reqwest::Result<(u16, Value)> {
-        let response = request.send().await?;
-        let status = response.status().as_u16();
-        let body = response.bytes().await?;
-        Ok((status, serde_json::from_slice(&body).unwrap_or(Value::Null)))
-    }
-
-    async fn register(
-        &self,
-        name: &str,
-        kind: &str,
-        host: &str,
-        ttl: u32,
-    ) -> reqwest::Result<(u16, Value)> {
-        let body = json!({"name": name, "type": kind, "host": host, "port": 8080, "ttl": ttl});
-        self.send(self.http.post(self.url("/services")).json(&body))
-            .await
-    }
-
-    /// Registers, asserting 201; returns the id.
-    async fn must_register(&self, name: &str, kind: &str, host: &str, ttl: u32) -> String {
-        let (status, body) = self
-            .register(name, kind, host, ttl)
-            .await
-            .expect("admin api answers");
-        assert_eq!(status, 201, "register {name}: {body}");
-        body["id"].as_str().expect("service has an id").to_string()
-    }
-
-    /// A heartbeat; `status` `None` sends no body.
-    async fn heartbeat(&self, id: &str, status: Option<&str>) -> reqwest::Result<(u16, Value)> {
-        let mut request = self
-            .http
-            .put(self.url(&format!("/services/{id}/heartbeat")));
-        if let Some(status) = status {
-            request = request.json(&json!({ "status": status }));
-        }
-        self.send(request).await
-    }
-
-    async fn deregister(&self, id: &str) -> reqwest::Result<(u16, Value)> {
-        self.send(self.http.delete(self.url(&format!("/services/{id}"))))
-            .await
-    }
-
-    async fn get(&self, path: &str) -> (u16, Value) {
-        self.send(self.http.get(self.url(path)))
-            .await
-            .expect("admin api answers")
-    }
-
-    /// Every listed instance, by id.
-    async fn services(&self) -> HashMap<String, Value> {
-        let (status, body) = self.get("/services").await;
-        assert_eq!(status, 200, "{body}");
-        body["services"]
-            .as_array()
-            .expect("services is a list")
-            .iter()
-            .map(|s| (s["id"].as_str().unwrap().to_string(), s.clone()))
-            .collect()
-    }
+/// `name` of type `web` at `host`, port 8080, with `ttl`.
+fn web(name: &str, host: &str, ttl: u32) -> Registration {
+    Registration::new(name, "web", host, 8080).ttl(ttl)
 }
 
-/// A running `signpost` process, killed (and reaped) when dropped.
-struct Signpost {
-    child: Child,
-    dns: SocketAddr,
-    api: Api,
-    log: Arc<Mutex<Vec<String>>>,
+/// Every listed instance, by id.
+async fn services(api: &Api) -> HashMap<String, Value> {
+    api.list("")
+        .await
+        .into_iter()
+        .map(|s| (id_of(&s), s))
+        .collect()
 }
 
-/// `--dns-listen` and `--admin-listen` on port 0.
-const PORT_ZERO: [&str; 4] = [
-    "--dns-listen",
-    "127.0.0.1:0",
-    "--admin-listen",
-    "127.0.0.1:0",
-];
-
-impl Signpost {
-    /// Starts the binary in `cwd` with `--store store` (none: the default)
-    /// and waits for both listening lines.
-    async fn start(cwd: &Path, store: Option<&str>) -> Signpost {
-        let mut command = Command::new(BIN);
-        command.args(PORT_ZERO);
-        if let Some(store) = store {
-            command.args(["--store", store]);
-        }
-        let mut child = command
-            .current_dir(cwd)
-            .env("RUST_LOG", "info")
-            .env_remove("SIGNPOST_ADMIN_TOKEN")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("binary starts");
-        let stderr = child.stderr.take().unwrap();
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let (tx, mut lines_rx) = tokio::sync::mpsc::unbounded_channel();
-        {
-            let log = log.clone();
-            tokio::spawn(async move {
-                let mut lines = BufReader::new(stderr).lines();
-                while let Ok(Some(line)) = lines.next_line().await {
-                    log.lock().unwrap().push(line.clone());
-                    let _ = tx.send(line);
-                }
-            });
-        }
-        let (mut dns, mut admin) = (None, None);
-        let found = tokio::time::timeout(Duration::from_secs(20), async {
-            while dns.is_none() || admin.is_none() {
-                let Some(line) = lines_rx.recv().await else {
-                    return false; // exited before listening
-                };
-                if let Some(rest) = line.split("dns listening on ").nth(1) {
-                    dns = rest.split_whitespace().next().and_then(|a| a.parse().ok());
-                }
-                if let Some(rest) = line.split("admin listening on http://").nth(1) {
-                    admin = rest.split_whitespace().next().and_then(|a| a.parse().ok());
-                }
-            }
-            true
-        })
-        .await;
-        let logged = log.lock().unwrap().join("\n");
-        assert!(
-            found == Ok(true),
-            "signpost did not log both listening lines; its log:\n{logged}"
-        );
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(10))
-            .build()
-            .unwrap();
-        Signpost {
-            child,
-            dns: dns.unwrap(),
-            api: Api {
-                http,
-                admin: admin.unwrap(),
-            },
-            log,
-        }
-    }
-
-    fn logs(&self) -> String {
-        self.log.lock().unwrap().join("\n")
-    }
-
-    /// Sends `signal` with kill(1) and waits for the exit; returns the code
-    /// (`None` when killed by a signal).
-    async fn signal(&mut self, signal: &str) -> Option<i32> {
-        let pid = self.child.id().expect("still running").to_string();
-        let status = std::process::Command::new("kill")
-            .args([&format!("-{signal}"), &pid])
-            .status()
-            .unwrap();
-        assert!(status.success(), "kill -{signal} {pid}");
-        let exit = tokio::time::timeout(Duration::from_secs(15), self.child.wait())
-            .await
-            .expect("exits within 15 s of the signal")
-            .unwrap();
-        exit.code()
-    }
-
-    /// SIGTERM, asserting a clean exit.
-    async fn stop(&mut self) {
-        let code = self.signal("TERM").await;
-        assert_eq!(
-            code,
-            Some(0),
-            "clean exit on SIGTERM; log:\n{}",
-            self.logs()
-        );
-    }
-
-    /// The A records DNS serves for `kind` right now.
-    async fn a_records(&self, kind: &str) -> BTreeSet<Ipv4Addr> {
-        let answer = query_udp(self.dns, &format!("{kind}.svc.local."), RecordType::A, None).await;
-        answer
-            .answers
-            .iter()
-            .filter_map(|r| match &r.data {
-                RData::A(a) => Some(a.0),
-                _ => None,
-            })
-            .collect()
-    }
+/// The names of `listed` instances, sorted.
+fn names(listed: &HashMap<String, Value>) -> Vec<String> {
+    let mut names: Vec<String> = listed
+        .values()
+        .map(|s| s["name"].as_str().unwrap().to_string())
+        .collect();
+    names.sort();
+    names
 }
 
-impl Drop for Signpost {
-    fn drop(&mut self) {
-        // Reap it here, so a tmpfs guard dropped next is not busy.
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.start_kill();
-            for _ in 0..100 {
-                if !matches!(self.child.try_wait(), Ok(None)) {
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-        }
-    }
+/// The A records DNS serves for `kind` right now.
+async fn a_records(server: &Process, kind: &str) -> BTreeSet<Ipv4Addr> {
+    let answer = query_udp(
+        server.dns,
+        &format!("{kind}.svc.local."),
+        RecordType::A,
+        None,
+    )
+    .await;
+    ipv4s(&answer.answers).into_iter().collect()
 }
 
 fn addresses(list: &[&str]) -> BTreeSet<Ipv4Addr> {
@@ -397,6 +186,25 @@ struct Churned {
     warned: usize,
 }
 
+/// The body of an answer with the `expected` status; `None` for a cut
+/// connection (the server was killed) or, recorded in `unexpected` as
+/// `what: status body`, any other answer.
+fn acknowledged(
+    answer: reqwest::Result<(u16, Value)>,
+    expected: u16,
+    what: &str,
+    unexpected: &mut Vec<String>,
+) -> Option<Value> {
+    match answer {
+        Ok((status, body)) if status == expected => Some(body),
+        Ok((status, body)) => {
+            unexpected.push(format!("{what}: {status} {body}"));
+            None
+        }
+        Err(_) => None,
+    }
+}
+
 /// Registers new names, deregisters and turns to "warning" instances it
 /// owns, until a request fails (the server was killed).
 async fn churn(
@@ -420,59 +228,38 @@ async fn churn(
             .collect();
         if roll < 15 && !present.is_empty() {
             let i = present[rng.usize(..present.len())];
-            match api.deregister(&tracked[i].0).await {
-                Ok((204, _)) => {
-                    tracked[i].2 = Known::Gone;
-                    out.deregistered += 1;
-                }
-                Ok((status, body)) => {
-                    tracked[i].2 = Known::Unsure;
-                    out.unexpected
-                        .push(format!("deregister {}: {status} {body}", tracked[i].1));
-                    break;
-                }
-                Err(_) => {
-                    tracked[i].2 = Known::Unsure;
-                    break;
-                }
+            let path = format!("/v1/services/{}", tracked[i].0);
+            let answer = api.call(Method::DELETE, &path, None).await;
+            let what = format!("deregister {}", tracked[i].1);
+            if acknowledged(answer, 204, &what, &mut out.unexpected).is_none() {
+                tracked[i].2 = Known::Unsure;
+                break;
             }
+            tracked[i].2 = Known::Gone;
+            out.deregistered += 1;
         } else if roll < 30 && !passing.is_empty() {
             let i = passing[rng.usize(..passing.len())];
-            match api.heartbeat(&tracked[i].0, Some("warning")).await {
-                Ok((200, _)) => {
-                    tracked[i].2 = Known::Warning;
-                    out.warned += 1;
-                }
-                Ok((status, body)) => {
-                    tracked[i].2 = Known::Unsure;
-                    out.unexpected
-                        .push(format!("warning {}: {status} {body}", tracked[i].1));
-                    break;
-                }
-                Err(_) => {
-                    tracked[i].2 = Known::Unsure;
-                    break;
-                }
+            let path = format!("/v1/services/{}/heartbeat", tracked[i].0);
+            let body = json!({"status": "warning"});
+            let answer = api.call(Method::PUT, &path, Some(&body)).await;
+            let what = format!("warning {}", tracked[i].1);
+            if acknowledged(answer, 200, &what, &mut out.unexpected).is_none() {
+                tracked[i].2 = Known::Unsure;
+                break;
             }
+            tracked[i].2 = Known::Warning;
+            out.warned += 1;
         } else {
             let name = format!("{label}-{n}");
-            match api.register(&name, "churn", "10.9.8.7", 3600).await {
-                Ok((201, body)) => {
-                    let id = body["id"].as_str().expect("service has an id");
-                    tracked.push((id.to_string(), name, Known::Passing));
-                    out.registered += 1;
-                }
-                Ok((status, body)) => {
-                    out.unexpected
-                        .push(format!("register {name}: {status} {body}"));
-                    out.unanswered.push(name);
-                    break;
-                }
-                Err(_) => {
-                    out.unanswered.push(name);
-                    break;
-                }
-            }
+            let body = json!(Registration::new(&name, "churn", "10.9.8.7", 8080).ttl(3600));
+            let answer = api.call(Method::POST, "/v1/services", Some(&body)).await;
+            let what = format!("register {name}");
+            let Some(service) = acknowledged(answer, 201, &what, &mut out.unexpected) else {
+                out.unanswered.push(name);
+                break;
+            };
+            tracked.push((id_of(&service), name, Known::Passing));
+            out.registered += 1;
         }
         acks.fetch_add(1, Ordering::Relaxed);
     }
@@ -490,13 +277,13 @@ async fn kill_9_mid_burst_loses_no_acknowledged_change() {
         .unwrap_or_else(|| fastrand::u64(..));
     eprintln!("seed {seed} (set SIGNPOST_TEST_SEED to repeat)");
     let mut rng = fastrand::Rng::with_seed(seed);
-    let dir = TempDir::new("kill9");
-    let (store, db) = dir.store();
+    let dir = ScratchDir::new("kill9");
+    let (store, db) = dir.sqlite();
 
     // Everything known so far, by id; carried across rounds.
     let mut model: HashMap<String, (String, Known)> = HashMap::new();
     let (mut registered, mut deregistered, mut warned) = (0, 0, 0);
-    let mut server = Signpost::start(dir.path(), Some(&store)).await;
+    let mut server = Process::start_in(dir.path(), &on_store(&store)).await;
     for round in 0..ROUNDS {
         // Hand the instances still present to the tasks, round-robin, so
         // later rounds also deregister and warn what earlier rounds made.
@@ -535,7 +322,7 @@ async fn kill_9_mid_burst_loses_no_acknowledged_change() {
             server.logs()
         );
         tokio::time::sleep(Duration::from_millis(rng.u64(100..=600))).await;
-        assert_eq!(server.signal("KILL").await, None, "killed by SIGKILL");
+        server.kill_9().await;
 
         let mut unanswered = HashSet::new();
         let mut unexpected = Vec::new();
@@ -584,8 +371,8 @@ async fn kill_9_mid_burst_loses_no_acknowledged_change() {
             }
         }
 
-        server = Signpost::start(dir.path(), Some(&store)).await;
-        let present = server.api.services().await;
+        server = server.restart().await;
+        let present = services(&server).await;
         for (id, (name, known)) in &model {
             let found = present.get(id);
             match known {
@@ -655,8 +442,7 @@ async fn kill_9_mid_burst_loses_no_acknowledged_change() {
 // Real write faults
 
 /// A 503 with a JSON `{"error": ...}` body saying nothing changed.
-fn assert_refused(answer: reqwest::Result<(u16, Value)>, what: &str) -> String {
-    let (status, body) = answer.expect("admin api answers");
+fn assert_refused((status, body): (u16, Value), what: &str) -> String {
     assert_eq!(status, 503, "{what}: {body}");
     let error = body["error"]
         .as_str()
@@ -665,9 +451,36 @@ fn assert_refused(answer: reqwest::Result<(u16, Value)>, what: &str) -> String {
     error.to_string()
 }
 
+/// Every kind of write needs the store, and each is refused `when` it
+/// cannot write (see [`assert_refused`]): `count` registrations of new
+/// names `refused-N`, whose errors say `why`; deregistering `gone`; a
+/// heartbeat turning `turned` to `status`.
+async fn assert_writes_refused(
+    api: &Api,
+    count: usize,
+    why: &str,
+    gone: &str,
+    (turned, status): (&str, &str),
+    when: &str,
+) {
+    for n in 0..count {
+        let name = format!("refused-{n}");
+        let error = assert_refused(
+            api.try_register(&web(&name, "10.0.0.9", 3600)).await,
+            &format!("register {name} {when}"),
+        );
+        assert!(error.contains(why), "says why: {error}");
+    }
+    assert_refused(api.deregister(gone).await, &format!("deregister {when}"));
+    assert_refused(
+        api.heartbeat_reporting(turned, status).await,
+        &format!("health change {when}"),
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_disk_refuses_writes_and_recovers_when_space_returns() {
-    let dir = TempDir::new("full");
+    let dir = ScratchDir::new("full");
     let mount_point = dir.path().join("mnt");
     std::fs::create_dir_all(&mount_point).unwrap();
     let _tmpfs = Tmpfs::mount(&mount_point, "2m");
@@ -675,39 +488,22 @@ async fn a_full_disk_refuses_writes_and_recovers_when_space_returns() {
     let store = format!("sqlite:{}", db.display());
     let filler = mount_point.join("filler");
 
-    let mut server = Signpost::start(dir.path(), Some(&store)).await;
+    let mut server = Process::start_in(dir.path(), &on_store(&store)).await;
     let api = server.api.clone();
-    let a = api.must_register("a", "web", "10.0.0.1", 3600).await;
-    let b = api.must_register("b", "web", "10.0.0.2", 3600).await;
-    let c = api.must_register("c", "web", "10.0.0.3", 3600).await;
+    let a = id_of(&api.register(&web("a", "10.0.0.1", 3600)).await);
+    let b = id_of(&api.register(&web("b", "10.0.0.2", 3600)).await);
+    let c = id_of(&api.register(&web("c", "10.0.0.3", 3600)).await);
 
     let filled = fill_filesystem(&filler);
     assert!(filled > 0, "the filler took some space");
 
     // Every write that needs the store is refused, and changes nothing.
-    let mut refused = Vec::new();
-    for n in 0..5 {
-        let name = format!("refused-{n}");
-        let error = assert_refused(
-            api.register(&name, "web", "10.0.0.9", 3600).await,
-            &format!("register {name} on a full disk"),
-        );
-        assert!(error.contains("full"), "says why: {error}");
-        refused.push(name);
-    }
-    assert_refused(api.deregister(&a).await, "deregister on a full disk");
-    assert_refused(
-        api.heartbeat(&b, Some("warning")).await,
-        "health change on a full disk",
-    );
-    let listed = api.services().await;
-    let names: BTreeSet<&str> = listed
-        .values()
-        .map(|s| s["name"].as_str().unwrap())
-        .collect();
+    let why = "full";
+    assert_writes_refused(&api, 5, why, &a, (&b, "warning"), "on a full disk").await;
+    let listed = services(&api).await;
     assert_eq!(
-        names,
-        BTreeSet::from(["a", "b", "c"]),
+        names(&listed),
+        ["a", "b", "c"],
         "nothing refused was applied"
     );
     assert_eq!(
@@ -715,52 +511,36 @@ async fn a_full_disk_refuses_writes_and_recovers_when_space_returns() {
         json!("passing"),
         "refused health change"
     );
-    assert_eq!(api.get(&format!("/services/{a}")).await.0, 200);
+    assert_eq!(api.get(&format!("/v1/services/{a}")).await.0, 200);
     // Reads and plain heartbeats do not need the store.
     assert_eq!(
-        server.a_records("web").await,
+        a_records(&server, "web").await,
         addresses(&["10.0.0.1", "10.0.0.2", "10.0.0.3"]),
         "DNS still answers for what was registered"
     );
-    let (status, body) = api.heartbeat(&c, None).await.expect("admin api answers");
+    let (status, body) = api.heartbeat(&c, None).await;
     assert_eq!(status, 200, "plain heartbeat on a full disk: {body}");
-    let (_, metrics) = {
-        let response = api
-            .http
-            .get(format!("http://{}/metrics", api.admin))
-            .send()
-            .await
-            .unwrap();
-        (response.status(), response.text().await.unwrap())
-    };
-    let failures: u64 = metrics
-        .lines()
-        .find_map(|l| l.strip_prefix("signpost_store_write_failures_total "))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no store failure counter in:\n{metrics}"));
-    assert_eq!(failures, 7, "every refused write is counted");
+    let metrics = api.metrics().await;
+    assert_eq!(
+        metric(&metrics, "signpost_store_write_failures_total"),
+        Some(7.0),
+        "every refused write is counted:\n{metrics}"
+    );
 
     // Space comes back: the same writes now succeed.
     std::fs::remove_file(&filler).unwrap();
-    let (status, body) = api
-        .register("refused-0", "web", "10.0.0.9", 3600)
-        .await
-        .unwrap();
+    let (status, body) = api.try_register(&web("refused-0", "10.0.0.9", 3600)).await;
     assert_eq!(status, 201, "register once space is back: {body}");
-    let retried = body["id"].as_str().unwrap().to_string();
-    assert_eq!(api.deregister(&a).await.unwrap().0, 204);
-    assert_eq!(api.heartbeat(&b, Some("warning")).await.unwrap().0, 200);
+    let retried = id_of(&body);
+    assert_eq!(api.deregister(&a).await.0, 204);
+    assert_eq!(api.heartbeat_reporting(&b, "warning").await.0, 200);
 
     server.stop().await;
-    let mut server = Signpost::start(dir.path(), Some(&store)).await;
-    let listed = server.api.services().await;
-    let names: BTreeSet<&str> = listed
-        .values()
-        .map(|s| s["name"].as_str().unwrap())
-        .collect();
+    let mut server = server.restart().await;
+    let listed = services(&server).await;
     assert_eq!(
-        names,
-        BTreeSet::from(["b", "c", "refused-0"]),
+        names(&listed),
+        ["b", "c", "refused-0"],
         "after a restart: everything acknowledged, nothing refused"
     );
     assert_eq!(listed[&b]["health"], json!("warning"));
@@ -771,12 +551,12 @@ async fn a_full_disk_refuses_writes_and_recovers_when_space_returns() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_removed_database_file_refuses_writes_but_dns_keeps_answering() {
-    let dir = TempDir::new("removed");
-    let (store, db) = dir.store();
-    let mut server = Signpost::start(dir.path(), Some(&store)).await;
+    let dir = ScratchDir::new("removed");
+    let (store, db) = dir.sqlite();
+    let mut server = Process::start_in(dir.path(), &on_store(&store)).await;
     let api = server.api.clone();
-    let a = api.must_register("a", "web", "10.0.0.1", 3600).await;
-    let b = api.must_register("b", "web", "10.0.0.2", 3600).await;
+    let a = id_of(&api.register(&web("a", "10.0.0.1", 3600)).await);
+    let b = id_of(&api.register(&web("b", "10.0.0.2", 3600)).await);
 
     for suffix in ["", "-wal", "-shm"] {
         let path = PathBuf::from(format!("{}{suffix}", db.display()));
@@ -786,111 +566,67 @@ async fn a_removed_database_file_refuses_writes_but_dns_keeps_answering() {
     }
     assert!(!db.exists());
 
-    for n in 0..3 {
-        let error = assert_refused(
-            api.register(&format!("late-{n}"), "web", "10.0.0.9", 3600)
-                .await,
-            "register after the file was removed",
-        );
-        assert!(error.contains("removed"), "says why: {error}");
-    }
-    assert_refused(api.deregister(&a).await, "deregister after removal");
-    assert_refused(
-        api.heartbeat(&b, Some("critical")).await,
-        "health change after removal",
-    );
+    let when = "after the file was removed";
+    assert_writes_refused(&api, 3, "removed", &a, (&b, "critical"), when).await;
     assert!(!db.exists(), "a refused write does not recreate the file");
 
-    let listed = api.services().await;
-    let names: BTreeSet<&str> = listed
-        .values()
-        .map(|s| s["name"].as_str().unwrap())
-        .collect();
-    assert_eq!(
-        names,
-        BTreeSet::from(["a", "b"]),
-        "nothing refused was applied"
-    );
+    let listed = services(&api).await;
+    assert_eq!(names(&listed), ["a", "b"], "nothing refused was applied");
     assert_eq!(listed[&b]["health"], json!("passing"));
     assert_eq!(
-        server.a_records("web").await,
+        a_records(&server, "web").await,
         addresses(&["10.0.0.1", "10.0.0.2"]),
         "DNS keeps answering from memory"
     );
-    assert_eq!(api.heartbeat(&a, None).await.unwrap().0, 200);
+    assert_eq!(api.heartbeat(&a, None).await.0, 200);
 
     // A restart starts over with a new file; nothing refused shows up.
     server.stop().await;
-    let server = Signpost::start(dir.path(), Some(&store)).await;
+    let server = server.restart().await;
     assert!(db.exists(), "a new file is created");
-    assert!(server.api.services().await.is_empty());
-    server
-        .api
-        .must_register("fresh", "web", "10.0.0.5", 3600)
-        .await;
+    assert!(services(&server).await.is_empty());
+    server.api.register(&web("fresh", "10.0.0.5", 3600)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_removed_wal_file_refuses_writes_instead_of_losing_them_in_a_crash() {
-    let dir = TempDir::new("removed-wal");
-    let (store, db) = dir.store();
+    let dir = ScratchDir::new("removed-wal");
+    let (store, db) = dir.sqlite();
     let wal = PathBuf::from(format!("{}-wal", db.display()));
-    let mut server = Signpost::start(dir.path(), Some(&store)).await;
+    let mut server = Process::start_in(dir.path(), &on_store(&store)).await;
     let api = server.api.clone();
-    let a = api.must_register("a", "web", "10.0.0.1", 3600).await;
+    let a = id_of(&api.register(&web("a", "10.0.0.1", 3600)).await);
 
     // Commits land in the WAL first; with it unlinked, SQLite would go on
     // appending to the deleted inode and a crash would lose all of it.
     std::fs::remove_file(&wal).expect("the WAL exists while signpost runs");
-    for n in 0..3 {
-        let error = assert_refused(
-            api.register(&format!("late-{n}"), "web", "10.0.0.9", 3600)
-                .await,
-            "register after the WAL was removed",
-        );
-        assert!(error.contains("-wal was removed"), "says why: {error}");
-    }
-    assert_refused(api.deregister(&a).await, "deregister after removal");
-    assert_refused(
-        api.heartbeat(&a, Some("warning")).await,
-        "health change after removal",
-    );
+    let (why, when) = ("-wal was removed", "after the WAL was removed");
+    assert_writes_refused(&api, 3, why, &a, (&a, "warning"), when).await;
     assert_eq!(
-        server.a_records("web").await,
+        a_records(&server, "web").await,
         addresses(&["10.0.0.1"]),
         "DNS keeps answering from memory"
     );
-    let names: Vec<Value> = api
-        .services()
-        .await
-        .values()
-        .map(|s| s["name"].clone())
-        .collect();
-    assert_eq!(names, vec![json!("a")], "nothing refused was applied");
+    let listed = services(&api).await;
+    assert_eq!(names(&listed), ["a"], "nothing refused was applied");
 
     // A crash now: nothing refused comes back (a itself may be gone with the
     // WAL it lived in), and the restarted server works durably again.
-    assert_eq!(server.signal("KILL").await, None);
+    server.kill_9().await;
     assert_eq!(integrity_check(&db), "ok");
-    let mut server = Signpost::start(dir.path(), Some(&store)).await;
-    let names: BTreeSet<String> = server
-        .api
-        .services()
-        .await
-        .values()
-        .map(|s| s["name"].as_str().unwrap().to_string())
-        .collect();
+    let mut server = server.restart().await;
+    let names = names(&services(&server).await);
     assert!(
         names.iter().all(|n| n == "a"),
         "only what was acknowledged: {names:?}"
     );
-    let fresh = server
-        .api
-        .must_register("fresh", "web", "10.0.0.5", 3600)
-        .await;
-    assert_eq!(server.signal("KILL").await, None);
-    let server = Signpost::start(dir.path(), Some(&store)).await;
-    assert_eq!(server.api.get(&format!("/services/{fresh}")).await.0, 200);
+    let fresh = id_of(&server.api.register(&web("fresh", "10.0.0.5", 3600)).await);
+    server.kill_9().await;
+    let server = server.restart().await;
+    assert_eq!(
+        server.api.get(&format!("/v1/services/{fresh}")).await.0,
+        200
+    );
 }
 
 // ---------------------------------------------------------------------------
@@ -898,28 +634,28 @@ async fn a_removed_wal_file_refuses_writes_instead_of_losing_them_in_a_crash() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restored_instances_answer_at_once_and_expire_one_ttl_later() {
-    let dir = TempDir::new("restart");
-    let (store, db) = dir.store();
-    let mut server = Signpost::start(dir.path(), Some(&store)).await;
+    let dir = ScratchDir::new("restart");
+    let (store, db) = dir.sqlite();
+    let mut server = Process::start_in(dir.path(), &on_store(&store)).await;
     let api = server.api.clone();
-    let a = api.must_register("a", "web", "10.0.1.1", 3).await;
-    let b = api.must_register("b", "web", "10.0.1.2", 3).await;
-    let c = api.must_register("c", "web", "10.0.1.3", 3).await;
-    assert_eq!(api.heartbeat(&c, Some("warning")).await.unwrap().0, 200);
-    let before = api.services().await;
+    let a = id_of(&api.register(&web("a", "10.0.1.1", 3)).await);
+    let b = id_of(&api.register(&web("b", "10.0.1.2", 3)).await);
+    let c = id_of(&api.register(&web("c", "10.0.1.3", 3)).await);
+    assert_eq!(api.heartbeat_reporting(&c, "warning").await.0, 200);
+    let before = services(&api).await;
     server.stop().await;
 
     // Longer than the TTL: only the restart's fresh window keeps them.
     tokio::time::sleep(Duration::from_secs(4)).await;
-    let mut server = Signpost::start(dir.path(), Some(&store)).await;
+    let mut server = server.restart().await;
     let restarted = tokio::time::Instant::now();
     assert_eq!(
-        server.a_records("web").await,
+        a_records(&server, "web").await,
         addresses(&["10.0.1.1", "10.0.1.2", "10.0.1.3"]),
         "the first query after start answers every restored instance"
     );
     let api = server.api.clone();
-    let after = api.services().await;
+    let after = services(&api).await;
     for id in [&a, &b, &c] {
         for field in ["name", "registered_at", "health", "ttl"] {
             assert_eq!(
@@ -943,12 +679,12 @@ async fn restored_instances_answer_at_once_and_expire_one_ttl_later() {
     };
     tokio::time::sleep(Duration::from_millis(1000)).await;
     assert_eq!(
-        server.a_records("web").await.len(),
+        a_records(&server, "web").await.len(),
         3,
         "a fresh window of the whole TTL, not what was left before the stop"
     );
     let expired = eventually(Duration::from_millis(4500), || async {
-        server.a_records("web").await == addresses(&["10.0.1.2"])
+        a_records(&server, "web").await == addresses(&["10.0.1.2"])
     })
     .await;
     assert!(
@@ -967,10 +703,10 @@ async fn restored_instances_answer_at_once_and_expire_one_ttl_later() {
     beating.abort();
     server.stop().await;
 
-    let server = Signpost::start(dir.path(), Some(&store)).await;
-    let ids: BTreeSet<String> = server.api.services().await.into_keys().collect();
+    let server = server.restart().await;
+    let ids: BTreeSet<String> = services(&server).await.into_keys().collect();
     assert_eq!(ids, BTreeSet::from([b.clone()]));
-    assert_eq!(server.a_records("web").await, addresses(&["10.0.1.2"]));
+    assert_eq!(a_records(&server, "web").await, addresses(&["10.0.1.2"]));
 }
 
 /// A heartbeat's critical status is stored: after a restart the instance is
@@ -978,27 +714,27 @@ async fn restored_instances_answer_at_once_and_expire_one_ttl_later() {
 /// brings it back in the next answer.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_critical_instance_stays_out_of_dns_across_a_restart_until_it_recovers() {
-    let dir = TempDir::new("critical-restart");
-    let (store, _db) = dir.store();
-    let mut server = Signpost::start(dir.path(), Some(&store)).await;
+    let dir = ScratchDir::new("critical-restart");
+    let (store, _db) = dir.sqlite();
+    let mut server = Process::start_in(dir.path(), &on_store(&store)).await;
     let api = server.api.clone();
-    api.must_register("up", "web", "10.0.2.1", 3600).await;
-    let down = api.must_register("down", "web", "10.0.2.2", 3600).await;
-    assert_eq!(api.heartbeat(&down, Some("critical")).await.unwrap().0, 200);
-    assert_eq!(server.a_records("web").await, addresses(&["10.0.2.1"]));
+    api.register(&web("up", "10.0.2.1", 3600)).await;
+    let down = id_of(&api.register(&web("down", "10.0.2.2", 3600)).await);
+    assert_eq!(api.heartbeat_reporting(&down, "critical").await.0, 200);
+    assert_eq!(a_records(&server, "web").await, addresses(&["10.0.2.1"]));
     server.stop().await;
 
-    let server = Signpost::start(dir.path(), Some(&store)).await;
+    let server = server.restart().await;
     let api = server.api.clone();
     assert_eq!(
-        server.a_records("web").await,
+        a_records(&server, "web").await,
         addresses(&["10.0.2.1"]),
         "still critical after the restart: not served"
     );
-    assert_eq!(api.services().await[&down]["health"], json!("critical"));
-    assert_eq!(api.heartbeat(&down, None).await.unwrap().0, 200);
+    assert_eq!(services(&api).await[&down]["health"], json!("critical"));
+    assert_eq!(api.heartbeat(&down, None).await.0, 200);
     assert_eq!(
-        server.a_records("web").await,
+        a_records(&server, "web").await,
         addresses(&["10.0.2.1", "10.0.2.2"]),
         "passing again: back in the next answer"
     );
@@ -1007,34 +743,13 @@ async fn a_critical_instance_stays_out_of_dns_across_a_restart_until_it_recovers
 // ---------------------------------------------------------------------------
 // Files that are not ours
 
-/// Runs the binary on `db` to completion; returns (exit code, stderr).
-async fn run_on(cwd: &Path, db: &Path) -> (Option<i32>, String) {
-    let store = format!("sqlite:{}", db.display());
-    let output = tokio::time::timeout(
-        Duration::from_secs(20),
-        Command::new(BIN)
-            .args(PORT_ZERO)
-            .args(["--store", &store])
-            .current_dir(cwd)
-            .env("RUST_LOG", "info")
-            .kill_on_drop(true)
-            .output(),
-    )
-    .await
-    .expect("exits on its own")
-    .unwrap();
-    (
-        output.status.code(),
-        String::from_utf8_lossy(&output.stderr).into_owned(),
-    )
-}
-
 /// Starts signpost on `file` and asserts it refuses with `expected` in the
 /// message, leaving the file byte-for-byte as it was and nothing beside it.
 async fn assert_refused_untouched(file: &Path, expected: &str) {
     let dir = file.parent().unwrap();
     let bytes = std::fs::read(file).unwrap();
-    let (code, stderr) = run_on(dir, file).await;
+    let store = format!("sqlite:{}", file.display());
+    let (code, stderr) = run_to_exit_in(dir, &on_store(&store)).await;
     assert!(
         code.is_some_and(|c| c != 0),
         "{}: exits non-zero, got {code:?}; stderr:\n{stderr}",
@@ -1059,7 +774,7 @@ async fn assert_refused_untouched(file: &Path, expected: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_file_that_is_not_a_signpost_database_is_refused_untouched() {
-    let dir = TempDir::new("foreign");
+    let dir = ScratchDir::new("foreign");
 
     let random = dir.path().join("random");
     std::fs::create_dir_all(&random).unwrap();
@@ -1102,8 +817,8 @@ async fn a_file_that_is_not_a_signpost_database_is_refused_untouched() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_default_store_is_data_signpost_db_in_the_working_directory() {
-    let dir = TempDir::new("default");
-    let mut server = Signpost::start(dir.path(), None).await;
+    let dir = ScratchDir::new("default");
+    let mut server = Process::start_in(dir.path(), &PORT_ZERO).await;
     let db = dir.path().join("data").join("signpost.db");
     assert!(dir.path().join("data").is_dir(), "data/ is created");
     assert!(db.is_file(), "data/signpost.db is created");
@@ -1112,11 +827,11 @@ async fn the_default_store_is_data_signpost_db_in_the_working_directory() {
         "the log names the store:\n{}",
         server.logs()
     );
-    let id = server.api.must_register("a", "web", "10.0.2.1", 3600).await;
+    let id = id_of(&server.api.register(&web("a", "10.0.2.1", 3600)).await);
     server.stop().await;
 
-    let server = Signpost::start(dir.path(), None).await;
-    let (status, body) = server.api.get(&format!("/services/{id}")).await;
+    let server = server.restart().await;
+    let (status, body) = server.api.get(&format!("/v1/services/{id}")).await;
     assert_eq!(status, 200, "survives a restart: {body}");
-    assert_eq!(server.a_records("web").await, addresses(&["10.0.2.1"]));
+    assert_eq!(a_records(&server, "web").await, addresses(&["10.0.2.1"]));
 }

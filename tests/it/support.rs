@@ -1,24 +1,247 @@
-//! Shared helpers: an in-process server on port 0, an HTTP client, and a
+//! Shared helpers: an in-process server on port 0 ([`TestServer`]), the real
+//! binary as a child process ([`Process`]), one admin API client for both
+//! ([`Api`]) and one way to build a registration ([`Registration`]), and a
 //! minimal DNS client over raw UDP/TCP sockets (no resolver, no retries, no
 //! TC fallback, so tests see exactly what the server sent).
 
-#![allow(dead_code)]
-
-use std::net::SocketAddr;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query};
-use hickory_proto::rr::{Name, RecordType};
+use hickory_proto::rr::{Name, RData, Record, RecordType};
+use serde::Serialize;
 use serde_json::{Value, json};
 use signpost::{Config, Server};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpStream, UdpSocket};
+use tokio::process::{Child, Command};
 
-/// A running signpost, stopped when dropped.
+/// A registration body for `POST /v1/services`, built field by field:
+/// `Registration::new("web-1", "web", "10.0.0.5", 8080).ttl(30).tag("api")`.
+/// Only what is set is sent, so the server's defaults apply to the rest.
+#[derive(Debug, Clone, Serialize)]
+#[serde(transparent)]
+pub(crate) struct Registration(serde_json::Map<String, Value>);
+
+impl Registration {
+    /// The four required fields.
+    pub(crate) fn new(name: &str, service_type: &str, host: &str, port: u16) -> Registration {
+        Registration(serde_json::Map::new())
+            .set("name", json!(name))
+            .set("type", json!(service_type))
+            .set("host", json!(host))
+            .set("port", json!(port))
+    }
+
+    pub(crate) fn ttl(self, seconds: u32) -> Registration {
+        self.set("ttl", json!(seconds))
+    }
+
+    pub(crate) fn priority(self, priority: u16) -> Registration {
+        self.set("priority", json!(priority))
+    }
+
+    pub(crate) fn weight(self, weight: u16) -> Registration {
+        self.set("weight", json!(weight))
+    }
+
+    /// The locality it serves (README "Steering traffic").
+    pub(crate) fn locality(self, locality: &str) -> Registration {
+        self.set("locality", json!(locality))
+    }
+
+    /// Adds one tag after those already set.
+    pub(crate) fn tag(mut self, tag: &str) -> Registration {
+        let tags = self.0.entry("tags").or_insert_with(|| json!([]));
+        tags.as_array_mut()
+            .expect("tags is a list")
+            .push(json!(tag));
+        self
+    }
+
+    /// Sets the whole tag list (an empty one too).
+    pub(crate) fn tags(self, tags: &[&str]) -> Registration {
+        self.set("tags", json!(tags))
+    }
+
+    /// Adds one metadata pair.
+    pub(crate) fn meta(mut self, key: &str, value: &str) -> Registration {
+        let metadata = self.0.entry("metadata").or_insert_with(|| json!({}));
+        metadata[key] = json!(value);
+        self
+    }
+
+    /// An active health check, e.g. `json!({"http": url, "interval": 1})`.
+    pub(crate) fn check(self, check: Value) -> Registration {
+        self.set("check", check)
+    }
+
+    /// Sets any field to any value, valid or not.
+    pub(crate) fn set(mut self, field: &str, value: Value) -> Registration {
+        self.0.insert(field.to_string(), value);
+        self
+    }
+
+    /// Leaves `field` out.
+    pub(crate) fn without(mut self, field: &str) -> Registration {
+        self.0.remove(field);
+        self
+    }
+}
+
+impl std::fmt::Display for Registration {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", Value::Object(self.0.clone()))
+    }
+}
+
+/// The admin API of a running signpost, in process ([`TestServer`]) or a
+/// child process ([`Process`]); cheap to clone into tasks. Every call
+/// returns the status and the JSON body (`Null` when it is not JSON).
+#[derive(Clone)]
+pub(crate) struct Api {
+    pub(crate) http: reqwest::Client,
+    pub(crate) addr: SocketAddr,
+}
+
+impl Api {
+    /// `http://ADDR` + `path`.
+    pub(crate) fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    /// Sends `method path`, with `body` as JSON when given; the error when
+    /// no answer came (for tests that kill the server under a client).
+    pub(crate) async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> reqwest::Result<(u16, Value)> {
+        let mut request = self.http.request(method, self.url(path));
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        let response = request.send().await?;
+        let status = response.status().as_u16();
+        let bytes = response.bytes().await?;
+        Ok((
+            status,
+            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        ))
+    }
+
+    /// Like [`Api::call`], from a server that must answer.
+    async fn answer(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> (u16, Value) {
+        self.call(method.clone(), path, body)
+            .await
+            .unwrap_or_else(|error| panic!("no answer to {method} {path}: {error}"))
+    }
+
+    /// POSTs a registration, whatever the answer; returns status and body.
+    pub(crate) async fn try_register(&self, body: &impl Serialize) -> (u16, Value) {
+        let body = serde_json::to_value(body).expect("a JSON body");
+        self.answer(reqwest::Method::POST, "/v1/services", Some(&body))
+            .await
+    }
+
+    /// POSTs a registration, asserting 201 Created; returns the service
+    /// object.
+    pub(crate) async fn register(&self, registration: &impl Serialize) -> Value {
+        let body = serde_json::to_value(registration).expect("a JSON body");
+        let (status, reply) = self.try_register(&body).await;
+        assert_eq!(status, 201, "register {body}: {status} {reply}");
+        reply
+    }
+
+    /// Sends a heartbeat, with a JSON body when given.
+    pub(crate) async fn heartbeat(&self, id: &str, body: Option<Value>) -> (u16, Value) {
+        let path = format!("/v1/services/{id}/heartbeat");
+        self.answer(reqwest::Method::PUT, &path, body.as_ref())
+            .await
+    }
+
+    /// Sends a heartbeat reporting `status` (passing, warning, critical).
+    pub(crate) async fn heartbeat_reporting(&self, id: &str, status: &str) -> (u16, Value) {
+        self.heartbeat(id, Some(json!({ "status": status }))).await
+    }
+
+    /// `DELETE /v1/services/{id}`.
+    pub(crate) async fn deregister(&self, id: &str) -> (u16, Value) {
+        let path = format!("/v1/services/{id}");
+        self.answer(reqwest::Method::DELETE, &path, None).await
+    }
+
+    /// Whether `GET /v1/services/{id}` answers 404 within `limit`.
+    pub(crate) async fn gone_within(&self, id: &str, limit: Duration) -> bool {
+        let path = format!("/v1/services/{id}");
+        eventually(limit, || async { self.get(&path).await.0 == 404 }).await
+    }
+
+    /// `GET path`.
+    pub(crate) async fn get(&self, path: &str) -> (u16, Value) {
+        self.answer(reqwest::Method::GET, path, None).await
+    }
+
+    /// `GET path`, asserting 200; returns the body.
+    pub(crate) async fn get_ok(&self, path: &str) -> Value {
+        let (status, body) = self.get(path).await;
+        assert_eq!(status, 200, "GET {path}: {body}");
+        body
+    }
+
+    /// `GET /v1/services` + `query`, asserting 200; returns the list.
+    pub(crate) async fn list(&self, query: &str) -> Vec<Value> {
+        let body = self.get_ok(&format!("/v1/services{query}")).await;
+        body["services"]
+            .as_array()
+            .unwrap_or_else(|| panic!("list has a services array: {body}"))
+            .clone()
+    }
+
+    /// The `/metrics` text, asserting 200 and the Prometheus text format.
+    pub(crate) async fn metrics(&self) -> String {
+        let response = self
+            .http
+            .get(self.url("/metrics"))
+            .send()
+            .await
+            .expect("metrics answer");
+        assert_eq!(response.status().as_u16(), 200);
+        let content_type = response
+            .headers()
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string();
+        assert!(
+            content_type.starts_with("text/plain"),
+            "Prometheus text format: {content_type}"
+        );
+        response.text().await.unwrap()
+    }
+
+    /// The value of one Prometheus series, fetched from `/metrics`.
+    pub(crate) async fn metric(&self, series: &str) -> Option<f64> {
+        metric(&self.metrics().await, series)
+    }
+}
+
+/// A running signpost, stopped when dropped; its admin API is [`Api`]'s
+/// methods on it.
 pub(crate) struct TestServer {
-    pub dns: SocketAddr,
-    pub admin: SocketAddr,
-    pub http: reqwest::Client,
+    pub(crate) dns: SocketAddr,
+    pub(crate) admin: SocketAddr,
+    pub(crate) api: Api,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<()>>,
 }
@@ -51,7 +274,10 @@ impl TestServer {
         TestServer {
             dns,
             admin,
-            http: reqwest::Client::new(),
+            api: Api {
+                http: reqwest::Client::new(),
+                addr: admin,
+            },
             stop: Some(stop),
             task: Some(task),
         }
@@ -70,85 +296,17 @@ impl TestServer {
         }
     }
 
-    /// `http://127.0.0.1:PORT` + `path`.
-    pub(crate) fn url(&self, path: &str) -> String {
-        format!("http://{}{}", self.admin, path)
-    }
-
-    /// POSTs a registration; returns status and JSON body.
-    pub(crate) async fn register(&self, body: &Value) -> (u16, Value) {
-        let response = self
-            .http
-            .post(self.url("/v1/services"))
-            .json(body)
-            .send()
-            .await
-            .expect("admin api answers");
-        let status = response.status().as_u16();
-        (status, response.json().await.unwrap_or(Value::Null))
-    }
-
-    /// Registers `name` of `service_type` at `host:port` with `ttl`, asserting
-    /// success; returns the service object.
-    pub(crate) async fn register_ok(
-        &self,
-        name: &str,
-        service_type: &str,
-        host: &str,
-        port: u16,
-        ttl: u32,
-    ) -> Value {
-        let (status, body) = self
-            .register(&json!({"name": name, "type": service_type, "host": host, "port": port, "ttl": ttl}))
-            .await;
-        assert!(
-            status == 200 || status == 201,
-            "register {name}: {status} {body}"
-        );
-        body
-    }
-
-    /// Sends a heartbeat, optionally with a JSON body; returns the status.
-    pub(crate) async fn heartbeat(&self, id: &str, body: Option<Value>) -> u16 {
-        let mut request = self
-            .http
-            .put(self.url(&format!("/v1/services/{id}/heartbeat")));
-        if let Some(body) = body {
-            request = request.json(&body);
-        }
-        request
-            .send()
-            .await
-            .expect("admin api answers")
-            .status()
-            .as_u16()
-    }
-
-    pub(crate) async fn deregister(&self, id: &str) -> u16 {
-        self.http
-            .delete(self.url(&format!("/v1/services/{id}")))
-            .send()
-            .await
-            .expect("admin api answers")
-            .status()
-            .as_u16()
-    }
-
-    /// GET `path`; returns status and JSON body (Null when not JSON).
-    pub(crate) async fn get(&self, path: &str) -> (u16, Value) {
-        let response = self
-            .http
-            .get(self.url(path))
-            .send()
-            .await
-            .expect("admin api answers");
-        let status = response.status().as_u16();
-        (status, response.json().await.unwrap_or(Value::Null))
-    }
-
     /// Queries over UDP with EDNS (payload 1232).
     pub(crate) async fn query(&self, name: &str, qtype: RecordType) -> Message {
         query_udp(self.dns, name, qtype, Some(1232)).await
+    }
+}
+
+impl std::ops::Deref for TestServer {
+    type Target = Api;
+
+    fn deref(&self) -> &Api {
+        &self.api
     }
 }
 
@@ -158,6 +316,289 @@ impl Drop for TestServer {
             let _ = stop.send(());
         }
     }
+}
+
+/// The `signpost` binary cargo built for these tests.
+const BIN: &str = env!("CARGO_BIN_EXE_signpost");
+
+/// `--dns-listen` and `--admin-listen` on 127.0.0.1 port 0.
+pub(crate) const PORT_ZERO: [&str; 4] = [
+    "--dns-listen",
+    "127.0.0.1:0",
+    "--admin-listen",
+    "127.0.0.1:0",
+];
+
+/// A fresh directory under the system temp dir, removed when dropped.
+pub(crate) struct ScratchDir(PathBuf);
+
+impl ScratchDir {
+    pub(crate) fn new(tag: &str) -> ScratchDir {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let path = std::env::temp_dir().join(format!(
+            "signpost-{tag}-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_dir_all(&path);
+        std::fs::create_dir_all(&path).expect("can create a temp dir");
+        ScratchDir(path)
+    }
+
+    pub(crate) fn path(&self) -> &Path {
+        &self.0
+    }
+
+    /// `sqlite:<dir>/signpost.db` and the path it names.
+    pub(crate) fn sqlite(&self) -> (String, PathBuf) {
+        let db = self.0.join("signpost.db");
+        (format!("sqlite:{}", db.display()), db)
+    }
+}
+
+impl Drop for ScratchDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn owned(args: &[&str]) -> Vec<String> {
+    args.iter().map(|a| a.to_string()).collect()
+}
+
+/// The binary with `args`, run in `cwd`, logging at info, without an admin
+/// token from the environment.
+fn command(cwd: &Path, args: &[String]) -> Command {
+    let mut command = Command::new(BIN);
+    command
+        .args(args)
+        .current_dir(cwd)
+        .env("RUST_LOG", "info")
+        .env_remove("SIGNPOST_ADMIN_TOKEN")
+        .kill_on_drop(true);
+    command
+}
+
+/// Runs the binary with `args` in a scratch directory until it exits by
+/// itself (within 20 s); returns its exit code and stderr.
+pub(crate) async fn run_to_exit(args: &[&str]) -> (Option<i32>, String) {
+    let scratch = ScratchDir::new("run");
+    run_to_exit_in(scratch.path(), args).await
+}
+
+/// Like [`run_to_exit`], in `cwd`.
+pub(crate) async fn run_to_exit_in(cwd: &Path, args: &[&str]) -> (Option<i32>, String) {
+    let output = tokio::time::timeout(Duration::from_secs(20), command(cwd, &owned(args)).output())
+        .await
+        .expect("exits on its own")
+        .unwrap();
+    (
+        output.status.code(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+/// The real binary as a child process, with the addresses it logged; killed
+/// (and reaped) when dropped. Its admin API is [`Api`]'s methods on it.
+pub(crate) struct Process {
+    pub(crate) dns: SocketAddr,
+    pub(crate) admin: SocketAddr,
+    pub(crate) api: Api,
+    child: Child,
+    log: Arc<Mutex<Vec<String>>>,
+    reader: Option<tokio::task::JoinHandle<()>>,
+    cwd: PathBuf,
+    args: Vec<String>,
+    /// The directory of its own it runs in, if it has one.
+    scratch: Option<ScratchDir>,
+}
+
+impl Process {
+    /// Starts the binary with `args` in a scratch directory of its own and
+    /// waits until it has logged both listening addresses (pass
+    /// [`PORT_ZERO`] or a config that listens on port 0).
+    pub(crate) async fn start(args: &[&str]) -> Process {
+        let scratch = ScratchDir::new("process");
+        let cwd = scratch.path().to_path_buf();
+        Process::spawn(cwd, owned(args), Some(scratch)).await
+    }
+
+    /// Like [`Process::start`], in `dir`, which the test keeps: its files,
+    /// and the default store `data/signpost.db`, outlive the process.
+    pub(crate) async fn start_in(dir: &Path, args: &[&str]) -> Process {
+        Process::spawn(dir.to_path_buf(), owned(args), None).await
+    }
+
+    async fn spawn(cwd: PathBuf, args: Vec<String>, scratch: Option<ScratchDir>) -> Process {
+        let mut child = command(&cwd, &args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("binary starts");
+        let stderr = child.stderr.take().unwrap();
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let (tx, mut lines_rx) = tokio::sync::mpsc::unbounded_channel();
+        let reader = {
+            let log = log.clone();
+            tokio::spawn(async move {
+                let mut lines = BufReader::new(stderr).lines();
+                while let Ok(Some(line)) = lines.next_line().await {
+                    log.lock().unwrap().push(line.clone());
+                    let _ = tx.send(line);
+                }
+            })
+        };
+        let (mut dns, mut admin) = (None, None);
+        let found = tokio::time::timeout(Duration::from_secs(20), async {
+            while dns.is_none() || admin.is_none() {
+                let Some(line) = lines_rx.recv().await else {
+                    return false; // exited before listening
+                };
+                if let Some(rest) = line.split("dns listening on ").nth(1) {
+                    dns = rest.split_whitespace().next().and_then(|a| a.parse().ok());
+                }
+                if let Some(rest) = line.split("admin listening on http://").nth(1) {
+                    admin = rest.split_whitespace().next().and_then(|a| a.parse().ok());
+                }
+            }
+            true
+        })
+        .await;
+        let logged = log.lock().unwrap().join("\n");
+        assert!(
+            found == Ok(true),
+            "signpost did not log both listening lines; its log:\n{logged}"
+        );
+        let (dns, admin): (SocketAddr, SocketAddr) = (dns.unwrap(), admin.unwrap());
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .build()
+            .unwrap();
+        Process {
+            dns,
+            admin,
+            api: Api { http, addr: admin },
+            child,
+            log,
+            reader: Some(reader),
+            cwd,
+            args,
+            scratch,
+        }
+    }
+
+    /// Everything it logged so far, one line each.
+    pub(crate) fn logs(&self) -> String {
+        self.log.lock().unwrap().join("\n")
+    }
+
+    /// Sends `signal` (e.g. "TERM") with kill(1) and waits for the exit;
+    /// returns the exit code (`None` when killed by the signal). Its log is
+    /// read to the end by then.
+    pub(crate) async fn signal(&mut self, signal: &str) -> Option<i32> {
+        let pid = self.child.id().expect("still running").to_string();
+        let status = std::process::Command::new("kill")
+            .args([&format!("-{signal}"), &pid])
+            .status()
+            .unwrap();
+        assert!(status.success(), "kill -{signal} {pid}");
+        let exit = tokio::time::timeout(Duration::from_secs(15), self.child.wait())
+            .await
+            .expect("exits within 15 s of the signal")
+            .unwrap();
+        if let Some(reader) = self.reader.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(5), reader).await;
+        }
+        exit.code()
+    }
+
+    /// SIGTERM, asserting a clean exit (code 0).
+    pub(crate) async fn stop(&mut self) {
+        let code = self.signal("TERM").await;
+        assert_eq!(
+            code,
+            Some(0),
+            "clean exit on SIGTERM; log:\n{}",
+            self.logs()
+        );
+    }
+
+    /// `kill -9`, asserting that the signal is what ended it.
+    pub(crate) async fn kill_9(&mut self) {
+        assert_eq!(self.signal("KILL").await, None, "killed by SIGKILL");
+    }
+
+    /// Starts the binary again, once this one has exited, with the same
+    /// arguments in the same directory: on the same store.
+    pub(crate) async fn restart(mut self) -> Process {
+        assert!(
+            matches!(self.child.try_wait(), Ok(Some(_))),
+            "restart once the process has exited"
+        );
+        let args = std::mem::take(&mut self.args);
+        Process::spawn(self.cwd.clone(), args, self.scratch.take()).await
+    }
+}
+
+impl std::ops::Deref for Process {
+    type Target = Api;
+
+    fn deref(&self) -> &Api {
+        &self.api
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        // Reap it here, so that whatever its directory is on (a tmpfs a
+        // test unmounts next, say) is no longer busy.
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.start_kill();
+            for _ in 0..100 {
+                if !matches!(self.child.try_wait(), Ok(None)) {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    }
+}
+
+/// The addresses of A records (panics on any other record).
+pub(crate) fn ipv4s(records: &[Record]) -> Vec<Ipv4Addr> {
+    records
+        .iter()
+        .map(|r| match &r.data {
+            RData::A(a) => a.0,
+            other => panic!("expected A, got {other:?}"),
+        })
+        .collect()
+}
+
+/// Registers `count` instances of `service_type` concurrently: `i<NN>` at
+/// [`many_ip`]`(NN)`, port 1000 + NN, TTL 60.
+pub(crate) async fn register_many(server: &TestServer, service_type: &str, count: usize) {
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..count {
+        let api = server.api.clone();
+        let port = 1000 + u16::try_from(i).expect("a port");
+        let registration = Registration::new(
+            &format!("i{i:02}"),
+            service_type,
+            &many_ip(i).to_string(),
+            port,
+        )
+        .ttl(60);
+        tasks.spawn(async move { api.register(&registration).await });
+    }
+    while let Some(result) = tasks.join_next().await {
+        result.expect("registration task");
+    }
+}
+
+/// The address [`register_many`] gives instance `i`.
+pub(crate) fn many_ip(i: usize) -> Ipv4Addr {
+    Ipv4Addr::new(10, 1, (i / 256) as u8, (i % 256) as u8)
 }
 
 /// A query message for `name`/`qtype`, with EDNS when `payload` is given.
@@ -187,20 +628,30 @@ pub(crate) async fn udp_exchange(server: SocketAddr, packet: &[u8]) -> Option<Ve
     }
 }
 
-/// Sends one length-prefixed message over a TCP stream; returns the reply.
-pub(crate) async fn tcp_exchange_on(
-    stream: &mut TcpStream,
-    packet: &[u8],
-) -> std::io::Result<Vec<u8>> {
+/// Length-prefixes a message for TCP.
+pub(crate) fn frame(packet: &[u8]) -> Vec<u8> {
     let mut framed = (packet.len() as u16).to_be_bytes().to_vec();
     framed.extend_from_slice(packet);
-    stream.write_all(&framed).await?;
+    framed
+}
+
+/// Reads one length-prefixed DNS message from a TCP stream (within 5 s).
+pub(crate) async fn read_frame(stream: &mut TcpStream) -> std::io::Result<Vec<u8>> {
     let len = tokio::time::timeout(Duration::from_secs(5), stream.read_u16())
         .await
         .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "no reply"))??;
     let mut reply = vec![0u8; usize::from(len)];
     stream.read_exact(&mut reply).await?;
     Ok(reply)
+}
+
+/// Sends one length-prefixed message over a TCP stream; returns the reply.
+pub(crate) async fn tcp_exchange_on(
+    stream: &mut TcpStream,
+    packet: &[u8],
+) -> std::io::Result<Vec<u8>> {
+    stream.write_all(&frame(packet)).await?;
+    read_frame(stream).await
 }
 
 /// Sends raw bytes over a new TCP connection; returns the reply.
@@ -240,6 +691,14 @@ pub(crate) async fn query_tcp(
         .await
         .expect("server answers over tcp");
     Message::from_vec(&reply).expect("reply parses")
+}
+
+/// Wall-clock unix seconds.
+pub(crate) fn unix_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64()
 }
 
 /// Polls `check` every 50 ms until it returns true or `limit` passes.
@@ -282,19 +741,6 @@ pub(crate) fn id_of(service: &Value) -> String {
         .to_string()
 }
 
-/// The `/metrics` text.
-pub(crate) async fn metrics(server: &TestServer) -> String {
-    server
-        .http
-        .get(server.url("/metrics"))
-        .send()
-        .await
-        .expect("metrics answer")
-        .text()
-        .await
-        .unwrap()
-}
-
 /// The value of one Prometheus series (`name{labels}` exactly as written)
 /// in a `/metrics` text.
 pub(crate) fn metric(text: &str, series: &str) -> Option<f64> {
@@ -307,11 +753,6 @@ pub(crate) fn metric(text: &str, series: &str) -> Option<f64> {
                 .parse()
                 .ok()
         })
-}
-
-/// The value of one Prometheus series, fetched from `/metrics`.
-pub(crate) async fn metric_value(server: &TestServer, series: &str) -> Option<f64> {
-    metric(&metrics(server).await, series)
 }
 
 /// What a test [`Endpoint`] does with a connection.
@@ -426,7 +867,7 @@ pub(crate) enum Sse {
     /// A `data:` event, parsed as JSON.
     Data(Value),
     /// A `:` comment line (keep-alive).
-    Comment(String),
+    Comment(#[allow(dead_code, reason = "shown in failure messages")] String),
 }
 
 /// A `GET /v1/events` stream read over a raw HTTP/1.0 connection, so the
