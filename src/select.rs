@@ -245,6 +245,7 @@ struct Live {
 }
 
 impl Live {
+    #[inline]
     fn admits(self, instance: &Instance) -> bool {
         if self.panic {
             self.now_ms < instance.expires_at_ms()
@@ -264,6 +265,7 @@ struct Filter<'a> {
 }
 
 impl Filter<'_> {
+    #[inline]
     fn admits(&self, instance: &Instance) -> bool {
         let spec = &instance.spec;
         self.tag.is_none_or(|t| instance.has_tag(t))
@@ -322,6 +324,7 @@ impl<'a, 'f> Candidates<'a, 'f> {
         Some(Candidates { read, filter, live })
     }
 
+    #[inline]
     fn admits(&self, instance: &Instance) -> bool {
         self.live.admits(instance) && self.filter.admits(instance)
     }

@@ -311,28 +311,33 @@ impl Instance {
         }
     }
 
+    #[inline]
     pub fn last_heartbeat_ms(&self) -> u64 {
         self.last_heartbeat_ms.load(Ordering::Acquire)
     }
 
     /// When the registration lapses unless renewed, unix milliseconds.
+    #[inline]
     pub fn expires_at_ms(&self) -> u64 {
         self.last_heartbeat_ms() + u64::from(self.spec.ttl) * 1000
     }
 
     /// Health shown and served: the worse of the reported health and the
     /// active check's.
+    #[inline]
     pub fn health(&self) -> Health {
         self.reported_health().max(self.check_health())
     }
 
     /// Health as the last heartbeat (or the registration) reported it; what
     /// the store keeps.
+    #[inline]
     pub fn reported_health(&self) -> Health {
         Health::from_u8(self.reported_health.load(Ordering::Acquire))
     }
 
     /// Health as the active check decided it (passing without a check).
+    #[inline]
     pub fn check_health(&self) -> Health {
         Health::from_u8(self.check_health.load(Ordering::Acquire))
     }
@@ -361,16 +366,19 @@ impl Instance {
     }
 
     /// Serving: unexpired and passing or warning. Decided at answer time.
+    #[inline]
     pub fn is_serving(&self, now_ms: u64) -> bool {
         now_ms < self.expires_at_ms() && self.health().is_served()
     }
 
     /// Whole seconds of lifetime left (0 when lapsed).
+    #[inline]
     pub fn remaining_secs(&self, now_ms: u64) -> u32 {
         let left = self.expires_at_ms().saturating_sub(now_ms) / 1000;
         u32::try_from(left).unwrap_or(u32::MAX)
     }
 
+    #[inline]
     pub fn has_tag(&self, tag: &str) -> bool {
         self.spec.tags.iter().any(|t| t == tag)
     }
