@@ -40,6 +40,19 @@ pub use answer::{Transport, ZoneSettings};
 use crate::metrics::Metrics;
 use crate::registry::Registry;
 
+/// What [`Responder::respond_into`] made of a packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Handled {
+    /// The answer is in the output buffer: send it.
+    Answer,
+    /// Send nothing (a runt, or a response).
+    Drop,
+    /// Not signpost's to answer, and forwarding is on: hand the packet to
+    /// the forwarder, which answers it when an upstream does. The output
+    /// buffer holds nothing to send.
+    Forward,
+}
+
 /// Everything needed to answer queries; shared by every socket task.
 pub struct Responder {
     zone: answer::Zone,
@@ -66,31 +79,35 @@ impl Responder {
     }
 
     /// Answers one request packet from `client` into `out` (cleared first):
-    /// plain queries by the fast path, everything else by the general one.
-    /// False means drop the packet.
+    /// plain queries by the fast path, everything else by the general one,
+    /// which also decides what to drop and, when forwarding is on, what to
+    /// forward (names outside the zone, reverse names it does not know).
     pub fn respond_into(
         &self,
         packet: &[u8],
         transport: Transport,
         client: IpAddr,
         out: &mut Vec<u8>,
-    ) -> bool {
+    ) -> Handled {
         let now = self.zone.registry.now_ms();
         if fast::respond(&self.zone, &self.wire, packet, transport, client, now, out) {
-            return true;
+            return Handled::Answer;
         }
         out.clear();
-        match message::respond(&self.zone, packet, transport, client, now) {
-            Some(response) => {
+        let forwarding = false; // no forwarder yet
+        match message::respond_or_forward(&self.zone, packet, transport, client, now, forwarding) {
+            message::Outcome::Answer(response) => {
                 out.extend_from_slice(&response);
-                true
+                Handled::Answer
             }
-            None => false,
+            message::Outcome::Drop => Handled::Drop,
+            message::Outcome::Forward => Handled::Forward,
         }
     }
 
     /// Answers one request packet by the general path alone (for
-    /// benchmarks and tests); `None` means drop it.
+    /// benchmarks and tests), as if forwarding were off; `None` means drop
+    /// it.
     pub fn respond_general(
         &self,
         packet: &[u8],

@@ -16,7 +16,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
-use super::{Responder, Transport};
+use super::{Handled, Responder, Transport};
 
 /// Bytes read from a TCP connection at a time.
 const TCP_READ_CHUNK: usize = 16 * 1024;
@@ -121,7 +121,9 @@ async fn serve_connection(
             };
             consumed += 2 + len;
             deadline = tokio::time::Instant::now() + idle;
-            if responder.respond_into(request, Transport::Tcp, peer.ip(), &mut response) {
+            if responder.respond_into(request, Transport::Tcp, peer.ip(), &mut response)
+                == Handled::Answer
+            {
                 output.extend_from_slice(&(response.len() as u16).to_be_bytes());
                 output.extend_from_slice(&response);
             }

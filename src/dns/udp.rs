@@ -25,7 +25,7 @@ use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 use tokio_util::sync::CancellationToken;
 
 use super::answer::MAX_UDP_PAYLOAD;
-use super::{Responder, Transport};
+use super::{Handled, Responder, Transport};
 
 /// Datagrams taken per `recvmmsg` call, at most.
 const BATCH: usize = 32;
@@ -181,8 +181,13 @@ impl Batch {
         let len = (self.received[slot].msg_len as usize).min(RECEIVE_BUFFER);
         let request = &self.requests[slot][..len];
         let client = peer_ip(&self.peers[slot]);
+        let response = &mut self.responses[slot];
         self.answered[slot] =
-            responder.respond_into(request, Transport::Udp, client, &mut self.responses[slot]);
+            match responder.respond_into(request, Transport::Udp, client, response) {
+                Handled::Answer => true,
+                // Nothing is forwarded yet.
+                Handled::Drop | Handled::Forward => false,
+            };
     }
 
     /// Sends the answers of the first `received` slots, each to the peer
