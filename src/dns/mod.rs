@@ -7,6 +7,8 @@
 //! - [`fast`]: plain queries, read by hand and answered straight to wire.
 //! - [`message`]: every other packet, through hickory's message types; the
 //!   reference the fast path is tested against.
+//! - [`forward`]: relaying what is not the zone's to upstream nameservers
+//!   (`dns.forward`), off the threads that answer the zone.
 //! - [`server`]: binding, and TCP connections.
 //! - [`udp`]: UDP, a thread per `SO_REUSEPORT` socket with batched I/O.
 //!
@@ -19,6 +21,7 @@
 
 pub(crate) mod answer;
 pub(crate) mod fast;
+pub(crate) mod forward;
 pub(crate) mod message;
 pub(crate) mod node;
 pub mod server;
@@ -48,8 +51,8 @@ pub enum Handled {
     /// Send nothing (a runt, or a response).
     Drop,
     /// Not signpost's to answer, and forwarding is on: hand the packet to
-    /// the forwarder, which answers it when an upstream does. The output
-    /// buffer holds nothing to send.
+    /// the forwarder ([`Responder::forwarder`]), which answers it when an
+    /// upstream does. The output buffer holds nothing to send.
     Forward,
 }
 
@@ -58,6 +61,8 @@ pub struct Responder {
     zone: answer::Zone,
     /// The zone's names in wire form, for the fast path.
     wire: fast::ZoneWire,
+    /// Where names outside the zone go, when `dns.forward` names upstreams.
+    forwarder: Option<forward::Forwarder>,
 }
 
 impl Responder {
@@ -70,7 +75,23 @@ impl Responder {
                 metrics,
             },
             wire,
+            forwarder: None,
         }
+    }
+
+    /// The same responder, forwarding what is not its to answer through
+    /// `forwarder` instead of refusing it.
+    pub(crate) fn forwarding_to(self, forwarder: forward::Forwarder) -> Self {
+        Responder {
+            forwarder: Some(forwarder),
+            ..self
+        }
+    }
+
+    /// The forwarder, when forwarding is on: what [`Handled::Forward`]
+    /// packets are handed to.
+    pub(crate) fn forwarder(&self) -> Option<&forward::Forwarder> {
+        self.forwarder.as_ref()
     }
 
     /// The metrics every answer is counted in.
@@ -94,7 +115,7 @@ impl Responder {
             return Handled::Answer;
         }
         out.clear();
-        let forwarding = false; // no forwarder yet
+        let forwarding = self.forwarder.is_some();
         match message::respond_or_forward(&self.zone, packet, transport, client, now, forwarding) {
             message::Outcome::Answer(response) => {
                 out.extend_from_slice(&response);
