@@ -73,6 +73,13 @@ pub struct DnsConfig {
     /// Serving instances a locality needs before its clients are answered
     /// with it alone.
     pub locality_min_serving: usize,
+    /// Upstream nameservers (`ip:port`) for names outside the zone; empty:
+    /// they are refused.
+    pub forward: Vec<String>,
+    /// Seconds one upstream has to answer a forwarded query.
+    pub forward_timeout: u64,
+    /// Forwarded queries waiting for upstreams at once, at most.
+    pub forward_max_in_flight: usize,
     /// Client networks and their localities: `[[dns.locality]]` tables.
     /// The one setting with a default here: the shipped file has none, and
     /// a table array cannot be written empty.
@@ -183,6 +190,8 @@ pub struct DnsSettings {
     pub tcp_write_timeout: Duration,
     /// Failover, weights, locality and panic mode.
     pub steering: crate::select::Steering,
+    /// Where names outside the zone go; no upstreams: refused.
+    pub forward: crate::dns::forward::ForwardSettings,
 }
 
 /// The validated `[admin]` settings.
@@ -291,8 +300,10 @@ impl Config {
             _ => return Err(invalid("dns.threads", "must be 0 (one per core) to 256")),
         };
         let steering = steering(&dns)?;
+        let forward = forward(&dns)?;
         let dns = DnsSettings {
             steering,
+            forward,
             listen: dns.listen,
             zone,
             nameserver,
@@ -391,6 +402,51 @@ fn steering(dns: &DnsConfig) -> Result<crate::select::Steering, ConfigError> {
         localities,
         locality_min_serving,
         panic_threshold: dns.panic_threshold,
+    })
+}
+
+/// The forwarding settings of `[dns]`: upstreams as addresses, none of
+/// them signpost's own.
+fn forward(dns: &DnsConfig) -> Result<crate::dns::forward::ForwardSettings, ConfigError> {
+    let mut upstreams: Vec<SocketAddr> = Vec::new();
+    for upstream in &dns.forward {
+        let addr: SocketAddr = upstream.parse().map_err(|_| {
+            invalid(
+                "dns.forward",
+                format!(
+                    "{upstream:?} is not an address and port such as \"192.0.2.53:53\" or \"[2001:db8::53]:53\""
+                ),
+            )
+        })?;
+        if addr.port() == 0 || addr.ip().is_unspecified() || addr.ip().is_multicast() {
+            return Err(invalid(
+                "dns.forward",
+                format!("{upstream:?} is not an address a nameserver can answer from"),
+            ));
+        }
+        // signpost's own address: every forwarded query would come back.
+        let listen = dns.listen;
+        let own = addr.port() == listen.port()
+            && (addr.ip() == listen.ip()
+                || listen.ip().is_unspecified() && addr.ip().is_loopback());
+        if own {
+            return Err(invalid(
+                "dns.forward",
+                format!("{upstream:?} is signpost's own dns.listen ({listen}): queries would loop"),
+            ));
+        }
+        if upstreams.contains(&addr) {
+            return Err(invalid(
+                "dns.forward",
+                format!("{upstream:?} is named twice"),
+            ));
+        }
+        upstreams.push(addr);
+    }
+    Ok(crate::dns::forward::ForwardSettings {
+        upstreams,
+        timeout: seconds("dns.forward_timeout", dns.forward_timeout)?,
+        max_in_flight: count("dns.forward_max_in_flight", dns.forward_max_in_flight)?,
     })
 }
 
@@ -632,6 +688,58 @@ mod tests {
             ("server.shutdown_grace = 5", "admin.drain_timeout"),
             ("registry.default_ttl = 0", "registry.default_ttl"),
             ("checks.max_in_flight = 0", "checks.max_in_flight"),
+        ] {
+            let err = load(text).unwrap_err();
+            assert!(err.contains(setting), "{text}: {err}");
+        }
+    }
+
+    #[test]
+    fn forwarding_is_off_by_default_and_upstreams_are_addresses() {
+        let settings = Config::default().validate().unwrap();
+        assert!(settings.dns.forward.upstreams.is_empty());
+        assert_eq!(settings.dns.forward.timeout, Duration::from_secs(2));
+        assert_eq!(settings.dns.forward.max_in_flight, 256);
+        let text = "[dns]\nforward = [\"192.0.2.53:53\", \"[2001:db8::53]:5353\"]\n\
+                    forward_timeout = 1\nforward_max_in_flight = 10";
+        let forward = load(text).unwrap().dns.forward;
+        let upstreams: Vec<String> = forward.upstreams.iter().map(|a| a.to_string()).collect();
+        assert_eq!(upstreams, ["192.0.2.53:53", "[2001:db8::53]:5353"]);
+        assert_eq!(forward.timeout, Duration::from_secs(1));
+        assert_eq!(forward.max_in_flight, 10);
+        for (text, why) in [
+            ("dns.forward = [\"192.0.2.53\"]", "not an address and port"),
+            (
+                "dns.forward = [\"ns.example.net:53\"]",
+                "not an address and port",
+            ),
+            ("dns.forward = [\"192.0.2.53:0\"]", "cannot"),
+            ("dns.forward = [\"0.0.0.0:53\"]", "cannot"),
+            ("dns.forward = [\"127.0.0.1:8600\"]", "loop"),
+            (
+                "dns.listen = \"0.0.0.0:53\"\ndns.forward = [\"127.0.0.1:53\"]",
+                "loop",
+            ),
+            (
+                "dns.forward = [\"192.0.2.1:53\", \"192.0.2.1:53\"]",
+                "twice",
+            ),
+            ("dns.forward = \"192.0.2.53:53\"", ""),
+        ] {
+            let err = load(text).unwrap_err();
+            let why = if why == "cannot" { "answer from" } else { why };
+            assert!(
+                err.contains("dns.forward") && err.contains(why),
+                "{text}: {err}"
+            );
+        }
+        // A listener on every address forwards to another host's port 53.
+        let text = "dns.listen = \"0.0.0.0:53\"\ndns.forward = [\"192.0.2.53:53\"]";
+        assert!(load(text).is_ok());
+        for (text, setting) in [
+            ("dns.forward_timeout = 0", "dns.forward_timeout"),
+            ("dns.forward_timeout = 3601", "dns.forward_timeout"),
+            ("dns.forward_max_in_flight = 0", "dns.forward_max_in_flight"),
         ] {
             let err = load(text).unwrap_err();
             assert!(err.contains(setting), "{text}: {err}");

@@ -47,6 +47,7 @@ use tokio_util::sync::CancellationToken;
 
 use checks::checker::{Checker, CheckerInbox};
 pub use config::{Config, Settings};
+use dns::forward::Forwarder;
 use dns::{Responder, ZoneSettings};
 use events::Events;
 use metrics::Metrics;
@@ -186,7 +187,7 @@ impl Server {
             checks_in_flight,
             shutdown_grace,
         } = settings;
-        let responder = Arc::new(Responder::new(
+        let mut responder = Responder::new(
             registry.clone(),
             ZoneSettings {
                 apex: dns.zone,
@@ -196,13 +197,21 @@ impl Server {
                 steering: dns.steering.clone(),
             },
             metrics.clone(),
-        ));
+        );
         let token = CancellationToken::new();
         // Everything stops when this future ends, however it ends: also when
         // it is dropped mid-run (the UDP threads, which are not tasks, would
         // otherwise keep a shutting-down runtime waiting for ever).
         let _cancel_on_drop = token.clone().drop_guard();
         let mut tasks = JoinSet::new();
+
+        if !dns.forward.upstreams.is_empty() {
+            let (forwarder, inbox) = Forwarder::new(dns.forward, metrics.clone());
+            responder = responder.forwarding_to(forwarder);
+            let forwarding = dns::forward::run(inbox, token.clone());
+            tasks.spawn(named("the dns forwarder", forwarding));
+        }
+        let responder = Arc::new(responder);
 
         for socket in udp {
             let responder = responder.clone();

@@ -80,6 +80,13 @@ pub struct Metrics {
     pub dns_tcp_refused: Counter,
     /// Answers about a type in panic mode (critical instances included).
     pub dns_panic_answers: Counter,
+    /// Forwarded queries an upstream answered (its answer relayed).
+    pub dns_forwarded_answered: Counter,
+    /// Forwarded queries no upstream answered (SERVFAIL).
+    pub dns_forwarded_failed: Counter,
+    /// Queries not forwarded because `dns.forward_max_in_flight` were
+    /// (SERVFAIL at once).
+    pub dns_forwarded_refused: Counter,
     pub registrations_created: Counter,
     pub registrations_replaced: Counter,
     pub registrations_rejected: Counter,
@@ -154,7 +161,7 @@ impl Metrics {
     /// The plain counters. Over 100 lines only because it is one table, a
     /// counter per entry, each field on its own line.
     fn render_counters(&self, out: &mut String) {
-        let counters: [(&str, &str, &str, u64); 15] = [
+        let counters: [(&str, &str, &str, u64); 18] = [
             (
                 "signpost_dns_dropped_total",
                 "DNS packets dropped unanswered (runt or not a query).",
@@ -178,6 +185,24 @@ impl Metrics {
                 "Answers about a type in panic mode, which include its critical instances.",
                 "",
                 self.dns_panic_answers.get(),
+            ),
+            (
+                "signpost_dns_forwarded_total",
+                "Queries forwarded to upstream nameservers, by result: answered (an upstream's answer relayed), failed (none answered: SERVFAIL), refused (dns.forward_max_in_flight reached: SERVFAIL at once).",
+                "result=\"answered\"",
+                self.dns_forwarded_answered.get(),
+            ),
+            (
+                "signpost_dns_forwarded_total",
+                "",
+                "result=\"failed\"",
+                self.dns_forwarded_failed.get(),
+            ),
+            (
+                "signpost_dns_forwarded_total",
+                "",
+                "result=\"refused\"",
+                self.dns_forwarded_refused.get(),
             ),
             (
                 "signpost_registrations_total",

@@ -5,7 +5,8 @@
 //! responses, answers FORMERR to what does not parse, NOTIMP to other
 //! opcodes, FORMERR to anything but one question, BADVERS to EDNS versions
 //! above 0, REFUSED outside the zone, for other classes and for zone
-//! transfers. A question in the zone is answered by the rule book
+//! transfers; when forwarding is on, it says to forward a question of
+//! class IN outside the zone instead of refusing it. A question in the zone is answered by the rule book
 //! ([`super::answer`]), as on the fast path; this module builds hickory
 //! records from it and lets hickory write them, which makes it the
 //! reference the fast path is tested against.
@@ -29,10 +30,8 @@ use super::node::Node;
 use crate::select::Steering;
 use crate::service::{Host, Instance};
 
-/// Answers one packet from `client` as of `now_ms`; `None` means drop it:
-/// too short to carry an id to answer to, or itself a response (never
-/// answer those, to avoid loops). A query with an EDNS client subnet
-/// (RFC 7871), which forwarders send, is answered for that subnet.
+/// Answers one packet from `client` as of `now_ms`, as if forwarding were
+/// off; `None` means drop it (see [`respond_or_forward`]).
 pub(crate) fn respond(
     zone: &Zone,
     packet: &[u8],
@@ -40,9 +39,40 @@ pub(crate) fn respond(
     client: IpAddr,
     now_ms: u64,
 ) -> Option<Vec<u8>> {
+    match respond_or_forward(zone, packet, transport, client, now_ms, false) {
+        Outcome::Answer(response) => Some(response),
+        Outcome::Drop | Outcome::Forward => None,
+    }
+}
+
+/// What the general path made of a packet.
+pub(crate) enum Outcome {
+    /// Send this.
+    Answer(Vec<u8>),
+    /// Send nothing.
+    Drop,
+    /// A question of class IN that is not the zone's (outside it, or a
+    /// reverse name of no serving instance), and `forward` was asked for:
+    /// the forwarder answers it. Zone transfers are never forwarded.
+    Forward,
+}
+
+/// Answers one packet from `client` as of `now_ms`: `Drop` when it is too
+/// short to carry an id to answer to, or itself a response (never answer
+/// those, to avoid loops). A query with an EDNS client subnet (RFC 7871),
+/// which forwarders send, is answered for that subnet. With `forward`,
+/// what is refused as not the zone's is forwarded instead.
+pub(crate) fn respond_or_forward(
+    zone: &Zone,
+    packet: &[u8],
+    transport: Transport,
+    client: IpAddr,
+    now_ms: u64,
+    forward: bool,
+) -> Outcome {
     if packet.len() < 12 || packet[2] & 0x80 != 0 {
         zone.metrics.dns_dropped.inc();
-        return None;
+        return Outcome::Drop;
     }
     let request_flags = [packet[2], packet[3]];
     let Ok(request) = Message::from_vec(packet) else {
@@ -58,7 +88,7 @@ pub(crate) fn respond(
             hickory_proto::op::MessageType::Query,
             hickory_proto::op::OpCode::from_u8((packet[2] >> 3) & 0x0f),
         ));
-        return Some(reply.refuse(zone, metadata, None, ResponseCode::FormErr));
+        return Outcome::Answer(reply.refuse(zone, metadata, None, ResponseCode::FormErr));
     };
     let metadata = Metadata::response_from_request(&request.metadata);
     let subnet = request.edns.as_ref().and_then(client_subnet);
@@ -82,7 +112,7 @@ pub(crate) fn respond(
         None
     };
     if let Some(rcode) = refusal {
-        return Some(reply.refuse(zone, metadata, query, rcode));
+        return Outcome::Answer(reply.refuse(zone, metadata, query, rcode));
     }
     let query = &request.queries[0];
     let qname = query.name();
@@ -97,13 +127,14 @@ pub(crate) fn respond(
         let records = records(&answer, &names, &zone.settings, 0);
         let response = reply.send(metadata, Some(query), answer.rcode, true, &records);
         zone.count(query.query_type(), &answer, response.1);
-        return Some(response.0);
+        return Outcome::Answer(response.0);
     }
-    if query.query_class() != DNSClass::IN
-        || !in_zone
-        || matches!(query.query_type(), RecordType::AXFR | RecordType::IXFR)
-    {
-        return Some(reply.refuse(zone, metadata, Some(query), ResponseCode::Refused));
+    let transfer = matches!(query.query_type(), RecordType::AXFR | RecordType::IXFR);
+    if forward && query.query_class() == DNSClass::IN && !in_zone && !transfer {
+        return Outcome::Forward;
+    }
+    if query.query_class() != DNSClass::IN || !in_zone || transfer {
+        return Outcome::Answer(reply.refuse(zone, metadata, Some(query), ResponseCode::Refused));
     }
     let qtype = query.query_type();
     let subject = subject(zone, qname);
@@ -113,7 +144,7 @@ pub(crate) fn respond(
     let (answer, records) = answer(zone, &subject, qname, qtype, locality, now_ms, limit);
     let response = reply.send(metadata, Some(query), answer.rcode, true, &records);
     zone.count(qtype, &answer, response.1);
-    Some(response.0)
+    Outcome::Answer(response.0)
 }
 
 /// The client subnet option of a query, if it has one.

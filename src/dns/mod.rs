@@ -7,6 +7,8 @@
 //! - [`fast`]: plain queries, read by hand and answered straight to wire.
 //! - [`message`]: every other packet, through hickory's message types; the
 //!   reference the fast path is tested against.
+//! - [`forward`]: relaying what is not the zone's to upstream nameservers
+//!   (`dns.forward`), off the threads that answer the zone.
 //! - [`server`]: binding, and TCP connections.
 //! - [`udp`]: UDP, a thread per `SO_REUSEPORT` socket with batched I/O.
 //!
@@ -19,6 +21,7 @@
 
 pub(crate) mod answer;
 pub(crate) mod fast;
+pub(crate) mod forward;
 pub(crate) mod message;
 pub(crate) mod node;
 pub mod server;
@@ -40,11 +43,26 @@ pub use answer::{Transport, ZoneSettings};
 use crate::metrics::Metrics;
 use crate::registry::Registry;
 
+/// What [`Responder::respond_into`] made of a packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Handled {
+    /// The answer is in the output buffer: send it.
+    Answer,
+    /// Send nothing (a runt, or a response).
+    Drop,
+    /// Not signpost's to answer, and forwarding is on: hand the packet to
+    /// the forwarder ([`Responder::forwarder`]), which answers it when an
+    /// upstream does. The output buffer holds nothing to send.
+    Forward,
+}
+
 /// Everything needed to answer queries; shared by every socket task.
 pub struct Responder {
     zone: answer::Zone,
     /// The zone's names in wire form, for the fast path.
     wire: fast::ZoneWire,
+    /// Where names outside the zone go, when `dns.forward` names upstreams.
+    forwarder: Option<forward::Forwarder>,
 }
 
 impl Responder {
@@ -57,7 +75,23 @@ impl Responder {
                 metrics,
             },
             wire,
+            forwarder: None,
         }
+    }
+
+    /// The same responder, forwarding what is not its to answer through
+    /// `forwarder` instead of refusing it.
+    pub(crate) fn forwarding_to(self, forwarder: forward::Forwarder) -> Self {
+        Responder {
+            forwarder: Some(forwarder),
+            ..self
+        }
+    }
+
+    /// The forwarder, when forwarding is on: what [`Handled::Forward`]
+    /// packets are handed to.
+    pub(crate) fn forwarder(&self) -> Option<&forward::Forwarder> {
+        self.forwarder.as_ref()
     }
 
     /// The metrics every answer is counted in.
@@ -66,31 +100,35 @@ impl Responder {
     }
 
     /// Answers one request packet from `client` into `out` (cleared first):
-    /// plain queries by the fast path, everything else by the general one.
-    /// False means drop the packet.
+    /// plain queries by the fast path, everything else by the general one,
+    /// which also decides what to drop and, when forwarding is on, what to
+    /// forward (names outside the zone, reverse names it does not know).
     pub fn respond_into(
         &self,
         packet: &[u8],
         transport: Transport,
         client: IpAddr,
         out: &mut Vec<u8>,
-    ) -> bool {
+    ) -> Handled {
         let now = self.zone.registry.now_ms();
         if fast::respond(&self.zone, &self.wire, packet, transport, client, now, out) {
-            return true;
+            return Handled::Answer;
         }
         out.clear();
-        match message::respond(&self.zone, packet, transport, client, now) {
-            Some(response) => {
+        let forwarding = self.forwarder.is_some();
+        match message::respond_or_forward(&self.zone, packet, transport, client, now, forwarding) {
+            message::Outcome::Answer(response) => {
                 out.extend_from_slice(&response);
-                true
+                Handled::Answer
             }
-            None => false,
+            message::Outcome::Drop => Handled::Drop,
+            message::Outcome::Forward => Handled::Forward,
         }
     }
 
     /// Answers one request packet by the general path alone (for
-    /// benchmarks and tests); `None` means drop it.
+    /// benchmarks and tests), as if forwarding were off; `None` means drop
+    /// it.
     pub fn respond_general(
         &self,
         packet: &[u8],

@@ -4,7 +4,9 @@
 //!
 //! Answering is pure CPU work on an in-memory snapshot, so each query is
 //! answered inline by the task that read it: no task spawned per query, no
-//! lock held across an await.
+//! lock held across an await. A query to forward is awaited inline too,
+//! after the answers before it are written: the connection's later queries
+//! wait for it, no other connection does.
 
 use std::io;
 use std::net::SocketAddr;
@@ -16,7 +18,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
-use super::{Responder, Transport};
+use super::{Handled, Responder, Transport};
 
 /// Bytes read from a TCP connection at a time.
 const TCP_READ_CHUNK: usize = 16 * 1024;
@@ -121,10 +123,24 @@ async fn serve_connection(
             };
             consumed += 2 + len;
             deadline = tokio::time::Instant::now() + idle;
-            if responder.respond_into(request, Transport::Tcp, peer.ip(), &mut response) {
-                output.extend_from_slice(&(response.len() as u16).to_be_bytes());
-                output.extend_from_slice(&response);
+            match responder.respond_into(request, Transport::Tcp, peer.ip(), &mut response) {
+                Handled::Answer => {}
+                Handled::Drop => continue,
+                Handled::Forward => {
+                    let Some(forwarder) = responder.forwarder() else {
+                        continue;
+                    };
+                    if !output.is_empty() {
+                        write_all(&mut stream, &output, write).await?;
+                        output.clear();
+                    }
+                    response = forwarder.tcp(request).await;
+                    // The idle time starts again once the upstreams answered.
+                    deadline = tokio::time::Instant::now() + idle;
+                }
             }
+            output.extend_from_slice(&(response.len() as u16).to_be_bytes());
+            output.extend_from_slice(&response);
             if output.len() >= TCP_FLUSH_AT {
                 write_all(&mut stream, &output, write).await?;
                 output.clear();

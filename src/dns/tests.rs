@@ -10,7 +10,7 @@ use hickory_proto::rr::{Name, RecordType};
 
 use super::answer::{Transport, ZoneSettings};
 use super::differential::{Compared, compare};
-use super::{Responder, fast};
+use super::{Handled, Responder, fast};
 use crate::metrics::Metrics;
 use crate::registry::{Registry, now_ms};
 use crate::service::{Health, ValidRegistration, validate_host};
@@ -118,7 +118,10 @@ fn ask(
     let packet = query(name, qtype, true);
     assert!(both(responder, &packet, transport), "{name} {qtype}");
     let mut out = Vec::new();
-    assert!(responder.respond_into(&packet, transport, CLIENT, &mut out));
+    assert_eq!(
+        responder.respond_into(&packet, transport, CLIENT, &mut out),
+        Handled::Answer
+    );
     let message = Message::from_vec(&out).unwrap();
     let answers = message.answers.iter().map(|r| r.data.to_string()).collect();
     (message.metadata.response_code, answers)
@@ -261,7 +264,10 @@ fn what_is_not_a_plain_question_in_the_zone_goes_the_general_way() {
         now_ms(),
         &mut out
     ));
-    assert!(!responder.respond_into(&packet, Transport::Udp, CLIENT, &mut out));
+    assert_eq!(
+        responder.respond_into(&packet, Transport::Udp, CLIENT, &mut out),
+        Handled::Drop
+    );
     let whole = query("web.svc.local.", RecordType::A, true);
     for cut in 0..whole.len() {
         let packet = &whole[..cut];
@@ -378,7 +384,10 @@ fn the_do_bit_is_copied_into_the_response() {
         let packet = message.to_vec().unwrap();
         assert!(both(&responder, &packet, Transport::Udp));
         let mut out = Vec::new();
-        assert!(responder.respond_into(&packet, Transport::Udp, CLIENT, &mut out));
+        assert_eq!(
+            responder.respond_into(&packet, Transport::Udp, CLIENT, &mut out),
+            Handled::Answer
+        );
         let edns = Message::from_vec(&out).unwrap().edns.unwrap();
         assert_eq!(edns.flags().dnssec_ok, dnssec_ok);
     }
@@ -392,7 +401,10 @@ fn udp_truncation_matches_in_count_and_flag() {
         let packet = query("big.svc.local.", qtype, edns);
         assert!(both(&responder, &packet, Transport::Udp));
         let mut out = Vec::new();
-        assert!(responder.respond_into(&packet, Transport::Udp, CLIENT, &mut out));
+        assert_eq!(
+            responder.respond_into(&packet, Transport::Udp, CLIENT, &mut out),
+            Handled::Answer
+        );
         let message = Message::from_vec(&out).unwrap();
         assert!(message.metadata.truncation);
         assert!(out.len() <= if edns { 1232 } else { 512 });
@@ -439,7 +451,10 @@ fn browsing_many_types_lists_what_fits() {
     assert_eq!(listed.len(), 300 + 3, "{listed:?}");
     assert!(listed.contains("_many299._tcp.svc.local."));
     let mut out = Vec::new();
-    assert!(responder.respond_into(&packet, Transport::Udp, CLIENT, &mut out));
+    assert_eq!(
+        responder.respond_into(&packet, Transport::Udp, CLIENT, &mut out),
+        Handled::Answer
+    );
     let udp = Message::from_vec(&out).unwrap();
     assert!(udp.metadata.truncation && !udp.answers.is_empty());
     assert!(udp.answers.len() < 1232 / 16);
@@ -482,7 +497,10 @@ fn large_types_are_sampled_fairly_and_completely_over_tcp() {
     let mut firsts = BTreeSet::new();
     for _ in 0..200 {
         let mut out = Vec::new();
-        assert!(responder.respond_into(&packet, Transport::Udp, CLIENT, &mut out));
+        assert_eq!(
+            responder.respond_into(&packet, Transport::Udp, CLIENT, &mut out),
+            Handled::Answer
+        );
         let message = Message::from_vec(&out).unwrap();
         assert!(message.metadata.truncation);
         assert_eq!(message.answers.len(), (1232 - 11 - 12 - 20) / 16);

@@ -5,7 +5,9 @@
 //! [`BATCH`] datagrams per `recvmmsg` call, answers them, and sends the
 //! answers with one `sendmmsg`. Answering is pure CPU work on in-memory
 //! data, so there is nothing to await: an async runtime would only add a
-//! readiness round trip per packet.
+//! readiness round trip per packet. A query to forward is handed to the
+//! forwarder ([`super::forward`]) with a handle on the socket, and answered
+//! from it later: the thread never waits on an upstream.
 //!
 //! A thread notices shutdown (its cancelled token) within [`POLL`], the
 //! socket's receive timeout.
@@ -25,7 +27,7 @@ use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 use tokio_util::sync::CancellationToken;
 
 use super::answer::MAX_UDP_PAYLOAD;
-use super::{Responder, Transport};
+use super::{Handled, Responder, Transport};
 
 /// Datagrams taken per `recvmmsg` call, at most.
 const BATCH: usize = 32;
@@ -69,6 +71,8 @@ pub fn serve(socket: UdpSocket, responder: Arc<Responder>, stop: CancellationTok
         tracing::error!(%error, "cannot set a receive timeout; udp thread stops");
         return;
     }
+    // Shared with the forwarder, which answers forwarded queries from it.
+    let socket = Arc::new(socket);
     let mut batch = Batch::new();
     while !stop.is_cancelled() {
         let received = match batch.receive(&socket) {
@@ -91,7 +95,7 @@ pub fn serve(socket: UdpSocket, responder: Arc<Responder>, stop: CancellationTok
             // A bug that panics on some packet must cost that packet, not
             // the thread (and with it UDP service for good).
             let answered = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                batch.answer(slot, &responder);
+                batch.answer(slot, &responder, &socket);
             }));
             if answered.is_err() {
                 tracing::error!("answering a datagram panicked; dropped it");
@@ -176,13 +180,22 @@ impl Batch {
         Ok(received as usize)
     }
 
-    /// Answers the datagram in `slot` into its response buffer.
-    fn answer(&mut self, slot: usize, responder: &Responder) {
+    /// Answers the datagram in `slot` into its response buffer, or hands
+    /// it to the forwarder, which answers it from `socket`.
+    fn answer(&mut self, slot: usize, responder: &Responder, socket: &Arc<UdpSocket>) {
         let len = (self.received[slot].msg_len as usize).min(RECEIVE_BUFFER);
         let request = &self.requests[slot][..len];
         let client = peer_ip(&self.peers[slot]);
+        let response = &mut self.responses[slot];
         self.answered[slot] =
-            responder.respond_into(request, Transport::Udp, client, &mut self.responses[slot]);
+            match responder.respond_into(request, Transport::Udp, client, response) {
+                Handled::Answer => true,
+                Handled::Drop => false,
+                Handled::Forward => match (responder.forwarder(), peer_addr(&self.peers[slot])) {
+                    (Some(forwarder), Some(peer)) => forwarder.udp(request, peer, socket, response),
+                    _ => false,
+                },
+            };
     }
 
     /// Sends the answers of the first `received` slots, each to the peer
@@ -248,5 +261,27 @@ fn peer_ip(peer: &libc::sockaddr_storage) -> IpAddr {
             IpAddr::V6(Ipv6Addr::from(v6.sin6_addr.s6_addr))
         }
         _ => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+    }
+}
+
+/// The address and port a datagram came from, to answer it later.
+fn peer_addr(peer: &libc::sockaddr_storage) -> Option<SocketAddr> {
+    match i32::from(peer.ss_family) {
+        libc::AF_INET => {
+            // SAFETY: as in `peer_ip`.
+            let v4 =
+                unsafe { &*(peer as *const libc::sockaddr_storage).cast::<libc::sockaddr_in>() };
+            let ip = Ipv4Addr::from(u32::from_be(v4.sin_addr.s_addr));
+            Some(SocketAddr::from((ip, u16::from_be(v4.sin_port))))
+        }
+        libc::AF_INET6 => {
+            // SAFETY: as in `peer_ip`.
+            let v6 =
+                unsafe { &*(peer as *const libc::sockaddr_storage).cast::<libc::sockaddr_in6>() };
+            let ip = Ipv6Addr::from(v6.sin6_addr.s6_addr);
+            let port = u16::from_be(v6.sin6_port);
+            Some(std::net::SocketAddrV6::new(ip, port, v6.sin6_flowinfo, v6.sin6_scope_id).into())
+        }
+        _ => None,
     }
 }

@@ -9,6 +9,7 @@ mod checks;
 mod cli;
 mod dns;
 mod events;
+mod forward;
 mod fuzz;
 mod hardening;
 mod lifetime;
