@@ -31,6 +31,9 @@
 # in-memory file store, configured in $WORK/hickory/named.toml: one primary zone, UDP and TCP on
 # 127.0.0.1:$HICKORY_PORT, privileges kept, RUST_LOG=warn unless set.
 #
+# STEER, a list of 0 or 1 per binary (e.g. STEER="0 1"), loads that binary's data with weights
+# and backups (bench/load.py --steer): the same binary given twice shows what steering costs.
+#
 # Installs dnsperf, knot, curl and dig with apt-get when missing (needs root). Scratch files
 # go to $WORK.
 # shellcheck source=common.sh
@@ -131,8 +134,11 @@ for i in "${!bins[@]}"; do
   start_signpost "${log_of[$label]}" $((ADMIN_PORT + i)) taskset -c "$SERVER_CPU" "${bins[$i]}" \
     --store memory --dns-threads "$DNS_THREADS" --dns-listen "127.0.0.1:${port_of[$label]}"
   pid_of[$label]=$server_pid
+  read -r -a steer <<<"${STEER:-}"
+  steer_flag=()
+  [ "${steer[$i]:-0}" = 1 ] && steer_flag=(--steer)
   python3 "$here/load.py" "http://127.0.0.1:$((ADMIN_PORT + i))" --types "$TYPES" \
-    --instances "$INSTANCES" >&2
+    --instances "$INSTANCES" "${steer_flag[@]}" >&2
 done
 for server in "${servers[@]}" "${labels[@]}"; do
   answer=$(dig +short -p "${port_of[$server]}" @127.0.0.1 inst03.type007.svc.local A 2>/dev/null || true)
