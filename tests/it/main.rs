@@ -7,6 +7,7 @@ mod support;
 mod admin;
 mod checks;
 mod cli;
+mod client;
 mod commands;
 mod dns;
 mod events;
