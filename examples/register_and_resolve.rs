@@ -1,5 +1,6 @@
-//! A service's side of signpost, end to end: register over HTTP, heartbeat,
-//! resolve yourself over DNS, deregister on Ctrl-C.
+//! A service's side of signpost, end to end, with `signpost::client`:
+//! register (kept alive in the background), resolve yourself over DNS,
+//! find yourself over the API, watch events, deregister on Ctrl-C.
 //!
 //! Start a server first (`cargo run --release`), then:
 //!
@@ -14,40 +15,34 @@ use std::time::Duration;
 
 use hickory_proto::op::{Message, MessageType, OpCode, Query};
 use hickory_proto::rr::{Name, RData, RecordType};
-use serde_json::{Value, json};
+use signpost::client::{Client, Event, NewService};
 use tokio::net::UdpSocket;
 
-const TTL: u64 = 10;
+const TTL: u32 = 10;
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
-    let admin = args
-        .next()
-        .unwrap_or_else(|| "http://127.0.0.1:8700".into());
+    // The address from the first argument, else SIGNPOST_ADDR (default
+    // http://127.0.0.1:8700); the token from SIGNPOST_ADMIN_TOKEN.
+    let client = match args.next() {
+        Some(address) => Client::new(&address)?,
+        None => Client::from_env()?,
+    };
     let dns: SocketAddr = args
         .next()
         .unwrap_or_else(|| "127.0.0.1:8600".into())
         .parse()?;
-    let http = reqwest::Client::new();
 
-    // 1. Register. The reply carries the id used for heartbeats.
-    let registration = json!({
-        "name": "example-1", "type": "example", "host": "127.0.0.1", "port": 8080,
-        "tags": ["demo"], "metadata": {"version": "1.0.0"}, "ttl": TTL,
-    });
-    let response = http
-        .post(format!("{admin}/v1/services"))
-        .json(&registration)
-        .send()
-        .await?;
-    let status = response.status();
-    let service: Value = response.json().await?;
-    if !status.is_success() {
-        return Err(format!("registration refused: {status} {service}").into());
-    }
-    let id = service["id"].as_str().ok_or("no id in reply")?.to_string();
-    println!("registered example-1 as {id} (ttl {TTL} s)");
+    // 1. Register. From here on the registration heartbeats every TTL/3 by
+    //    itself, and registers again if the registry forgets it.
+    let service = NewService::new("example-1", "example", "127.0.0.1", 8080)
+        .tag("demo")
+        .meta("version", "1.0.0")
+        .ttl(TTL);
+    let registration = client.register(service).await?;
+    let id = registration.id().expect("registered");
+    println!("registered example-1 as {id} (ttl {TTL} s, kept alive in the background)");
 
     // 2. Resolve it the way any program would: SRV, then the target's A.
     for (name, qtype) in [
@@ -59,32 +54,35 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             println!("  {name} {qtype} -> {record}");
         }
     }
-
-    // 3. Heartbeat at a third of the TTL until Ctrl-C, then deregister.
-    let mut beat = tokio::time::interval(Duration::from_secs(TTL / 3));
+    // ... or ask the API for one serving instance.
+    let found = client.discover("example", Some("demo")).await?;
     println!(
-        "heartbeating every {} s; Ctrl-C to deregister and quit",
-        TTL / 3
+        "  discover example --tag demo -> {}:{}",
+        found.host, found.port
     );
+
+    // 3. Watch this type's events until Ctrl-C, then deregister.
+    let mut events = client.events(Some("example")).await?;
+    println!("watching events of type example; Ctrl-C to deregister and quit");
     loop {
         tokio::select! {
             _ = tokio::signal::ctrl_c() => break,
-            _ = beat.tick() => {
-                let url = format!("{admin}/v1/services/{id}/heartbeat");
-                let status = http.put(url).send().await?.status();
-                if status.as_u16() == 404 {
-                    return Err("registration expired: register again".into());
-                }
-                println!("heartbeat: {status}");
-            }
+            event = events.next() => match event? {
+                Event::Change(change) => println!(
+                    "  event {} {}",
+                    change.kind.as_str(),
+                    change.service.map(|s| format!("{} {}", s.name, s.health)).unwrap_or_default()
+                ),
+                Event::Resync(resync) => println!(
+                    "  missed events; {} live instances now",
+                    resync.services.map_or(0, |s| s.len())
+                ),
+                _ => {}
+            },
         }
     }
-    let status = http
-        .delete(format!("{admin}/v1/services/{id}"))
-        .send()
-        .await?
-        .status();
-    println!("deregistered: {status}");
+    registration.close().await?;
+    println!("deregistered");
     Ok(())
 }
 

@@ -15,12 +15,18 @@
 //! - [`clock`]: the time lifetimes are measured by (a manual one in tests).
 //! - [`metrics`]: counters for `/metrics`.
 //! - [`store`]: where registrations are kept across restarts (SQLite).
+//! - [`client`]: a client of the admin API (register and keep alive,
+//!   discover, list, events), async and blocking.
+//! - [`cli`]: the binary's client commands, on [`client`].
 //!
 //! [`Server`] ties them together: bind every socket first (port 0 works and
 //! the real addresses are known), then run until a shutdown future fires.
 
 pub(crate) mod admin;
 pub(crate) mod checks;
+#[doc(hidden)]
+pub mod cli;
+pub mod client;
 pub(crate) mod clock;
 pub mod config;
 pub mod dns;

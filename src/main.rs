@@ -1,12 +1,13 @@
 //! The `signpost` binary: parse flags, set up logging, run the server until
-//! SIGINT or SIGTERM.
+//! SIGINT or SIGTERM; or hand a client command (`register`, `run`, …) to
+//! `signpost::cli`.
 
 use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, Parser, Subcommand};
 use signpost::{Config, Server, Settings};
 
 #[derive(Parser)]
@@ -15,6 +16,7 @@ use signpost::{Config, Server, Settings};
     about = "DNS-based service discovery: register over HTTP, find over DNS"
 )]
 #[command(args_conflicts_with_subcommands = true)]
+#[command(after_help = signpost::cli::EXIT_CODES)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
@@ -26,6 +28,8 @@ struct Cli {
 enum Command {
     /// Run the DNS and admin servers (the default).
     Serve(ServeArgs),
+    #[command(flatten)]
+    Client(signpost::cli::Command),
 }
 
 #[derive(Args, Clone, Default)]
@@ -106,6 +110,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let args = match cli.command {
         Some(Command::Serve(args)) => args,
+        Some(Command::Client(command)) => return signpost::cli::main(command, Cli::command),
         None => cli.serve,
     };
     tracing_subscriber::fmt()
