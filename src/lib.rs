@@ -193,11 +193,13 @@ impl Server {
             checks_in_flight,
             shutdown_grace,
         } = settings;
+        let nameserver_labels = dns.nameserver_labels();
         let mut responder = Responder::new(
             registry.clone(),
             ZoneSettings {
                 apex: dns.zone,
-                nameserver: dns.nameserver,
+                nameserver: dns.nameserver.clone(),
+                nameserver_addresses: dns.nameserver_addresses.clone(),
                 ttl: dns.ttl,
                 negative_ttl: dns.negative_ttl,
                 steering: dns.steering.clone(),
@@ -243,6 +245,7 @@ impl Server {
         tasks.spawn(named("the check scheduler", scheduler));
 
         let app = admin::router(admin::AdminState {
+            nameserver_labels,
             steering: Arc::new(dns.steering.clone()),
             registry,
             registrar: registrar.clone(),

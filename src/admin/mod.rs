@@ -120,6 +120,15 @@ async fn register(
             return Err(error);
         }
     };
+    if takes_nameserver_name(&state.nameserver_labels, &spec) {
+        state.metrics.registrations_rejected.inc();
+        let name = state.nameserver_labels.join(".");
+        return Err(ApiError::Invalid(format!(
+            "type {:?} (with name {:?}) would take over the zone's name server name {name:?} \
+             (dns.nameserver): pick another",
+            spec.service_type, spec.name
+        )));
+    }
     let registered = state.registrar.register(spec).await?;
     let status = if registered.created {
         StatusCode::CREATED
@@ -127,6 +136,16 @@ async fn register(
         StatusCode::OK
     };
     Ok((status, Json(registered.instance.view())).into_response())
+}
+
+/// Whether `spec`'s DNS name is the name server's (`labels`, left of the
+/// apex): `<type>` for a one-label name server, `<name>.<type>` for two.
+fn takes_nameserver_name(labels: &[String], spec: &crate::service::ValidRegistration) -> bool {
+    match labels {
+        [service_type] => spec.service_type == *service_type,
+        [name, service_type] => spec.name == *name && spec.service_type == *service_type,
+        _ => false,
+    }
 }
 
 /// Optional heartbeat body.

@@ -379,6 +379,18 @@ impl Writer<'_> {
                 ttl,
                 members,
             } => self.instances(*rrtype, *ttl, members),
+            Records::Addresses { ttl, addresses } => {
+                for ip in addresses {
+                    let rrtype = if ip.is_ipv4() { TYPE_A } else { TYPE_AAAA };
+                    let fits = self.answer_record(|out| {
+                        begin_record(out, QUESTION_AT, rrtype, *ttl);
+                        address_rdata(out, *ip);
+                    });
+                    if !fits {
+                        break;
+                    }
+                }
+            }
             // Reverse names are outside the zone, the general path's; written
             // here all the same, so both encoders can write every answer.
             Records::Reverse { ttl, members } => {

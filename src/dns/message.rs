@@ -431,6 +431,19 @@ fn records<'a>(
                 sections.answers.push(plain(RData::PTR(PTR(target))));
             }
         }
+        Records::Addresses { ttl, addresses } => {
+            for ip in addresses {
+                let rdata = match ip {
+                    IpAddr::V4(ip) => RData::A(A(*ip)),
+                    IpAddr::V6(ip) => RData::AAAA(AAAA(*ip)),
+                };
+                let record = Record::from_rdata(qname.clone(), *ttl, rdata);
+                sections.answers.push(AnswerRecord {
+                    record,
+                    extras: Extras::None,
+                });
+            }
+        }
         Records::Reverse { ttl, members } => {
             for member in members {
                 let target = RData::PTR(PTR(member.instance.srv_target()));

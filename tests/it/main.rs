@@ -16,6 +16,7 @@ mod fuzz;
 mod hardening;
 mod lifetime;
 mod live;
+mod nameserver;
 mod run;
 mod steering;
 mod store;
