@@ -4,12 +4,15 @@
 
 use uuid::Uuid;
 
+use crate::events::DeregisterReason;
 use crate::service::{Health, Registration, ValidRegistration};
 
 /// Why the store refused a URL, a file, or a write.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum StoreError {
-    #[error("unsupported store {0:?}: use \"memory\" or \"sqlite:PATH\"")]
+    #[error(
+        "unsupported store {0:?}: use \"memory\", \"sqlite:PATH\" or \"etcd:http://HOST:PORT,...\""
+    )]
     Unsupported(String),
     #[error("cannot open store {path}: {message}")]
     Open { path: String, message: String },
@@ -28,6 +31,13 @@ pub enum StoreError {
     Write(String),
     #[error("store is closed")]
     Closed,
+    /// A shared store could not be reached, or it could not commit in
+    /// time: `store` names it.
+    #[error("store {store} is unavailable: {reason}")]
+    Unavailable { store: String, reason: String },
+    /// A setting of the store that cannot be used (a TLS file, say).
+    #[error("store {store}: {reason}")]
+    Settings { store: String, reason: String },
 }
 
 /// One persisted registration.
@@ -37,6 +47,69 @@ pub(crate) struct StoredInstance {
     pub spec: ValidRegistration,
     pub health: Health,
     pub registered_at_ms: u64,
+    /// Its active check's last verdict, where the store keeps verdicts
+    /// (etcd, so that every node serves the same health); `None`: passing.
+    pub check: Option<Verdict>,
+}
+
+/// An active check's verdict and what the check saw.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Verdict {
+    pub health: Health,
+    pub output: String,
+}
+
+/// A change a shared store committed (through this node or another), in
+/// the order the store committed it: what the registrar applies on every
+/// node, so that every node's registry is the store's.
+#[derive(Debug, Clone)]
+pub(crate) enum Committed {
+    /// Registered, or replaced in place (same id): reported health
+    /// passing, no check verdict yet.
+    Registered(Box<StoredInstance>),
+    /// Removed, and why.
+    Removed { id: Uuid, reason: Removal },
+    /// A heartbeat: renews the lifetime and sets the output; `health` when
+    /// it changed the reported health.
+    Beat {
+        id: Uuid,
+        health: Option<Health>,
+        output: Option<String>,
+    },
+    /// An active check's verdict; a result that was not critical renews
+    /// the lifetime (`renew`).
+    Checked {
+        id: Uuid,
+        verdict: Verdict,
+        renew: bool,
+    },
+}
+
+/// Why a registration left the store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Removal {
+    Deregistered(DeregisterReason),
+    /// Not renewed within its TTL.
+    Expired,
+    /// Gone without a reason recorded (removed by another client of the
+    /// store, or seen missing when memory was reconciled with the store).
+    Vanished,
+}
+
+/// What following a shared store yields.
+#[derive(Debug)]
+pub(crate) enum Follow {
+    /// Every change of the revisions up to `revision`, in order.
+    Changes {
+        revision: i64,
+        changes: Vec<Committed>,
+    },
+    /// Everything the store holds at `revision`: memory must become that
+    /// (after the watch could not resume, its history compacted away).
+    Reload {
+        revision: i64,
+        instances: Vec<StoredInstance>,
+    },
 }
 
 /// A change to persist.

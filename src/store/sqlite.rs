@@ -188,6 +188,7 @@ fn load(connection: &Connection) -> rusqlite::Result<Vec<StoredInstance>> {
                 spec,
                 health: parse_health(&health),
                 registered_at_ms: u64::try_from(registered_at_ms).unwrap_or(0),
+                check: None,
             }),
             Err(error) => {
                 tracing::warn!(%id, %error, "skipping a stored registration that does not validate")

@@ -1,0 +1,776 @@
+//! A client of etcd's v3 JSON gateway, on hyper: the cluster's client URLs
+//! with failover, a small keep-alive connection pool per endpoint, request
+//! and dial timeouts, user/password authentication and TLS.
+//!
+//! Every call has one deadline, the request timeout, whatever it tries
+//! within it. A call that cannot connect to an endpoint, or whose
+//! connection breaks, moves on to the next endpoint, and so do the calls
+//! after it (the endpoint that failed is no longer the preferred one). One
+//! that got no answer in time is tried elsewhere only when it is safe to
+//! send twice ([`Retry::Always`]: reads, keep-alives, puts of the same
+//! value); a write that may have been applied fails instead, and the
+//! caller decides (the store's transactions compare revisions, so a write
+//! sent again cannot apply twice).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::client::conn::http1::SendRequest;
+use hyper::header::{AUTHORIZATION, CONTENT_TYPE, HOST};
+use hyper::{Method, Request, StatusCode, Uri};
+use hyper_util::rt::TokioIo;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+
+use super::wire::{AuthenticateRequest, AuthenticateResponse, Status};
+
+/// Idle connections kept per endpoint.
+const MAX_IDLE: usize = 64;
+
+/// One of the cluster's client URLs: `http://host:port` or
+/// `https://host:port`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Endpoint {
+    pub tls: bool,
+    pub host: String,
+    pub port: u16,
+}
+
+impl Endpoint {
+    /// Parses `http://HOST:PORT` or `https://HOST:PORT` (the port defaults
+    /// to 2379; IPv6 in brackets).
+    pub fn parse(url: &str) -> Result<Endpoint, String> {
+        let uri: Uri = url
+            .parse()
+            .map_err(|e| format!("{url:?} is not a URL: {e}"))?;
+        let tls = match uri.scheme_str() {
+            Some("http") => false,
+            Some("https") => true,
+            _ => return Err(format!("{url:?}: an etcd endpoint is http:// or https://")),
+        };
+        let host = uri
+            .host()
+            .filter(|h| !h.is_empty())
+            .ok_or_else(|| format!("{url:?} has no host"))?;
+        if !matches!(uri.path(), "" | "/") || uri.query().is_some() {
+            return Err(format!("{url:?}: an etcd endpoint has no path"));
+        }
+        Ok(Endpoint {
+            tls,
+            host: host.trim_start_matches('[').trim_end_matches(']').into(),
+            port: uri.port_u16().unwrap_or(2379),
+        })
+    }
+
+    /// `host:port`, for the `Host` header (IPv6 in brackets).
+    fn authority(&self) -> String {
+        if self.host.contains(':') {
+            format!("[{}]:{}", self.host, self.port)
+        } else {
+            format!("{}:{}", self.host, self.port)
+        }
+    }
+}
+
+impl std::fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let scheme = if self.tls { "https" } else { "http" };
+        write!(f, "{scheme}://{}", self.authority())
+    }
+}
+
+/// A user and password for etcd's authentication.
+#[derive(Clone)]
+pub(crate) struct Credentials {
+    pub username: String,
+    pub password: String,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Credentials({:?}, password hidden)", self.username)
+    }
+}
+
+/// PEM files for TLS: the CA to verify the members by (the system's roots
+/// when none), and a client certificate and key when the cluster asks for
+/// one.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct TlsFiles {
+    pub ca: Option<PathBuf>,
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+}
+
+/// How to reach the cluster.
+#[derive(Debug, Clone)]
+pub(crate) struct ClientSettings {
+    pub endpoints: Vec<Endpoint>,
+    /// The longest any call may take, every endpoint tried included.
+    pub request_timeout: Duration,
+    /// The longest a connection may take to open (TCP and TLS).
+    pub dial_timeout: Duration,
+    pub credentials: Option<Credentials>,
+    pub tls: TlsFiles,
+}
+
+/// Whether a call may be sent again after it got no answer in time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Retry {
+    /// Reads, keep-alives, and writes that do the same when applied twice.
+    Always,
+    /// Writes that must not be sent twice blindly: tried again only when
+    /// they certainly were not delivered (the connection failed first).
+    IfNotSent,
+}
+
+/// Why a call failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum EtcdError {
+    /// No endpoint could be reached (or every one broke the connection).
+    #[error("cannot reach etcd ({0})")]
+    Unreachable(String),
+    /// No answer within the request timeout.
+    #[error("etcd did not answer within {0:?}")]
+    Timeout(Duration),
+    /// etcd answered with an error: `code` is the gRPC status code.
+    #[error("etcd: {message}")]
+    Refused { code: i32, message: String },
+    /// An answer that does not parse.
+    #[error("etcd sent an answer that could not be read: {0}")]
+    BadResponse(String),
+}
+
+/// gRPC status codes that matter here.
+pub(crate) mod code {
+    pub(crate) const INVALID_ARGUMENT: i32 = 3;
+    pub(crate) const OUT_OF_RANGE: i32 = 11;
+    pub(crate) const UNAVAILABLE: i32 = 14;
+    pub(crate) const UNAUTHENTICATED: i32 = 16;
+}
+
+impl EtcdError {
+    /// The revision asked for was compacted away.
+    pub(crate) fn is_compacted(&self) -> bool {
+        matches!(self, EtcdError::Refused { code, message }
+            if *code == code::OUT_OF_RANGE || message.contains("compacted"))
+    }
+
+    /// etcd says the token is missing or no longer valid: authenticate
+    /// again and retry.
+    fn wants_token(&self) -> bool {
+        matches!(self, EtcdError::Refused { code, message }
+            if *code == code::UNAUTHENTICATED
+                || (*code == code::INVALID_ARGUMENT && message.contains("user name is empty")))
+    }
+}
+
+/// How one attempt on one endpoint ended.
+enum Failure {
+    /// The request never left: the connection could not be opened.
+    NotSent(String),
+    /// The connection broke after the request was written.
+    Broken(String),
+    /// etcd answered with an error.
+    Refused(EtcdError),
+    BadResponse(String),
+}
+
+/// A cheap handle on one cluster's connections.
+#[derive(Clone)]
+pub(crate) struct Client {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    endpoints: Vec<Pooled>,
+    /// Where the next call starts: moved past an endpoint that failed.
+    preferred: AtomicUsize,
+    request_timeout: Duration,
+    dial_timeout: Duration,
+    credentials: Option<Credentials>,
+    token: RwLock<Option<Arc<str>>>,
+    authenticating: tokio::sync::Mutex<()>,
+    tls: Option<tokio_rustls::TlsConnector>,
+}
+
+/// One endpoint and its idle connections.
+struct Pooled {
+    endpoint: Endpoint,
+    idle: Mutex<Vec<SendRequest<Full<Bytes>>>>,
+}
+
+/// A streaming answer (the watch) with the task driving its connection,
+/// which stops when this is dropped.
+pub(crate) struct Stream {
+    pub body: Incoming,
+    /// The endpoint that answered.
+    pub endpoint: Endpoint,
+    _driver: AbortOnDrop,
+}
+
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+impl Client {
+    /// A client of the cluster at `settings.endpoints`; fails only on TLS
+    /// files that cannot be read. Connects lazily.
+    pub(crate) fn new(settings: ClientSettings) -> Result<Client, String> {
+        let tls = if settings.endpoints.iter().any(|e| e.tls) {
+            Some(tls::connector(&settings.tls)?)
+        } else {
+            None
+        };
+        let endpoints = settings
+            .endpoints
+            .into_iter()
+            .map(|endpoint| Pooled {
+                endpoint,
+                idle: Mutex::new(Vec::new()),
+            })
+            .collect();
+        Ok(Client {
+            inner: Arc::new(Inner {
+                endpoints,
+                preferred: AtomicUsize::new(0),
+                request_timeout: settings.request_timeout,
+                dial_timeout: settings.dial_timeout,
+                credentials: settings.credentials,
+                token: RwLock::new(None),
+                authenticating: tokio::sync::Mutex::new(()),
+                tls,
+            }),
+        })
+    }
+
+    /// The request timeout every call is bounded by.
+    pub(crate) fn request_timeout(&self) -> Duration {
+        self.inner.request_timeout
+    }
+
+    /// The endpoints, as configured.
+    pub(crate) fn endpoints(&self) -> impl Iterator<Item = &Endpoint> {
+        self.inner.endpoints.iter().map(|p| &p.endpoint)
+    }
+
+    /// `POST path` with `request` as JSON, within the request timeout,
+    /// failing over between endpoints as `retry` allows; parses a 2xx
+    /// answer as `R`.
+    pub(crate) async fn call<Q: Serialize, R: DeserializeOwned>(
+        &self,
+        path: &str,
+        request: &Q,
+        retry: Retry,
+    ) -> Result<R, EtcdError> {
+        let body = Bytes::from(serde_json::to_vec(request).expect("requests serialise"));
+        let deadline = Instant::now() + self.inner.request_timeout;
+        let bytes = self.exchange(path, body, retry, deadline).await?;
+        serde_json::from_slice(&bytes).map_err(|e| EtcdError::BadResponse(format!("{path}: {e}")))
+    }
+
+    /// The body of a 2xx answer to `POST path`, trying endpoints in turn
+    /// from the preferred one until `deadline`.
+    async fn exchange(
+        &self,
+        path: &str,
+        body: Bytes,
+        retry: Retry,
+        deadline: Instant,
+    ) -> Result<Bytes, EtcdError> {
+        let inner = &self.inner;
+        let count = inner.endpoints.len();
+        let mut reauthenticated = false;
+        let mut last: Option<EtcdError> = None;
+        let mut attempt = 0;
+        while attempt < 2 * count {
+            let index = (inner.preferred.load(Ordering::Relaxed) + attempt % count) % count;
+            let pooled = &inner.endpoints[index];
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            // A read that hangs on one member leaves time for another.
+            let limit = match retry {
+                Retry::Always if attempt + 1 < count => left.min(
+                    (inner.request_timeout / 2).max(Duration::from_millis(500)),
+                ),
+                _ => left,
+            };
+            let token = self.token().await;
+            let outcome = tokio::time::timeout(limit, self.attempt(pooled, path, &body, &token));
+            let failure = match outcome.await {
+                Ok(Ok(bytes)) => return Ok(bytes),
+                Ok(Err(failure)) => failure,
+                Err(_) => {
+                    last = Some(EtcdError::Timeout(inner.request_timeout));
+                    self.avoid(index);
+                    if retry == Retry::IfNotSent {
+                        break;
+                    }
+                    attempt += 1;
+                    continue;
+                }
+            };
+            match failure {
+                Failure::Refused(error) if error.wants_token() && !reauthenticated => {
+                    reauthenticated = true;
+                    self.authenticate(token.as_deref(), deadline).await?;
+                    continue; // the same endpoint again, with a fresh token
+                }
+                Failure::Refused(error) => {
+                    let no_leader = matches!(&error, EtcdError::Refused { code, message }
+                        if *code == code::UNAVAILABLE && message.contains("no leader"));
+                    let unavailable = matches!(&error, EtcdError::Refused { code, .. }
+                        if *code == code::UNAVAILABLE);
+                    if no_leader || (unavailable && retry == Retry::Always) {
+                        self.avoid(index);
+                        last = Some(error);
+                        attempt += 1;
+                        continue;
+                    }
+                    return Err(error);
+                }
+                Failure::BadResponse(reason) => return Err(EtcdError::BadResponse(reason)),
+                Failure::NotSent(reason) => {
+                    last = Some(EtcdError::Unreachable(format!("{}: {reason}", pooled.endpoint)));
+                }
+                Failure::Broken(reason) => {
+                    last = Some(EtcdError::Unreachable(format!("{}: {reason}", pooled.endpoint)));
+                    if retry == Retry::IfNotSent {
+                        self.avoid(index);
+                        return Err(last.expect("just set"));
+                    }
+                }
+            }
+            self.avoid(index);
+            attempt += 1;
+        }
+        Err(last.unwrap_or(EtcdError::Timeout(inner.request_timeout)))
+    }
+
+    /// Moves the preferred endpoint past `index`, unless another call
+    /// already moved it.
+    fn avoid(&self, index: usize) {
+        let count = self.inner.endpoints.len();
+        let _ = self.inner.preferred.compare_exchange(
+            index,
+            (index + 1) % count,
+            Ordering::Relaxed,
+            Ordering::Relaxed,
+        );
+    }
+
+    /// One try on one endpoint: a pooled connection or a new one.
+    async fn attempt(
+        &self,
+        pooled: &Pooled,
+        path: &str,
+        body: &Bytes,
+        token: &Option<Arc<str>>,
+    ) -> Result<Bytes, Failure> {
+        let mut sender = match self.idle(pooled).await {
+            Some(sender) => sender,
+            None => self.dial(&pooled.endpoint).await.map_err(Failure::NotSent)?.0,
+        };
+        let request = build(&pooled.endpoint, path, body.clone(), token);
+        let response = sender
+            .send_request(request)
+            .await
+            .map_err(|e| Failure::Broken(e.to_string()))?;
+        let status = response.status();
+        let bytes = response
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| Failure::Broken(format!("the answer was cut short: {e}")))?
+            .to_bytes();
+        let mut idle = pooled.idle.lock().unwrap_or_else(|e| e.into_inner());
+        if idle.len() < MAX_IDLE && !sender.is_closed() {
+            idle.push(sender);
+        }
+        drop(idle);
+        if status.is_success() {
+            Ok(bytes)
+        } else {
+            Err(refusal(status, &bytes))
+        }
+    }
+
+    /// An idle connection of `pooled` that is still open and ready.
+    async fn idle(&self, pooled: &Pooled) -> Option<SendRequest<Full<Bytes>>> {
+        loop {
+            let mut sender = pooled.idle.lock().unwrap_or_else(|e| e.into_inner()).pop()?;
+            if !sender.is_closed() && sender.ready().await.is_ok() {
+                return Some(sender);
+            }
+        }
+    }
+
+    /// Opens a connection to `endpoint` (TCP, then TLS for https), within
+    /// the dial timeout; returns it and the task driving it (which ends by
+    /// itself once every handle on the connection is gone).
+    async fn dial(
+        &self,
+        endpoint: &Endpoint,
+    ) -> Result<(SendRequest<Full<Bytes>>, tokio::task::JoinHandle<()>), String> {
+        let dial = async {
+            let stream = connect(endpoint).await?;
+            match (&self.inner.tls, endpoint.tls) {
+                (Some(connector), true) => {
+                    let name = rustls::pki_types::ServerName::try_from(endpoint.host.clone())
+                        .map_err(|e| format!("{}: {e}", endpoint.host))?;
+                    let stream = connector
+                        .connect(name, stream)
+                        .await
+                        .map_err(|e| format!("TLS: {e}"))?;
+                    handshake(stream).await
+                }
+                _ => handshake(stream).await,
+            }
+        };
+        tokio::time::timeout(self.inner.dial_timeout, dial)
+            .await
+            .unwrap_or_else(|_| {
+                Err(format!(
+                    "no connection within {:?} (store.etcd.dial_timeout)",
+                    self.inner.dial_timeout
+                ))
+            })
+    }
+
+    /// The token to send, authenticating first when there are credentials
+    /// and no token yet.
+    async fn token(&self) -> Option<Arc<str>> {
+        self.inner.credentials.as_ref()?;
+        if let Some(token) = self.current_token() {
+            return Some(token);
+        }
+        let deadline = Instant::now() + self.inner.request_timeout;
+        // An error shows in the call itself (etcd refuses it without a token).
+        let _ = self.authenticate(None, deadline).await;
+        self.current_token()
+    }
+
+    fn current_token(&self) -> Option<Arc<str>> {
+        self.inner
+            .token
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Gets a fresh token, unless another call already replaced `stale`.
+    async fn authenticate(&self, stale: Option<&str>, deadline: Instant) -> Result<(), EtcdError> {
+        let Some(credentials) = &self.inner.credentials else {
+            return Ok(());
+        };
+        let _one_at_a_time = self.inner.authenticating.lock().await;
+        let current = self.current_token();
+        if current.as_deref() != stale && current.is_some() {
+            return Ok(());
+        }
+        let request = AuthenticateRequest {
+            name: credentials.username.clone(),
+            password: credentials.password.clone(),
+        };
+        let body = Bytes::from(serde_json::to_vec(&request).expect("requests serialise"));
+        // Without a token: a fresh exchange that does not come back here.
+        let inner = &self.inner;
+        let mut last = EtcdError::Timeout(inner.request_timeout);
+        for attempt in 0..inner.endpoints.len() {
+            let index = (inner.preferred.load(Ordering::Relaxed) + attempt) % inner.endpoints.len();
+            let left = deadline.saturating_duration_since(Instant::now());
+            let pooled = &inner.endpoints[index];
+            let outcome =
+                tokio::time::timeout(left, self.attempt(pooled, "/v3/auth/authenticate", &body, &None))
+                    .await;
+            last = match outcome {
+                Ok(Ok(bytes)) => {
+                    let answer: AuthenticateResponse = serde_json::from_slice(&bytes)
+                        .map_err(|e| EtcdError::BadResponse(format!("authenticate: {e}")))?;
+                    *inner.token.write().unwrap_or_else(|e| e.into_inner()) =
+                        Some(Arc::from(answer.token));
+                    return Ok(());
+                }
+                Ok(Err(Failure::Refused(error))) => return Err(error),
+                Ok(Err(Failure::BadResponse(reason))) => return Err(EtcdError::BadResponse(reason)),
+                Ok(Err(Failure::NotSent(reason) | Failure::Broken(reason))) => {
+                    EtcdError::Unreachable(format!("{}: {reason}", pooled.endpoint))
+                }
+                Err(_) => break,
+            };
+        }
+        Err(last)
+    }
+
+    /// `POST path` with `request`, on a connection of its own, returning
+    /// once the answer's head is in (within the request timeout): for the
+    /// watch, whose answer is a stream that lasts as long as the
+    /// connection. Tries each endpoint in turn from the preferred one.
+    pub(crate) async fn stream<Q: Serialize>(
+        &self,
+        path: &str,
+        request: &Q,
+    ) -> Result<Stream, EtcdError> {
+        let body = Bytes::from(serde_json::to_vec(request).expect("requests serialise"));
+        let inner = &self.inner;
+        let deadline = Instant::now() + inner.request_timeout;
+        let count = inner.endpoints.len();
+        let mut last = EtcdError::Timeout(inner.request_timeout);
+        let mut reauthenticated = false;
+        let mut attempt = 0;
+        while attempt < count {
+            let index = (inner.preferred.load(Ordering::Relaxed) + attempt) % count;
+            let endpoint = &inner.endpoints[index].endpoint;
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            let token = self.token().await;
+            let open = async {
+                let (mut sender, driver) = self.dial_owned(endpoint).await?;
+                let request = build(endpoint, path, body.clone(), &token);
+                let response = sender
+                    .send_request(request)
+                    .await
+                    .map_err(|e| Failure::Broken(e.to_string()))?;
+                Ok::<_, Failure>((response, driver))
+            };
+            match tokio::time::timeout(left.min(inner.request_timeout), open).await {
+                Ok(Ok((response, driver))) if response.status().is_success() => {
+                    return Ok(Stream {
+                        body: response.into_body(),
+                        endpoint: endpoint.clone(),
+                        _driver: driver,
+                    });
+                }
+                Ok(Ok((response, _driver))) => {
+                    let status = response.status();
+                    let bytes = response
+                        .into_body()
+                        .collect()
+                        .await
+                        .map(|b| b.to_bytes())
+                        .unwrap_or_default();
+                    match refusal(status, &bytes) {
+                        Failure::Refused(error) if error.wants_token() && !reauthenticated => {
+                            reauthenticated = true;
+                            self.authenticate(token.as_deref(), deadline).await?;
+                            continue;
+                        }
+                        Failure::Refused(error) => last = error,
+                        Failure::BadResponse(reason) => last = EtcdError::BadResponse(reason),
+                        Failure::NotSent(_) | Failure::Broken(_) => {}
+                    }
+                }
+                Ok(Err(Failure::NotSent(reason) | Failure::Broken(reason))) => {
+                    last = EtcdError::Unreachable(format!("{endpoint}: {reason}"));
+                }
+                Ok(Err(Failure::Refused(error))) => last = error,
+                Ok(Err(Failure::BadResponse(reason))) => last = EtcdError::BadResponse(reason),
+                Err(_) => last = EtcdError::Timeout(inner.request_timeout),
+            }
+            self.avoid(index);
+            attempt += 1;
+        }
+        Err(last)
+    }
+
+    /// A new connection whose driver task stops with the returned guard.
+    async fn dial_owned(
+        &self,
+        endpoint: &Endpoint,
+    ) -> Result<(SendRequest<Full<Bytes>>, AbortOnDrop), Failure> {
+        let (sender, driver) = self.dial(endpoint).await.map_err(Failure::NotSent)?;
+        Ok((sender, AbortOnDrop(driver)))
+    }
+}
+
+/// The request for `path` on `endpoint`.
+fn build(endpoint: &Endpoint, path: &str, body: Bytes, token: &Option<Arc<str>>) -> Request<Full<Bytes>> {
+    let mut request = Request::builder()
+        .method(Method::POST)
+        .uri(path)
+        .header(HOST, endpoint.authority())
+        .header(CONTENT_TYPE, "application/json");
+    if let Some(token) = token {
+        request = request.header(AUTHORIZATION, &**token);
+    }
+    request
+        .body(Full::new(body))
+        .expect("a request of valid parts")
+}
+
+/// What a non-2xx answer says: the gateway's `{"error", "code"}`.
+fn refusal(status: StatusCode, body: &[u8]) -> Failure {
+    match serde_json::from_slice::<Status>(body) {
+        Ok(status) if !status.error.is_empty() || !status.message.is_empty() => {
+            let message = if status.message.is_empty() {
+                status.error
+            } else {
+                status.message
+            };
+            let message = message.trim_start_matches("etcdserver: ").to_string();
+            Failure::Refused(EtcdError::Refused {
+                code: status.code,
+                message,
+            })
+        }
+        _ => {
+            let text = String::from_utf8_lossy(&body[..body.len().min(200)]);
+            Failure::BadResponse(format!("HTTP {status}: {}", text.trim()))
+        }
+    }
+}
+
+/// A TCP connection to the first of the endpoint's addresses that accepts.
+async fn connect(endpoint: &Endpoint) -> Result<TcpStream, String> {
+    let addresses: Vec<SocketAddr> = match endpoint.host.parse() {
+        Ok(ip) => vec![SocketAddr::new(ip, endpoint.port)],
+        Err(_) => tokio::net::lookup_host((endpoint.host.as_str(), endpoint.port))
+            .await
+            .map_err(|e| format!("cannot resolve {}: {e}", endpoint.host))?
+            .collect(),
+    };
+    let mut last = format!("{} has no address", endpoint.host);
+    for address in addresses {
+        match TcpStream::connect(address).await {
+            Ok(stream) => {
+                let _ = stream.set_nodelay(true);
+                let probes = socket2::TcpKeepalive::new()
+                    .with_time(Duration::from_secs(10))
+                    .with_interval(Duration::from_secs(5))
+                    .with_retries(3);
+                let _ = socket2::SockRef::from(&stream).set_tcp_keepalive(&probes);
+                return Ok(stream);
+            }
+            Err(error) => last = error.to_string(),
+        }
+    }
+    Err(last)
+}
+
+/// HTTP/1.1 on `io`, its connection driven by a task of its own that ends
+/// when the last sender is dropped (or the connection closes).
+async fn handshake<I>(
+    io: I,
+) -> Result<(SendRequest<Full<Bytes>>, tokio::task::JoinHandle<()>), String>
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(io))
+        .await
+        .map_err(|e| e.to_string())?;
+    let driver = tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    Ok((sender, driver))
+}
+
+/// The TLS client configuration, from the configured PEM files.
+mod tls {
+    use std::sync::Arc;
+
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    use rustls::{ClientConfig, RootCertStore};
+
+    use super::TlsFiles;
+
+    pub(super) fn connector(files: &TlsFiles) -> Result<tokio_rustls::TlsConnector, String> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let builder = ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| e.to_string())?;
+        let mut roots = RootCertStore::empty();
+        match &files.ca {
+            Some(ca) => {
+                let certs = CertificateDer::pem_file_iter(ca)
+                    .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+                    .map_err(|e| format!("store.etcd.ca {}: {e}", ca.display()))?;
+                let (added, _) = roots.add_parsable_certificates(certs);
+                if added == 0 {
+                    return Err(format!(
+                        "store.etcd.ca {}: no certificate in it",
+                        ca.display()
+                    ));
+                }
+            }
+            None => {
+                let native = rustls_native_certs::load_native_certs();
+                roots.add_parsable_certificates(native.certs);
+            }
+        }
+        let builder = builder.with_root_certificates(roots);
+        let config = match (&files.cert, &files.key) {
+            (Some(cert), Some(key)) => {
+                let chain = CertificateDer::pem_file_iter(cert)
+                    .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+                    .map_err(|e| format!("store.etcd.cert {}: {e}", cert.display()))?;
+                let key = PrivateKeyDer::from_pem_file(key)
+                    .map_err(|e| format!("store.etcd.key {}: {e}", key.display()))?;
+                builder
+                    .with_client_auth_cert(chain, key)
+                    .map_err(|e| format!("store.etcd.cert and store.etcd.key: {e}"))?
+            }
+            _ => builder.with_no_client_auth(),
+        };
+        Ok(tokio_rustls::TlsConnector::from(Arc::new(config)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoints_parse() {
+        let e = Endpoint::parse("http://127.0.0.1:22379").unwrap();
+        assert_eq!((e.tls, e.host.as_str(), e.port), (false, "127.0.0.1", 22379));
+        assert_eq!(e.to_string(), "http://127.0.0.1:22379");
+        let e = Endpoint::parse("https://etcd-1.example.net").unwrap();
+        assert_eq!((e.tls, e.port), (true, 2379));
+        let e = Endpoint::parse("http://[::1]:2379/").unwrap();
+        assert_eq!((e.host.as_str(), e.authority()), ("::1", "[::1]:2379".to_string()));
+        for bad in ["127.0.0.1:2379", "ftp://x:1", "http://", "http://x:1/v3", "http://x:99999"] {
+            assert!(Endpoint::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn errors_the_gateway_sends_are_read() {
+        let failure = refusal(
+            StatusCode::BAD_REQUEST,
+            br#"{"error":"etcdserver: mvcc: required revision has been compacted","message":"etcdserver: mvcc: required revision has been compacted","code":11}"#,
+        );
+        let Failure::Refused(error) = failure else {
+            panic!("refused");
+        };
+        assert!(error.is_compacted());
+        assert_eq!(error.to_string(), "etcd: mvcc: required revision has been compacted");
+        let Failure::Refused(error) = refusal(
+            StatusCode::UNAUTHORIZED,
+            br#"{"error":"etcdserver: invalid auth token","message":"etcdserver: invalid auth token","code":16}"#,
+        ) else {
+            panic!("refused");
+        };
+        assert!(error.wants_token());
+        assert!(matches!(
+            refusal(StatusCode::BAD_GATEWAY, b"<html>"),
+            Failure::BadResponse(_)
+        ));
+    }
+}
