@@ -80,6 +80,10 @@ pub struct Metrics {
     pub dns_tcp_refused: Counter,
     /// Answers about a type in panic mode (critical instances included).
     pub dns_panic_answers: Counter,
+    /// UDP queries over the rate limit, dropped unanswered.
+    pub dns_rate_limited_dropped: Counter,
+    /// UDP queries over the rate limit, answered with TC (the slip).
+    pub dns_rate_limited_slipped: Counter,
     /// Forwarded queries an upstream answered (its answer relayed).
     pub dns_forwarded_answered: Counter,
     /// Forwarded queries no upstream answered (SERVFAIL).
@@ -161,7 +165,7 @@ impl Metrics {
     /// The plain counters. Over 100 lines only because it is one table, a
     /// counter per entry, each field on its own line.
     fn render_counters(&self, out: &mut String) {
-        let counters: [(&str, &str, &str, u64); 18] = [
+        let counters: &[(&str, &str, &str, u64)] = &[
             (
                 "signpost_dns_dropped_total",
                 "DNS packets dropped unanswered (runt or not a query).",
@@ -203,6 +207,18 @@ impl Metrics {
                 "",
                 "result=\"refused\"",
                 self.dns_forwarded_refused.get(),
+            ),
+            (
+                "signpost_dns_rate_limited_total",
+                "UDP queries over dns.rate_limit, by what was done with them.",
+                "action=\"dropped\"",
+                self.dns_rate_limited_dropped.get(),
+            ),
+            (
+                "signpost_dns_rate_limited_total",
+                "",
+                "action=\"slipped\"",
+                self.dns_rate_limited_slipped.get(),
             ),
             (
                 "signpost_registrations_total",
@@ -271,7 +287,7 @@ impl Metrics {
                 self.events_missed.get(),
             ),
         ];
-        for (name, help, labels, value) in counters {
+        for &(name, help, labels, value) in counters {
             if !help.is_empty() {
                 let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
             }
