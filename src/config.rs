@@ -84,11 +84,30 @@ pub struct DnsConfig {
     pub forward_timeout: u64,
     /// Forwarded queries waiting for upstreams at once, at most.
     pub forward_max_in_flight: usize,
+    /// TCP connections one source address may hold at once.
+    pub tcp_max_connections_per_source: usize,
+    /// Queries one TCP connection may ask before it is closed.
+    pub tcp_max_queries: u64,
+    /// Seconds a TCP connection may live, however busy.
+    pub tcp_max_lifetime: u64,
+    /// Response rate limiting for UDP: `[dns.rate_limit]`.
+    pub rate_limit: RateLimitConfig,
     /// Client networks and their localities: `[[dns.locality]]` tables.
     /// The one setting with a default here: the shipped file has none, and
     /// a table array cannot be written empty.
     #[serde(default)]
     pub locality: Vec<LocalityConfig>,
+}
+
+/// `[dns.rate_limit]`: response rate limiting for UDP, per source prefix.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a table")]
+pub struct RateLimitConfig {
+    /// Responses a second to one /24 (IPv4) or /56 (IPv6); 0 is off.
+    pub responses_per_second: u32,
+    /// Every this many limited responses, one goes out as an empty reply
+    /// with TC (so real clients retry over TCP); 0 drops them all.
+    pub slip: u32,
 }
 
 /// `[[dns.locality]]`: the clients in some networks are in one locality.
@@ -195,10 +214,25 @@ pub struct DnsSettings {
     pub tcp_idle_timeout: Duration,
     /// Time allowed to write one batch of TCP answers.
     pub tcp_write_timeout: Duration,
+    /// TCP connections one source address may hold at once (1-1000000).
+    pub tcp_max_connections_per_source: usize,
+    /// Queries one TCP connection may ask before it is closed.
+    pub tcp_max_queries: u64,
+    /// How long a TCP connection may live, however busy.
+    pub tcp_max_lifetime: Duration,
+    /// UDP responses a second per source prefix; `None`: not limited.
+    pub rate_limit: Option<RateLimit>,
     /// Failover, weights, locality and panic mode.
     pub steering: crate::select::Steering,
     /// Where names outside the zone go; no upstreams: refused.
     pub forward: crate::dns::forward::ForwardSettings,
+}
+
+/// The validated `[dns.rate_limit]`, when on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimit {
+    pub responses_per_second: u32,
+    pub slip: u32,
 }
 
 impl DnsSettings {
@@ -386,6 +420,34 @@ fn dns_settings(dns: DnsConfig) -> Result<DnsSettings, ConfigError> {
         max_tcp_connections: count("dns.max_tcp_connections", dns.max_tcp_connections)?,
         tcp_idle_timeout: seconds("dns.tcp_idle_timeout", dns.tcp_idle_timeout)?,
         tcp_write_timeout: seconds("dns.tcp_write_timeout", dns.tcp_write_timeout)?,
+        tcp_max_connections_per_source: count(
+            "dns.tcp_max_connections_per_source",
+            dns.tcp_max_connections_per_source,
+        )?,
+        tcp_max_queries: match dns.tcp_max_queries {
+            0 => return Err(invalid("dns.tcp_max_queries", "must be at least 1")),
+            n => n,
+        },
+        tcp_max_lifetime: seconds("dns.tcp_max_lifetime", dns.tcp_max_lifetime)?,
+        rate_limit: match dns.rate_limit {
+            RateLimitConfig {
+                responses_per_second: 0,
+                ..
+            } => None,
+            RateLimitConfig {
+                responses_per_second,
+                slip,
+            } if slip <= 100 => Some(RateLimit {
+                responses_per_second,
+                slip,
+            }),
+            _ => {
+                return Err(invalid(
+                    "dns.rate_limit.slip",
+                    "must be 0 (drop all) to 100",
+                ));
+            }
+        },
     })
 }
 

@@ -211,8 +211,9 @@ pub(crate) fn respond(
     if !packet[apex_at..question.end - 4].eq_ignore_ascii_case(&wire.apex) {
         return false;
     }
-    if matches!(question.qtype, 251 | 252) {
-        return false; // IXFR, AXFR: refused by the general path
+    if matches!(question.qtype, 41 | 249 | 250 | 251 | 252) {
+        // IXFR, AXFR: refused; OPT, TKEY, TSIG: FORMERR; the general path's.
+        return false;
     }
     let label = |index: usize| -> &[u8] {
         let at = usize::from(question.labels[index]);

@@ -15,6 +15,7 @@ mod forward;
 mod fuzz;
 mod hardening;
 mod lifetime;
+mod limits;
 mod live;
 mod nameserver;
 mod run;
