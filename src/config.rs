@@ -162,8 +162,35 @@ pub struct ChecksConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, expecting = "a table")]
 pub struct StoreConfig {
-    /// Store URL: `memory` or `sqlite:PATH`.
+    /// Store URL: `memory`, `sqlite:PATH` or `etcd:URL,URL,...`.
     pub url: String,
+    /// The etcd store's settings: `[store.etcd]`.
+    pub etcd: EtcdConfig,
+}
+
+/// `[store.etcd]`: how to reach etcd, for `etcd:` stores.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a table")]
+pub struct EtcdConfig {
+    /// Key prefix; empty means `/signpost/<zone>/`.
+    pub prefix: String,
+    /// This node's name among the nodes; empty means the host name and a
+    /// random suffix.
+    pub node: String,
+    /// Milliseconds a call to etcd may take, every member tried.
+    pub request_timeout_ms: u64,
+    /// Milliseconds a connection to a member may take to open.
+    pub dial_timeout_ms: u64,
+    /// etcd user; empty: no authentication.
+    pub username: String,
+    /// That user's password.
+    pub password: String,
+    /// PEM file of the CA that signed the members' certificates (https://
+    /// endpoints); empty: the system's roots.
+    pub ca: String,
+    /// PEM client certificate and key, when the members ask for one.
+    pub cert: String,
+    pub key: String,
 }
 
 /// `[server]`: the process as a whole.
@@ -358,7 +385,7 @@ impl Config {
         if !(1..=100_000).contains(&checks.max_in_flight) {
             return Err(invalid("checks.max_in_flight", "must be 1-100000"));
         }
-        let store = StoreKind::parse(&store.url).map_err(|e| invalid("store.url", e))?;
+        let store = store_settings(store, &dns.zone)?;
         Ok(Settings {
             dns,
             admin,
@@ -368,6 +395,58 @@ impl Config {
             shutdown_grace,
         })
     }
+}
+
+/// The `[store]` settings, validated; `[store.etcd]` only for an etcd
+/// store.
+fn store_settings(store: StoreConfig, zone: &Name) -> Result<StoreKind, ConfigError> {
+    let kind = StoreKind::parse(&store.url).map_err(|e| invalid("store.url", e))?;
+    let StoreKind::Etcd(mut settings) = kind else {
+        return Ok(kind);
+    };
+    let etcd = store.etcd;
+    settings.prefix = if etcd.prefix.is_empty() {
+        format!("/signpost/{}/", zone.to_ascii().trim_end_matches('.'))
+    } else if etcd.prefix.ends_with('/') && !etcd.prefix.contains(char::is_control) {
+        etcd.prefix
+    } else {
+        return Err(invalid(
+            "store.etcd.prefix",
+            format!("{:?} must end with '/'", etcd.prefix),
+        ));
+    };
+    settings.node = if etcd.node.is_empty() {
+        crate::store::etcd::default_node_name()
+    } else if crate::validate::is_dns_label(&etcd.node) {
+        etcd.node
+    } else {
+        return Err(invalid(
+            "store.etcd.node",
+            format!("{:?} is not a DNS label (a-z, 0-9, '-')", etcd.node),
+        ));
+    };
+    let millis = |setting: &'static str, value: u64| {
+        if (100..=60_000).contains(&value) {
+            Ok(Duration::from_millis(value))
+        } else {
+            Err(invalid(setting, "must be 100-60000 milliseconds"))
+        }
+    };
+    settings.request_timeout = millis("store.etcd.request_timeout_ms", etcd.request_timeout_ms)?;
+    settings.dial_timeout = millis("store.etcd.dial_timeout_ms", etcd.dial_timeout_ms)?;
+    settings.username = (!etcd.username.is_empty()).then_some(etcd.username);
+    settings.password = etcd.password;
+    let path = |text: String| (!text.is_empty()).then(|| std::path::PathBuf::from(text));
+    settings.ca = path(etcd.ca);
+    settings.cert = path(etcd.cert);
+    settings.key = path(etcd.key);
+    if settings.cert.is_some() != settings.key.is_some() {
+        return Err(invalid(
+            "store.etcd.cert",
+            "store.etcd.cert and store.etcd.key go together",
+        ));
+    }
+    Ok(StoreKind::Etcd(settings))
 }
 
 /// The `[dns]` settings, validated.

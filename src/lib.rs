@@ -14,7 +14,8 @@
 //! - [`events`]: the live event stream behind `/v1/events`.
 //! - [`clock`]: the time lifetimes are measured by (a manual one in tests).
 //! - [`metrics`]: counters for `/metrics`.
-//! - [`store`]: where registrations are kept across restarts (SQLite).
+//! - [`store`]: where registrations are kept: across restarts (SQLite), or
+//!   shared by several nodes (etcd).
 //! - [`client`]: a client of the admin API (register and keep alive,
 //!   discover, list, events), async and blocking.
 //! - [`cli`]: the binary's client commands, on [`client`].
@@ -99,12 +100,7 @@ impl Server {
     pub async fn bind(settings: Settings) -> Result<Server, StartError> {
         let zone = settings.dns.zone.clone();
         let started = Instant::now();
-        let (store, stored) = {
-            let kind = settings.store.clone();
-            tokio::task::spawn_blocking(move || Store::open(&kind))
-                .await
-                .expect("store open does not panic")?
-        };
+        let (store, stored) = Store::open(&settings.store).await?;
         let registry = Registry::new(zone.clone());
         let metrics = Arc::new(Metrics::default());
         let (checker, checks) = Checker::new();
@@ -242,6 +238,7 @@ impl Server {
         };
         let tcp = dns::server::serve_tcp(tcp, responder.clone(), token.clone(), limits);
         tasks.spawn(named("the dns tcp listener", tcp));
+        spawn_store(&registrar, &mut tasks, &token);
         let sweeper = registrar.clone().run_sweeper(token.clone());
         tasks.spawn(named("the expiry sweeper", sweeper));
         let scheduler =
@@ -279,6 +276,23 @@ pub enum RunError {
     TaskEnded(&'static str),
     #[error("{0} panicked, so the server stopped too")]
     TaskPanicked(String),
+}
+
+/// A shared store's tasks: the watch the registrar applies, the batching
+/// writer and this node's lease. Nothing for the other stores.
+fn spawn_store(
+    registrar: &Registrar,
+    tasks: &mut JoinSet<&'static str>,
+    token: &CancellationToken,
+) {
+    let Some(etcd) = registrar.shared_store() else {
+        return;
+    };
+    if let Some(follower) = etcd.take_follower() {
+        let following = registrar.clone().follow(follower, token.clone());
+        tasks.spawn(named("the etcd watch", following));
+    }
+    tasks.spawn(named("the etcd writer and lease", etcd.run(token.clone())));
 }
 
 /// `task`, ending with `name` for [`supervise`].

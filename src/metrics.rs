@@ -360,3 +360,11 @@ fn render_gauges(out: &mut String, registry: &Registry, subscribers: usize) {
         );
     }
 }
+
+/// `signpost_store_degraded`: 1 while a shared store (etcd) cannot be
+/// seen (writes fail, expiry is suspended), else 0.
+pub(crate) fn render_store_degraded(out: &mut String, degraded: bool) {
+    out.push_str("# HELP signpost_store_degraded 1 while the shared store (etcd) cannot be seen: writes fail, DNS answers from memory, expiry is suspended.\n");
+    out.push_str("# TYPE signpost_store_degraded gauge\n");
+    let _ = writeln!(out, "signpost_store_degraded {}", u8::from(degraded));
+}

@@ -14,6 +14,8 @@
 //! persist two different ids. Writes of different names run concurrently
 //! and share the store's group commits.
 
+mod cluster;
+
 use std::hash::BuildHasher;
 use std::sync::Arc;
 
@@ -123,6 +125,10 @@ impl Registrar {
     /// registration time and its last reported health. Announces nothing:
     /// nobody can be subscribed yet.
     pub(crate) fn restore(&self, stored: Vec<StoredInstance>) -> usize {
+        let verdicts: Vec<_> = stored
+            .iter()
+            .filter_map(|instance| Some((instance.id, instance.check.clone()?)))
+            .collect();
         let entries = stored
             .into_iter()
             .map(|instance| {
@@ -135,6 +141,12 @@ impl Registrar {
             })
             .collect();
         let restored = self.registry.restore(entries);
+        for (id, verdict) in verdicts {
+            if let Some(instance) = self.registry.get_any(id) {
+                let (health, output) = (verdict.health, verdict.output);
+                self.registry.record_check(&instance, health, output, false);
+            }
+        }
         for instance in self.registry.list() {
             if instance.spec.check.is_some() {
                 self.checker.watch(&instance);
@@ -148,6 +160,9 @@ impl Registrar {
         &self,
         spec: ValidRegistration,
     ) -> Result<Registered, RegistrarError> {
+        if let Some(etcd) = self.store.shared() {
+            return self.register_shared(etcd, spec).await;
+        }
         // Held until the registry has it: see the module's doc.
         let _same_name = self.stripe(&spec.service_type, &spec.name).lock().await;
         let identity = self.registry.identity_for(&spec);
@@ -157,6 +172,7 @@ impl Registrar {
                 spec: spec.clone(),
                 health: Health::Passing,
                 registered_at_ms: identity.registered_at_ms,
+                check: None,
             };
             self.store
                 .write(Write::Put(Box::new(stored)))
@@ -216,6 +232,9 @@ impl Registrar {
         health: Health,
         output: Option<String>,
     ) -> Result<Arc<Instance>, RegistrarError> {
+        if let Some(etcd) = self.store.shared() {
+            return self.beat_shared(etcd, id, health, output).await;
+        }
         let instance = self.registry.get(id).ok_or(RegistrarError::NotFound)?;
         if instance.reported_health() != health {
             let _same_name = self
@@ -288,6 +307,9 @@ impl Registrar {
         expected: Option<&Arc<Instance>>,
         reason: DeregisterReason,
     ) -> Result<Arc<Instance>, RegistrarError> {
+        if let Some(etcd) = self.store.shared() {
+            return self.remove_shared(etcd, id, expected, reason).await;
+        }
         let instance = self.registry.get(id).ok_or(RegistrarError::NotFound)?;
         let _same_name = self
             .stripe(&instance.spec.service_type, &instance.spec.name)
@@ -339,6 +361,10 @@ impl Registrar {
         }
         let before = instance.health();
         let renew = outcome.health != Health::Critical;
+        if let Some(etcd) = self.store.shared() {
+            let output = outcome.output.clone();
+            self.publish_check(etcd, instance.id, verdict, output, renew);
+        }
         self.registry
             .record_check(instance, verdict, outcome.output, renew);
         let health = instance.health();
@@ -358,6 +384,9 @@ impl Registrar {
     /// Expires every instance lapsed by now: from memory at once, from the
     /// store in the background. Returns how many.
     pub(crate) fn sweep(&self) -> usize {
+        if let Some(etcd) = self.store.shared() {
+            return self.sweep_shared(etcd);
+        }
         let lapsed = self.registry.sweep(self.registry.now_ms());
         if lapsed.is_empty() {
             return 0;

@@ -880,6 +880,82 @@ impl Registry {
         lapsed
     }
 
+    /// The instances whose lifetime lapsed by `now`, without removing
+    /// them: for a shared store, where one node (the leader) decides each
+    /// expiry through the store and every node removes the instance when
+    /// the store says so. Each is looked at again `retry_ms` later, in case
+    /// it is still there; a renewed one is queued at its new deadline.
+    pub(crate) fn lapsed(&self, now: u64, retry_ms: u64) -> Vec<Arc<Instance>> {
+        let mut queue = self.shared.expiry.lock().unwrap_or_else(|e| e.into_inner());
+        let mut lapsed = Vec::new();
+        let mut again = Vec::new();
+        while let Some(Reverse((deadline, generation, id))) = queue.peek().copied() {
+            if deadline > now {
+                break;
+            }
+            queue.pop();
+            let Some(instance) = self.shared.by_id.get(&id).map(|e| e.value().clone()) else {
+                continue;
+            };
+            if instance.generation != generation || instance.last_heartbeat_ms() == 0 {
+                continue;
+            }
+            if now >= instance.expires_at_ms() {
+                again.push(Reverse((now + retry_ms, generation, id)));
+                lapsed.push(instance);
+            } else {
+                again.push(Reverse((instance.expires_at_ms(), generation, id)));
+            }
+        }
+        queue.extend(again);
+        lapsed
+    }
+
+    /// Renews every instance to `now`, lapsed or not: while a shared store
+    /// cannot be seen, nothing expires (fail static), and each instance
+    /// has a fresh window of its TTL when the store is back.
+    pub(crate) fn revive_all(&self, now: u64) {
+        for entry in self.shared.by_id.iter() {
+            entry.value().revive(now);
+        }
+    }
+
+    /// An instance by id, lapsed or not (not removed).
+    pub(crate) fn get_any(&self, id: Uuid) -> Option<Arc<Instance>> {
+        let instance = self.shared.by_id.get(&id).map(|e| e.value().clone())?;
+        (instance.last_heartbeat_ms() != 0).then_some(instance)
+    }
+
+    /// A heartbeat a shared store committed: renews `id` even if this node
+    /// saw it lapse (the store decides), records the reported health (and
+    /// keeps the health index in step) and the output. Returns the
+    /// instance and its served health before.
+    pub(crate) fn committed_heartbeat(
+        &self,
+        id: Uuid,
+        health: Option<Health>,
+        output: Option<String>,
+    ) -> Option<(Arc<Instance>, Health)> {
+        let instance = self.get_any(id)?;
+        let before = instance.health();
+        let reported = instance.committed_heartbeat(self.now_ms(), health, output)?;
+        if health.is_some_and(|health| health != reported) {
+            self.health_changed(&instance);
+        }
+        Some((instance, before))
+    }
+
+    /// Removes `id`, lapsed or not: a removal a shared store committed.
+    pub(crate) fn remove_committed(&self, id: Uuid) -> Option<Arc<Instance>> {
+        let _writer = self.lock_writer();
+        let instance = self.shared.by_id.get(&id).map(|e| e.value().clone())?;
+        if !instance.kill() {
+            return None;
+        }
+        self.remove_locked(std::slice::from_ref(&instance));
+        Some(instance)
+    }
+
     fn queue_expiry(&self, instance: &Instance) {
         let mut queue = self.shared.expiry.lock().unwrap_or_else(|e| e.into_inner());
         queue.push(Reverse((

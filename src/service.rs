@@ -431,6 +431,56 @@ impl Instance {
         }
     }
 
+    /// Moves `last_heartbeat` forward to `now_ms` even when the lifetime
+    /// lapsed, unless the instance was removed: a renewal a shared store
+    /// committed (it decides, not this node's view of the lifetime), and
+    /// the fail-static renewal while the store cannot be seen.
+    pub(crate) fn revive(&self, now_ms: u64) -> bool {
+        let mut current = self.last_heartbeat_ms.load(Ordering::Acquire);
+        loop {
+            if current == REMOVED {
+                return false;
+            }
+            match self.last_heartbeat_ms.compare_exchange_weak(
+                current,
+                current.max(now_ms),
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => return true,
+                Err(actual) => current = actual,
+            }
+        }
+    }
+
+    /// Records a heartbeat a shared store committed: [`Instance::revive`],
+    /// then the reported health (`None` keeps it) and the output. Returns
+    /// the reported health before, or `None` when the instance was removed.
+    pub(crate) fn committed_heartbeat(
+        &self,
+        now_ms: u64,
+        health: Option<Health>,
+        output: Option<String>,
+    ) -> Option<Health> {
+        if !self.revive(now_ms) {
+            return None;
+        }
+        let previous = match health {
+            Some(health) => {
+                Health::from_u8(self.reported_health.swap(health as u8, Ordering::AcqRel))
+            }
+            None => self.reported_health(),
+        };
+        *self.output.lock().unwrap_or_else(|e| e.into_inner()) = output;
+        Some(previous)
+    }
+
+    /// Marks the instance removed, lapsed or not. Returns true when this
+    /// call removed it.
+    pub(crate) fn kill(&self) -> bool {
+        self.last_heartbeat_ms.swap(REMOVED, Ordering::AcqRel) != REMOVED
+    }
+
     /// Marks the instance removed if its lifetime lapsed by `now_ms`.
     /// Returns true when this call removed it.
     pub fn kill_if_lapsed_by(&self, now_ms: u64) -> bool {

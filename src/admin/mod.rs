@@ -337,12 +337,14 @@ async fn types(State(state): State<Arc<AdminState>>) -> Json<serde_json::Value> 
     Json(json!({ "types": types }))
 }
 
-async fn health(State(state): State<Arc<AdminState>>) -> Json<serde_json::Value> {
+/// 200 "ok", or 503 "degraded" with the reason while a shared store (etcd)
+/// cannot be seen: DNS and reads still answer from memory, writes fail.
+async fn health(State(state): State<Arc<AdminState>>) -> Response {
     let now = state.registry.now_ms();
     // Counts from the types' indexes: an O(types) read, so that probes
     // looping on it cost nothing that grows with the instances.
     let counts = state.registry.counts();
-    Json(json!({
+    let mut body = json!({
         "status": "ok",
         "timestamp": now / 1000,
         "version": env!("CARGO_PKG_VERSION"),
@@ -350,7 +352,18 @@ async fn health(State(state): State<Arc<AdminState>>) -> Json<serde_json::Value>
         "store": state.store,
         "instances": counts.instances,
         "serving": counts.not_critical,
-    }))
+    });
+    match state.registrar.store_problem() {
+        None => Json(body).into_response(),
+        Some(problem) => {
+            body["status"] = json!("degraded");
+            body["reason"] = json!(format!(
+                "store {} cannot be seen ({problem}): writes fail, DNS and reads answer from memory, nothing expires",
+                state.store
+            ));
+            (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response()
+        }
+    }
 }
 
 async fn metrics(State(state): State<Arc<AdminState>>) -> Response {
@@ -359,9 +372,14 @@ async fn metrics(State(state): State<Arc<AdminState>>) -> Response {
             header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
-        state
-            .metrics
-            .render(&state.registry, state.registrar.subscribers()),
+        {
+            let mut text = state
+                .metrics
+                .render(&state.registry, state.registrar.subscribers());
+            let degraded = state.registrar.store_problem().is_some();
+            crate::metrics::render_store_degraded(&mut text, degraded);
+            text
+        },
     )
         .into_response()
 }

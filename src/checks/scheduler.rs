@@ -152,6 +152,13 @@ impl Schedule {
             if entry.epoch != epoch || entry.in_flight.is_some() {
                 continue; // stale entry, or the previous run is still going
             }
+            if !self.registrar.owns_check(id) {
+                // Another node of the cluster runs it; look again in an
+                // interval, in case its owner left.
+                let next = now + entry.check().interval;
+                self.due.push(Reverse((next, epoch, id)));
+                continue;
+            }
             let check = entry.check().clone();
             entry.in_flight = Some(running.spawn(async move {
                 Done {

@@ -2,13 +2,18 @@
 //!
 //! The registry in memory serves every read; the store is only a journal of
 //! what was acknowledged, read back once at start-up. `memory` keeps nothing;
-//! `sqlite:PATH` commits every acknowledged change (see [`sqlite`]).
+//! `sqlite:PATH` commits every acknowledged change (see [`sqlite`]);
+//! `etcd:URL,...` shares one registry between several signpost nodes, and
+//! is also followed: every node applies every change from its watch (see
+//! [`etcd`]).
 //!
-//! **Invariant:** only this module knows SQL.
+//! **Invariant:** only this module knows SQL or etcd.
 
-mod record;
+pub(crate) mod etcd;
+pub(crate) mod record;
 pub(crate) mod sqlite;
 
+pub(crate) use etcd::EtcdSettings;
 pub(crate) use record::{StoreError, StoredInstance, Write};
 
 use std::fmt;
@@ -21,6 +26,8 @@ pub enum StoreKind {
     Memory,
     /// A SQLite database file.
     Sqlite(PathBuf),
+    /// An etcd cluster, shared with other signpost nodes.
+    Etcd(Box<EtcdSettings>),
 }
 
 impl StoreKind {
@@ -30,6 +37,9 @@ impl StoreKind {
             Some(("sqlite", path)) if !path.is_empty() => {
                 Ok(StoreKind::Sqlite(PathBuf::from(path)))
             }
+            Some(("etcd", urls)) => EtcdSettings::parse(urls)
+                .map(|settings| StoreKind::Etcd(Box::new(settings)))
+                .map_err(|_| StoreError::Unsupported(url.to_string())),
             _ => Err(StoreError::Unsupported(url.to_string())),
         }
     }
@@ -40,6 +50,7 @@ impl fmt::Display for StoreKind {
         match self {
             StoreKind::Memory => f.write_str("memory"),
             StoreKind::Sqlite(path) => write!(f, "sqlite:{}", path.display()),
+            StoreKind::Etcd(settings) => f.write_str(&settings.url()),
         }
     }
 }
@@ -49,17 +60,34 @@ impl fmt::Display for StoreKind {
 pub(crate) enum Store {
     Memory,
     Sqlite(sqlite::SqliteStore),
+    Etcd(etcd::EtcdStore),
 }
 
 impl Store {
     /// Opens the store and returns what it holds.
-    pub(crate) fn open(kind: &StoreKind) -> Result<(Store, Vec<StoredInstance>), StoreError> {
+    pub(crate) async fn open(kind: &StoreKind) -> Result<(Store, Vec<StoredInstance>), StoreError> {
         match kind {
             StoreKind::Memory => Ok((Store::Memory, Vec::new())),
             StoreKind::Sqlite(path) => {
-                let (store, stored) = sqlite::SqliteStore::open(path)?;
+                let path = path.clone();
+                let opened = tokio::task::spawn_blocking(move || sqlite::SqliteStore::open(&path))
+                    .await
+                    .expect("store open does not panic");
+                let (store, stored) = opened?;
                 Ok((Store::Sqlite(store), stored))
             }
+            StoreKind::Etcd(settings) => {
+                let (store, stored) = etcd::EtcdStore::open(settings).await?;
+                Ok((Store::Etcd(store), stored))
+            }
+        }
+    }
+
+    /// The shared store, when this node is one of a cluster's.
+    pub(crate) fn shared(&self) -> Option<&etcd::EtcdStore> {
+        match self {
+            Store::Etcd(store) => Some(store),
+            _ => None,
         }
     }
 
@@ -74,6 +102,8 @@ impl Store {
         match self {
             Store::Memory => Ok(()),
             Store::Sqlite(store) => store.write(write).await,
+            // The registrar writes a shared store through its own calls.
+            Store::Etcd(_) => Ok(()),
         }
     }
 
@@ -97,7 +127,12 @@ mod tests {
             StoreKind::Sqlite("data/x.db".into())
         );
         assert!(StoreKind::parse("sqlite:").is_err());
-        assert!(StoreKind::parse("etcd:http://x").is_err());
+        let StoreKind::Etcd(etcd) = StoreKind::parse("etcd:http://a:1,https://b").unwrap() else {
+            panic!("etcd");
+        };
+        assert_eq!(etcd.url(), "etcd:http://a:1,https://b:2379");
+        assert!(StoreKind::parse("etcd:").is_err());
+        assert!(StoreKind::parse("etcd:a:1").is_err());
         assert!(StoreKind::parse("").is_err());
     }
 }

@@ -13,7 +13,6 @@
 //! sent again cannot apply twice).
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
@@ -63,10 +62,22 @@ impl Endpoint {
         if !matches!(uri.path(), "" | "/") || uri.query().is_some() {
             return Err(format!("{url:?}: an etcd endpoint has no path"));
         }
+        let authority = uri.authority().map_or("", |a| a.as_str());
+        let after_host = authority
+            .rsplit_once(']')
+            .map_or(authority, |(_, rest)| rest);
+        let port = match after_host.rsplit_once(':') {
+            None => 2379,
+            Some((_, port)) => port
+                .parse::<u16>()
+                .ok()
+                .filter(|port| *port > 0)
+                .ok_or_else(|| format!("{url:?}: the port is not 1-65535"))?,
+        };
         Ok(Endpoint {
             tls,
             host: host.trim_start_matches('[').trim_end_matches(']').into(),
-            port: uri.port_u16().unwrap_or(2379),
+            port,
         })
     }
 
@@ -100,15 +111,7 @@ impl std::fmt::Debug for Credentials {
     }
 }
 
-/// PEM files for TLS: the CA to verify the members by (the system's roots
-/// when none), and a client certificate and key when the cluster asks for
-/// one.
-#[derive(Debug, Clone, Default)]
-pub(crate) struct TlsFiles {
-    pub ca: Option<PathBuf>,
-    pub cert: Option<PathBuf>,
-    pub key: Option<PathBuf>,
-}
+pub(crate) use tls::TlsFiles;
 
 /// How to reach the cluster.
 #[derive(Debug, Clone)]
@@ -261,11 +264,6 @@ impl Client {
         self.inner.request_timeout
     }
 
-    /// The endpoints, as configured.
-    pub(crate) fn endpoints(&self) -> impl Iterator<Item = &Endpoint> {
-        self.inner.endpoints.iter().map(|p| &p.endpoint)
-    }
-
     /// `POST path` with `request` as JSON, within the request timeout,
     /// failing over between endpoints as `retry` allows; parses a 2xx
     /// answer as `R`.
@@ -304,9 +302,9 @@ impl Client {
             }
             // A read that hangs on one member leaves time for another.
             let limit = match retry {
-                Retry::Always if attempt + 1 < count => left.min(
-                    (inner.request_timeout / 2).max(Duration::from_millis(500)),
-                ),
+                Retry::Always if attempt + 1 < count => {
+                    left.min((inner.request_timeout / 2).max(Duration::from_millis(500)))
+                }
                 _ => left,
             };
             let token = self.token().await;
@@ -345,10 +343,16 @@ impl Client {
                 }
                 Failure::BadResponse(reason) => return Err(EtcdError::BadResponse(reason)),
                 Failure::NotSent(reason) => {
-                    last = Some(EtcdError::Unreachable(format!("{}: {reason}", pooled.endpoint)));
+                    last = Some(EtcdError::Unreachable(format!(
+                        "{}: {reason}",
+                        pooled.endpoint
+                    )));
                 }
                 Failure::Broken(reason) => {
-                    last = Some(EtcdError::Unreachable(format!("{}: {reason}", pooled.endpoint)));
+                    last = Some(EtcdError::Unreachable(format!(
+                        "{}: {reason}",
+                        pooled.endpoint
+                    )));
                     if retry == Retry::IfNotSent {
                         self.avoid(index);
                         return Err(last.expect("just set"));
@@ -383,7 +387,12 @@ impl Client {
     ) -> Result<Bytes, Failure> {
         let mut sender = match self.idle(pooled).await {
             Some(sender) => sender,
-            None => self.dial(&pooled.endpoint).await.map_err(Failure::NotSent)?.0,
+            None => {
+                self.dial(&pooled.endpoint)
+                    .await
+                    .map_err(Failure::NotSent)?
+                    .0
+            }
         };
         let request = build(&pooled.endpoint, path, body.clone(), token);
         let response = sender
@@ -412,7 +421,11 @@ impl Client {
     /// An idle connection of `pooled` that is still open and ready.
     async fn idle(&self, pooled: &Pooled) -> Option<SendRequest<Full<Bytes>>> {
         loop {
-            let mut sender = pooled.idle.lock().unwrap_or_else(|e| e.into_inner()).pop()?;
+            let mut sender = pooled
+                .idle
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .pop()?;
             if !sender.is_closed() && sender.ready().await.is_ok() {
                 return Some(sender);
             }
@@ -494,9 +507,11 @@ impl Client {
             let index = (inner.preferred.load(Ordering::Relaxed) + attempt) % inner.endpoints.len();
             let left = deadline.saturating_duration_since(Instant::now());
             let pooled = &inner.endpoints[index];
-            let outcome =
-                tokio::time::timeout(left, self.attempt(pooled, "/v3/auth/authenticate", &body, &None))
-                    .await;
+            let outcome = tokio::time::timeout(
+                left,
+                self.attempt(pooled, "/v3/auth/authenticate", &body, &None),
+            )
+            .await;
             last = match outcome {
                 Ok(Ok(bytes)) => {
                     let answer: AuthenticateResponse = serde_json::from_slice(&bytes)
@@ -506,7 +521,9 @@ impl Client {
                     return Ok(());
                 }
                 Ok(Err(Failure::Refused(error))) => return Err(error),
-                Ok(Err(Failure::BadResponse(reason))) => return Err(EtcdError::BadResponse(reason)),
+                Ok(Err(Failure::BadResponse(reason))) => {
+                    return Err(EtcdError::BadResponse(reason));
+                }
                 Ok(Err(Failure::NotSent(reason) | Failure::Broken(reason))) => {
                     EtcdError::Unreachable(format!("{}: {reason}", pooled.endpoint))
                 }
@@ -600,7 +617,12 @@ impl Client {
 }
 
 /// The request for `path` on `endpoint`.
-fn build(endpoint: &Endpoint, path: &str, body: Bytes, token: &Option<Arc<str>>) -> Request<Full<Bytes>> {
+fn build(
+    endpoint: &Endpoint,
+    path: &str,
+    body: Bytes,
+    token: &Option<Arc<str>>,
+) -> Request<Full<Bytes>> {
     let mut request = Request::builder()
         .method(Method::POST)
         .uri(path)
@@ -682,13 +704,22 @@ where
 
 /// The TLS client configuration, from the configured PEM files.
 mod tls {
+    use std::path::PathBuf;
     use std::sync::Arc;
 
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::{CertificateDer, PrivateKeyDer};
     use rustls::{ClientConfig, RootCertStore};
 
-    use super::TlsFiles;
+    /// PEM files for TLS: the CA to verify the members by (the system's
+    /// roots when none), and a client certificate and key when the cluster
+    /// asks for one.
+    #[derive(Debug, Clone, Default)]
+    pub(crate) struct TlsFiles {
+        pub ca: Option<PathBuf>,
+        pub cert: Option<PathBuf>,
+        pub key: Option<PathBuf>,
+    }
 
     pub(super) fn connector(files: &TlsFiles) -> Result<tokio_rustls::TlsConnector, String> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
@@ -739,13 +770,25 @@ mod tests {
     #[test]
     fn endpoints_parse() {
         let e = Endpoint::parse("http://127.0.0.1:22379").unwrap();
-        assert_eq!((e.tls, e.host.as_str(), e.port), (false, "127.0.0.1", 22379));
+        assert_eq!(
+            (e.tls, e.host.as_str(), e.port),
+            (false, "127.0.0.1", 22379)
+        );
         assert_eq!(e.to_string(), "http://127.0.0.1:22379");
         let e = Endpoint::parse("https://etcd-1.example.net").unwrap();
         assert_eq!((e.tls, e.port), (true, 2379));
         let e = Endpoint::parse("http://[::1]:2379/").unwrap();
-        assert_eq!((e.host.as_str(), e.authority()), ("::1", "[::1]:2379".to_string()));
-        for bad in ["127.0.0.1:2379", "ftp://x:1", "http://", "http://x:1/v3", "http://x:99999"] {
+        assert_eq!(
+            (e.host.as_str(), e.authority()),
+            ("::1", "[::1]:2379".to_string())
+        );
+        for bad in [
+            "127.0.0.1:2379",
+            "ftp://x:1",
+            "http://",
+            "http://x:1/v3",
+            "http://x:99999",
+        ] {
             assert!(Endpoint::parse(bad).is_err(), "{bad}");
         }
     }
@@ -760,7 +803,10 @@ mod tests {
             panic!("refused");
         };
         assert!(error.is_compacted());
-        assert_eq!(error.to_string(), "etcd: mvcc: required revision has been compacted");
+        assert_eq!(
+            error.to_string(),
+            "etcd: mvcc: required revision has been compacted"
+        );
         let Failure::Refused(error) = refusal(
             StatusCode::UNAUTHORIZED,
             br#"{"error":"etcdserver: invalid auth token","message":"etcdserver: invalid auth token","code":16}"#,

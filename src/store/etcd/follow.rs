@@ -60,7 +60,13 @@ pub(crate) async fn load(shared: &Shared) -> Result<(Snapshot, Decoder), EtcdErr
             keys.parse(kv.key.as_slice()),
             serde_json::from_slice::<CheckValue>(kv.value.as_slice()),
         ) {
-            verdicts.insert(id, Verdict { health: value.health, output: value.output });
+            verdicts.insert(
+                id,
+                Verdict {
+                    health: value.health,
+                    output: value.output,
+                },
+            );
         }
     }
     let mut decoder = Decoder::default();
@@ -221,7 +227,10 @@ impl Decoder {
                     }
                 }
                 Some(Key::Beat(id)) if put => {
-                    beats.push((id, serde_json::from_slice(kv.value.as_slice()).unwrap_or_default()));
+                    beats.push((
+                        id,
+                        serde_json::from_slice(kv.value.as_slice()).unwrap_or_default(),
+                    ));
                 }
                 Some(Key::Health(id)) => {
                     let health = serde_json::from_slice::<HealthValue>(kv.value.as_slice())
@@ -257,6 +266,41 @@ impl Decoder {
                 _ => {}
             }
         }
+        let decoded = Decoded {
+            removed,
+            tombstones,
+            registered,
+            beats,
+            healths,
+            checks,
+        };
+        decoded.changes(changes);
+    }
+}
+
+/// One revision's events, sorted by kind: see [`Decoder::decode`].
+struct Decoded {
+    removed: Vec<Uuid>,
+    tombstones: HashMap<Uuid, TombstoneValue>,
+    registered: Vec<StoredInstance>,
+    beats: Vec<(Uuid, BeatValue)>,
+    healths: HashMap<Uuid, Health>,
+    checks: Vec<(Uuid, CheckValue)>,
+}
+
+impl Decoded {
+    /// The changes, in the order they apply: removals (with the reason
+    /// their tombstones give), registrations, then heartbeats and checks
+    /// of registrations that were neither.
+    fn changes(self, changes: &mut Vec<Committed>) {
+        let Decoded {
+            mut removed,
+            tombstones,
+            registered,
+            beats,
+            mut healths,
+            checks,
+        } = self;
         // A registration over a lapsed one of the same name took its key:
         // only its tombstone says it went.
         for id in tombstones.keys() {
@@ -267,7 +311,9 @@ impl Decoder {
         let mut done: HashSet<Uuid> = removed.iter().copied().collect();
         for id in removed {
             let reason = match tombstones.get(&id) {
-                Some(tombstone) => tombstone.reason().map_or(Removal::Expired, Removal::Deregistered),
+                Some(tombstone) => tombstone
+                    .reason()
+                    .map_or(Removal::Expired, Removal::Deregistered),
                 None => Removal::Vanished,
             };
             changes.push(Committed::Removed { id, reason });
@@ -279,18 +325,33 @@ impl Decoder {
         for (id, beat) in beats {
             if !done.contains(&id) {
                 let health = healths.remove(&id);
-                changes.push(Committed::Beat { id, health, output: beat.output });
+                changes.push(Committed::Beat {
+                    id,
+                    health,
+                    output: beat.output,
+                });
             }
         }
         for (id, health) in healths {
             if !done.contains(&id) {
-                changes.push(Committed::Beat { id, health: Some(health), output: None });
+                changes.push(Committed::Beat {
+                    id,
+                    health: Some(health),
+                    output: None,
+                });
             }
         }
         for (id, check) in checks {
             if !done.contains(&id) {
-                let verdict = Verdict { health: check.health, output: check.output };
-                changes.push(Committed::Checked { id, verdict, renew: check.renew });
+                let verdict = Verdict {
+                    health: check.health,
+                    output: check.output,
+                };
+                changes.push(Committed::Checked {
+                    id,
+                    verdict,
+                    renew: check.renew,
+                });
             }
         }
     }
@@ -360,6 +421,13 @@ impl Follower {
                         revision: last,
                         changes,
                     };
+                }
+                Err(error) if error.is_compacted() => {
+                    tracing::warn!(from = self.next, %error, "the watch cannot resume; reading everything again");
+                    self.watch = None;
+                    if let Some(reload) = self.reload().await {
+                        return reload;
+                    }
                 }
                 Err(error) => self.broken(error.to_string()),
             }

@@ -225,12 +225,18 @@ mod tests {
     fn keys_are_laid_out_under_the_prefix_and_parse_back() {
         let keys = Keys::new("/signpost/svc.local/");
         let id = Uuid::from_u128(7);
-        assert_eq!(keys.instance("web", "web-1"), b"/signpost/svc.local/i/web/web-1");
+        assert_eq!(
+            keys.instance("web", "web-1"),
+            b"/signpost/svc.local/i/web/web-1"
+        );
         assert_eq!(
             keys.beat(id),
             b"/signpost/svc.local/b/00000000-0000-0000-0000-000000000007"
         );
-        assert_eq!(keys.parse(&keys.instance("web", "web-1")), Some(Key::Instance));
+        assert_eq!(
+            keys.parse(&keys.instance("web", "web-1")),
+            Some(Key::Instance)
+        );
         assert_eq!(keys.parse(&keys.beat(id)), Some(Key::Beat(id)));
         assert_eq!(keys.parse(&keys.health(id)), Some(Key::Health(id)));
         assert_eq!(keys.parse(&keys.check(id)), Some(Key::Check(id)));
@@ -244,7 +250,12 @@ mod tests {
             b"/signpost/other/leader",
             b"/signpost/svc.local/n/",
         ] {
-            assert_eq!(keys.parse(other), None, "{}", String::from_utf8_lossy(other));
+            assert_eq!(
+                keys.parse(other),
+                None,
+                "{}",
+                String::from_utf8_lossy(other)
+            );
         }
         assert!(keys.instance("web", "a").starts_with(&keys.instances()));
     }

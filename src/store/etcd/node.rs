@@ -107,7 +107,11 @@ async fn join(shared: &Shared) -> Result<i64, EtcdError> {
     }
     let value = json(&serde_json::json!({ "started_at_ms": crate::clock::system_now_ms() }));
     let put = TxnRequest {
-        success: vec![RequestOp::put(shared.keys.node(&shared.node), value, granted.id)],
+        success: vec![RequestOp::put(
+            shared.keys.node(&shared.node),
+            value,
+            granted.id,
+        )],
         ..TxnRequest::default()
     };
     let _: TxnResponse = shared
@@ -143,10 +147,13 @@ async fn campaign(shared: &Shared, lease: i64) -> Result<(), EtcdError> {
             create_revision: answer.header.revision,
         })
     } else {
-        answer.range(0).and_then(|kvs| kvs.first()).map(|kv| Leader {
-            node: String::from_utf8_lossy(kv.value.as_slice()).into_owned(),
-            create_revision: kv.create_revision,
-        })
+        answer
+            .range(0)
+            .and_then(|kvs| kvs.first())
+            .map(|kv| Leader {
+                node: String::from_utf8_lossy(kv.value.as_slice()).into_owned(),
+                create_revision: kv.create_revision,
+            })
     };
     // The watch says so too; whichever comes first.
     let mut current = shared.leader.lock().unwrap_or_else(|e| e.into_inner());

@@ -70,7 +70,13 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
-    pub(crate) fn new(client: Client, batcher: Batcher, keys: Keys, node: String, name: String) -> Shared {
+    pub(crate) fn new(
+        client: Client,
+        batcher: Batcher,
+        keys: Keys,
+        node: String,
+        name: String,
+    ) -> Shared {
         Shared {
             client,
             batcher,
@@ -102,7 +108,11 @@ impl Shared {
         if self.sees_etcd() {
             return None;
         }
-        let problem = self.problem.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let problem = self
+            .problem
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
         Some(problem.unwrap_or_else(|| "connecting to etcd".into()))
     }
 
@@ -126,12 +136,20 @@ impl Shared {
 
     /// The watch opened (`None`) or failed (why).
     pub(crate) fn watch_state(&self, problem: Option<String>) {
-        self.note(&self.watch_up, problem.is_none(), problem.map(|p| format!("watch: {p}")));
+        self.note(
+            &self.watch_up,
+            problem.is_none(),
+            problem.map(|p| format!("watch: {p}")),
+        );
     }
 
     /// The lease was kept alive (`None`) or not (why).
     pub(crate) fn lease_state(&self, problem: Option<String>) {
-        self.note(&self.lease_up, problem.is_none(), problem.map(|p| format!("lease: {p}")));
+        self.note(
+            &self.lease_up,
+            problem.is_none(),
+            problem.map(|p| format!("lease: {p}")),
+        );
     }
 
     /// Whether this node holds `P/leader` (and sees etcd); with the
@@ -156,7 +174,9 @@ impl Shared {
         if !nodes.contains(&self.node) {
             return false;
         }
-        let best = nodes.iter().max_by_key(|node| (rank(node, id), node.as_str()));
+        let best = nodes
+            .iter()
+            .max_by_key(|node| (rank(node, id), node.as_str()));
         best == Some(&self.node)
     }
 
@@ -206,7 +226,12 @@ impl Shared {
 /// every node, whatever its build, ranks alike.
 fn rank(node: &str, id: Uuid) -> u64 {
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for byte in node.as_bytes().iter().chain([0u8].iter()).chain(id.as_bytes()) {
+    for byte in node
+        .as_bytes()
+        .iter()
+        .chain([0u8].iter())
+        .chain(id.as_bytes())
+    {
         hash ^= u64::from(*byte);
         hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
     }
@@ -227,12 +252,12 @@ mod tests {
     #[test]
     fn rendezvous_spreads_and_moves_only_what_the_leaver_owned() {
         let nodes = ["a-1", "b-2", "c-3"];
-        let owner = |nodes: &[&str], id: Uuid| {
-            *nodes
+        fn owner<'a>(nodes: &[&'a str], id: Uuid) -> &'a str {
+            nodes
                 .iter()
                 .max_by_key(|node| (rank(node, id), **node))
                 .unwrap()
-        };
+        }
         let ids: Vec<Uuid> = (0..3000u128).map(|n| Uuid::from_u128(n * 7919)).collect();
         let mut counts = std::collections::HashMap::new();
         for id in &ids {

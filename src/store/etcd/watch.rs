@@ -7,7 +7,9 @@
 use http_body_util::BodyExt;
 
 use super::client::{Client, EtcdError, Stream};
-use super::wire::{Bytes, StreamMessage, WatchCreateRequest, WatchRequest, WatchResponse, prefix_end};
+use super::wire::{
+    Bytes, StreamMessage, WatchCreateRequest, WatchRequest, WatchResponse, prefix_end,
+};
 
 /// Longest line accepted: etcd sends a revision's events in one message,
 /// and a transaction holds at most 128 writes of at most 1.5 MiB in all.
@@ -60,8 +62,8 @@ impl Lines {
 /// One message of the stream: a response, or the error the stream ended
 /// with.
 pub(crate) fn parse(line: &[u8]) -> Result<WatchResponse, EtcdError> {
-    let message: StreamMessage<WatchResponse> = serde_json::from_slice(line)
-        .map_err(|e| EtcdError::BadResponse(format!("watch: {e}")))?;
+    let message: StreamMessage<WatchResponse> =
+        serde_json::from_slice(line).map_err(|e| EtcdError::BadResponse(format!("watch: {e}")))?;
     match (message.result, message.error) {
         (Some(result), _) => Ok(result),
         (None, Some(error)) => Err(EtcdError::Refused {
@@ -85,7 +87,11 @@ pub(crate) struct Watch {
 impl Watch {
     /// Watches every key under `prefix` from revision `start` on. Returns
     /// once etcd accepted the watch (its `created` response is consumed).
-    pub(crate) async fn open(client: &Client, prefix: &[u8], start: i64) -> Result<Watch, EtcdError> {
+    pub(crate) async fn open(
+        client: &Client,
+        prefix: &[u8],
+        start: i64,
+    ) -> Result<Watch, EtcdError> {
         let request = WatchRequest {
             create_request: WatchCreateRequest {
                 key: Bytes(prefix.to_vec()),
@@ -184,7 +190,10 @@ mod tests {
             assert!(seen[0].created);
             assert_eq!(seen[1].events[0].kv.value.as_slice(), b"x");
             assert_eq!(seen[2].header.revision, 4);
-            assert_eq!(seen[2].events[0].kind, super::super::wire::EventType::Delete);
+            assert_eq!(
+                seen[2].events[0].kind,
+                super::super::wire::EventType::Delete
+            );
         }
     }
 
@@ -195,8 +204,10 @@ mod tests {
         assert!(lines.next_line().is_none());
         lines.push(b"}}\r\n");
         assert!(parse(lines.next_line().unwrap()).is_ok());
-        let error = parse(br#"{"error":{"grpc_code":14,"http_code":503,"message":"etcdserver: no leader"}}"#)
-            .unwrap_err();
+        let error = parse(
+            br#"{"error":{"grpc_code":14,"http_code":503,"message":"etcdserver: no leader"}}"#,
+        )
+        .unwrap_err();
         assert_eq!(
             error,
             EtcdError::Refused {

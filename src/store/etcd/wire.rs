@@ -51,7 +51,7 @@ pub(crate) fn decode(text: &str) -> Option<Vec<u8>> {
         } as u32)
     }
     let text = text.as_bytes();
-    if text.len() % 4 != 0 {
+    if !text.len().is_multiple_of(4) {
         return None;
     }
     let mut out = Vec::with_capacity(text.len() / 4 * 3);
@@ -128,7 +128,8 @@ impl<'de> Deserialize<'de> for Bytes {
 /// `int64` and `uint64` fields: decimal strings on the wire (numbers are
 /// accepted too).
 pub(crate) mod int64 {
-    use super::*;
+    use serde::de::{self, Deserializer};
+    use serde::{Deserialize, Serializer};
 
     pub(crate) fn serialize<S: Serializer>(value: &i64, serializer: S) -> Result<S::Ok, S::Error> {
         serializer.collect_str(value)
@@ -342,6 +343,7 @@ impl Compare {
 /// One operation of a transaction.
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "snake_case")]
+#[allow(clippy::enum_variant_names)] // the gateway's names
 pub(crate) enum RequestOp {
     RequestRange(RangeRequest),
     RequestPut(PutRequest),
@@ -384,6 +386,7 @@ pub(crate) struct TxnRequest {
 /// The result of one operation of a transaction.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[allow(clippy::enum_variant_names)] // the gateway's names
 pub(crate) enum ResponseOp {
     ResponseRange(RangeResponse),
     ResponsePut(PutResponse),
@@ -603,17 +606,19 @@ mod tests {
         )
         .unwrap();
         assert_eq!((kv.create_revision, kv.mod_revision, kv.version), (2, 9, 3));
-        assert_eq!((kv.key.as_slice(), kv.value.as_slice()), (&b"foo"[..], &b"bar"[..]));
+        assert_eq!(
+            (kv.key.as_slice(), kv.value.as_slice()),
+            (&b"foo"[..], &b"bar"[..])
+        );
         assert_eq!(kv.lease, 0);
         let grant: LeaseGrantResponse =
             serde_json::from_str(r#"{"ID":"4390625001755200011","TTL":"2"}"#).unwrap();
         assert_eq!((grant.id, grant.ttl), (4390625001755200011, 2));
         // A uint64 past i64::MAX keeps its bits.
-        let big: LeaseRequest = serde_json::from_str::<LeaseKeepAliveResponse>(
-            r#"{"ID":"18446744073709551615"}"#,
-        )
-        .map(|r| LeaseRequest { id: r.id })
-        .unwrap();
+        let big: LeaseRequest =
+            serde_json::from_str::<LeaseKeepAliveResponse>(r#"{"ID":"18446744073709551615"}"#)
+                .map(|r| LeaseRequest { id: r.id })
+                .unwrap();
         assert_eq!(big.id, -1);
         assert_eq!(
             serde_json::to_string(&LeaseRequest { id: 7 }).unwrap(),

@@ -77,7 +77,11 @@ impl Batcher {
 }
 
 /// The writer task: batches until `shutdown`, then commits what is queued.
-pub(crate) async fn run(BatcherInbox(mut inbox): BatcherInbox, client: Client, shutdown: CancellationToken) {
+pub(crate) async fn run(
+    BatcherInbox(mut inbox): BatcherInbox,
+    client: Client,
+    shutdown: CancellationToken,
+) {
     let permits = Arc::new(Semaphore::new(IN_FLIGHT));
     let mut waiting: VecDeque<(Write, Reply)> = VecDeque::new();
     loop {
@@ -201,7 +205,10 @@ async fn commit(client: &Client, mut batch: Vec<(Write, Reply)>) {
             }
             request.success.extend(write.ops.iter().cloned());
         }
-        request.failure = compared.iter().map(|key| RequestOp::range(key.clone())).collect();
+        request.failure = compared
+            .iter()
+            .map(|key| RequestOp::range(key.clone()))
+            .collect();
         let response: TxnResponse = match client.call("/v3/kv/txn", &request, Retry::Always).await {
             Ok(response) => response,
             Err(error) => {
@@ -248,7 +255,10 @@ async fn commit(client: &Client, mut batch: Vec<(Write, Reply)>) {
 pub(crate) fn holds(compare: &Compare, kv: Option<&KeyValue>) -> bool {
     let (actual, expected) = match compare.target {
         Target::Version => (kv.map_or(0, |kv| kv.version), compare.version),
-        Target::Create => (kv.map_or(0, |kv| kv.create_revision), compare.create_revision),
+        Target::Create => (
+            kv.map_or(0, |kv| kv.create_revision),
+            compare.create_revision,
+        ),
         Target::Mod => (kv.map_or(0, |kv| kv.mod_revision), compare.mod_revision),
     };
     match compare.result {
@@ -274,13 +284,8 @@ mod tests {
 
     #[test]
     fn batches_hold_each_key_once_and_at_most_128_operations() {
-        let mut waiting: VecDeque<_> = [
-            write(&["a"]),
-            write(&["b"]),
-            write(&["a"]),
-            write(&["c"]),
-        ]
-        .into();
+        let mut waiting: VecDeque<_> =
+            [write(&["a"]), write(&["b"]), write(&["a"]), write(&["c"])].into();
         let batch = take_batch(&mut waiting);
         let keys: Vec<_> = batch
             .iter()

@@ -1,0 +1,245 @@
+//! The etcd store: several signpost nodes share one registry.
+//!
+//! etcd is spoken through its v3 JSON gateway (`/v3/kv/range`,
+//! `/v3/kv/txn`, `/v3/watch`, `/v3/lease/*`) over hyper ([`client`],
+//! [`wire`]), so no protoc and no gRPC stack are needed. Every key lives
+//! under one prefix ([`keys`]). Each node
+//!
+//! - loads the whole registry at start-up, in pages, before it binds a
+//!   socket ([`follow::load`]), then applies every change from one watch,
+//!   resumed from the last revision it saw, reloading everything when that
+//!   revision was compacted away ([`follow::Follower`]);
+//! - writes through small conditional transactions, batched
+//!   ([`writer`]), and acknowledges a write only once etcd committed it
+//!   and its own registry applied it from the watch ([`ops`]);
+//! - holds a 2 s lease with `P/n/<node>` on it, and one node at a time
+//!   `P/leader`: the node that expires instances ([`node`]).
+//!
+//! A heartbeat is one put of `P/b/<id>` in a batched transaction: one
+//! revision and one watch event per node, no lease (etcd's keep-alives are
+//! invisible to the other nodes, and its leases are at least 2 s).
+//! Instances' lifetimes are therefore measured by each node from the
+//! heartbeats the watch shows it, and the leader's expiry transaction
+//! compares the revision of the last heartbeat it saw, so a heartbeat
+//! that reached etcd first always wins.
+
+pub(crate) mod client;
+pub(crate) mod follow;
+pub(crate) mod keys;
+pub(crate) mod node;
+mod ops;
+pub(crate) mod state;
+pub(crate) mod watch;
+// etcd's messages, mirrored whole: some fields are never read.
+#[allow(dead_code)]
+pub(crate) mod wire;
+pub(crate) mod writer;
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+pub(crate) use client::Endpoint;
+use client::{Client, ClientSettings, Credentials, TlsFiles};
+use follow::Follower;
+use keys::Keys;
+use state::Shared;
+use writer::{Batcher, BatcherInbox};
+
+use super::record::{StoreError, StoredInstance};
+
+/// `--store etcd:URL,...` and `[store.etcd]`, validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EtcdSettings {
+    /// The cluster's client URLs.
+    pub endpoints: Vec<Endpoint>,
+    /// Every key under this prefix; ends with `/`. Default
+    /// `/signpost/<zone>/`, so that two zones can share one etcd.
+    pub prefix: String,
+    /// This node's name among the nodes; unique.
+    pub node: String,
+    /// The longest a call to etcd may take (every endpoint tried).
+    pub request_timeout: Duration,
+    /// The longest a connection to a member may take to open.
+    pub dial_timeout: Duration,
+    /// etcd user and password, when the cluster has authentication on.
+    pub username: Option<String>,
+    pub password: String,
+    /// TLS (https:// endpoints): the CA to verify members by, and a client
+    /// certificate and key when the cluster asks for one.
+    pub ca: Option<PathBuf>,
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+}
+
+impl EtcdSettings {
+    /// The settings for `urls` (comma-separated client URLs) with every
+    /// other setting at its default; the prefix empty (the zone's).
+    pub fn parse(urls: &str) -> Result<EtcdSettings, String> {
+        let endpoints = urls
+            .split(',')
+            .map(str::trim)
+            .filter(|url| !url.is_empty())
+            .map(Endpoint::parse)
+            .collect::<Result<Vec<_>, _>>()?;
+        if endpoints.is_empty() {
+            return Err("etcd: needs at least one client URL".into());
+        }
+        Ok(EtcdSettings {
+            endpoints,
+            prefix: String::new(),
+            node: String::new(),
+            request_timeout: Duration::from_secs(2),
+            dial_timeout: Duration::from_secs(1),
+            username: None,
+            password: String::new(),
+            ca: None,
+            cert: None,
+            key: None,
+        })
+    }
+
+    /// `etcd:URL,URL`: the store as messages name it.
+    pub fn url(&self) -> String {
+        let urls: Vec<String> = self.endpoints.iter().map(|e| e.to_string()).collect();
+        format!("etcd:{}", urls.join(","))
+    }
+}
+
+/// A name for this node when none is configured: the host's, and a
+/// random suffix (nodes on one host must differ).
+pub(crate) fn default_node_name() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "node".into());
+    format!("{host}-{:08x}", fastrand::u32(..))
+}
+
+/// A cheap handle on the etcd store.
+#[derive(Clone)]
+pub(crate) struct EtcdStore {
+    shared: Arc<Shared>,
+    /// The parts [`EtcdStore::run`] and the registrar take once.
+    parts: Arc<Mutex<Parts>>,
+}
+
+#[derive(Default)]
+struct Parts {
+    inbox: Option<BatcherInbox>,
+    follower: Option<Follower>,
+}
+
+impl EtcdStore {
+    /// Connects, reads the whole registry (paginated, at one revision) and
+    /// returns it; the watch will follow from that revision.
+    pub(crate) async fn open(
+        settings: &EtcdSettings,
+    ) -> Result<(EtcdStore, Vec<StoredInstance>), StoreError> {
+        let name = settings.url();
+        let client = Client::new(ClientSettings {
+            endpoints: settings.endpoints.clone(),
+            request_timeout: settings.request_timeout,
+            dial_timeout: settings.dial_timeout,
+            credentials: settings.username.clone().map(|username| Credentials {
+                username,
+                password: settings.password.clone(),
+            }),
+            tls: TlsFiles {
+                ca: settings.ca.clone(),
+                cert: settings.cert.clone(),
+                key: settings.key.clone(),
+            },
+        })
+        .map_err(|reason| StoreError::Settings {
+            store: name.clone(),
+            reason,
+        })?;
+        let (batcher, inbox) = Batcher::new();
+        let keys = Keys::new(&settings.prefix);
+        let shared = Arc::new(Shared::new(
+            client,
+            batcher,
+            keys,
+            settings.node.clone(),
+            name.clone(),
+        ));
+        let (snapshot, decoder) =
+            follow::load(&shared)
+                .await
+                .map_err(|error| StoreError::Unavailable {
+                    store: name.clone(),
+                    reason: error.to_string(),
+                })?;
+        shared.set_applied(snapshot.revision);
+        let follower = Follower::new(shared.clone(), decoder, snapshot.revision);
+        let parts = Parts {
+            inbox: Some(inbox),
+            follower: Some(follower),
+        };
+        let store = EtcdStore {
+            shared,
+            parts: Arc::new(Mutex::new(parts)),
+        };
+        Ok((store, snapshot.instances))
+    }
+
+    /// The watch's follower, for the registrar to apply; once.
+    pub(crate) fn take_follower(&self) -> Option<Follower> {
+        self.parts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .follower
+            .take()
+    }
+
+    /// Runs the writer and this node's lease until `shutdown`, then
+    /// revokes the lease (so its checks and leadership move at once).
+    pub(crate) async fn run(self, shutdown: CancellationToken) {
+        let inbox = self
+            .parts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .inbox
+            .take();
+        let Some(inbox) = inbox else {
+            return;
+        };
+        let client = self.shared.client.clone();
+        let writer = tokio::spawn(writer::run(inbox, client, shutdown.clone()));
+        node::run(self.shared.clone(), shutdown).await;
+        let _ = writer.await;
+    }
+
+    /// Why etcd cannot be seen, when it cannot: writes fail, expiry is
+    /// suspended.
+    pub(crate) fn problem(&self) -> Option<String> {
+        self.shared.problem()
+    }
+
+    /// Whether this node expires instances: it holds `P/leader` and sees
+    /// etcd.
+    pub(crate) fn leads(&self) -> bool {
+        self.shared.leadership().is_some()
+    }
+
+    /// Whether this node runs `id`'s active check.
+    pub(crate) fn owns_check(&self, id: uuid::Uuid) -> bool {
+        self.shared.owns(id)
+    }
+
+    /// The registry applied every change up to `revision`.
+    pub(crate) fn set_applied(&self, revision: i64) {
+        self.shared.set_applied(revision);
+    }
+
+    fn unavailable(&self, reason: impl std::fmt::Display) -> StoreError {
+        StoreError::Unavailable {
+            store: self.shared.name.clone(),
+            reason: reason.to_string(),
+        }
+    }
+}
