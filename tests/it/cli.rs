@@ -126,7 +126,7 @@ async fn unsupported_store_is_refused_with_a_clear_message() {
         "--dns-listen",
         "127.0.0.1:0",
         "--store",
-        "etcd:http://127.0.0.1:2379",
+        "redis://127.0.0.1:6379",
     ];
     let (code, stderr) = run_to_exit(&args).await;
     assert_ne!(code, Some(0));

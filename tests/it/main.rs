@@ -8,6 +8,7 @@ mod admin;
 mod checks;
 mod cli;
 mod client;
+mod cluster;
 mod commands;
 mod dns;
 mod events;

@@ -1,0 +1,688 @@
+//! Several signpost nodes on one registry through etcd (`--store etcd:...`):
+//! a real 3-member etcd on loopback ports in a temp dir (Debian's
+//! `etcd-server`; these tests fail, they do not skip, when it is missing),
+//! and two or three signpost nodes, in process on port 0 (or as child
+//! processes where one must be killed with `kill -9`).
+
+use std::collections::BTreeSet;
+use std::net::{Ipv4Addr, TcpListener};
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use hickory_proto::rr::RecordType;
+use serde_json::{Value, json};
+use tokio::process::{Child, Command};
+
+use crate::support::{
+    Endpoint as CheckTarget, Mode, PORT_ZERO, Process, Registration, ScratchDir, TestServer,
+    eventually, id_of, ipv4s,
+};
+
+/// A change through one node shows on every other node, with the same
+/// id, and every node's `/v1/events` streams it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_through_any_node_shows_on_every_node() {
+    let etcd = Etcd::start("changes").await;
+    let (a, b, c) = (
+        node(&etcd, "a").await,
+        node(&etcd, "b").await,
+        node(&etcd, "c").await,
+    );
+    let mut events_c = c
+        .http
+        .get(c.url("/v1/events"))
+        .send()
+        .await
+        .expect("events stream");
+
+    let web = Registration::new("web-1", "web", "10.0.0.5", 8080).ttl(30);
+    let registered = a.register(&web).await;
+    let id = id_of(&registered);
+    for server in [&b, &c] {
+        assert!(answers(server, "web", &[Ipv4Addr::new(10, 0, 0, 5)]).await);
+        let (status, listed) = server.get(&format!("/v1/services/{id}")).await;
+        assert_eq!((status, listed["id"].as_str()), (200, Some(id.as_str())));
+    }
+
+    // Replaced through C: the same id, everywhere.
+    let (status, replaced) = c
+        .try_register(&Registration::new("web-1", "web", "10.0.0.6", 8080).ttl(30))
+        .await;
+    assert_eq!((status, id_of(&replaced)), (200, id.clone()));
+    assert!(answers(&a, "web", &[Ipv4Addr::new(10, 0, 0, 6)]).await);
+
+    // Critical through B: out of A's answers; passing again: back.
+    let (status, _) = b.heartbeat_reporting(&id, "critical").await;
+    assert_eq!(status, 200);
+    assert!(answers(&a, "web", &[]).await);
+    assert_eq!(
+        a.get_ok(&format!("/v1/services/{id}")).await["health"],
+        "critical"
+    );
+    b.heartbeat_reporting(&id, "passing").await;
+    assert!(answers(&a, "web", &[Ipv4Addr::new(10, 0, 0, 6)]).await);
+
+    // Deregistered through B: gone from A.
+    assert_eq!(b.deregister(&id).await.0, 204);
+    assert!(a.gone_within(&id, PROPAGATION).await);
+    assert!(answers(&a, "web", &[]).await);
+    assert_eq!(a.deregister(&id).await.0, 404, "once");
+
+    // Two nodes register one name at once: one id wins, on every node.
+    for round in 0..5 {
+        let name = format!("race-{round}");
+        let body = Registration::new(&name, "race", "10.0.1.1", 80).ttl(30);
+        let (one, two) = tokio::join!(a.try_register(&body), b.try_register(&body));
+        assert_eq!(
+            id_of(&one.1),
+            id_of(&two.1),
+            "round {round}: {one:?} {two:?}"
+        );
+        let mut statuses = [one.0, two.0];
+        statuses.sort();
+        assert_eq!(
+            statuses,
+            [200, 201],
+            "one created it, the other replaced it"
+        );
+        assert!(
+            eventually(PROPAGATION, || async {
+                c.list("?type=race").await.len() == round + 1
+            })
+            .await
+        );
+    }
+
+    // C's event stream saw every change made through A and B.
+    let mut text = String::new();
+    let seen = tokio::time::timeout(Duration::from_secs(5), async {
+        while let Ok(Some(chunk)) = events_c.chunk().await {
+            text.push_str(&String::from_utf8_lossy(&chunk));
+            if text.matches("\"type\":\"register\"").count() >= 2 + 5 {
+                return true;
+            }
+        }
+        false
+    })
+    .await;
+    assert_eq!(seen, Ok(true), "events on C: {text}");
+    for kind in ["register", "health", "deregister"] {
+        assert!(
+            text.contains(&format!("\"type\":\"{kind}\"")),
+            "{kind} in {text}"
+        );
+    }
+    for server in [a, b, c] {
+        server.stop().await;
+    }
+}
+
+/// Heartbeats through B alone keep an instance registered through A
+/// alive on A (and C) past several TTLs; when they stop it leaves every
+/// node on time, the expiry decided once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn heartbeats_through_any_node_keep_an_instance_alive_everywhere() {
+    let etcd = Etcd::start("beats").await;
+    let (a, b, c) = (
+        node(&etcd, "a").await,
+        node(&etcd, "b").await,
+        node(&etcd, "c").await,
+    );
+    let id = id_of(
+        &a.register(&Registration::new("api-1", "api", "10.0.0.7", 80).ttl(1))
+            .await,
+    );
+    for server in [&b, &c] {
+        assert!(answers(server, "api", &[Ipv4Addr::new(10, 0, 0, 7)]).await);
+    }
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_millis(3500) {
+        let (status, _) = b.heartbeat(&id, None).await;
+        assert_eq!(status, 200);
+        for server in [&a, &c] {
+            let answer = server.query("api.svc.local", RecordType::A).await;
+            assert_eq!(
+                answer.answers.len(),
+                1,
+                "renewed through B, at {:?}",
+                started.elapsed()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let stopped = Instant::now();
+    // TTL 1 s: out of every node's answers at once when it lapses (decided
+    // at answer time), and removed (one expiry, by the leader) within 1 s.
+    for server in [&a, &b, &c] {
+        assert!(server.gone_within(&id, Duration::from_millis(2_000)).await);
+    }
+    assert!(
+        stopped.elapsed() < Duration::from_millis(2_300),
+        "{:?}",
+        stopped.elapsed()
+    );
+    // Removed (one expiry, by the leader, applied by every node) within
+    // 1 s after the lapse.
+    let expired_everywhere = eventually(Duration::from_millis(1_500), || async {
+        let mut expired = 0.0;
+        for server in [&a, &b, &c] {
+            expired += server.metric("signpost_expired_total").await.unwrap_or(0.0);
+        }
+        expired == 3.0
+    })
+    .await;
+    assert!(expired_everywhere, "every node applied the one expiry");
+    for server in [&a, &b, &c] {
+        assert_eq!(server.heartbeat(&id, None).await.0, 404);
+        assert_eq!(server.metric("signpost_instances").await, Some(0.0));
+    }
+    for server in [a, b, c] {
+        server.stop().await;
+    }
+}
+
+/// `kill -9` of one etcd member in the middle of 1 000 registrations
+/// spread over two nodes: every acknowledged registration is on every
+/// node, and on a node started afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_etcd_member_killed_mid_burst_loses_no_acknowledged_registration() {
+    let mut etcd = Etcd::start("burst").await;
+    let (a, b) = (node(&etcd, "a").await, node(&etcd, "b").await);
+    let acknowledged = std::sync::Arc::new(std::sync::Mutex::new(BTreeSet::new()));
+    let mut writers = Vec::new();
+    for (n, server) in [&a, &b].into_iter().enumerate() {
+        let api = server.api.clone();
+        let acknowledged = acknowledged.clone();
+        writers.push(tokio::spawn(async move {
+            let mut refused = 0;
+            for i in 0..500 {
+                let name = format!("n{n}-{i}");
+                let body = Registration::new(&name, "burst", "10.1.0.1", 80).ttl(300);
+                let body = serde_json::to_value(&body).unwrap();
+                match api
+                    .call(reqwest::Method::POST, "/v1/services", Some(&body))
+                    .await
+                {
+                    Ok((201, reply)) => {
+                        acknowledged.lock().unwrap().insert(id_of(&reply));
+                    }
+                    _ => refused += 1,
+                }
+            }
+            refused
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    etcd.kill_9(0);
+    let mut refused = 0;
+    for writer in writers {
+        refused += writer.await.unwrap();
+    }
+    let acknowledged = acknowledged.lock().unwrap().clone();
+    assert!(
+        acknowledged.len() >= 500,
+        "{} acknowledged, {refused} refused",
+        acknowledged.len()
+    );
+    let c = node(&etcd, "c").await;
+    for server in [&a, &b, &c] {
+        let listed: BTreeSet<String> = server.list("?type=burst").await.iter().map(id_of).collect();
+        let missing: Vec<_> = acknowledged.difference(&listed).collect();
+        assert!(
+            missing.is_empty(),
+            "{} acknowledged but missing",
+            missing.len()
+        );
+    }
+    for server in [a, b, c] {
+        server.stop().await;
+    }
+}
+
+/// `kill -9` of a signpost node: the others keep serving its
+/// registrations and take their heartbeats; leadership (who expires)
+/// moves, so they still expire when heartbeats stop.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_killed_takes_nothing_with_it() {
+    let etcd = Etcd::start("nodekill").await;
+    let config = etcd.config_file("x");
+    let mut args = PORT_ZERO.to_vec();
+    args.extend(["--config", config.to_str().unwrap()]);
+    // The child starts first, so it leads: it is the one expiring.
+    let mut x = Process::start(&args).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (b, c) = (node(&etcd, "b").await, node(&etcd, "c").await);
+    let id = id_of(
+        &x.register(&Registration::new("db-1", "db", "10.0.0.9", 5432).ttl(2))
+            .await,
+    );
+    for server in [&b, &c] {
+        assert!(answers(server, "db", &[Ipv4Addr::new(10, 0, 0, 9)]).await);
+    }
+    x.kill_9().await;
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(5) {
+        assert_eq!(b.heartbeat(&id, None).await.0, 200);
+        assert_eq!(
+            c.query("db.svc.local", RecordType::A).await.answers.len(),
+            1
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert!(
+        c.gone_within(&id, Duration::from_secs(4)).await,
+        "expired by the new leader"
+    );
+    assert!(b.gone_within(&id, Duration::from_secs(1)).await);
+    for server in [b, c] {
+        server.stop().await;
+    }
+}
+
+/// Every etcd member down: DNS goes on answering past the TTLs (fail
+/// static), writes answer 503 naming the store within the request
+/// timeout, `/v1/health` says degraded. etcd back: writes work again and
+/// every node lists the same set.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_etcd_gone_nodes_fail_static_and_recover() {
+    let mut etcd = Etcd::start("down").await;
+    let (a, b) = (node(&etcd, "a").await, node(&etcd, "b").await);
+    let id = id_of(
+        &a.register(&Registration::new("web-1", "web", "10.0.0.5", 80).ttl(2))
+            .await,
+    );
+    for member in 0..3 {
+        etcd.kill_9(member);
+    }
+    let down = Instant::now();
+    let (status, body) = b
+        .try_register(&Registration::new("web-2", "web", "10.0.0.6", 80))
+        .await;
+    assert_eq!(status, 503, "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("etcd:http://127.0.0.1"),
+        "{body}"
+    );
+    assert!(
+        down.elapsed() <= Duration::from_secs(3),
+        "{:?}",
+        down.elapsed()
+    );
+    assert!(
+        eventually(Duration::from_secs(3), || async {
+            b.get("/v1/health").await.0 == 503
+        })
+        .await
+    );
+    let (_, health) = b.get("/v1/health").await;
+    assert_eq!(health["status"], "degraded");
+    assert!(
+        health["reason"].as_str().unwrap().contains("etcd"),
+        "{health}"
+    );
+    assert_eq!(b.metric("signpost_store_degraded").await, Some(1.0));
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    for server in [&a, &b] {
+        let answer = server.query("web.svc.local", RecordType::A).await;
+        assert_eq!(answer.answers.len(), 1, "still served, 2 s TTL long past");
+    }
+    assert_eq!(a.heartbeat(&id, None).await.0, 503);
+
+    for member in 0..3 {
+        etcd.restart(member);
+    }
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            a.get("/v1/health").await.0 == 200 && b.get("/v1/health").await.0 == 200
+        })
+        .await
+    );
+    // A fresh TTL window: a heartbeat within it keeps the instance.
+    assert_eq!(a.heartbeat(&id, None).await.0, 200);
+    b.register(&Registration::new("web-3", "web", "10.0.0.7", 80).ttl(30))
+        .await;
+    assert_eq!(names(a.list("").await), ["web-1", "web-3"]);
+    assert_eq!(names(b.list("").await), ["web-1", "web-3"]);
+    for server in [a, b] {
+        server.stop().await;
+    }
+}
+
+/// A node whose only member goes away resumes its watch from the revision
+/// it saw, when the member comes back; after a compaction of those
+/// revisions, it reads everything again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_watch_resumes_after_a_disconnect_and_reloads_after_a_compaction() {
+    let mut etcd = Etcd::start("watch").await;
+    let a = TestServer::start_with(|config| {
+        configure(config, &etcd, "a");
+        config.store.url = format!("etcd:{}", etcd.urls[0]);
+    })
+    .await;
+    let b = TestServer::start_with(|config| {
+        configure(config, &etcd, "b");
+        config.store.url = format!("etcd:{},{}", etcd.urls[1], etcd.urls[2]);
+    })
+    .await;
+    let first = id_of(
+        &b.register(&Registration::new("one", "web", "10.0.0.1", 80).ttl(60))
+            .await,
+    );
+    assert_eq!(a.list("").await.len(), 1);
+
+    for compact in [false, true] {
+        etcd.kill_9(0);
+        assert!(
+            eventually(Duration::from_secs(3), || async {
+                a.get("/v1/health").await.0 == 503
+            })
+            .await
+        );
+        let name = if compact { "three" } else { "two" };
+        b.register(&Registration::new(name, "web", "10.0.0.2", 80).ttl(60))
+            .await;
+        if compact {
+            b.deregister(&first).await;
+            etcd.compact(1).await;
+        }
+        etcd.restart(0);
+        let expected = if compact {
+            ["three", "two"]
+        } else {
+            ["one", "two"]
+        };
+        assert!(
+            eventually(Duration::from_secs(10), || async {
+                a.get("/v1/health").await.0 == 200 && names(a.list("").await) == expected
+            })
+            .await,
+            "compact {compact}: {:?}",
+            a.list("").await
+        );
+    }
+    for server in [a, b] {
+        server.stop().await;
+    }
+}
+
+/// An active check runs on one node of the cluster; its verdict shows on
+/// every node; when that node goes, another takes the check over.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_check_runs_once_per_cluster_and_moves_when_its_owner_goes() {
+    let etcd = Etcd::start("checks").await;
+    let mut target = CheckTarget::start(Mode::Status(200)).await;
+    let mut nodes = vec![
+        node(&etcd, "a").await,
+        node(&etcd, "b").await,
+        node(&etcd, "c").await,
+    ];
+    let body = Registration::new("web-1", "web", "10.0.0.5", 80)
+        .ttl(30)
+        .check(json!({"http": target.url(), "interval": 1, "timeout": 1}));
+    let id = id_of(&nodes[0].register(&body).await);
+    let runs = |server: &TestServer| {
+        let api = server.api.clone();
+        async move { api.metric("signpost_checks_total").await.unwrap_or(0.0) }
+    };
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    let mut counts = Vec::new();
+    for server in &nodes {
+        counts.push(runs(server).await);
+    }
+    let owners: Vec<usize> = (0..3).filter(|n| counts[*n] > 0.0).collect();
+    assert_eq!(owners.len(), 1, "one node runs the check: {counts:?}");
+    let total = counts.iter().sum::<f64>() as usize;
+    assert!(
+        target.requests().abs_diff(total) <= 1,
+        "{} requests, {counts:?}",
+        target.requests()
+    );
+
+    // Failing: every node serves it as critical.
+    target.set(Mode::Status(500)).await;
+    for server in &nodes {
+        let path = format!("/v1/services/{id}");
+        assert!(
+            eventually(Duration::from_secs(4), || async {
+                server.get_ok(&path).await["health"] == "critical"
+            })
+            .await
+        );
+    }
+    target.set(Mode::Status(200)).await;
+
+    let owner = nodes.remove(owners[0]);
+    owner.stop().await;
+    let before: Vec<f64> = futures_util::future::join_all(nodes.iter().map(runs)).await;
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    let after: Vec<f64> = futures_util::future::join_all(nodes.iter().map(runs)).await;
+    let took_over: Vec<usize> = (0..2).filter(|n| after[*n] > before[*n]).collect();
+    assert_eq!(
+        took_over.len(),
+        1,
+        "one of the others took it over: {before:?} {after:?}"
+    );
+    for server in nodes {
+        server.stop().await;
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The etcd cluster and the nodes.
+
+/// A 3-member etcd on loopback ports, its data in a temp dir (on tmpfs
+/// when there is one); every member killed when dropped.
+pub(crate) struct Etcd {
+    pub(crate) urls: Vec<String>,
+    peers: Vec<String>,
+    dir: ScratchDir,
+    members: Vec<Option<Child>>,
+    /// The key prefix of this test's nodes.
+    prefix: String,
+}
+
+impl Etcd {
+    pub(crate) async fn start(tag: &str) -> Etcd {
+        let dir = ScratchDir::new(&format!("etcd-{tag}"));
+        let ports: Vec<u16> = free_ports(6);
+        let urls = (0..3)
+            .map(|n| format!("http://127.0.0.1:{}", ports[n]))
+            .collect();
+        let peers = (0..3)
+            .map(|n| format!("http://127.0.0.1:{}", ports[3 + n]))
+            .collect();
+        let mut etcd = Etcd {
+            urls,
+            peers,
+            dir,
+            members: vec![None, None, None],
+            prefix: format!("/signpost-test/{tag}/"),
+        };
+        for member in 0..3 {
+            etcd.restart(member);
+        }
+        etcd.wait_healthy().await;
+        etcd
+    }
+
+    /// `etcd:URL,URL,URL`.
+    pub(crate) fn store_url(&self) -> String {
+        format!("etcd:{}", self.urls.join(","))
+    }
+
+    fn data_dir(&self, member: usize) -> PathBuf {
+        let shm = std::path::Path::new("/dev/shm");
+        let base = if shm.is_dir() {
+            shm.join(self.dir.path().file_name().unwrap())
+        } else {
+            self.dir.path().to_path_buf()
+        };
+        base.join(format!("m{member}"))
+    }
+
+    /// Starts member `n` (again: its data dir is kept).
+    pub(crate) fn restart(&mut self, member: usize) {
+        let cluster: Vec<String> = (0..3).map(|n| format!("m{n}={}", self.peers[n])).collect();
+        let log = std::fs::File::create(self.dir.path().join(format!("m{member}.log"))).unwrap();
+        let child = Command::new("etcd")
+            .args(["--name", &format!("m{member}")])
+            .arg("--data-dir")
+            .arg(self.data_dir(member))
+            .args(["--listen-client-urls", &self.urls[member]])
+            .args(["--advertise-client-urls", &self.urls[member]])
+            .args(["--listen-peer-urls", &self.peers[member]])
+            .args(["--initial-advertise-peer-urls", &self.peers[member]])
+            .args(["--initial-cluster", &cluster.join(",")])
+            .args(["--initial-cluster-state", "new"])
+            .args(["--heartbeat-interval", "50", "--election-timeout", "500"])
+            .stdout(Stdio::null())
+            .stderr(log)
+            .kill_on_drop(true)
+            .spawn()
+            .expect("etcd runs: the cluster tests need etcd 3.4+ on PATH (Debian: apt-get install etcd-server)");
+        self.members[member] = Some(child);
+    }
+
+    /// `kill -9` of member `n`.
+    pub(crate) fn kill_9(&mut self, member: usize) {
+        if let Some(mut child) = self.members[member].take() {
+            let _ = child.start_kill();
+            // Reaped in the background by tokio; SIGKILL leaves no time
+            // for anything else.
+        }
+    }
+
+    /// Waits until the cluster commits a write.
+    async fn wait_healthy(&self) {
+        let http = reqwest::Client::new();
+        let ok = eventually(Duration::from_secs(15), || async {
+            let put = json!({"key": "aGVhbHRo", "value": "b2s="});
+            for url in &self.urls {
+                let answer = http
+                    .post(format!("{url}/v3/kv/put"))
+                    .json(&put)
+                    .send()
+                    .await;
+                if answer.is_ok_and(|a| a.status().is_success()) {
+                    return true;
+                }
+            }
+            false
+        })
+        .await;
+        assert!(
+            ok,
+            "etcd did not come up; logs in {}",
+            self.dir.path().display()
+        );
+    }
+
+    /// Compacts the history up to the current revision (through any member
+    /// that answers), as `etcdctl compact` does.
+    pub(crate) async fn compact(&self, _physical: u8) {
+        let http = reqwest::Client::new();
+        for url in &self.urls {
+            let Ok(answer) = http
+                .post(format!("{url}/v3/kv/range"))
+                .json(&json!({"key": "AA=="}))
+                .send()
+                .await
+            else {
+                continue;
+            };
+            let Ok(body) = answer.json::<Value>().await else {
+                continue;
+            };
+            let revision = body["header"]["revision"].as_str().unwrap().to_string();
+            let compacted = http
+                .post(format!("{url}/v3/kv/compaction"))
+                .json(&json!({"revision": revision, "physical": true}))
+                .send()
+                .await;
+            assert!(
+                compacted.is_ok_and(|a| a.status().is_success()),
+                "compaction"
+            );
+            return;
+        }
+        panic!("no member answered to compact");
+    }
+
+    /// A config file for a child node named `node`.
+    pub(crate) fn config_file(&self, node: &str) -> PathBuf {
+        let path = self.dir.path().join(format!("{node}.toml"));
+        let text = format!(
+            "[store]\nurl = {:?}\n[store.etcd]\nnode = {node:?}\nprefix = {:?}\n",
+            self.store_url(),
+            self.prefix
+        );
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+}
+
+impl Drop for Etcd {
+    fn drop(&mut self) {
+        for member in 0..3 {
+            self.kill_9(member);
+        }
+        if let Some(name) = self.dir.path().file_name() {
+            let _ = std::fs::remove_dir_all(std::path::Path::new("/dev/shm").join(name));
+        }
+    }
+}
+
+/// How long a change through one node may take to show on another here:
+/// `bench/cluster.sh` measures the real delay (milliseconds); a loaded
+/// test machine is allowed more.
+const PROPAGATION: Duration = Duration::from_secs(1);
+
+/// Whether `server` answers `<service_type>.svc.local A` with `expected`
+/// (in any order) within [`PROPAGATION`].
+async fn answers(server: &TestServer, service_type: &str, expected: &[Ipv4Addr]) -> bool {
+    let name = format!("{service_type}.svc.local");
+    let mut expected = expected.to_vec();
+    expected.sort();
+    eventually(PROPAGATION, || async {
+        let mut got = ipv4s(&server.query(&name, RecordType::A).await.answers);
+        got.sort();
+        got == expected
+    })
+    .await
+}
+
+/// The names in a service list, in its order.
+fn names(list: Vec<Value>) -> Vec<String> {
+    list.iter()
+        .map(|s| s["name"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// `count` loopback ports free right now.
+fn free_ports(count: usize) -> Vec<u16> {
+    let listeners: Vec<TcpListener> = (0..count)
+        .map(|_| TcpListener::bind("127.0.0.1:0").unwrap())
+        .collect();
+    listeners
+        .iter()
+        .map(|l| l.local_addr().unwrap().port())
+        .collect()
+}
+
+/// The settings of a node named `name` of `etcd`'s cluster.
+fn configure(config: &mut signpost::Config, etcd: &Etcd, name: &str) {
+    config.store.url = etcd.store_url();
+    config.store.etcd.node = name.into();
+    config.store.etcd.prefix = etcd.prefix.clone();
+    config.store.etcd.request_timeout_ms = 1_500;
+    config.store.etcd.dial_timeout_ms = 500;
+}
+
+/// A node of `etcd`'s cluster, in process.
+async fn node(etcd: &Etcd, name: &str) -> TestServer {
+    TestServer::start_with(|config| configure(config, etcd, name)).await
+}
