@@ -292,6 +292,7 @@ async fn with_etcd_gone_nodes_fail_static_and_recover() {
         &a.register(&Registration::new("web-1", "web", "10.0.0.5", 80).ttl(2))
             .await,
     );
+    assert!(answers(&b, "web", &[Ipv4Addr::new(10, 0, 0, 5)]).await);
     for member in 0..3 {
         etcd.kill_9(member);
     }
