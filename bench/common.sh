@@ -26,7 +26,8 @@ trap cleanup EXIT
 die() { echo "$(basename "$0"): $*" >&2; exit 1; }
 
 # need COMMAND...: installs with apt-get (as root) the Debian packages of the commands that are
-# missing (knotd from knot, dig from bind9-dnsutils, any other from the package of its name).
+# missing (knotd from knot, dig from bind9-dnsutils, etcd from etcd-server, any other from the
+# package of its name).
 need() {
   local cmd missing=()
   for cmd in "$@"; do
@@ -34,6 +35,7 @@ need() {
     case $cmd in
       knotd) missing+=(knot) ;;
       dig) missing+=(bind9-dnsutils) ;;
+      etcd) missing+=(etcd-server) ;;
       *) missing+=("$cmd") ;;
     esac
   done
