@@ -20,8 +20,9 @@ use super::client::{EtcdError, Retry};
 use super::keys::json;
 use super::state::{Leader, Shared};
 use super::wire::{
-    Compare, CompareResult, LeaseGrantRequest, LeaseGrantResponse, LeaseKeepAliveResponse,
-    LeaseRequest, RequestOp, StreamMessage, Target, TxnRequest, TxnResponse,
+    CompactionRequest, Compare, CompareResult, LeaseGrantRequest, LeaseGrantResponse,
+    LeaseKeepAliveResponse, LeaseRequest, RequestOp, StreamMessage, Target, TxnRequest,
+    TxnResponse,
 };
 
 /// Seconds of this node's lease: etcd's floor (it grants no less).
@@ -31,9 +32,18 @@ const KEEP_ALIVE_EVERY: Duration = Duration::from_millis(500);
 /// A keep-alive without an answer this long counts as failed.
 const KEEP_ALIVE_TIMEOUT: Duration = Duration::from_millis(1000);
 
+/// How much history the leader leaves etcd: a node away for longer reads
+/// everything again when it is back. Without compactions every heartbeat's
+/// revision would stay, and etcd's database would grow until it refuses
+/// writes (its 2 GiB quota).
+const HISTORY: Duration = Duration::from_secs(300);
+/// How often the leader compacts.
+const COMPACT_EVERY: Duration = Duration::from_secs(60);
+
 /// Keeps this node's lease and keys until `shutdown`, then revokes the
 /// lease, so that the node's checks and leadership move at once.
 pub(crate) async fn run(shared: Arc<Shared>, shutdown: CancellationToken) {
+    let mut history = History::default();
     let mut tick = tokio::time::interval(KEEP_ALIVE_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -44,7 +54,10 @@ pub(crate) async fn run(shared: Arc<Shared>, shutdown: CancellationToken) {
         }
         let outcome = tokio::time::timeout(KEEP_ALIVE_TIMEOUT, keep(&shared)).await;
         match outcome {
-            Ok(Ok(())) => shared.lease_state(None),
+            Ok(Ok(())) => {
+                shared.lease_state(None);
+                history.compact(&shared).await;
+            }
             Ok(Err(error)) => {
                 shared.lease_state(Some(error.to_string()));
                 shared.kick.notify_one();
@@ -161,6 +174,50 @@ async fn campaign(shared: &Shared, lease: i64) -> Result<(), EtcdError> {
         *current = leader;
     }
     Ok(())
+}
+
+/// The revisions the registry had applied, sampled every
+/// [`COMPACT_EVERY`], for the leader's compactions.
+#[derive(Default)]
+struct History {
+    samples: std::collections::VecDeque<(tokio::time::Instant, i64)>,
+}
+
+impl History {
+    /// On the leader, every [`COMPACT_EVERY`]: compacts etcd's history up
+    /// to the revision applied [`HISTORY`] ago.
+    async fn compact(&mut self, shared: &Shared) {
+        let now = tokio::time::Instant::now();
+        if self
+            .samples
+            .back()
+            .is_some_and(|(at, _)| now.duration_since(*at) < COMPACT_EVERY)
+        {
+            return;
+        }
+        self.samples.push_back((now, shared.applied()));
+        let mut old = None;
+        while let Some(&(at, revision)) = self.samples.front() {
+            if now.duration_since(at) < HISTORY {
+                break;
+            }
+            old = Some(revision);
+            self.samples.pop_front();
+        }
+        let (Some(revision), Some(_)) = (old, shared.leadership()) else {
+            return;
+        };
+        let request = CompactionRequest { revision };
+        let compacted = shared
+            .client
+            .call::<_, serde_json::Value>("/v3/kv/compaction", &request, Retry::Always)
+            .await;
+        match compacted {
+            Ok(_) => tracing::debug!(revision, "compacted etcd's history"),
+            // Already compacted further (by an operator, or a leader before).
+            Err(error) => tracing::debug!(revision, %error, "could not compact etcd's history"),
+        }
+    }
 }
 
 /// Revokes this node's lease (best effort, briefly): its keys go at once.
