@@ -411,29 +411,33 @@ async fn the_watch_resumes_after_a_disconnect_and_reloads_after_a_compaction() {
 }
 
 /// An active check runs on one node of the cluster; its verdict shows on
-/// every node; when that node goes, another takes the check over.
+/// every node; when that node is killed (`kill -9`), another takes the
+/// check over within two check intervals (3 s each: a dead node's etcd
+/// lease lapses 2 to 2.5 s after its last keep-alive, and the others look
+/// again every interval).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_check_runs_once_per_cluster_and_moves_when_its_owner_goes() {
+async fn a_check_runs_once_per_cluster_and_moves_when_its_owner_is_killed() {
     let etcd = Etcd::start("checks").await;
     let mut target = CheckTarget::start(Mode::Status(200)).await;
-    let mut nodes = vec![
-        node(&etcd, "a").await,
-        node(&etcd, "b").await,
-        node(&etcd, "c").await,
-    ];
+    let mut nodes = Vec::new();
+    for name in ["a", "b", "c"] {
+        let config = etcd.config_file(name);
+        let mut args = PORT_ZERO.to_vec();
+        args.extend(["--config", config.to_str().unwrap()]);
+        nodes.push(Process::start(&args).await);
+    }
+    let interval = Duration::from_secs(3);
     let body = Registration::new("web-1", "web", "10.0.0.5", 80)
         .ttl(30)
-        .check(json!({"http": target.url(), "interval": 1, "timeout": 1}));
+        .check(json!({"http": target.url(), "interval": 3, "timeout": 1}));
     let id = id_of(&nodes[0].register(&body).await);
-    let runs = |server: &TestServer| {
-        let api = server.api.clone();
+    let runs = |node: &Process| {
+        let api = node.api.clone();
         async move { api.metric("signpost_checks_total").await.unwrap_or(0.0) }
     };
-    tokio::time::sleep(Duration::from_millis(2_500)).await;
-    let mut counts = Vec::new();
-    for server in &nodes {
-        counts.push(runs(server).await);
-    }
+    // The first run is at a random point of the first interval.
+    tokio::time::sleep(interval + Duration::from_millis(500)).await;
+    let counts: Vec<f64> = futures_util::future::join_all(nodes.iter().map(runs)).await;
     let owners: Vec<usize> = (0..3).filter(|n| counts[*n] > 0.0).collect();
     assert_eq!(owners.len(), 1, "one node runs the check: {counts:?}");
     let total = counts.iter().sum::<f64>() as usize;
@@ -445,30 +449,46 @@ async fn a_check_runs_once_per_cluster_and_moves_when_its_owner_goes() {
 
     // Failing: every node serves it as critical.
     target.set(Mode::Status(500)).await;
-    for server in &nodes {
+    for node in &nodes {
         let path = format!("/v1/services/{id}");
         assert!(
-            eventually(Duration::from_secs(4), || async {
-                server.get_ok(&path).await["health"] == "critical"
+            eventually(2 * interval, || async {
+                node.get_ok(&path).await["health"] == "critical"
             })
             .await
         );
     }
     target.set(Mode::Status(200)).await;
 
-    let owner = nodes.remove(owners[0]);
-    owner.stop().await;
+    let mut owner = nodes.remove(owners[0]);
     let before: Vec<f64> = futures_util::future::join_all(nodes.iter().map(runs)).await;
-    tokio::time::sleep(Duration::from_millis(2_500)).await;
-    let after: Vec<f64> = futures_util::future::join_all(nodes.iter().map(runs)).await;
-    let took_over: Vec<usize> = (0..2).filter(|n| after[*n] > before[*n]).collect();
-    assert_eq!(
-        took_over.len(),
-        1,
-        "one of the others took it over: {before:?} {after:?}"
+    owner.kill_9().await;
+    let killed = Instant::now();
+    let took_over = eventually(2 * interval, || async {
+        let now: Vec<f64> = futures_util::future::join_all(nodes.iter().map(runs)).await;
+        (0..2).any(|n| now[n] > before[n])
+    })
+    .await;
+    assert!(
+        took_over,
+        "no node took the check over within two intervals"
     );
-    for server in nodes {
-        server.stop().await;
+    let moved_after = killed.elapsed();
+    tokio::time::sleep(interval).await;
+    let after: Vec<f64> = futures_util::future::join_all(nodes.iter().map(runs)).await;
+    let running: Vec<usize> = (0..2).filter(|n| after[*n] > before[*n]).collect();
+    assert_eq!(
+        running.len(),
+        1,
+        "one node runs it: {before:?} {after:?} ({moved_after:?})"
+    );
+    // And it is passing again everywhere, by the new owner's verdict.
+    for node in &nodes {
+        let path = format!("/v1/services/{id}");
+        assert_eq!(node.get_ok(&path).await["health"], "passing");
+    }
+    for node in &mut nodes {
+        node.stop().await;
     }
 }
 
