@@ -283,9 +283,14 @@ impl EtcdStore {
         }
     }
 
-    /// One key, as etcd holds it now.
+    /// One key, as the member asked holds it (perhaps a little stale: the
+    /// write that follows compares the key's revision, so a stale read
+    /// only costs a second try).
     async fn read(&self, key: &[u8]) -> Result<Option<KeyValue>, StoreError> {
-        let request = RangeRequest::key(key.to_vec());
+        let request = RangeRequest {
+            serializable: true,
+            ..RangeRequest::key(key.to_vec())
+        };
         let response: RangeResponse = self
             .shared
             .client

@@ -204,6 +204,10 @@ pub(crate) struct RangeRequest {
     pub revision: i64,
     #[serde(skip_serializing_if = "is_false")]
     pub count_only: bool,
+    /// Read from the member asked, without asking the raft leader: faster,
+    /// possibly stale.
+    #[serde(skip_serializing_if = "is_false")]
+    pub serializable: bool,
 }
 
 impl RangeRequest {
