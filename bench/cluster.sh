@@ -9,9 +9,9 @@
 # under /dev/shm to take fsync out), three signpost nodes on it (n1, n2, n3: admin ports
 # $PORT..$PORT+2, DNS $DNS_PORT..+2, one DNS thread each) and one single node on a memory store,
 # then per round (ROUNDS, default 3; the medians are printed at the end):
-#   - registrations/s through 1 node (wrk -c64 on n1) and through 3 nodes (wrk -c32 on each at
+#   - registrations/s through 1 node (wrk -c64 on n1) and through 3 nodes (wrk -c64 on each at
 #     once), $DURATION (5) s each, every request a new name (bench/cluster_register.lua);
-#   - heartbeats/s through the 3 nodes at once (wrk -c32 on each, bench/heartbeat.lua) over
+#   - heartbeats/s through the 3 nodes at once (wrk -c64 on each, bench/heartbeat.lua) over
 #     $BEATS (3000) instances;
 #   - propagation: 300 registrations and 300 deregistrations through n1, one at a time, each
 #     timed until n2's /v1/events shows it (bench/propagation.py), p50 and p99;
@@ -19,7 +19,8 @@
 #     and against the single node, alternately;
 # and once $LOAD (default 100 000) instances are in etcd, start-up: a fresh node started
 # ROUNDS times, the time it logs for reading the whole registry from etcd ("restored N
-# registrations in T") before it binds its sockets.
+# registrations in T") before it binds its sockets. STARTUP_ONLY=1 skips the rounds and the
+# loading and measures start-up on what $ETCD_DIR holds already (a previous run's data).
 # shellcheck source=common.sh
 . "$(dirname "$0")/common.sh"
 ROUNDS=${ROUNDS:-3} DURATION=${DURATION:-5} BEATS=${BEATS:-3000} LOAD=${LOAD:-100000}
@@ -30,7 +31,8 @@ ETCD_DIR=${ETCD_DIR:-$WORK/etcd}
 need wrk curl dnsperf python3 etcd
 signpost_binaries "$@"
 bin=${bins[0]}
-rm -rf "$WORK" "$ETCD_DIR"
+STARTUP_ONLY=${STARTUP_ONLY:-}
+[ -n "$STARTUP_ONLY" ] || rm -rf "$WORK" "$ETCD_DIR"
 mkdir -p "$WORK" "$ETCD_DIR"
 
 # The etcd cluster: client ports ETCD_PORT+2i, peer ports ETCD_PORT+2i+1.
@@ -76,23 +78,24 @@ single_pid=$server_pid
 wrk_rate() { awk '/Requests\/sec/ {printf "%d", $2}' "$1"; }
 # wrk_all SCRIPT CONNECTIONS PORT...: wrk on each admin PORT at once; prints the summed rate.
 wrk_all() {
-  local script=$1 connections=$2 p sum=0 outs=()
+  local script=$1 connections=$2 p sum=0 outs=() clients=()
   shift 2
   for p in "$@"; do
     wrk -t1 -c"$connections" -d"${DURATION}s" -s "$script" "http://127.0.0.1:$p/" \
       >"$WORK/wrk-$p.txt" 2>&1 &
+    clients+=($!)
     outs+=("$WORK/wrk-$p.txt")
   done
-  wait_for_wrk
+  wait "${clients[@]}"
   for out in "${outs[@]}"; do
     grep -q "Non-2xx" "$out" && echo "  $(grep Non-2xx "$out") in $out" >&2
     sum=$((sum + $(wrk_rate "$out")))
   done
   echo "$sum"
 }
-# wait_for_wrk: waits for every background wrk (not the servers).
-wait_for_wrk() { while pgrep -P $$ -x wrk >/dev/null; do sleep 0.2; done; }
 
+declare -a reg1 reg3 beats prop50 prop99 dns_cluster dns_single
+if [ -z "$STARTUP_ONLY" ]; then
 # The DNS data set, through n1 (so in etcd, and on every node) and into the single node.
 python3 "$here/queries.py" "$WORK/queries.txt" >/dev/null
 python3 "$here/load.py" "http://127.0.0.1:$PORT" >/dev/null
@@ -106,11 +109,10 @@ for s in json.load(sys.stdin)["services"]:
         print(s["id"])' >"$WORK/ids"
 export IDS=$WORK/ids
 
-declare -a reg1 reg3 beats prop50 prop99 dns_cluster dns_single
 for round in $(seq "$ROUNDS"); do
   r1=$(wrk_all "$here/cluster_register.lua" 64 "$PORT")
-  r3=$(wrk_all "$here/cluster_register.lua" 32 "$PORT" $((PORT + 1)) $((PORT + 2)))
-  hb=$(wrk_all "$here/heartbeat.lua" 32 "$PORT" $((PORT + 1)) $((PORT + 2)))
+  r3=$(wrk_all "$here/cluster_register.lua" 64 "$PORT" $((PORT + 1)) $((PORT + 2)))
+  hb=$(wrk_all "$here/heartbeat.lua" 64 "$PORT" $((PORT + 1)) $((PORT + 2)))
   prop=$(python3 "$here/propagation.py" "127.0.0.1:$PORT" "127.0.0.1:$((PORT + 1))" --count 300)
   p50=$(awk '/^request sent/ {print $(NF-9)}' <<<"$prop")
   p99=$(awk '/^request sent/ {print $(NF-6)}' <<<"$prop")
@@ -123,10 +125,18 @@ for round in $(seq "$ROUNDS"); do
   dns_cluster+=("$qc") dns_single+=("$qs")
 done
 
+fi
+
 # Start-up at LOAD instances: fill etcd, then start fresh nodes.
 have=$(curl -sf "http://127.0.0.1:$PORT/v1/health" | python3 -c 'import json,sys; print(json.load(sys.stdin)["instances"])')
-if [ "$have" -lt "$LOAD" ]; then
-  python3 "$here/bulk_load.py" "127.0.0.1:$PORT" $((LOAD - have)) --prefix load --procs 8
+if [ -z "$STARTUP_ONLY" ] && [ "$have" -lt "$LOAD" ]; then
+  loaders=()
+  for i in 0 1 2; do  # a third through each node, at once
+    python3 "$here/bulk_load.py" "127.0.0.1:$((PORT + i))" $(((LOAD - have + 2) / 3)) \
+      --prefix "load$i-" --procs 16 &
+    loaders+=($!)
+  done
+  wait "${loaders[@]}"
 fi
 declare -a loads
 for round in $(seq "$ROUNDS"); do
@@ -142,6 +152,7 @@ done
 
 echo
 echo "medians over $ROUNDS rounds (etcd data in $ETCD_DIR):"
+if [ -z "$STARTUP_ONLY" ]; then
 echo "  registrations/s through 1 node:   $(median <<<"${reg1[*]}")   (runs: ${reg1[*]})"
 echo "  registrations/s through 3 nodes:  $(median <<<"${reg3[*]}")   (runs: ${reg3[*]})"
 echo "  heartbeats/s through 3 nodes:     $(median <<<"${beats[*]}")   (runs: ${beats[*]})"
@@ -149,4 +160,5 @@ echo "  propagation n1 -> n2 p50 ms:      $(median <<<"${prop50[*]}")   (runs: $
 echo "  propagation n1 -> n2 p99 ms:      $(median <<<"${prop99[*]}")   (runs: ${prop99[*]})"
 echo "  DNS QPS, clustered node:          $(median <<<"${dns_cluster[*]}")   (runs: ${dns_cluster[*]})"
 echo "  DNS QPS, single node (memory):    $(median <<<"${dns_single[*]}")   (runs: ${dns_single[*]})"
+fi
 echo "  start-up, $count instances, s:    $(median <<<"${loads[*]}")   (runs: ${loads[*]})"

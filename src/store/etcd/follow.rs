@@ -21,8 +21,9 @@ use crate::store::record::{
     Committed, Follow, Removal, StoredInstance, Verdict, parse_registration,
 };
 
-/// Keys per page of a full read.
-const PAGE: i64 = 10_000;
+/// Keys per page of a full read: each page well within the request
+/// timeout, also on a busy member.
+const PAGE: i64 = 2_000;
 /// The longest wait between two tries to open the watch.
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
 
@@ -113,9 +114,13 @@ async fn range_all(
     let mut out = Vec::new();
     let mut from = prefix.to_vec();
     loop {
+        // From the member asked (serializable): a stale first page only
+        // means the watch, which starts after its revision, has more to
+        // show; later pages read the same revision.
         let request = RangeRequest {
             limit: PAGE,
             revision: *revision,
+            serializable: true,
             range_end: end.clone().into(),
             ..RangeRequest::key(from)
         };
