@@ -118,6 +118,24 @@ impl Registrar {
         RegistrarError::Store(error)
     }
 
+    /// What the store said of a write: `Ok(None)` committed; `Ok(Some(..))`
+    /// not confirmed but kept in the file (see [`StoreError::Kept`]), so the
+    /// change is applied all the same and the error returned after; `Err`
+    /// refused, nothing to apply.
+    fn committed(
+        &self,
+        result: Result<(), StoreError>,
+    ) -> Result<Option<StoreError>, RegistrarError> {
+        match result {
+            Ok(()) => Ok(None),
+            Err(error @ StoreError::Kept(_)) => {
+                self.metrics.store_write_failures.inc();
+                Ok(Some(error))
+            }
+            Err(error) => Err(self.store_failed(error)),
+        }
+    }
+
     /// Puts back what the store held at start-up. Each instance gets a fresh
     /// window of its own TTL to heartbeat again, and keeps its id, its
     /// registration time and its last reported health. Announces nothing:
@@ -151,6 +169,7 @@ impl Registrar {
         // Held until the registry has it: see the module's doc.
         let _same_name = self.stripe(&spec.service_type, &spec.name).lock().await;
         let identity = self.registry.identity_for(&spec);
+        let mut unconfirmed = None;
         if self.store.is_persistent() {
             let stored = StoredInstance {
                 id: identity.id,
@@ -158,10 +177,8 @@ impl Registrar {
                 health: Health::Passing,
                 registered_at_ms: identity.registered_at_ms,
             };
-            self.store
-                .write(Write::Put(Box::new(stored)))
-                .await
-                .map_err(|e| self.store_failed(e))?;
+            let written = self.store.write(Write::Put(Box::new(stored))).await;
+            unconfirmed = self.committed(written)?;
         }
         let registered = self.registry.register(spec, identity, Health::Passing);
         if let Some(stale) = &registered.expired {
@@ -180,6 +197,9 @@ impl Registrar {
             instance: instance.clone(),
             replaced: !registered.created,
         });
+        if let Some(error) = unconfirmed {
+            return Err(RegistrarError::Store(error));
+        }
         Ok(registered)
     }
 
@@ -227,10 +247,8 @@ impl Registrar {
             // which keeps the id) may have come first.
             let instance = self.registry.get(id).ok_or(RegistrarError::NotFound)?;
             if instance.reported_health() != health {
-                self.store
-                    .write(Write::Health { id, health })
-                    .await
-                    .map_err(|e| self.store_failed(e))?;
+                let written = self.store.write(Write::Health { id, health }).await;
+                let unconfirmed = self.committed(written)?;
                 let before = instance.health();
                 let (instance, _) = self
                     .registry
@@ -242,6 +260,9 @@ impl Registrar {
                         previous: before,
                         source: HealthSource::Heartbeat,
                     });
+                }
+                if let Some(error) = unconfirmed {
+                    return Err(RegistrarError::Store(error));
                 }
                 return Ok(instance);
             }
@@ -297,10 +318,8 @@ impl Registrar {
         if expected.is_some_and(|expected| !Arc::ptr_eq(expected, &current)) {
             return Err(RegistrarError::NotFound);
         }
-        self.store
-            .write(Write::Delete(id))
-            .await
-            .map_err(|e| self.store_failed(e))?;
+        let written = self.store.write(Write::Delete(id)).await;
+        let unconfirmed = self.committed(written)?;
         let removed = self
             .registry
             .deregister(id)
@@ -314,6 +333,9 @@ impl Registrar {
             instance: removed.clone(),
             reason,
         });
+        if let Some(error) = unconfirmed {
+            return Err(RegistrarError::Store(error));
+        }
         Ok(removed)
     }
 

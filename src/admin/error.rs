@@ -31,6 +31,10 @@ pub(crate) enum ApiError {
     /// The store could not commit the change; nothing was changed.
     #[error("{0}; nothing was changed, try again")]
     Unavailable(String),
+    /// The store could not confirm the change, but kept it: it is applied
+    /// (the message says so).
+    #[error("{0}")]
+    Unconfirmed(String),
 }
 
 impl From<crate::registrar::RegistrarError> for ApiError {
@@ -38,6 +42,9 @@ impl From<crate::registrar::RegistrarError> for ApiError {
         match error {
             crate::registrar::RegistrarError::NotFound => {
                 ApiError::NotFound("no such service, or it has expired: register it again".into())
+            }
+            crate::registrar::RegistrarError::Store(error @ crate::store::StoreError::Kept(_)) => {
+                ApiError::Unconfirmed(error.to_string())
             }
             crate::registrar::RegistrarError::Store(error) => {
                 ApiError::Unavailable(error.to_string())
@@ -57,7 +64,7 @@ impl ApiError {
             ApiError::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
-            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Unavailable(_) | ApiError::Unconfirmed(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 }

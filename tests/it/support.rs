@@ -487,6 +487,11 @@ impl Process {
         }
     }
 
+    /// Its process id, while it runs.
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id().expect("still running")
+    }
+
     /// Everything it logged so far, one line each.
     pub(crate) fn logs(&self) -> String {
         self.log.lock().unwrap().join("\n")
