@@ -32,6 +32,7 @@ pub(crate) mod clock;
 pub mod config;
 pub mod dns;
 pub(crate) mod events;
+pub(crate) mod limit;
 pub mod metrics;
 pub(crate) mod names;
 pub(crate) mod registrar;
@@ -60,7 +61,7 @@ use events::Events;
 use metrics::Metrics;
 use registrar::Registrar;
 use registry::Registry;
-use store::Store;
+use store::{Store, StoreKind};
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -100,8 +101,35 @@ impl Server {
     pub async fn bind(settings: Settings) -> Result<Server, StartError> {
         let zone = settings.dns.zone.clone();
         let started = Instant::now();
-        let (store, stored) = Store::open(&settings.store).await?;
         let registry = Registry::new(zone.clone());
+        // Each stored row goes straight into the registry: a restore holds
+        // no more than running does.
+        let mut verdicts = Vec::new();
+        let (store, restored) = if let StoreKind::Etcd(etcd) = &settings.store {
+            let (store, stored) = Store::open_shared(etcd).await?;
+            let mut restoring = registry.restoring();
+            for instance in stored {
+                if let Some(verdict) = instance.check.clone() {
+                    verdicts.push((instance.id, verdict));
+                }
+                let (spec, identity, health) = instance.into_parts();
+                restoring.add(spec, identity, health);
+            }
+            (store, restoring.finish())
+        } else {
+            let kind = settings.store.clone();
+            let registry = registry.clone();
+            tokio::task::spawn_blocking(move || {
+                let mut restoring = registry.restoring();
+                let store = Store::open(&kind, &mut |stored| {
+                    let (spec, identity, health) = stored.into_parts();
+                    restoring.add(spec, identity, health);
+                })?;
+                Ok::<_, store::StoreError>((store, restoring.finish()))
+            })
+            .await
+            .expect("store open does not panic")?
+        };
         let metrics = Arc::new(Metrics::default());
         let (checker, checks) = Checker::new();
         let events = Events::new(settings.admin.events_buffer);
@@ -113,8 +141,10 @@ impl Server {
             checker,
             metrics.clone(),
             steering,
+            settings.capacity,
         );
-        let restored = registrar.restore(stored);
+        registrar.restore_verdicts(verdicts);
+        registrar.watch_restored_checks();
         tracing::info!(
             "store {}: restored {restored} registrations in {:?}",
             settings.store,
@@ -186,10 +216,18 @@ impl Server {
             admin,
             store,
             default_ttl,
+            registrations_per_source,
             checks_in_flight,
+            checks_in_flight_per_target,
             shutdown_grace,
+            ..
         } = settings;
+        let check_slots = checks::scheduler::Slots {
+            max_in_flight: checks_in_flight,
+            max_per_target: checks_in_flight_per_target,
+        };
         let nameserver_labels = dns.nameserver_labels();
+        let tcp_limits = dns.tcp_limits();
         let mut responder = Responder::new(
             registry.clone(),
             ZoneSettings {
@@ -228,21 +266,13 @@ impl Server {
                 "a dns udp thread"
             });
         }
-        let limits = dns::server::TcpLimits {
-            max_connections: dns.max_tcp_connections,
-            per_source: dns.tcp_max_connections_per_source,
-            idle: dns.tcp_idle_timeout,
-            write: dns.tcp_write_timeout,
-            max_queries: dns.tcp_max_queries,
-            max_lifetime: dns.tcp_max_lifetime,
-        };
-        let tcp = dns::server::serve_tcp(tcp, responder.clone(), token.clone(), limits);
+        let tcp = dns::server::serve_tcp(tcp, responder.clone(), token.clone(), tcp_limits);
         tasks.spawn(named("the dns tcp listener", tcp));
         spawn_store(&registrar, &mut tasks, &token);
         let sweeper = registrar.clone().run_sweeper(token.clone());
         tasks.spawn(named("the expiry sweeper", sweeper));
         let scheduler =
-            checks::scheduler::run(checks, registrar.clone(), checks_in_flight, token.clone());
+            checks::scheduler::run(checks, registrar.clone(), check_slots, token.clone());
         tasks.spawn(named("the check scheduler", scheduler));
 
         let app = admin::router(admin::AdminState {
@@ -250,7 +280,7 @@ impl Server {
             steering: Arc::new(dns.steering.clone()),
             registry,
             registrar: registrar.clone(),
-            metrics,
+            metrics: metrics.clone(),
             token: admin.token,
             default_ttl,
             body_read_timeout: admin.body_read_timeout,
@@ -258,8 +288,11 @@ impl Server {
             started: Instant::now(),
             events_keep_alive: admin.events_keep_alive,
             shutdown: token.clone(),
+            event_streams: Arc::new(tokio::sync::Semaphore::new(admin.events_max_streams)),
+            registrations_limiter: registrations_per_source
+                .map(|per_second| limit::RateLimiter::new(per_second, 0)),
         });
-        let http = admin::serve(http, app, admin.limits, token.clone());
+        let http = admin::serve(http, app, admin.limits, metrics, token.clone());
         tasks.spawn(named("the admin api", http));
 
         let outcome = supervise(tasks, shutdown, &token, shutdown_grace).await;

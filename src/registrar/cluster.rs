@@ -27,7 +27,7 @@ use crate::store::StoredInstance;
 use crate::store::etcd::EtcdStore;
 use crate::store::etcd::follow::Follower;
 use crate::store::etcd::keys::TombstoneValue;
-use crate::store::record::{Committed, Follow, Removal, registration_json};
+use crate::store::record::{Committed, Follow, Removal, Verdict, registration_json};
 
 /// How soon the leader looks again at an instance whose expiry it sent.
 const EXPIRY_RETRY_MS: u64 = 500;
@@ -299,6 +299,18 @@ impl Registrar {
             }
         }
         tracing::info!(reloaded, "reloaded the registry from etcd");
+    }
+
+    /// Puts back the check verdicts a shared store held at start-up
+    /// (after the registry was restored), so that every node serves the
+    /// health the checks' owners decided.
+    pub(crate) fn restore_verdicts(&self, verdicts: Vec<(Uuid, Verdict)>) {
+        for (id, verdict) in verdicts {
+            if let Some(instance) = self.registry.get_any(id) {
+                let (health, output) = (verdict.health, verdict.output);
+                self.registry.record_check(&instance, health, output, false);
+            }
+        }
     }
 
     /// Whether this node runs `id`'s active check (always, but on a

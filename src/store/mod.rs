@@ -64,23 +64,28 @@ pub(crate) enum Store {
 }
 
 impl Store {
-    /// Opens the store and returns what it holds.
-    pub(crate) async fn open(kind: &StoreKind) -> Result<(Store, Vec<StoredInstance>), StoreError> {
+    /// Opens the store and hands `each` of what it holds, one at a time
+    /// (never all of it at once: see [`crate::registry::Registry::restoring`]).
+    /// Blocks (SQLite reads its file). A shared store is opened with
+    /// [`Store::open_shared`].
+    pub(crate) fn open(
+        kind: &StoreKind,
+        each: &mut dyn FnMut(StoredInstance),
+    ) -> Result<Store, StoreError> {
         match kind {
-            StoreKind::Memory => Ok((Store::Memory, Vec::new())),
-            StoreKind::Sqlite(path) => {
-                let path = path.clone();
-                let opened = tokio::task::spawn_blocking(move || sqlite::SqliteStore::open(&path))
-                    .await
-                    .expect("store open does not panic");
-                let (store, stored) = opened?;
-                Ok((Store::Sqlite(store), stored))
-            }
-            StoreKind::Etcd(settings) => {
-                let (store, stored) = etcd::EtcdStore::open(settings).await?;
-                Ok((Store::Etcd(store), stored))
-            }
+            StoreKind::Memory => Ok(Store::Memory),
+            StoreKind::Sqlite(path) => Ok(Store::Sqlite(sqlite::SqliteStore::open(path, each)?)),
+            StoreKind::Etcd(settings) => Err(StoreError::Unsupported(settings.url())),
         }
+    }
+
+    /// Opens a shared store (etcd) and returns everything it holds, read
+    /// at one revision, which its watch follows from.
+    pub(crate) async fn open_shared(
+        settings: &EtcdSettings,
+    ) -> Result<(Store, Vec<StoredInstance>), StoreError> {
+        let (store, stored) = etcd::EtcdStore::open(settings).await?;
+        Ok((Store::Etcd(store), stored))
     }
 
     /// The shared store, when this node is one of a cluster's.
