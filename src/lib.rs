@@ -268,9 +268,7 @@ impl Server {
         }
         let tcp = dns::server::serve_tcp(tcp, responder.clone(), token.clone(), tcp_limits);
         tasks.spawn(named("the dns tcp listener", tcp));
-        spawn_store(&registrar, &mut tasks, &token);
-        let sweeper = registrar.clone().run_sweeper(token.clone());
-        tasks.spawn(named("the expiry sweeper", sweeper));
+        spawn_store_and_sweeper(&registrar, &mut tasks, &token);
         let scheduler =
             checks::scheduler::run(checks, registrar.clone(), check_slots, token.clone());
         tasks.spawn(named("the check scheduler", scheduler));
@@ -311,13 +309,16 @@ pub enum RunError {
     TaskPanicked(String),
 }
 
-/// A shared store's tasks: the watch the registrar applies, the batching
-/// writer and this node's lease. Nothing for the other stores.
-fn spawn_store(
+/// The expiry sweeper, and a shared store's tasks: the watch the
+/// registrar applies, the batching writer and this node's lease (nothing
+/// more for the other stores).
+fn spawn_store_and_sweeper(
     registrar: &Registrar,
     tasks: &mut JoinSet<&'static str>,
     token: &CancellationToken,
 ) {
+    let sweeper = registrar.clone().run_sweeper(token.clone());
+    tasks.spawn(named("the expiry sweeper", sweeper));
     let Some(etcd) = registrar.shared_store() else {
         return;
     };
