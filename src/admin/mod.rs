@@ -351,8 +351,8 @@ async fn types(State(state): State<Arc<AdminState>>) -> Json<serde_json::Value> 
 
 async fn health(State(state): State<Arc<AdminState>>) -> Json<serde_json::Value> {
     let now = state.registry.now_ms();
-    // Counts from the types' indexes: an O(types) read, so that probes
-    // looping on it cost nothing that grows with the instances.
+    // Running counts kept by the registry: O(1), so that probes looping on
+    // it cost nothing that grows with the registry.
     let counts = state.registry.counts();
     Json(json!({
         "status": "ok",
