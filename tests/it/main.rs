@@ -2,7 +2,9 @@
 //! Every test starts the real server on port 0 and talks to it over real
 //! UDP, TCP and HTTP.
 
+mod schema;
 mod support;
+mod webdriver;
 
 mod admin;
 mod checks;
@@ -16,6 +18,8 @@ mod fuzz;
 mod hardening;
 mod lifetime;
 mod live;
+mod openapi;
 mod run;
 mod steering;
 mod store;
+mod ui;
