@@ -41,7 +41,9 @@ pub struct CheckRegistration {
     pub tcp: Option<String>,
     pub interval: Option<f64>,
     pub timeout: Option<f64>,
+    #[serde(default, deserialize_with = "crate::validate::optional_whole_number")]
     pub failures_before_critical: Option<i64>,
+    #[serde(default, deserialize_with = "crate::validate::optional_whole_number")]
     pub successes_before_passing: Option<i64>,
     pub deregister_after: Option<f64>,
     pub tls_skip_verify: Option<bool>,
