@@ -5,6 +5,7 @@
 //! a token when reads are refused. `webdriver` drives the browser.
 
 use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::{Value, json};
@@ -540,6 +541,230 @@ async fn the_dashboard_asks_for_a_token_when_reads_need_one() {
             .await,
     );
     row_where(&browser, "web-2 live through the proxy", &web_2, "true").await;
+    let errors = browser
+        .eval("return window.signpostStats.errors;", json!([]))
+        .await;
+    assert_eq!(errors, json!([]));
+}
+
+/// What [`events_proxy`] does with the event streams it relays.
+#[derive(Default)]
+struct Relay {
+    /// Drop every event (counting them) instead of passing it on.
+    dropping: bool,
+    dropped: usize,
+    /// Send a `lagged` event saying how many were dropped, then relay again.
+    lag: bool,
+    /// Close every event stream, and refuse new ones while set.
+    cut: bool,
+}
+
+/// A proxy in front of `upstream` whose event streams a test can tamper
+/// with ([`Relay`]): it asks signpost over HTTP/1.0, so that the stream
+/// comes unchunked, passes it on event by event, and can drop events,
+/// report them as a `lagged` event, or cut the connection. Every other
+/// request it passes through as it is, one per connection.
+async fn events_proxy(
+    upstream: SocketAddr,
+) -> (SocketAddr, Arc<Mutex<Relay>>, Arc<tokio::sync::Notify>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let relay = Arc::new(Mutex::new(Relay::default()));
+    let poke = Arc::new(tokio::sync::Notify::new());
+    let (relay_, poke_) = (relay.clone(), poke.clone());
+    tokio::spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            tokio::spawn(proxy_one(client, upstream, relay_.clone(), poke_.clone()));
+        }
+    });
+    (addr, relay, poke)
+}
+
+async fn proxy_one(
+    mut client: TcpStream,
+    upstream: SocketAddr,
+    relay: Arc<Mutex<Relay>>,
+    poke: Arc<tokio::sync::Notify>,
+) {
+    let Some(head) = read_head(&mut client).await else {
+        return;
+    };
+    let Ok(mut server) = TcpStream::connect(upstream).await else {
+        return;
+    };
+    let target = head.split_whitespace().nth(1).unwrap_or("").to_string();
+    if !target.starts_with("/v1/events") {
+        let mut lines: Vec<&str> = head
+            .trim_end()
+            .lines()
+            .filter(|l| !l.to_ascii_lowercase().starts_with("connection:"))
+            .collect();
+        lines.push("Connection: close");
+        let head = lines.join("\r\n") + "\r\n\r\n";
+        if server.write_all(head.as_bytes()).await.is_ok() {
+            let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+        }
+        return;
+    }
+    if relay.lock().unwrap().cut {
+        return;
+    }
+    let request = format!("GET {target} HTTP/1.0\r\nHost: signpost\r\n\r\n");
+    if server.write_all(request.as_bytes()).await.is_err() || read_head(&mut server).await.is_none()
+    {
+        return;
+    }
+    let answer = "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n\
+                  cache-control: no-cache\r\nconnection: close\r\n\r\n";
+    if client.write_all(answer.as_bytes()).await.is_err() {
+        return;
+    }
+    let mut pending = Vec::new();
+    let mut buffer = vec![0u8; 65536];
+    loop {
+        let read = tokio::select! {
+            read = server.read(&mut buffer) => read,
+            () = poke.notified() => Ok(usize::MAX),
+        };
+        match read {
+            Ok(0) | Err(_) => return,
+            Ok(usize::MAX) => {}
+            Ok(n) => pending.extend_from_slice(&buffer[..n]),
+        }
+        let mut out = Vec::new();
+        {
+            let mut relay = relay.lock().unwrap();
+            if relay.cut {
+                return;
+            }
+            while let Some(end) = pending.windows(2).position(|w| w == b"\n\n") {
+                let event: Vec<u8> = pending.drain(..end + 2).collect();
+                if relay.dropping && event.starts_with(b"data:") {
+                    relay.dropped += 1;
+                } else {
+                    out.extend_from_slice(&event);
+                }
+            }
+            if relay.lag && !relay.dropping {
+                relay.lag = false;
+                let missed = std::mem::take(&mut relay.dropped);
+                out.extend_from_slice(
+                    format!(
+                        "data: {{\"type\":\"lagged\",\"timestamp\":0,\"data\":{{\"missed\":{missed}}}}}\n\n"
+                    )
+                    .as_bytes(),
+                );
+            }
+        }
+        if !out.is_empty() && client.write_all(&out).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Reads an HTTP head up to its blank line.
+async fn read_head(stream: &mut TcpStream) -> Option<String> {
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        if stream.read(&mut byte).await.unwrap_or(0) == 0 {
+            return None;
+        }
+        head.push(byte[0]);
+    }
+    Some(String::from_utf8_lossy(&head).to_string())
+}
+
+/// After a `lagged` event, and after the event stream is lost and comes
+/// back, the page takes a fresh list: what changed in between shows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_resyncs_after_lagged_and_after_a_reconnect() {
+    let server = TestServer::start().await;
+    let web_1 = id_of(
+        &server
+            .register(&Registration::new("web-1", "web", "10.0.0.1", 8080))
+            .await,
+    );
+    let (proxy, relay, poke) = events_proxy(server.admin).await;
+    let browser = Browser::start().await;
+    browser.goto(&format!("http://{proxy}/ui")).await;
+    live(&browser).await;
+    row_where(&browser, "web-1", &web_1, "true").await;
+    let snapshots = "return window.signpostStats.snapshots;";
+    assert_eq!(browser.eval(snapshots, json!([])).await, 1);
+
+    // Events lost: the page never sees these two, only a lagged event.
+    relay.lock().unwrap().dropping = true;
+    let web_2 = id_of(
+        &server
+            .register(&Registration::new("web-2", "web", "10.0.0.2", 8080))
+            .await,
+    );
+    assert_eq!(server.deregister(&web_1).await.0, 204);
+    let deadline = std::time::Instant::now() + LIMIT;
+    while relay.lock().unwrap().dropped < 2 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "both events reach the proxy"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        browser
+            .eval(
+                "return !document.querySelector('#rows .row[data-id=\"' + arguments[0] + '\"]');",
+                json!([web_2])
+            )
+            .await
+            == true,
+        "web-2 is not shown before the lagged event: its event was dropped"
+    );
+    {
+        let mut relay = relay.lock().unwrap();
+        relay.dropping = false;
+        relay.lag = true;
+    }
+    poke.notify_waiters();
+    row_where(&browser, "web-2 after the resync", &web_2, "true").await;
+    row_gone(&browser, "web-1 gone after the resync", &web_1).await;
+    assert_eq!(browser.eval(snapshots, json!([])).await, 2);
+
+    // The stream lost, changes meanwhile, the stream back.
+    relay.lock().unwrap().cut = true;
+    poke.notify_waiters();
+    browser
+        .until(
+            "the page to see the stream gone",
+            LIMIT,
+            "return document.querySelector('#connection').dataset.state !== 'live';",
+            json!([]),
+        )
+        .await;
+    let web_3 = id_of(
+        &server
+            .register(&Registration::new("web-3", "web", "10.0.0.3", 8080))
+            .await,
+    );
+    assert_eq!(server.heartbeat_reporting(&web_2, "critical").await.0, 200);
+    relay.lock().unwrap().cut = false;
+    live(&browser).await;
+    row_where(&browser, "web-3 after the reconnect", &web_3, "true").await;
+    row_where(
+        &browser,
+        "web-2 critical after the reconnect",
+        &web_2,
+        "r.dataset.health === 'critical'",
+    )
+    .await;
+    assert_eq!(browser.eval(snapshots, json!([])).await, 3);
+    let log = browser
+        .eval(
+            "return document.querySelector('#log').innerText;",
+            json!([]),
+        )
+        .await;
+    assert!(log.as_str().unwrap().contains("lagged"), "{log}");
     let errors = browser
         .eval("return window.signpostStats.errors;", json!([]))
         .await;
