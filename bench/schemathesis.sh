@@ -11,30 +11,40 @@
 #
 # Left out: GET /v1/events, a stream that never ends while the server runs (schemathesis reads
 # a response to its end); the integration tests check every event against the document
-# (tests/it/schema.rs). A registration's `check` is fuzzed too: signpost then probes whatever
-# URL or host:port schemathesis made up, so this runs with no network but loopback.
+# (tests/it/schema.rs).
+#
+# A registration's `check` is fuzzed too, and signpost then probes whatever URL or host:port
+# schemathesis made up. So signpost and schemathesis run in a network namespace of their own
+# (unshare --net, as root) that has nothing but loopback: no probe can leave the machine.
 # shellcheck source=common.sh
 . "$(dirname "$0")/common.sh"
+
+if [ -z "${SIGNPOST_SCHEMATHESIS_NETNS:-}" ]; then
+  # Outside the namespace: what needs the network or a build, then the run inside it.
+  if ! command -v schemathesis >/dev/null; then
+    echo "installing schemathesis with pip" >&2
+    python3 -m pip install --quiet schemathesis || die "pip install schemathesis failed"
+  fi
+  if [ $# -eq 0 ]; then
+    cargo build --quiet --bin signpost
+    target=$(cargo metadata --format-version 1 --no-deps \
+      | python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')
+    set -- "$target/debug/signpost"
+  fi
+  executables "$1"
+  [ "$(id -u)" = 0 ] || die "needs root, for a network namespace of its own (unshare --net)"
+  command -v unshare >/dev/null || die "needs unshare (util-linux)"
+  exec unshare --net -- env SIGNPOST_SCHEMATHESIS_NETNS=1 bash "$here/schemathesis.sh" "${bins[0]}"
+fi
+ip link set lo up
+[ "$(ip -o link show | grep -vc ': lo:')" = 0 ] || die "the namespace has a link other than loopback"
 
 admin_port=${ADMIN_PORT:-18790}
 dns_port=${DNS_PORT:-18690}
 max_examples=${MAX_EXAMPLES:-100}
 workers=${WORKERS:-2}
 
-if ! command -v schemathesis >/dev/null; then
-  echo "installing schemathesis with pip" >&2
-  python3 -m pip install --quiet schemathesis || die "pip install schemathesis failed"
-fi
-
-if [ $# -eq 0 ]; then
-  cargo build --quiet --bin signpost
-  target=$(cargo metadata --format-version 1 --no-deps \
-    | python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')
-  bin=$target/debug/signpost
-else
-  executables "$1"
-  bin=${bins[0]}
-fi
+bin=$1
 
 work=$(mktemp -d)
 pids_cleanup() { rm -rf "$work"; }

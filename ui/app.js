@@ -89,8 +89,8 @@
   function askForToken(status) {
     setConnection("token", "needs a token");
     el.tokenMessage.textContent = token()
-      ? "The server refused the token (" + status + "): enter the admin token."
-      : "This server asks for a token to read (" + status + "): enter the admin token.";
+      ? "The server refused the token (" + status + "): enter a token that may read."
+      : "This server asks for a token to read (" + status + "): enter one (read role or more).";
     el.tokenForm.hidden = false;
     el.token.focus();
     return new Promise((resolve) => tokenWaiters.push(resolve));
