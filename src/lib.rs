@@ -31,6 +31,7 @@ pub(crate) mod clock;
 pub mod config;
 pub mod dns;
 pub(crate) mod events;
+pub(crate) mod limit;
 pub mod metrics;
 pub(crate) mod names;
 pub(crate) mod registrar;
@@ -117,6 +118,7 @@ impl Server {
             checker,
             metrics.clone(),
             steering,
+            settings.capacity,
         );
         let restored = registrar.restore(stored);
         tracing::info!(
@@ -190,10 +192,13 @@ impl Server {
             admin,
             store,
             default_ttl,
+            registrations_per_source,
             checks_in_flight,
             shutdown_grace,
+            ..
         } = settings;
         let nameserver_labels = dns.nameserver_labels();
+        let tcp_limits = dns.tcp_limits();
         let mut responder = Responder::new(
             registry.clone(),
             ZoneSettings {
@@ -232,15 +237,7 @@ impl Server {
                 "a dns udp thread"
             });
         }
-        let limits = dns::server::TcpLimits {
-            max_connections: dns.max_tcp_connections,
-            per_source: dns.tcp_max_connections_per_source,
-            idle: dns.tcp_idle_timeout,
-            write: dns.tcp_write_timeout,
-            max_queries: dns.tcp_max_queries,
-            max_lifetime: dns.tcp_max_lifetime,
-        };
-        let tcp = dns::server::serve_tcp(tcp, responder.clone(), token.clone(), limits);
+        let tcp = dns::server::serve_tcp(tcp, responder.clone(), token.clone(), tcp_limits);
         tasks.spawn(named("the dns tcp listener", tcp));
         let sweeper = registrar.clone().run_sweeper(token.clone());
         tasks.spawn(named("the expiry sweeper", sweeper));
@@ -248,6 +245,7 @@ impl Server {
             checks::scheduler::run(checks, registrar.clone(), checks_in_flight, token.clone());
         tasks.spawn(named("the check scheduler", scheduler));
 
+        let admin_metrics = metrics.clone();
         let app = admin::router(admin::AdminState {
             nameserver_labels,
             steering: Arc::new(dns.steering.clone()),
@@ -261,8 +259,11 @@ impl Server {
             started: Instant::now(),
             events_keep_alive: admin.events_keep_alive,
             shutdown: token.clone(),
+            event_streams: Arc::new(tokio::sync::Semaphore::new(admin.events_max_streams)),
+            registrations_limiter: registrations_per_source
+                .map(|per_second| limit::RateLimiter::new(per_second, 0)),
         });
-        let http = admin::serve(http, app, admin.limits, token.clone());
+        let http = admin::serve(http, app, admin.limits, admin_metrics, token.clone());
         tasks.spawn(named("the admin api", http));
 
         let outcome = supervise(tasks, shutdown, &token, shutdown_grace).await;

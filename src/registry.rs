@@ -814,6 +814,11 @@ impl Registry {
             .collect()
     }
 
+    /// How many service types have a set (possibly just emptied).
+    pub fn type_count(&self) -> usize {
+        self.shared.by_type.len()
+    }
+
     /// The counts `/v1/health` and `/metrics` report, from the types'
     /// indexes: a pass over the types, not over the instances. Lapsed
     /// instances count until the sweep (every 250 ms) removes them.

@@ -7,6 +7,7 @@ mod support;
 mod webdriver;
 
 mod admin;
+mod admin_limits;
 mod checks;
 mod cli;
 mod client;
