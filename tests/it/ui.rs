@@ -886,3 +886,25 @@ async fn the_page_is_built_in_and_fetches_nothing_from_elsewhere() {
         assert_eq!(server.get(path).await.0, 200, "{path}");
     }
 }
+
+/// The page, its files and the API description hold no data: they need no
+/// token however the server guards the API, so that the page can load and
+/// then ask for one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_page_and_the_document_need_no_token() {
+    let server = TestServer::start_with(|config| config.admin.token = "s3cret".into()).await;
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    for (path, status) in [
+        ("/", 307),
+        ("/ui", 200),
+        ("/ui/app.js", 200),
+        ("/ui/app.css", 200),
+        ("/v1/openapi.json", 200),
+    ] {
+        let response = http.get(server.url(path)).send().await.unwrap();
+        assert_eq!(response.status().as_u16(), status, "{path} without a token");
+    }
+}

@@ -77,6 +77,7 @@ impl Browser {
             "--headless",
             "--no-sandbox",
             "--disable-gpu",
+            "--disable-quic",
             "--disable-dev-shm-usage",
             "--disable-background-networking",
             "--disable-component-update",
