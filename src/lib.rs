@@ -100,13 +100,23 @@ impl Server {
     pub async fn bind(settings: Settings) -> Result<Server, StartError> {
         let zone = settings.dns.zone.clone();
         let started = Instant::now();
-        let (store, stored) = {
-            let kind = settings.store.clone();
-            tokio::task::spawn_blocking(move || Store::open(&kind))
-                .await
-                .expect("store open does not panic")?
-        };
         let registry = Registry::new(zone.clone());
+        // Each stored row goes straight into the registry: a restore holds
+        // no more than running does.
+        let (store, restored) = {
+            let kind = settings.store.clone();
+            let registry = registry.clone();
+            tokio::task::spawn_blocking(move || {
+                let mut restoring = registry.restoring();
+                let store = Store::open(&kind, &mut |stored| {
+                    let (spec, identity, health) = stored.into_parts();
+                    restoring.add(spec, identity, health);
+                })?;
+                Ok::<_, store::StoreError>((store, restoring.finish()))
+            })
+            .await
+            .expect("store open does not panic")?
+        };
         let metrics = Arc::new(Metrics::default());
         let (checker, checks) = Checker::new();
         let events = Events::new(settings.admin.events_buffer);
@@ -120,7 +130,7 @@ impl Server {
             steering,
             settings.capacity,
         );
-        let restored = registrar.restore(stored);
+        registrar.watch_restored_checks();
         tracing::info!(
             "store {}: restored {restored} registrations in {:?}",
             settings.store,

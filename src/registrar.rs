@@ -25,7 +25,7 @@ use crate::checks::checker::Checker;
 use crate::checks::probe::Outcome;
 use crate::events::{Change, DeregisterReason, Event, Events, HealthSource};
 use crate::metrics::Metrics;
-use crate::registry::{Identity, Registered, Registry, SWEEP_INTERVAL};
+use crate::registry::{Registered, Registry, SWEEP_INTERVAL};
 use crate::select::Steering;
 use crate::service::{Health, Instance, ValidRegistration};
 use crate::store::{Store, StoreError, StoredInstance, Write};
@@ -179,29 +179,13 @@ impl Registrar {
         }
     }
 
-    /// Puts back what the store held at start-up. Each instance gets a fresh
-    /// window of its own TTL to heartbeat again, and keeps its id, its
-    /// registration time and its last reported health. Announces nothing:
-    /// nobody can be subscribed yet.
-    pub(crate) fn restore(&self, stored: Vec<StoredInstance>) -> usize {
-        let entries = stored
-            .into_iter()
-            .map(|instance| {
-                let identity = Identity {
-                    id: instance.id,
-                    registered_at_ms: instance.registered_at_ms,
-                    replaces: false,
-                };
-                (instance.spec, identity, instance.health)
-            })
-            .collect();
-        let restored = self.registry.restore(entries);
+    /// Hands the check scheduler every restored instance with a check.
+    pub(crate) fn watch_restored_checks(&self) {
         for instance in self.registry.list() {
             if instance.spec.check.is_some() {
                 self.checker.watch(&instance);
             }
         }
-        restored
     }
 
     /// Registers (or replaces in place) once the store has committed it.

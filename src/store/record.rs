@@ -47,6 +47,18 @@ pub(crate) struct StoredInstance {
     pub registered_at_ms: u64,
 }
 
+impl StoredInstance {
+    /// What the registry restores: the registration, who it is, its health.
+    pub(crate) fn into_parts(self) -> (ValidRegistration, crate::registry::Identity, Health) {
+        let identity = crate::registry::Identity {
+            id: self.id,
+            registered_at_ms: self.registered_at_ms,
+            replaces: false,
+        };
+        (self.spec, identity, self.health)
+    }
+}
+
 /// A change to persist.
 #[derive(Debug, Clone)]
 pub(crate) enum Write {

@@ -39,8 +39,11 @@ pub(crate) struct SqliteStore {
 
 impl SqliteStore {
     /// Opens (creating if needed) the database at `path`, checks it is ours,
-    /// and returns every stored registration.
-    pub(crate) fn open(path: &Path) -> Result<(SqliteStore, Vec<StoredInstance>), StoreError> {
+    /// and hands `each` stored registration over, row by row.
+    pub(crate) fn open(
+        path: &Path,
+        each: &mut dyn FnMut(StoredInstance),
+    ) -> Result<SqliteStore, StoreError> {
         let shown = path.display().to_string();
         let open_error = |e: &dyn std::fmt::Display| StoreError::Open {
             path: shown.clone(),
@@ -63,7 +66,7 @@ impl SqliteStore {
             .and_then(|_| connection.busy_timeout(std::time::Duration::from_secs(5)))
             .and_then(|_| create_schema(&connection))
             .map_err(|e| open_error(&e))?;
-        let stored = load(&connection).map_err(|e| open_error(&e))?;
+        load(&connection, each).map_err(|e| open_error(&e))?;
 
         let (sender, receiver) = mpsc::unbounded_channel();
         let path_buf: PathBuf = path.to_path_buf();
@@ -75,7 +78,7 @@ impl SqliteStore {
             queue: Arc::new(Mutex::new(Some(sender))),
             writer: Arc::new(Mutex::new(Some(writer))),
         };
-        Ok((store, stored))
+        Ok(store)
     }
 
     /// Queues `write` and waits for its commit.
@@ -165,7 +168,7 @@ fn parse_health(text: &str) -> Health {
 
 /// Every stored registration. A row that no longer validates is logged and
 /// skipped rather than served.
-fn load(connection: &Connection) -> rusqlite::Result<Vec<StoredInstance>> {
+fn load(connection: &Connection, each: &mut dyn FnMut(StoredInstance)) -> rusqlite::Result<()> {
     let mut statement =
         connection.prepare("SELECT id, registration, health, registered_at_ms FROM instances")?;
     let rows = statement.query_map([], |row| {
@@ -176,14 +179,13 @@ fn load(connection: &Connection) -> rusqlite::Result<Vec<StoredInstance>> {
             row.get::<_, i64>(3)?,
         ))
     })?;
-    let mut stored = Vec::new();
     for row in rows {
         let (id, registration, health, registered_at_ms) = row?;
         let parsed = Uuid::parse_str(&id)
             .map_err(|e| e.to_string())
             .and_then(|id| parse_registration(&registration).map(|spec| (id, spec)));
         match parsed {
-            Ok((id, spec)) => stored.push(StoredInstance {
+            Ok((id, spec)) => each(StoredInstance {
                 id,
                 spec,
                 health: parse_health(&health),
@@ -194,7 +196,7 @@ fn load(connection: &Connection) -> rusqlite::Result<Vec<StoredInstance>> {
             }
         }
     }
-    Ok(stored)
+    Ok(())
 }
 
 /// The writer thread: commit whatever is queued as one transaction, reply to
