@@ -21,10 +21,13 @@ const POLICY: &str = "default-src 'none'; script-src 'self'; style-src 'self'; \
                       connect-src 'self'; img-src 'self' data:; base-uri 'none'; \
                       form-action 'none'; frame-ancestors 'none'";
 
-/// `/`, `/ui` and the page's two files.
+/// `/`, `/ui` (and `/ui/`) and the page's two files.
 pub(super) fn routes<S: Clone + Send + Sync + 'static>() -> Router<S> {
     Router::new()
-        .route("/", get(root))
+        .route("/", get(|| async { redirect("ui") }))
+        // The page's files are named relative to `/ui`: from `/ui/` they
+        // would be looked for under `/ui/ui/`.
+        .route("/ui/", get(|| async { redirect("../ui") }))
         .route(
             "/ui",
             get(|| async { file("text/html; charset=utf-8", PAGE) }),
@@ -39,13 +42,13 @@ pub(super) fn routes<S: Clone + Send + Sync + 'static>() -> Router<S> {
         )
 }
 
-/// `GET /`: to the dashboard. The location is relative (`ui`), so that it
-/// still points at the page behind a proxy that serves signpost under a
-/// path of its own.
-async fn root() -> Response {
+/// To the dashboard (`GET /` and `GET /ui/`). The location is relative, so
+/// that it still points at the page behind a proxy that serves signpost
+/// under a path of its own.
+fn redirect(location: &'static str) -> Response {
     (
         StatusCode::TEMPORARY_REDIRECT,
-        [(header::LOCATION, HeaderValue::from_static("ui"))],
+        [(header::LOCATION, HeaderValue::from_static(location))],
     )
         .into_response()
 }

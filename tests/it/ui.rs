@@ -858,6 +858,9 @@ async fn the_page_is_built_in_and_fetches_nothing_from_elsewhere() {
         "ui",
         "relative: works behind a path prefix"
     );
+    let slash = http.get(server.url("/ui/")).send().await.unwrap();
+    assert_eq!(slash.status().as_u16(), 307);
+    assert_eq!(slash.headers()["location"], "../ui");
     for (path, content_type) in [
         ("/ui", "text/html; charset=utf-8"),
         ("/ui/app.js", "text/javascript; charset=utf-8"),
