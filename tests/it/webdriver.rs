@@ -58,7 +58,7 @@ impl Browser {
             .timeout(Duration::from_secs(30))
             .build()
             .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(10);
+        let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             let status = http.get(format!("http://{driver}/status")).send().await;
             if let Ok(response) = status
@@ -91,7 +91,7 @@ impl Browser {
         ]);
         let capabilities = json!({"capabilities": {"alwaysMatch": {
             "goog:chromeOptions": {"binary": CHROMIUM, "args": args},
-            "timeouts": {"script": 10_000, "pageLoad": 10_000},
+            "timeouts": {"script": 20_000, "pageLoad": 20_000},
         }}});
         let response = http
             .post(format!("http://{driver}/session"))
