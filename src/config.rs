@@ -168,6 +168,8 @@ pub struct RegistryConfig {
 pub struct ChecksConfig {
     /// Checks running at once, at most; due checks wait for a free slot.
     pub max_in_flight: usize,
+    /// Checks running at once against one target host, at most.
+    pub max_in_flight_per_target: usize,
 }
 
 /// `[store]`: persistence.
@@ -202,6 +204,8 @@ pub struct Settings {
     pub registrations_per_source: Option<u32>,
     /// Checks running at once, at most (1-100000).
     pub checks_in_flight: usize,
+    /// Checks running at once against one target host (1-100000).
+    pub checks_in_flight_per_target: usize,
     /// How long shutdown waits for all work in flight before stopping it;
     /// never shorter than [`AdminSettings::limits`]' drain timeout.
     pub shutdown_grace: Duration,
@@ -416,6 +420,12 @@ impl Config {
         if !(1..=100_000).contains(&checks.max_in_flight) {
             return Err(invalid("checks.max_in_flight", "must be 1-100000"));
         }
+        if !(1..=100_000).contains(&checks.max_in_flight_per_target) {
+            return Err(invalid(
+                "checks.max_in_flight_per_target",
+                "must be 1-100000",
+            ));
+        }
         let store = StoreKind::parse(&store.url).map_err(|e| invalid("store.url", e))?;
         Ok(Settings {
             dns,
@@ -426,6 +436,7 @@ impl Config {
             registrations_per_source: (registry.registrations_per_source > 0)
                 .then_some(registry.registrations_per_source),
             checks_in_flight: checks.max_in_flight,
+            checks_in_flight_per_target: checks.max_in_flight_per_target,
             shutdown_grace,
         })
     }

@@ -204,9 +204,14 @@ impl Server {
             default_ttl,
             registrations_per_source,
             checks_in_flight,
+            checks_in_flight_per_target,
             shutdown_grace,
             ..
         } = settings;
+        let check_slots = checks::scheduler::Slots {
+            max_in_flight: checks_in_flight,
+            max_per_target: checks_in_flight_per_target,
+        };
         let nameserver_labels = dns.nameserver_labels();
         let tcp_limits = dns.tcp_limits();
         let mut responder = Responder::new(
@@ -252,16 +257,15 @@ impl Server {
         let sweeper = registrar.clone().run_sweeper(token.clone());
         tasks.spawn(named("the expiry sweeper", sweeper));
         let scheduler =
-            checks::scheduler::run(checks, registrar.clone(), checks_in_flight, token.clone());
+            checks::scheduler::run(checks, registrar.clone(), check_slots, token.clone());
         tasks.spawn(named("the check scheduler", scheduler));
 
-        let admin_metrics = metrics.clone();
         let app = admin::router(admin::AdminState {
             nameserver_labels,
             steering: Arc::new(dns.steering.clone()),
             registry,
             registrar: registrar.clone(),
-            metrics,
+            metrics: metrics.clone(),
             token: admin.token,
             default_ttl,
             body_read_timeout: admin.body_read_timeout,
@@ -273,7 +277,7 @@ impl Server {
             registrations_limiter: registrations_per_source
                 .map(|per_second| limit::RateLimiter::new(per_second, 0)),
         });
-        let http = admin::serve(http, app, admin.limits, admin_metrics, token.clone());
+        let http = admin::serve(http, app, admin.limits, metrics, token.clone());
         tasks.spawn(named("the admin api", http));
 
         let outcome = supervise(tasks, shutdown, &token, shutdown_grace).await;
