@@ -8,8 +8,10 @@ mod body;
 mod error;
 mod events;
 mod filters;
+mod openapi;
 mod serve;
 mod state;
+mod ui;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -49,6 +51,8 @@ pub(crate) fn router(state: AdminState) -> Router {
         .route("/v1/events", get(events::stream))
         .route("/v1/health", get(health))
         .route("/metrics", get(metrics))
+        .route("/v1/openapi.json", get(openapi::document))
+        .merge(ui::routes())
         .fallback(|| async { ApiError::NotFound("no such endpoint".into()) })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed });
     // Without a token there is nothing to check: no layer at all, rather
