@@ -12,6 +12,7 @@
 #   bench/restore_memory.sh /tmp/before target/release/signpost   # two builds, A then B
 #   CAP_MIB=200 bench/restore_memory.sh                # a cap of your choice
 #   CAPPED_RUN=1 bench/restore_memory.sh               # also load a server under the cap
+#   SHARED=1 bench/restore_memory.sh NEW OLD         # OLD restores the file NEW filled
 #
 # Peak RSS is VmHWM from /proc/PID/status (the kernel's high-water mark, so nothing between
 # samples is missed); VmData (what the cap counts) is sampled every 0.2 s for its peak. The
@@ -23,13 +24,16 @@
 # retried. Registry caps are raised for the run (max_types, as bulk_load.py makes 10
 # instances per type); bulk_load.py runs with --procs $PROCS (32: more writes share each
 # commit). Servers answer DNS on 127.0.0.1:$DNS_PORT (+i) and the API on $ADMIN_PORT (+i);
-# start-up may take up to $START_TIMEOUT (300) s. Scratch files (the databases) go to $WORK.
+# start-up may take up to $START_TIMEOUT (300) s. With SHARED=1 only the first binary is
+# loaded; the others restore a copy of its file (and the cap comes from the first alone): half
+# the registrations when the disk is slow. Scratch files (the databases) go to $WORK.
 # shellcheck source=common.sh
 . "$(dirname "$0")/common.sh"
 N=${N:-300000}
 CAP_MIB=${CAP_MIB:-}
 CAP_MARGIN=${CAP_MARGIN:-10}
 CAPPED_RUN=${CAPPED_RUN:-0}
+SHARED=${SHARED:-0}
 PROCS=${PROCS:-32}
 DNS_PORT=${DNS_PORT:-18673}
 ADMIN_PORT=${ADMIN_PORT:-18773}
@@ -139,6 +143,10 @@ restore() {
 }
 peak_vmdata=0
 for i in "${!bins[@]}"; do
+  if [ "$SHARED" = 1 ] && [ "$i" -gt 0 ]; then
+    for f in "$WORK"/store.0.db*; do cp "$f" "$WORK/store.$i.db${f#"$WORK"/store.0.db}"; done
+    continue
+  fi
   load "$i" run || die "${labels[$i]} died loading $N instances without a cap"
   v=$(cat "$WORK/${labels[$i]}.run.log.vmdata")
   [ "$v" -gt "$peak_vmdata" ] && peak_vmdata=$v
