@@ -203,6 +203,7 @@ fn main() {
     let zone = ZoneSettings {
         apex: apex.clone(),
         nameserver: Name::from_ascii("ns.svc.local.").unwrap(),
+        nameserver_addresses: Vec::new(),
         ttl: 5,
         negative_ttl: 5,
         steering: Default::default(),

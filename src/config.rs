@@ -58,6 +58,10 @@ pub struct DnsConfig {
     pub negative_ttl: u32,
     /// Apex NS / SOA MNAME; empty means `ns.<zone>`.
     pub nameserver: String,
+    /// The addresses the zone answers for the nameserver's name when it is
+    /// in the zone; empty means the DNS listen address (when it is not the
+    /// unspecified one).
+    pub nameserver_addresses: Vec<String>,
     /// Simultaneous TCP connections accepted.
     pub max_tcp_connections: usize,
     /// Seconds a TCP connection may sit without a complete query.
@@ -80,11 +84,30 @@ pub struct DnsConfig {
     pub forward_timeout: u64,
     /// Forwarded queries waiting for upstreams at once, at most.
     pub forward_max_in_flight: usize,
+    /// TCP connections one source address may hold at once.
+    pub tcp_max_connections_per_source: usize,
+    /// Queries one TCP connection may ask before it is closed.
+    pub tcp_max_queries: u64,
+    /// Seconds a TCP connection may live, however busy.
+    pub tcp_max_lifetime: u64,
+    /// Response rate limiting for UDP: `[dns.rate_limit]`.
+    pub rate_limit: RateLimitConfig,
     /// Client networks and their localities: `[[dns.locality]]` tables.
     /// The one setting with a default here: the shipped file has none, and
     /// a table array cannot be written empty.
     #[serde(default)]
     pub locality: Vec<LocalityConfig>,
+}
+
+/// `[dns.rate_limit]`: response rate limiting for UDP, per source prefix.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a table")]
+pub struct RateLimitConfig {
+    /// Responses a second to one /24 (IPv4) or /56 (IPv6); 0 is off.
+    pub responses_per_second: u32,
+    /// Every this many limited responses, one goes out as an empty reply
+    /// with TC (so real clients retry over TCP); 0 drops them all.
+    pub slip: u32,
 }
 
 /// `[[dns.locality]]`: the clients in some networks are in one locality.
@@ -176,6 +199,9 @@ pub struct DnsSettings {
     pub zone: Name,
     /// The apex NS and SOA MNAME: lowercase, fully qualified.
     pub nameserver: Name,
+    /// The nameserver's own addresses, answered for its name when it is in
+    /// the zone.
+    pub nameserver_addresses: Vec<std::net::IpAddr>,
     /// Upper bound of record TTLs, seconds (at most 86400).
     pub ttl: u32,
     /// TTL of negative answers and SOA minimum, seconds (at most 86400).
@@ -188,10 +214,40 @@ pub struct DnsSettings {
     pub tcp_idle_timeout: Duration,
     /// Time allowed to write one batch of TCP answers.
     pub tcp_write_timeout: Duration,
+    /// TCP connections one source address may hold at once (1-1000000).
+    pub tcp_max_connections_per_source: usize,
+    /// Queries one TCP connection may ask before it is closed.
+    pub tcp_max_queries: u64,
+    /// How long a TCP connection may live, however busy.
+    pub tcp_max_lifetime: Duration,
+    /// UDP responses a second per source prefix; `None`: not limited.
+    pub rate_limit: Option<RateLimit>,
     /// Failover, weights, locality and panic mode.
     pub steering: crate::select::Steering,
     /// Where names outside the zone go; no upstreams: refused.
     pub forward: crate::dns::forward::ForwardSettings,
+}
+
+/// The validated `[dns.rate_limit]`, when on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimit {
+    pub responses_per_second: u32,
+    pub slip: u32,
+}
+
+impl DnsSettings {
+    /// The name server's labels left of the apex, when it is in the zone
+    /// (none otherwise): the DNS name no registration may take over.
+    pub(crate) fn nameserver_labels(&self) -> Vec<String> {
+        if !self.zone.zone_of(&self.nameserver) {
+            return Vec::new();
+        }
+        let below = self.nameserver.iter().count() - self.zone.iter().count();
+        let labels = self.nameserver.iter().take(below);
+        labels
+            .map(|l| String::from_utf8_lossy(l).into_owned())
+            .collect()
+    }
 }
 
 /// The validated `[admin]` settings.
@@ -267,53 +323,7 @@ impl Config {
             checks,
             server,
         } = self;
-        let zone = crate::dns::zone_name(&dns.zone).map_err(|e| invalid("dns.zone", e))?;
-        let nameserver = if dns.nameserver.is_empty() {
-            zone.prepend_label("ns").map_err(|_| {
-                invalid(
-                    "dns.nameserver",
-                    format!("ns.{zone} would be too long a name: set a name server"),
-                )
-            })?
-        } else {
-            // The rules of the zone: DNS labels, trailing dot optional.
-            crate::dns::zone_name(&dns.nameserver).map_err(|_| {
-                invalid(
-                    "dns.nameserver",
-                    format!(
-                        "{:?} is not a host name: labels of 1-63 characters a-z, 0-9 and '-', \
-                         not starting or ending with '-', at most 253 characters in all",
-                        dns.nameserver
-                    ),
-                )
-            })?
-        };
-        if dns.ttl > 86400 {
-            return Err(invalid("dns.ttl", "must be at most 86400 seconds"));
-        }
-        if dns.negative_ttl > 86400 {
-            return Err(invalid("dns.negative_ttl", "must be at most 86400 seconds"));
-        }
-        let udp_threads = match dns.threads {
-            0 => std::thread::available_parallelism().map_or(1, |n| n.get().min(8)),
-            n if n <= 256 => n,
-            _ => return Err(invalid("dns.threads", "must be 0 (one per core) to 256")),
-        };
-        let steering = steering(&dns)?;
-        let forward = forward(&dns)?;
-        let dns = DnsSettings {
-            steering,
-            forward,
-            listen: dns.listen,
-            zone,
-            nameserver,
-            ttl: dns.ttl,
-            negative_ttl: dns.negative_ttl,
-            udp_threads,
-            max_tcp_connections: count("dns.max_tcp_connections", dns.max_tcp_connections)?,
-            tcp_idle_timeout: seconds("dns.tcp_idle_timeout", dns.tcp_idle_timeout)?,
-            tcp_write_timeout: seconds("dns.tcp_write_timeout", dns.tcp_write_timeout)?,
-        };
+        let dns = dns_settings(dns)?;
 
         let drain_timeout = seconds("admin.drain_timeout", admin.drain_timeout)?;
         let shutdown_grace = seconds("server.shutdown_grace", server.shutdown_grace)?;
@@ -360,11 +370,125 @@ impl Config {
     }
 }
 
+/// The `[dns]` settings, validated.
+fn dns_settings(dns: DnsConfig) -> Result<DnsSettings, ConfigError> {
+    let zone = crate::dns::zone_name(&dns.zone).map_err(|e| invalid("dns.zone", e))?;
+    let nameserver = if dns.nameserver.is_empty() {
+        zone.prepend_label("ns").map_err(|_| {
+            invalid(
+                "dns.nameserver",
+                format!("ns.{zone} would be too long a name: set a name server"),
+            )
+        })?
+    } else {
+        // The rules of the zone: DNS labels, trailing dot optional.
+        crate::dns::zone_name(&dns.nameserver).map_err(|_| {
+            invalid(
+                "dns.nameserver",
+                format!(
+                    "{:?} is not a host name: labels of 1-63 characters a-z, 0-9 and '-', \
+                     not starting or ending with '-', at most 253 characters in all",
+                    dns.nameserver
+                ),
+            )
+        })?
+    };
+    if dns.ttl > 86400 {
+        return Err(invalid("dns.ttl", "must be at most 86400 seconds"));
+    }
+    if dns.negative_ttl > 86400 {
+        return Err(invalid("dns.negative_ttl", "must be at most 86400 seconds"));
+    }
+    let udp_threads = match dns.threads {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get().min(8)),
+        n if n <= 256 => n,
+        _ => return Err(invalid("dns.threads", "must be 0 (one per core) to 256")),
+    };
+    let steering = steering(&dns)?;
+    let nameserver_addresses = nameserver_addresses(&dns, &zone, &nameserver)?;
+    let forward = forward(&dns)?;
+    Ok(DnsSettings {
+        steering,
+        forward,
+        listen: dns.listen,
+        zone,
+        nameserver,
+        nameserver_addresses,
+        ttl: dns.ttl,
+        negative_ttl: dns.negative_ttl,
+        udp_threads,
+        max_tcp_connections: count("dns.max_tcp_connections", dns.max_tcp_connections)?,
+        tcp_idle_timeout: seconds("dns.tcp_idle_timeout", dns.tcp_idle_timeout)?,
+        tcp_write_timeout: seconds("dns.tcp_write_timeout", dns.tcp_write_timeout)?,
+        tcp_max_connections_per_source: count(
+            "dns.tcp_max_connections_per_source",
+            dns.tcp_max_connections_per_source,
+        )?,
+        tcp_max_queries: match dns.tcp_max_queries {
+            0 => return Err(invalid("dns.tcp_max_queries", "must be at least 1")),
+            n => n,
+        },
+        tcp_max_lifetime: seconds("dns.tcp_max_lifetime", dns.tcp_max_lifetime)?,
+        rate_limit: match dns.rate_limit {
+            RateLimitConfig {
+                responses_per_second: 0,
+                ..
+            } => None,
+            RateLimitConfig {
+                responses_per_second,
+                slip,
+            } if slip <= 100 => Some(RateLimit {
+                responses_per_second,
+                slip,
+            }),
+            _ => {
+                return Err(invalid(
+                    "dns.rate_limit.slip",
+                    "must be 0 (drop all) to 100",
+                ));
+            }
+        },
+    })
+}
+
 fn invalid(setting: &'static str, message: impl ToString) -> ConfigError {
     ConfigError::Invalid {
         setting,
         message: message.to_string(),
     }
+}
+
+/// The addresses answered for the nameserver's name: those configured, else
+/// (when the name is in the zone) the DNS listen address, unless that is the
+/// unspecified address, which no client can reach: then none, and a warning.
+fn nameserver_addresses(
+    dns: &DnsConfig,
+    zone: &Name,
+    nameserver: &Name,
+) -> Result<Vec<std::net::IpAddr>, ConfigError> {
+    let mut addresses = Vec::new();
+    for text in &dns.nameserver_addresses {
+        let address = text.parse().map_err(|_| {
+            invalid(
+                "dns.nameserver_addresses",
+                format!("{text:?} is not an IP address"),
+            )
+        })?;
+        addresses.push(address);
+    }
+    let listen = dns.listen.ip();
+    if addresses.is_empty() && zone.zone_of(nameserver) {
+        if listen.is_unspecified() {
+            tracing::warn!(
+                "the name server {nameserver} is in the zone but has no address: \
+                 dns.listen is {listen}, which no client can reach; \
+                 set dns.nameserver_addresses"
+            );
+        } else {
+            addresses.push(listen);
+        }
+    }
+    Ok(addresses)
 }
 
 /// The steering settings of `[dns]`.

@@ -193,11 +193,13 @@ impl Server {
             checks_in_flight,
             shutdown_grace,
         } = settings;
+        let nameserver_labels = dns.nameserver_labels();
         let mut responder = Responder::new(
             registry.clone(),
             ZoneSettings {
                 apex: dns.zone,
-                nameserver: dns.nameserver,
+                nameserver: dns.nameserver.clone(),
+                nameserver_addresses: dns.nameserver_addresses.clone(),
                 ttl: dns.ttl,
                 negative_ttl: dns.negative_ttl,
                 steering: dns.steering.clone(),
@@ -217,6 +219,9 @@ impl Server {
             let forwarding = dns::forward::run(inbox, token.clone());
             tasks.spawn(named("the dns forwarder", forwarding));
         }
+        if let Some(limit) = dns.rate_limit {
+            responder = responder.limiting(limit.responses_per_second, limit.slip);
+        }
         let responder = Arc::new(responder);
 
         for socket in udp {
@@ -227,14 +232,15 @@ impl Server {
                 "a dns udp thread"
             });
         }
-        let tcp = dns::server::serve_tcp(
-            tcp,
-            responder.clone(),
-            token.clone(),
-            dns.max_tcp_connections,
-            dns.tcp_idle_timeout,
-            dns.tcp_write_timeout,
-        );
+        let limits = dns::server::TcpLimits {
+            max_connections: dns.max_tcp_connections,
+            per_source: dns.tcp_max_connections_per_source,
+            idle: dns.tcp_idle_timeout,
+            write: dns.tcp_write_timeout,
+            max_queries: dns.tcp_max_queries,
+            max_lifetime: dns.tcp_max_lifetime,
+        };
+        let tcp = dns::server::serve_tcp(tcp, responder.clone(), token.clone(), limits);
         tasks.spawn(named("the dns tcp listener", tcp));
         let sweeper = registrar.clone().run_sweeper(token.clone());
         tasks.spawn(named("the expiry sweeper", sweeper));
@@ -243,6 +249,7 @@ impl Server {
         tasks.spawn(named("the check scheduler", scheduler));
 
         let app = admin::router(admin::AdminState {
+            nameserver_labels,
             steering: Arc::new(dns.steering.clone()),
             registry,
             registrar: registrar.clone(),

@@ -57,6 +57,9 @@ pub struct TypeSet {
     /// The instances that are not critical (their health as of the last
     /// heartbeat or check that changed it): the only ones that can serve.
     healthy: Members,
+    /// The instances whose health is warning: with `healthy` and `all`,
+    /// the counts by health, without a pass over the instances.
+    warning: Members,
     ipv4: Members,
     ipv6: Members,
     /// The instances carrying each tag; a tag no instance carries has no entry.
@@ -107,6 +110,11 @@ impl TypeSet {
     /// Whether any instance is serving at `now_ms`.
     pub fn any_serving(&self, now_ms: u64) -> bool {
         self.healthy.any_serving(now_ms)
+    }
+
+    /// How many instances are warning (see [`TypeSet::healthy`]).
+    pub fn warning_count(&self) -> usize {
+        self.warning.len()
     }
 
     /// The instances that are not critical: a superset of those serving.
@@ -177,8 +185,10 @@ impl TypeSet {
     /// Whether `instance` is in this set and in the health index its
     /// health says, so `reindex_health` would change nothing.
     fn health_indexed(&self, instance: &Arc<Instance>) -> bool {
-        let healthy = instance.health() != Health::Critical;
-        !self.all.contains(instance) || self.healthy.contains(instance) == healthy
+        let health = instance.health();
+        !self.all.contains(instance)
+            || (self.healthy.contains(instance) == (health != Health::Critical)
+                && self.warning.contains(instance) == (health == Health::Warning))
     }
 
     /// Puts `instance` (if it is in this set) in or out of the health index
@@ -187,17 +197,27 @@ impl TypeSet {
         if !self.all.contains(instance) {
             return;
         }
-        if instance.health() == Health::Critical {
+        let health = instance.health();
+        if health == Health::Critical {
             self.healthy.remove(instance);
         } else {
             self.healthy.upsert(instance.clone());
+        }
+        if health == Health::Warning {
+            self.warning.upsert(instance.clone());
+        } else {
+            self.warning.remove(instance);
         }
     }
 
     /// Adds `instance` to the health, family and tag indexes it belongs in.
     fn index(&mut self, instance: &Arc<Instance>, add: impl Fn(&mut Members, Arc<Instance>)) {
-        if instance.health() != Health::Critical {
+        let health = instance.health();
+        if health != Health::Critical {
             add(&mut self.healthy, instance.clone());
+        }
+        if health == Health::Warning {
+            add(&mut self.warning, instance.clone());
         }
         if let Some(family) = instance.spec.host.family() {
             add(self.with_address_mut(family), instance.clone());
@@ -219,6 +239,7 @@ impl TypeSet {
     /// Takes `instance` out of the health, family and tag indexes.
     fn unindex(&mut self, instance: &Arc<Instance>) {
         self.healthy.remove(instance);
+        self.warning.remove(instance);
         if let Some(family) = instance.spec.host.family() {
             self.with_address_mut(family).remove(instance);
         }
@@ -413,6 +434,26 @@ impl Members {
             self.first_changed(at);
         }
         true
+    }
+}
+
+/// How many types and instances there are, by health.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Counts {
+    pub types: usize,
+    pub instances: usize,
+    /// Passing or warning: what DNS serves while unexpired.
+    pub not_critical: usize,
+    pub warning: usize,
+}
+
+impl Counts {
+    pub fn passing(&self) -> usize {
+        self.not_critical - self.warning
+    }
+
+    pub fn critical(&self) -> usize {
+        self.instances - self.not_critical
     }
 }
 
@@ -654,7 +695,7 @@ impl Registry {
         let previous = instance
             .heartbeat(self.now_ms(), Some(health), output)
             .ok_or(HeartbeatError::NotFound)?;
-        if (previous == Health::Critical) != (health == Health::Critical) {
+        if previous != health {
             self.health_changed(&instance);
         }
         Ok((instance, previous))
@@ -691,14 +732,14 @@ impl Registry {
             instance.renew(self.now_ms());
         }
         let previous = instance.set_check_result(verdict, output);
-        if (previous == Health::Critical) != (verdict == Health::Critical) {
+        if previous != verdict {
             self.health_changed(instance);
         }
     }
 
-    /// Puts `instance` in or out of its type's health index as its health
-    /// is now. Called by the two changes that can take its health to or
-    /// from critical (a heartbeat's status, a check's verdict), before the
+    /// Puts `instance` in or out of its type's health indexes as its health
+    /// is now. Called by the two changes that can change it (a heartbeat's
+    /// status, a check's verdict), before the
     /// change is acknowledged or announced, so the next answer follows it.
     /// Reading the health under the writer lock makes the last of racing
     /// changes win.
@@ -771,6 +812,21 @@ impl Registry {
             .map(|entry| entry.key().clone())
             .take(most)
             .collect()
+    }
+
+    /// The counts `/v1/health` and `/metrics` report, from the types'
+    /// indexes: a pass over the types, not over the instances. Lapsed
+    /// instances count until the sweep (every 250 ms) removes them.
+    pub fn counts(&self) -> Counts {
+        let mut counts = Counts::default();
+        for entry in self.shared.by_type.iter() {
+            let set = entry.value();
+            counts.types += 1;
+            counts.instances += set.len();
+            counts.not_critical += set.healthy().len();
+            counts.warning += set.warning_count();
+        }
+        counts
     }
 
     /// Number of instances held (including lapsed ones not yet swept).
@@ -1179,6 +1235,10 @@ mod tests {
         assert_eq!(
             names(set.healthy()),
             expected(&|i| i.health() != Health::Critical)
+        );
+        assert_eq!(
+            names(&set.warning),
+            expected(&|i| i.health() == Health::Warning)
         );
         for family in [Family::V4, Family::V6] {
             let members = set.with_address(family);

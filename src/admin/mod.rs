@@ -120,6 +120,15 @@ async fn register(
             return Err(error);
         }
     };
+    if takes_nameserver_name(&state.nameserver_labels, &spec) {
+        state.metrics.registrations_rejected.inc();
+        let name = state.nameserver_labels.join(".");
+        return Err(ApiError::Invalid(format!(
+            "type {:?} (with name {:?}) would take over the zone's name server name {name:?} \
+             (dns.nameserver): pick another",
+            spec.service_type, spec.name
+        )));
+    }
     let registered = state.registrar.register(spec).await?;
     let status = if registered.created {
         StatusCode::CREATED
@@ -127,6 +136,16 @@ async fn register(
         StatusCode::OK
     };
     Ok((status, Json(registered.instance.view())).into_response())
+}
+
+/// Whether `spec`'s DNS name is the name server's (`labels`, left of the
+/// apex): `<type>` for a one-label name server, `<name>.<type>` for two.
+fn takes_nameserver_name(labels: &[String], spec: &crate::service::ValidRegistration) -> bool {
+    match labels {
+        [service_type] => spec.service_type == *service_type,
+        [name, service_type] => spec.name == *name && spec.service_type == *service_type,
+        _ => false,
+    }
 }
 
 /// Optional heartbeat body.
@@ -299,6 +318,9 @@ async fn discover(
 const DISCOVERY_SAMPLE: usize = 16;
 
 async fn types(State(state): State<Arc<AdminState>>) -> Json<serde_json::Value> {
+    // Exact at this moment (a lapsed instance is gone before the sweep
+    // removes it), so a pass over the instances; `/v1/health` and
+    // `/metrics` count from the indexes instead.
     let now = state.registry.now_ms();
     let types: Vec<_> = state
         .registry
@@ -317,16 +339,17 @@ async fn types(State(state): State<Arc<AdminState>>) -> Json<serde_json::Value> 
 
 async fn health(State(state): State<Arc<AdminState>>) -> Json<serde_json::Value> {
     let now = state.registry.now_ms();
-    let instances = state.registry.list();
-    let serving = instances.iter().filter(|i| i.is_serving(now)).count();
+    // Counts from the types' indexes: an O(types) read, so that probes
+    // looping on it cost nothing that grows with the instances.
+    let counts = state.registry.counts();
     Json(json!({
         "status": "ok",
         "timestamp": now / 1000,
         "version": env!("CARGO_PKG_VERSION"),
         "uptime_seconds": state.started.elapsed().as_secs(),
         "store": state.store,
-        "instances": instances.len(),
-        "serving": serving,
+        "instances": counts.instances,
+        "serving": counts.not_critical,
     }))
 }
 

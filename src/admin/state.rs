@@ -13,6 +13,9 @@ use crate::select::Steering;
 /// `String`, a cancellation token, the registrar's handles) cost more than
 /// the routing.
 pub(crate) struct AdminState {
+    /// The nameserver's labels left of the apex (when it is in the zone):
+    /// no registration may take over its name.
+    pub nameserver_labels: Vec<String>,
     /// How discovery picks an instance, as DNS does.
     pub steering: Arc<Steering>,
     pub registry: Registry,

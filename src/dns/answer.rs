@@ -16,6 +16,7 @@
 //! answer time, so a registration, expiry or health change shows in the very
 //! next answer.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use hickory_proto::op::ResponseCode;
@@ -57,6 +58,9 @@ pub struct ZoneSettings {
     pub apex: Name,
     /// Target of the apex NS record and SOA MNAME.
     pub nameserver: Name,
+    /// The nameserver's addresses, answered for its name when it is in the
+    /// zone.
+    pub nameserver_addresses: Vec<IpAddr>,
     /// Upper bound of record TTLs.
     pub ttl: u32,
     /// TTL of negative answers and SOA minimum.
@@ -170,6 +174,9 @@ pub(crate) enum Records<'a> {
     },
     /// A reverse name's PTRs: to each member's `<name>.<type>.<zone>`.
     Reverse { ttl: u32, members: Vec<Member<'a>> },
+    /// The nameserver's own addresses (A or AAAA, as asked), when its name
+    /// is in the zone.
+    Addresses { ttl: u32, addresses: Vec<IpAddr> },
 }
 
 /// One instance in an answer, with its own TTL (for its extras).
@@ -213,7 +220,11 @@ impl Subject {
             records: Records::None,
             panic: false,
         };
-        let nxdomain = negative(ResponseCode::NXDomain);
+        // A name nothing is registered under may be the nameserver's own.
+        let nxdomain = || {
+            self.nameserver(zone, qtype)
+                .unwrap_or_else(|| negative(ResponseCode::NXDomain))
+        };
         let steering = &zone.steering;
         let exists = match (&self.node, &self.set) {
             (Node::Missing, _) => false,
@@ -237,10 +248,10 @@ impl Subject {
             }
             (Node::Instance { name, .. }, Some(set)) => {
                 let Some(instance) = set.find(name.as_str()) else {
-                    return nxdomain;
+                    return nxdomain();
                 };
                 if !instance.is_serving(now_ms) {
-                    return nxdomain;
+                    return nxdomain();
                 }
                 let has = match qtype {
                     RecordType::A | RecordType::AAAA => {
@@ -260,7 +271,7 @@ impl Subject {
             }
         };
         if !exists {
-            return nxdomain;
+            return nxdomain();
         }
         let records = match (&self.node, qtype) {
             (_, RecordType::ANY) => Records::Hinfo,
@@ -385,6 +396,65 @@ fn of_type<'s>(
         })
         .collect();
     Ok(Answer::of_members(qtype, members, selection.panic))
+}
+
+impl Subject {
+    /// The answer about the nameserver's own name (`ns.<zone>` by default),
+    /// when `node` is it: its addresses for A and AAAA, NODATA for the
+    /// rest. `None` for any other name. Asked only when nothing is
+    /// registered under the name: a type or instance that would take it
+    /// over cannot be registered.
+    fn nameserver(&self, zone: &ZoneSettings, qtype: RecordType) -> Option<Answer<'static>> {
+        let nameserver = &zone.nameserver;
+        if !zone.apex.zone_of(nameserver) {
+            return None;
+        }
+        let below = nameserver.iter().count() - zone.apex.iter().count();
+        let mut labels = nameserver.iter();
+        let is = |label: Option<&[u8]>, text: &str| label == Some(text.as_bytes());
+        let named = match (&self.node, below) {
+            (
+                Node::Type {
+                    service_type,
+                    tag: None,
+                },
+                1,
+            ) => is(labels.next(), service_type.as_str()),
+            (Node::Instance { service_type, name }, 2) => {
+                is(labels.next(), name.as_str()) && is(labels.next(), service_type.as_str())
+            }
+            _ => false,
+        };
+        if !named {
+            return None;
+        }
+        let records = match qtype {
+            RecordType::ANY => Records::Hinfo,
+            RecordType::A | RecordType::AAAA => {
+                let family = family_asked(qtype);
+                let addresses: Vec<IpAddr> = zone
+                    .nameserver_addresses
+                    .iter()
+                    .filter(|ip| crate::validate::Host::Ip(**ip).family() == family)
+                    .copied()
+                    .collect();
+                if addresses.is_empty() {
+                    Records::None
+                } else {
+                    Records::Addresses {
+                        ttl: zone.ttl,
+                        addresses,
+                    }
+                }
+            }
+            _ => Records::None,
+        };
+        Some(Answer {
+            rcode: ResponseCode::NoError,
+            records,
+            panic: false,
+        })
+    }
 }
 
 impl<'a> Answer<'a> {

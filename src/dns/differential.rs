@@ -173,6 +173,10 @@ fn fixture(rng: &mut fastrand::Rng) -> Fixture {
     let settings = ZoneSettings {
         apex,
         nameserver: Name::from_ascii(&nameserver).unwrap(),
+        nameserver_addresses: vec![
+            "192.0.2.53".parse().unwrap(),
+            "2001:db8::53".parse().unwrap(),
+        ],
         ttl: *rng.choice(&[0, 5, 300]).unwrap(),
         negative_ttl: *rng.choice(&[0, 5, 60]).unwrap(),
         steering: Default::default(),

@@ -211,8 +211,9 @@ pub(crate) fn respond(
     if !packet[apex_at..question.end - 4].eq_ignore_ascii_case(&wire.apex) {
         return false;
     }
-    if matches!(question.qtype, 251 | 252) {
-        return false; // IXFR, AXFR: refused by the general path
+    if matches!(question.qtype, 41 | 249 | 250 | 251 | 252) {
+        // IXFR, AXFR: refused; OPT, TKEY, TSIG: FORMERR; the general path's.
+        return false;
     }
     let label = |index: usize| -> &[u8] {
         let at = usize::from(question.labels[index]);
@@ -379,6 +380,18 @@ impl Writer<'_> {
                 ttl,
                 members,
             } => self.instances(*rrtype, *ttl, members),
+            Records::Addresses { ttl, addresses } => {
+                for ip in addresses {
+                    let rrtype = if ip.is_ipv4() { TYPE_A } else { TYPE_AAAA };
+                    let fits = self.answer_record(|out| {
+                        begin_record(out, QUESTION_AT, rrtype, *ttl);
+                        address_rdata(out, *ip);
+                    });
+                    if !fits {
+                        break;
+                    }
+                }
+            }
             // Reverse names are outside the zone, the general path's; written
             // here all the same, so both encoders can write every answer.
             Records::Reverse { ttl, members } => {

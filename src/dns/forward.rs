@@ -516,6 +516,10 @@ mod tests {
         let zone = ZoneSettings {
             apex,
             nameserver: Name::from_ascii("ns.svc.local.").unwrap(),
+            nameserver_addresses: vec![
+                "192.0.2.53".parse().unwrap(),
+                "2001:db8::53".parse().unwrap(),
+            ],
             ttl: 5,
             negative_ttl: 5,
             steering: Default::default(),

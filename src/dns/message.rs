@@ -19,7 +19,7 @@ use hickory_proto::op::{Edns, Header, HeaderCounts, Message, Metadata, Query, Re
 use hickory_proto::rr::rdata::opt::{ClientSubnet, EdnsCode, EdnsOption};
 use hickory_proto::rr::rdata::{A, AAAA, HINFO, NS, PTR, SOA, SRV};
 use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType};
-use hickory_proto::serialize::binary::{BinEncodable, BinEncoder};
+use hickory_proto::serialize::binary::{BinDecodable, BinDecoder, BinEncodable, BinEncoder};
 
 use super::answer::{
     Answer, CLASSIC_UDP_LIMIT, MAX_UDP_PAYLOAD, OPT_RECORD_LEN, RFC8482_CPU, Records,
@@ -75,7 +75,10 @@ pub(crate) fn respond_or_forward(
         return Outcome::Drop;
     }
     let request_flags = [packet[2], packet[3]];
-    let Ok(request) = Message::from_vec(packet) else {
+    let mut decoder = BinDecoder::new(packet);
+    let read = Message::read(&mut decoder);
+    let trailing = !decoder.is_empty();
+    let Ok(request) = read else {
         // The header parsed, the rest did not: FORMERR, without the
         // question or EDNS we could not read.
         let reply = Reply {
@@ -104,7 +107,15 @@ pub(crate) fn respond_or_forward(
     let query = request.queries.first();
     let refusal = if request.metadata.op_code != hickory_proto::op::OpCode::Query {
         Some(ResponseCode::NotImp)
-    } else if request.queries.len() != 1 {
+    } else if request.queries.len() != 1 || trailing {
+        // Bytes after the last record are no part of a query.
+        Some(ResponseCode::FormErr)
+    } else if request
+        .queries
+        .first()
+        .is_some_and(|q| is_meta_type(q.query_type()))
+    {
+        // OPT, TKEY and TSIG are records about the message, never asked for.
         Some(ResponseCode::FormErr)
     } else if request.edns.as_ref().is_some_and(|edns| edns.version() > 0) {
         Some(ResponseCode::BADVERS)
@@ -145,6 +156,12 @@ pub(crate) fn respond_or_forward(
     let response = reply.send(metadata, Some(query), answer.rcode, true, &records);
     zone.count(qtype, &answer, response.1);
     Outcome::Answer(response.0)
+}
+
+/// Whether `qtype` is a meta-type (RFC 6895 §3.1), which a question cannot
+/// ask for: OPT, TKEY, TSIG.
+pub(crate) fn is_meta_type(qtype: RecordType) -> bool {
+    matches!(u16::from(qtype), 41 | 249 | 250)
 }
 
 /// The client subnet option of a query, if it has one.
@@ -429,6 +446,19 @@ fn records<'a>(
                     .and_then(|n| n.prepend_label(format!("_{service_type}").as_bytes()))
                     .expect("validated labels form a valid name");
                 sections.answers.push(plain(RData::PTR(PTR(target))));
+            }
+        }
+        Records::Addresses { ttl, addresses } => {
+            for ip in addresses {
+                let rdata = match ip {
+                    IpAddr::V4(ip) => RData::A(A(*ip)),
+                    IpAddr::V6(ip) => RData::AAAA(AAAA(*ip)),
+                };
+                let record = Record::from_rdata(qname.clone(), *ttl, rdata);
+                sections.answers.push(AnswerRecord {
+                    record,
+                    extras: Extras::None,
+                });
             }
         }
         Records::Reverse { ttl, members } => {

@@ -22,6 +22,7 @@
 pub(crate) mod answer;
 pub(crate) mod fast;
 pub(crate) mod forward;
+pub(crate) mod limit;
 pub(crate) mod message;
 pub(crate) mod node;
 pub mod server;
@@ -63,6 +64,10 @@ pub struct Responder {
     wire: fast::ZoneWire,
     /// Where names outside the zone go, when `dns.forward` names upstreams.
     forwarder: Option<forward::Forwarder>,
+    /// UDP response rate limiting, when `dns.rate_limit` turns it on.
+    limiter: Option<limit::RateLimiter>,
+    /// What the limiter's seconds count from.
+    epoch: std::time::Instant,
 }
 
 impl Responder {
@@ -76,6 +81,8 @@ impl Responder {
             },
             wire,
             forwarder: None,
+            limiter: None,
+            epoch: std::time::Instant::now(),
         }
     }
 
@@ -86,6 +93,31 @@ impl Responder {
             forwarder: Some(forwarder),
             ..self
         }
+    }
+
+    /// Limits UDP responses per source prefix (see [`limit`]).
+    pub(crate) fn limiting(self, per_second: u32, slip: u32) -> Self {
+        Responder {
+            limiter: Some(limit::RateLimiter::new(per_second, slip)),
+            ..self
+        }
+    }
+
+    /// What to do with a UDP query from `client` under the rate limit;
+    /// `Answer` when there is none.
+    pub(crate) fn rate_limit(&self, client: IpAddr) -> limit::Verdict {
+        let Some(limiter) = &self.limiter else {
+            return limit::Verdict::Answer;
+        };
+        let second = self.epoch.elapsed().as_secs() as u32;
+        let verdict = limiter.check(client, second);
+        let metrics = &self.zone.metrics;
+        match verdict {
+            limit::Verdict::Answer => {}
+            limit::Verdict::Drop => metrics.dns_rate_limited_dropped.inc(),
+            limit::Verdict::Slip => metrics.dns_rate_limited_slipped.inc(),
+        }
+        verdict
     }
 
     /// The forwarder, when forwarding is on: what [`Handled::Forward`]

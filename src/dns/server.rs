@@ -9,7 +9,7 @@
 //! wait for it, no other connection does.
 
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -48,19 +48,34 @@ pub async fn bind(
     Err(last_error.unwrap_or_else(|| io::Error::other("no free port for UDP and TCP")))
 }
 
-/// Accepts TCP connections until `shutdown` fires; at most `max_connections`
-/// at once (more are closed at once), each closed after `idle` without a
-/// complete query, or when one batch of answers takes longer than `write`
-/// to send.
+/// What a TCP client may hold (`[dns]` in the settings).
+#[derive(Debug, Clone, Copy)]
+pub struct TcpLimits {
+    /// Connections open at once, from everyone.
+    pub max_connections: usize,
+    /// Connections open at once from one source address.
+    pub per_source: usize,
+    /// Time without a complete query before a connection is closed.
+    pub idle: Duration,
+    /// Time allowed to write one batch of answers.
+    pub write: Duration,
+    /// Queries one connection may ask; it is closed after the last answer.
+    pub max_queries: u64,
+    /// How long a connection may live, however busy.
+    pub max_lifetime: Duration,
+}
+
+/// Accepts TCP connections until `shutdown` fires, within `limits`: more
+/// connections than allowed, from everyone or from one source, are closed
+/// at once.
 pub async fn serve_tcp(
     listener: TcpListener,
     responder: Arc<Responder>,
     shutdown: CancellationToken,
-    max_connections: usize,
-    idle: Duration,
-    write: Duration,
+    limits: TcpLimits,
 ) {
-    let slots = Arc::new(Semaphore::new(max_connections));
+    let slots = Arc::new(Semaphore::new(limits.max_connections));
+    let per_source = PerSource::default();
     loop {
         let accepted = tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -76,6 +91,11 @@ pub async fn serve_tcp(
                 continue;
             }
         };
+        let Some(held) = per_source.take(peer.ip(), limits.per_source) else {
+            responder.metrics().dns_tcp_refused.inc();
+            tracing::debug!(%peer, "tcp connections per source reached, closing");
+            continue;
+        };
         let Ok(slot) = slots.clone().try_acquire_owned() else {
             responder.metrics().dns_tcp_refused.inc();
             tracing::debug!(%peer, "tcp connection limit reached, closing");
@@ -84,29 +104,70 @@ pub async fn serve_tcp(
         let responder = responder.clone();
         let shutdown = shutdown.clone();
         tokio::spawn(async move {
-            let connection = serve_connection(stream, peer, &responder, &shutdown, idle, write);
+            let connection = serve_connection(stream, peer, &responder, &shutdown, limits);
             if let Err(error) = connection.await {
                 tracing::debug!(%error, %peer, "tcp connection ended");
             }
-            drop(slot);
+            drop((slot, held));
         });
+    }
+}
+
+/// The connections each source address holds.
+#[derive(Default, Clone)]
+struct PerSource(Arc<std::sync::Mutex<std::collections::HashMap<IpAddr, usize>>>);
+
+/// One connection counted against its source, until dropped.
+struct Held {
+    sources: PerSource,
+    source: IpAddr,
+}
+
+impl PerSource {
+    /// Counts a connection from `source`, unless it holds `most` already.
+    fn take(&self, source: IpAddr, most: usize) -> Option<Held> {
+        let mut held = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let count = held.entry(source).or_default();
+        if *count >= most {
+            return None;
+        }
+        *count += 1;
+        Some(Held {
+            sources: self.clone(),
+            source,
+        })
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        let mut held = self.sources.0.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(count) = held.get_mut(&self.source) {
+            *count -= 1;
+            if *count == 0 {
+                held.remove(&self.source);
+            }
+        }
     }
 }
 
 /// Answers length-prefixed queries on one connection, in order. Reads
 /// whatever has arrived, answers every complete query in it, and writes the
 /// answers in one go: pipelined queries cost a read and a write per batch,
-/// not per query. The connection is closed after `idle` without a complete
-/// query, however slowly bytes trickle in, and when a write takes longer
-/// than `write`.
+/// not per query. The connection is closed after `limits.idle` without a
+/// complete query (however slowly bytes trickle in; an empty message is no
+/// query), when a write takes longer than `limits.write`, after
+/// `limits.max_queries` queries, and after `limits.max_lifetime`.
 async fn serve_connection(
     mut stream: TcpStream,
     peer: SocketAddr,
     responder: &Responder,
     shutdown: &CancellationToken,
-    idle: Duration,
-    write: Duration,
+    limits: TcpLimits,
 ) -> io::Result<()> {
+    let TcpLimits { idle, write, .. } = limits;
+    let end_of_life = tokio::time::Instant::now() + limits.max_lifetime;
+    let mut queries = 0u64;
     stream.set_nodelay(true)?;
     let mut input: Vec<u8> = Vec::with_capacity(TCP_READ_CHUNK);
     let mut output: Vec<u8> = Vec::new();
@@ -114,15 +175,20 @@ async fn serve_connection(
     let mut deadline = tokio::time::Instant::now() + idle;
     loop {
         let mut consumed = 0;
-        while let Some(len) = input
-            .get(consumed..consumed + 2)
-            .map(|prefix| usize::from(u16::from_be_bytes([prefix[0], prefix[1]])))
+        while queries < limits.max_queries
+            && let Some(len) = input
+                .get(consumed..consumed + 2)
+                .map(|prefix| usize::from(u16::from_be_bytes([prefix[0], prefix[1]])))
         {
             let Some(request) = input.get(consumed + 2..consumed + 2 + len) else {
                 break;
             };
             consumed += 2 + len;
+            if request.is_empty() {
+                continue; // not a query: it keeps nothing alive
+            }
             deadline = tokio::time::Instant::now() + idle;
+            queries += 1;
             match responder.respond_into(request, Transport::Tcp, peer.ip(), &mut response) {
                 Handled::Answer => {}
                 Handled::Drop => continue,
@@ -151,11 +217,15 @@ async fn serve_connection(
             write_all(&mut stream, &output, write).await?;
             output.clear();
         }
+        if queries >= limits.max_queries || tokio::time::Instant::now() >= end_of_life {
+            return Ok(()); // its answers are out: the client reconnects
+        }
         // Appends to `input` (into reserved, unfilled capacity).
         input.reserve(TCP_READ_CHUNK);
+        let until = deadline.min(end_of_life);
         let read = tokio::select! {
             _ = shutdown.cancelled() => return Ok(()),
-            read = tokio::time::timeout_at(deadline, stream.read_buf(&mut input)) => read,
+            read = tokio::time::timeout_at(until, stream.read_buf(&mut input)) => read,
         };
         match read {
             Err(_) => return Ok(()), // idle: close quietly

@@ -72,6 +72,10 @@ fn responder(nameserver: &str) -> Responder {
     let zone = ZoneSettings {
         apex,
         nameserver: Name::from_ascii(nameserver).unwrap(),
+        nameserver_addresses: vec![
+            "192.0.2.53".parse().unwrap(),
+            "2001:db8::53".parse().unwrap(),
+        ],
         ttl: 5,
         negative_ttl: 7,
         steering: Default::default(),

@@ -27,6 +27,7 @@ use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 use tokio_util::sync::CancellationToken;
 
 use super::answer::MAX_UDP_PAYLOAD;
+use super::limit::{Verdict, truncated_reply};
 use super::{Handled, Responder, Transport};
 
 /// Datagrams taken per `recvmmsg` call, at most.
@@ -187,6 +188,17 @@ impl Batch {
         let request = &self.requests[slot][..len];
         let client = peer_ip(&self.peers[slot]);
         let response = &mut self.responses[slot];
+        match responder.rate_limit(client) {
+            Verdict::Answer => {}
+            Verdict::Drop => {
+                self.answered[slot] = false;
+                return;
+            }
+            Verdict::Slip => {
+                self.answered[slot] = truncated_reply(request, response);
+                return;
+            }
+        }
         self.answered[slot] =
             match responder.respond_into(request, Transport::Udp, client, response) {
                 Handled::Answer => true,
