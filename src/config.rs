@@ -126,8 +126,13 @@ pub struct LocalityConfig {
 pub struct AdminConfig {
     /// HTTP listen address.
     pub listen: SocketAddr,
-    /// Bearer token required for non-GET requests; empty for none.
+    /// One admin token, as the secret itself; empty for none. Kept for
+    /// existing files; `tokens` is the way to configure tokens.
     pub token: String,
+    /// Tokens with roles: `[[admin.tokens]]` tables. A default here, as for
+    /// `dns.locality`: the shipped file has none.
+    #[serde(default)]
+    pub tokens: Vec<TokenConfig>,
     /// Seconds between keep-alive comments on `/v1/events`.
     pub events_keep_alive: u64,
     /// Events kept for a slow `/v1/events` subscriber before it misses some.
@@ -140,6 +145,21 @@ pub struct AdminConfig {
     pub max_connections: usize,
     /// Seconds shutdown waits for in-flight admin requests.
     pub drain_timeout: u64,
+}
+
+/// `[[admin.tokens]]`: one token of the admin API (README "Security").
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a table")]
+pub struct TokenConfig {
+    /// Shown in logs and as the owner of what it registers.
+    pub name: String,
+    /// The SHA-256 of the secret, 64 hex digits.
+    pub sha256: String,
+    /// `read`, `register` or `admin`.
+    pub role: String,
+    /// For `register` tokens: globs of the types it may write (`web-*`).
+    #[serde(default)]
+    pub types: Vec<String>,
 }
 
 /// `[registry]`: registration defaults.
@@ -254,8 +274,8 @@ impl DnsSettings {
 #[derive(Debug, Clone)]
 pub struct AdminSettings {
     pub listen: SocketAddr,
-    /// Bearer token for non-GET requests; `None` when not configured.
-    pub token: Option<Arc<str>>,
+    /// The tokens, `admin.token` among them; none: the API is open.
+    pub tokens: crate::access::Tokens,
     /// Time between keep-alive comments on `/v1/events`.
     pub events_keep_alive: Duration,
     /// Events kept for a slow `/v1/events` subscriber (1-1000000).
@@ -338,7 +358,7 @@ impl Config {
         }
         let admin = AdminSettings {
             listen: admin.listen,
-            token: (!admin.token.is_empty()).then(|| Arc::from(admin.token)),
+            tokens: tokens(&admin.token, admin.tokens)?,
             events_keep_alive: seconds("admin.events_keep_alive", admin.events_keep_alive)?,
             events_buffer: count("admin.events_buffer", admin.events_buffer)?,
             body_read_timeout: seconds("admin.body_read_timeout", admin.body_read_timeout)?,
@@ -368,6 +388,132 @@ impl Config {
             shutdown_grace,
         })
     }
+}
+
+/// Longest token name, characters.
+const MAX_TOKEN_NAME: usize = 64;
+
+/// `admin.token` (an admin token named `admin`) and `[[admin.tokens]]`,
+/// validated: unique names and hashes, a known role, and types (globs of
+/// DNS labels) exactly for `register` tokens.
+fn tokens(
+    legacy: &str,
+    configured: Vec<TokenConfig>,
+) -> Result<crate::access::Tokens, ConfigError> {
+    use crate::access::{Role, Token, sha256};
+    let mut tokens: Vec<Token> = Vec::new();
+    if !legacy.is_empty() {
+        tokens.push(Token {
+            name: "admin".into(),
+            sha256: sha256(legacy.as_bytes()),
+            role: Role::Admin,
+            types: Vec::new(),
+        });
+    }
+    for token in configured {
+        let token = one_token(token, &tokens, !legacy.is_empty())?;
+        tokens.push(token);
+    }
+    Ok(crate::access::Tokens::new(tokens))
+}
+
+/// One `[[admin.tokens]]` table, validated against the tokens `before`
+/// it (`legacy`: whether `admin.token` is set, and so named `admin`).
+fn one_token(
+    token: TokenConfig,
+    before: &[crate::access::Token],
+    legacy: bool,
+) -> Result<crate::access::Token, ConfigError> {
+    use crate::access::{Role, Token, parse_sha256, sha256};
+    const SETTING: &str = "admin.tokens";
+    let name = &token.name;
+    let name_ok = (1..=MAX_TOKEN_NAME).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+    if !name_ok {
+        return Err(invalid(
+            SETTING,
+            format!(
+                "name {name:?} must be 1-{MAX_TOKEN_NAME} characters a-z, A-Z, 0-9, '-', '_' or '.'"
+            ),
+        ));
+    }
+    if before.iter().any(|t| *t.name == **name) {
+        let also = if name == "admin" && legacy {
+            " (admin.token is the token named \"admin\")"
+        } else {
+            ""
+        };
+        return Err(invalid(
+            SETTING,
+            format!("name {name:?} is used twice{also}"),
+        ));
+    }
+    let hash = parse_sha256(&token.sha256).ok_or_else(|| {
+        invalid(
+            SETTING,
+            format!(
+                "{name:?}: sha256 must be the 64 hex digits of the secret's SHA-256 \
+                 (printf %s \"$TOKEN\" | sha256sum), not the secret itself"
+            ),
+        )
+    })?;
+    if hash == sha256(b"") {
+        return Err(invalid(
+            SETTING,
+            format!("{name:?}: sha256 is that of an empty secret"),
+        ));
+    }
+    if before.iter().any(|t| t.sha256 == hash) {
+        return Err(invalid(
+            SETTING,
+            format!("{name:?} has the same secret as another token"),
+        ));
+    }
+    let role = Role::parse(&token.role).ok_or_else(|| {
+        invalid(
+            SETTING,
+            format!(
+                "{name:?}: role {:?} must be \"read\", \"register\" or \"admin\"",
+                token.role
+            ),
+        )
+    })?;
+    match role {
+        Role::Register if token.types.is_empty() => {
+            return Err(invalid(
+                SETTING,
+                format!(
+                    "{name:?}: a register token needs types, the globs of the types it may register (\"web-*\")"
+                ),
+            ));
+        }
+        Role::Read | Role::Admin if !token.types.is_empty() => {
+            return Err(invalid(
+                SETTING,
+                format!("{name:?}: types are for register tokens; a {role} token has none"),
+            ));
+        }
+        _ => {}
+    }
+    for glob in &token.types {
+        let label = glob.replace('*', "a");
+        if !crate::validate::is_dns_label(&label) || glob.bytes().any(|b| b.is_ascii_uppercase()) {
+            return Err(invalid(
+                SETTING,
+                format!(
+                    "{name:?}: type {glob:?} must be a type (a-z, 0-9, '-') where '*' stands for any characters"
+                ),
+            ));
+        }
+    }
+    Ok(Token {
+        name: Arc::from(name.as_str()),
+        sha256: hash,
+        role,
+        types: token.types,
+    })
 }
 
 /// The `[dns]` settings, validated.
@@ -655,7 +801,7 @@ mod tests {
             Name::from_ascii("ns.svc.local.").unwrap()
         );
         assert_eq!(settings.store, StoreKind::Sqlite("data/signpost.db".into()));
-        assert_eq!(settings.admin.token, None);
+        assert!(settings.admin.tokens.is_empty());
         let ten = Duration::from_secs(10);
         assert_eq!(settings.dns.tcp_idle_timeout, ten);
         assert_eq!(settings.dns.tcp_write_timeout, ten);
@@ -867,6 +1013,103 @@ mod tests {
         ] {
             let err = load(text).unwrap_err();
             assert!(err.contains(setting), "{text}: {err}");
+        }
+    }
+
+    /// `[[admin.tokens]]` as the README shows them, and every rule.
+    #[test]
+    fn tokens_have_a_name_a_hash_a_role_and_types_for_register() {
+        use crate::access::Role;
+        // printf %s s3cret | sha256sum
+        let hash = "1ec1c26b50d5d3c58d9583181af8076655fe00756bf7285940ba3670f99fcba0";
+        let other = "2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824";
+        let text = format!(
+            "admin.token = \"legacy\"\n\
+             [[admin.tokens]]\nname = \"web-team\"\nsha256 = \"{hash}\"\n\
+             role = \"register\"\ntypes = [\"web\", \"web-*\"]\n\
+             [[admin.tokens]]\nname = \"dashboard\"\nsha256 = \"{}\"\nrole = \"read\"",
+            other.to_uppercase()
+        );
+        let tokens = load(&text).unwrap().admin.tokens;
+        let listed: Vec<_> = tokens
+            .iter()
+            .map(|t| (t.name.to_string(), t.role, t.types.clone()))
+            .collect();
+        assert_eq!(
+            listed,
+            [
+                ("admin".to_string(), Role::Admin, vec![]),
+                (
+                    "web-team".to_string(),
+                    Role::Register,
+                    vec!["web".to_string(), "web-*".to_string()]
+                ),
+                ("dashboard".to_string(), Role::Read, vec![]),
+            ]
+        );
+        assert_eq!(tokens.identify("s3cret").unwrap().name.as_ref(), "web-team");
+        assert_eq!(tokens.identify("legacy").unwrap().name.as_ref(), "admin");
+        assert_eq!(tokens.identify("hello").unwrap().name.as_ref(), "dashboard");
+        // The secret is not kept, nor shown.
+        assert!(!format!("{tokens:?}").contains("legacy"));
+
+        let token = |fields: &str| format!("[[admin.tokens]]\n{fields}");
+        let ok = format!("name = \"a\"\nsha256 = \"{hash}\"\nrole = \"admin\"");
+        assert!(load(&token(&ok)).is_ok());
+        for (text, why) in [
+            (token(&ok.replace("\"a\"", "\"\"")), "name"),
+            (token(&ok.replace("\"a\"", "\"a b\"")), "name"),
+            (token(&ok.replace(hash, "s3cret")), "not the secret itself"),
+            (token(&ok.replace(hash, &hash[1..])), "64 hex digits"),
+            (
+                token(&ok.replace(
+                    hash,
+                    "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
+                )),
+                "empty secret",
+            ),
+            (token(&ok.replace("admin", "root")), "\"root\" must be"),
+            (
+                token(&ok.replace("admin", "register")),
+                "a register token needs types",
+            ),
+            (
+                token(&format!("{ok}\ntypes = [\"web\"]")),
+                "types are for register tokens",
+            ),
+            (
+                token(&format!(
+                    "{}\ntypes = [\"web_*\"]",
+                    ok.replace("admin", "register")
+                )),
+                "\"web_*\" must be a type",
+            ),
+            (
+                token(&format!(
+                    "{}\ntypes = [\"Web\"]",
+                    ok.replace("admin", "register")
+                )),
+                "must be a type",
+            ),
+            (format!("{}\n{}", token(&ok), token(&ok)), "used twice"),
+            (
+                format!("{}\n{}", token(&ok), token(&ok.replace("\"a\"", "\"b\""))),
+                "same secret",
+            ),
+            (
+                format!(
+                    "admin.token = \"x\"\n{}",
+                    token(&ok.replace("\"a\"", "\"admin\""))
+                ),
+                "admin.token is the token named",
+            ),
+            (token("name = \"a\""), "sha256"),
+        ] {
+            let err = load(&text).unwrap_err();
+            assert!(
+                err.contains("admin.tokens") && err.contains(why),
+                "{text}: {err}"
+            );
         }
     }
 

@@ -4,6 +4,7 @@
 //! with heartbeats; any program finds them with plain DNS. The pieces:
 //!
 //! - [`config`]: settings from the TOML file and flags, validated once.
+//! - [`access`]: tokens, roles and owners: who may change what.
 //! - [`service`]: a registration, its validation, and the stored instance.
 //! - [`validate`]: the label and host rules `service` and `checks` share.
 //! - [`registry`]: every instance, indexed for the API and for DNS; expiry.
@@ -22,6 +23,7 @@
 //! [`Server`] ties them together: bind every socket first (port 0 works and
 //! the real addresses are known), then run until a shutdown future fires.
 
+pub mod access;
 pub(crate) mod admin;
 pub(crate) mod checks;
 #[doc(hidden)]
@@ -140,6 +142,13 @@ impl Server {
         let admin_addr = http.local_addr().expect("bound socket has an address");
         tracing::info!("dns listening on {dns_addr} (udp and tcp), zone {zone}");
         tracing::info!("admin listening on http://{admin_addr}");
+        if settings.admin.tokens.is_empty() && !admin_addr.ip().is_loopback() {
+            tracing::warn!(
+                "the admin api listens on {admin_addr}, beyond loopback, with no token: anyone \
+                 who can reach it can register, replace and remove any instance, and read \
+                 every one (README \"Security\"); configure [[admin.tokens]]"
+            );
+        }
         Ok(Server {
             registry,
             registrar,
@@ -254,7 +263,7 @@ impl Server {
             registry,
             registrar: registrar.clone(),
             metrics,
-            token: admin.token,
+            tokens: admin.tokens,
             default_ttl,
             body_read_timeout: admin.body_read_timeout,
             store: store.to_string(),

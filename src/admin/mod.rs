@@ -4,6 +4,7 @@
 //! announces, logs and counts it), read the registry, and render; they hold
 //! no state of their own. [`router`] builds the whole API so tests can serve it anywhere.
 
+mod auth;
 mod body;
 mod error;
 mod events;
@@ -17,9 +18,9 @@ use std::sync::Arc;
 use axum::Json;
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{ConnectInfo, Path, RawQuery, Request, State};
-use axum::http::{HeaderMap, Method, StatusCode, header};
-use axum::middleware::{self, Next};
+use axum::extract::{ConnectInfo, Path, RawQuery, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::middleware;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use serde::Deserialize;
@@ -32,6 +33,7 @@ pub(crate) use state::AdminState;
 
 use filters::parse_filters;
 
+use crate::access::Caller;
 use crate::events::DeregisterReason;
 use crate::registrar::RegistrarError;
 use crate::select::{self, Ask, Order};
@@ -52,44 +54,34 @@ pub(crate) fn router(state: AdminState) -> Router {
         .fallback(|| async { ApiError::NotFound("no such endpoint".into()) })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed });
     // Without a token there is nothing to check: no layer at all, rather
-    // than one that runs (and boxes a future) on every request.
-    if state.token.is_some() {
-        router = router.layer(middleware::from_fn_with_state(state.clone(), require_token));
+    // than one that runs (and boxes a future) on every request; handlers
+    // then see `Caller::Anyone`.
+    if !state.tokens.is_empty() {
+        router = router.layer(middleware::from_fn_with_state(
+            state.clone(),
+            auth::authorize,
+        ));
     }
     router.with_state(state)
 }
 
-/// With a token configured, every request that can change something must
-/// carry `Authorization: Bearer <token>`.
-async fn require_token(
-    State(state): State<Arc<AdminState>>,
-    request: Request,
-    next: Next,
-) -> Response {
-    let read_only = matches!(*request.method(), Method::GET | Method::HEAD);
-    if let Some(token) = &state.token
-        && !read_only
-    {
-        let presented = request
-            .headers()
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .unwrap_or("");
-        if !constant_time_eq(presented.as_bytes(), token.as_bytes()) {
-            return ApiError::Unauthorized.into_response();
+/// The one parameter of a path (`{id}`, `{service_type}`); one that is
+/// not valid UTF-8 (after percent-decoding) is answered 400 with the JSON
+/// error body, as every other error is, not axum's plain text.
+struct PathParam(String);
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for PathParam {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<PathParam, ApiError> {
+        match Path::<String>::from_request_parts(parts, state).await {
+            Ok(Path(value)) => Ok(PathParam(value)),
+            Err(rejection) => Err(ApiError::BadRequest(rejection.body_text())),
         }
     }
-    next.run(request).await
-}
-
-/// Compares without stopping at the first difference, so response timing
-/// does not reveal how much of a guessed token was right.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 fn parse_id(id: &str) -> Result<Uuid, ApiError> {
@@ -102,6 +94,7 @@ fn unknown_id(id: Uuid) -> ApiError {
 
 async fn register(
     State(state): State<Arc<AdminState>>,
+    caller: Caller,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
@@ -129,7 +122,7 @@ async fn register(
             spec.service_type, spec.name
         )));
     }
-    let registered = state.registrar.register(spec).await?;
+    let registered = state.registrar.register(spec, &caller).await?;
     let status = if registered.created {
         StatusCode::CREATED
     } else {
@@ -163,7 +156,8 @@ fn default_status() -> Health {
 
 async fn heartbeat(
     State(state): State<Arc<AdminState>>,
-    Path(id): Path<String>,
+    PathParam(id): PathParam,
+    caller: Caller,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
@@ -188,7 +182,7 @@ async fn heartbeat(
     }
     match state
         .registrar
-        .heartbeat(id, beat.status, beat.output)
+        .heartbeat(id, beat.status, beat.output, &caller)
         .await
     {
         Ok(instance) => Ok(Json(instance.view()).into_response()),
@@ -199,12 +193,13 @@ async fn heartbeat(
 
 async fn deregister(
     State(state): State<Arc<AdminState>>,
-    Path(id): Path<String>,
+    PathParam(id): PathParam,
+    caller: Caller,
 ) -> Result<StatusCode, ApiError> {
     let id = parse_id(&id)?;
     state
         .registrar
-        .deregister(id, DeregisterReason::Api)
+        .deregister(id, DeregisterReason::Api, &caller)
         .await
         .map_err(|error| match error {
             RegistrarError::NotFound => unknown_id(id),
@@ -215,15 +210,17 @@ async fn deregister(
 
 async fn get_one(
     State(state): State<Arc<AdminState>>,
-    Path(id): Path<String>,
+    PathParam(id): PathParam,
+    caller: Caller,
 ) -> Result<Response, ApiError> {
     let id = parse_id(&id)?;
     let instance = state.registry.get(id).ok_or_else(|| unknown_id(id))?;
-    Ok(Json(instance.view()).into_response())
+    Ok(Json(instance.view_for(caller.may_write(&instance))).into_response())
 }
 
 async fn list(
     State(state): State<Arc<AdminState>>,
+    caller: Caller,
     RawQuery(query): RawQuery,
 ) -> Result<Response, ApiError> {
     let filters = parse_filters(query, &["type", "tag", "health"])?;
@@ -245,7 +242,7 @@ async fn list(
         .collect();
     Ok((
         [(header::CONTENT_TYPE, "application/json")],
-        services_body(services),
+        services_body(services, caller),
     )
         .into_response())
 }
@@ -258,7 +255,7 @@ const SERVICES_PER_CHUNK: usize = 256;
 /// memory, where rendering the whole answer first took several times its
 /// size (3.8 GiB at peak for 1 M instances), and the worker thread gets
 /// back to other requests between chunks.
-fn services_body(services: Vec<Arc<crate::service::Instance>>) -> Body {
+fn services_body(services: Vec<Arc<crate::service::Instance>>, caller: Caller) -> Body {
     use futures_util::stream::{self, StreamExt};
     let count = services.len();
     let chunks = (0..count).step_by(SERVICES_PER_CHUNK).map(move |start| {
@@ -268,7 +265,7 @@ fn services_body(services: Vec<Arc<crate::service::Instance>>) -> Body {
             if start + at > 0 {
                 out.push(b',');
             }
-            serde_json::to_writer(&mut out, &instance.view())
+            serde_json::to_writer(&mut out, &instance.view_for(caller.may_write(instance)))
                 .expect("a service view always serialises");
         }
         bytes::Bytes::from(out)
@@ -287,7 +284,8 @@ fn services_body(services: Vec<Arc<crate::service::Instance>>) -> Body {
 async fn discover(
     State(state): State<Arc<AdminState>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    Path(service_type): Path<String>,
+    PathParam(service_type): PathParam,
+    caller: Caller,
     RawQuery(query): RawQuery,
 ) -> Result<Response, ApiError> {
     let filters = parse_filters(query, &["tag", "locality"])?;
@@ -311,7 +309,7 @@ async fn discover(
     let now = state.registry.now_ms();
     let selection = select::select(&set, &ask, steering, now, DISCOVERY_SAMPLE);
     let chosen = selection.instances.first().ok_or_else(none)?;
-    Ok(Json(chosen.view()).into_response())
+    Ok(Json(chosen.view_for(caller.may_write(chosen))).into_response())
 }
 
 /// Candidates a discovery of a large type weighs, from a random start.

@@ -244,6 +244,7 @@ impl Schedule {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::access::Caller;
     use crate::registrar::RegistrarError;
     use crate::registrar::tests::{outcome, setup, spec};
     use crate::service::Health::{Critical, Passing};
@@ -264,7 +265,12 @@ mod tests {
         let mut s = setup();
         let mut spec = spec("a", 300, true);
         spec.check.as_mut().unwrap().deregister_after = Some(Duration::from_secs(2));
-        let instance = s.registrar.register(spec).await.unwrap().instance;
+        let instance = s
+            .registrar
+            .register(spec, &Caller::Anyone)
+            .await
+            .unwrap()
+            .instance;
         let id = instance.id;
         let mut schedule = Schedule::new(s.registrar.clone());
         schedule.watch(instance.clone());
@@ -319,13 +325,23 @@ mod tests {
         let s = setup();
         let mut spec = spec("a", 300, true);
         spec.check.as_mut().unwrap().deregister_after = Some(Duration::from_secs(1));
-        let old = s.registrar.register(spec.clone()).await.unwrap().instance;
+        let old = s
+            .registrar
+            .register(spec.clone(), &Caller::Anyone)
+            .await
+            .unwrap()
+            .instance;
         let mut schedule = Schedule::new(s.registrar.clone());
         schedule.watch(old.clone());
         assert!(schedule.apply(done(&schedule, old.id, Critical)).is_none());
         s.time.advance_ms(1_000);
         let (doomed, reason) = schedule.apply(done(&schedule, old.id, Critical)).unwrap();
-        let new = s.registrar.register(spec).await.unwrap().instance;
+        let new = s
+            .registrar
+            .register(spec, &Caller::Anyone)
+            .await
+            .unwrap()
+            .instance;
         assert!(matches!(
             s.registrar.deregister_critical(&doomed, reason).await,
             Err(RegistrarError::NotFound)

@@ -37,6 +37,9 @@ pub(crate) struct StoredInstance {
     pub spec: ValidRegistration,
     pub health: Health,
     pub registered_at_ms: u64,
+    /// The name of the token that registered it; `None` when the API was
+    /// open (and for rows written before owners were kept).
+    pub owner: Option<std::sync::Arc<str>>,
 }
 
 /// A change to persist.

@@ -23,8 +23,9 @@ use crate::service::Health;
 
 /// `PRAGMA application_id` of a signpost database ("SgnP").
 const APPLICATION_ID: i64 = 0x5367_6E50;
-/// `PRAGMA user_version`: bumped by every change of the schema.
-pub(crate) const SCHEMA_VERSION: i64 = 1;
+/// `PRAGMA user_version`: bumped by every change of the schema. 2 added
+/// `owner`; a version-1 file is migrated when opened ([`migrate`]).
+pub(crate) const SCHEMA_VERSION: i64 = 2;
 /// Most writes committed in one transaction.
 const MAX_BATCH: usize = 4096;
 
@@ -61,6 +62,7 @@ impl SqliteStore {
             .pragma_update(None, "journal_mode", "WAL")
             .and_then(|_| connection.pragma_update(None, "synchronous", "FULL"))
             .and_then(|_| connection.busy_timeout(std::time::Duration::from_secs(5)))
+            .and_then(|_| migrate(&connection))
             .and_then(|_| create_schema(&connection))
             .map_err(|e| open_error(&e))?;
         let stored = load(&connection).map_err(|e| open_error(&e))?;
@@ -137,6 +139,23 @@ fn check_ownership(connection: &Connection, path: &str) -> Result<(), StoreError
     Ok(())
 }
 
+/// Brings a file of an older schema to [`SCHEMA_VERSION`], in one
+/// transaction: version 1 gains the `owner` column (NULL: registered
+/// without a token, which only an admin token may then change).
+fn migrate(connection: &Connection) -> rusqlite::Result<()> {
+    let version: i64 = connection.pragma_query_value(None, "user_version", |row| row.get(0))?;
+    if version == 1 {
+        connection.execute_batch(
+            "BEGIN;
+             ALTER TABLE instances ADD COLUMN owner TEXT;
+             PRAGMA user_version = 2;
+             COMMIT;",
+        )?;
+        tracing::info!("store migrated from schema 1 to 2: instances have an owner");
+    }
+    Ok(())
+}
+
 fn create_schema(connection: &Connection) -> rusqlite::Result<()> {
     connection.execute_batch(&format!(
         "BEGIN;
@@ -147,6 +166,7 @@ fn create_schema(connection: &Connection) -> rusqlite::Result<()> {
              registration TEXT NOT NULL,
              health TEXT NOT NULL,
              registered_at_ms INTEGER NOT NULL,
+             owner TEXT,
              UNIQUE (type, name)
          );
          PRAGMA application_id = {APPLICATION_ID};
@@ -166,19 +186,20 @@ fn parse_health(text: &str) -> Health {
 /// Every stored registration. A row that no longer validates is logged and
 /// skipped rather than served.
 fn load(connection: &Connection) -> rusqlite::Result<Vec<StoredInstance>> {
-    let mut statement =
-        connection.prepare("SELECT id, registration, health, registered_at_ms FROM instances")?;
+    let mut statement = connection
+        .prepare("SELECT id, registration, health, registered_at_ms, owner FROM instances")?;
     let rows = statement.query_map([], |row| {
         Ok((
             row.get::<_, String>(0)?,
             row.get::<_, String>(1)?,
             row.get::<_, String>(2)?,
             row.get::<_, i64>(3)?,
+            row.get::<_, Option<String>>(4)?,
         ))
     })?;
     let mut stored = Vec::new();
     for row in rows {
-        let (id, registration, health, registered_at_ms) = row?;
+        let (id, registration, health, registered_at_ms, owner) = row?;
         let parsed = Uuid::parse_str(&id)
             .map_err(|e| e.to_string())
             .and_then(|id| parse_registration(&registration).map(|spec| (id, spec)));
@@ -188,6 +209,7 @@ fn load(connection: &Connection) -> rusqlite::Result<Vec<StoredInstance>> {
                 spec,
                 health: parse_health(&health),
                 registered_at_ms: u64::try_from(registered_at_ms).unwrap_or(0),
+                owner: owner.map(Into::into),
             }),
             Err(error) => {
                 tracing::warn!(%id, %error, "skipping a stored registration that does not validate")
@@ -245,8 +267,9 @@ fn commit(connection: &mut Connection, batch: &[Request], path: &Path) -> rusqli
     let transaction = connection.transaction()?;
     {
         let mut put = transaction.prepare_cached(
-            "INSERT OR REPLACE INTO instances (id, type, name, registration, health, registered_at_ms)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            "INSERT OR REPLACE INTO instances
+                 (id, type, name, registration, health, registered_at_ms, owner)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
         )?;
         let mut health =
             transaction.prepare_cached("UPDATE instances SET health = ?2 WHERE id = ?1")?;
@@ -261,6 +284,7 @@ fn commit(connection: &mut Connection, batch: &[Request], path: &Path) -> rusqli
                         registration_json(&instance.spec),
                         instance.health.as_str(),
                         i64::try_from(instance.registered_at_ms).unwrap_or(i64::MAX),
+                        instance.owner.as_deref(),
                     ])?;
                 }
                 Write::Health { id, health: value } => {

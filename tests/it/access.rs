@@ -2,9 +2,14 @@
 //! and the checks is repeated here against a real server, and shown to
 //! fail.
 
-use serde_json::{Value, json};
+use std::time::Duration;
 
-use crate::support::{Registration, TestServer};
+use serde_json::{Value, json};
+use signpost::config::TokenConfig;
+
+use crate::support::{
+    EventStream, Process, Registration, ScratchDir, TestServer, eventually, id_of,
+};
 
 /// The `error` of an error body, asserting it is the JSON error body.
 fn error_of(body: &Value) -> &str {
@@ -60,5 +65,409 @@ async fn hostnames_that_read_as_numbers_are_refused() {
             2,
             "{host}"
         );
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Tokens with roles, and owners
+// ---------------------------------------------------------------------------
+
+/// The SHA-256 of `secret`, in hex, as `[[admin.tokens]]` takes it.
+fn sha256_hex(secret: &str) -> String {
+    signpost::access::sha256(secret.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+fn token(name: &str, secret: &str, role: &str, types: &[&str]) -> TokenConfig {
+    TokenConfig {
+        name: name.into(),
+        sha256: sha256_hex(secret),
+        role: role.into(),
+        types: types.iter().map(|t| t.to_string()).collect(),
+    }
+}
+
+/// A server with one token of each kind: `team-a` (register `web`),
+/// `team-b` (register `web` and `web-*`), `viewer` (read) and `ops`
+/// (admin); each token's secret is its name followed by `-secret`.
+async fn with_tokens(configure: impl FnOnce(&mut signpost::Config)) -> TestServer {
+    TestServer::start_with(|config| {
+        config.admin.tokens = vec![
+            token("team-a", "team-a-secret", "register", &["web"]),
+            token("team-b", "team-b-secret", "register", &["web", "web-*"]),
+            token("viewer", "viewer-secret", "read", &[]),
+            token("ops", "ops-secret", "admin", &[]),
+        ];
+        configure(config);
+    })
+    .await
+}
+
+/// The attack: a client re-registers another's type+name (same id, its
+/// own host) or deletes it. With tokens, only the owner (or an admin) may:
+/// anyone else gets 403 and nothing changes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn taking_over_anothers_registration_is_refused() {
+    let server = with_tokens(|_| {}).await;
+    let (a, b) = (
+        server.with_token("team-a-secret"),
+        server.with_token("team-b-secret"),
+    );
+    let ops = server.with_token("ops-secret");
+    let mine = a.register(&web("web-1", "10.0.0.5")).await;
+    assert_eq!(mine["owner"], "team-a", "{mine}");
+    let id = id_of(&mine);
+
+    // Re-registering the same type+name with another host: refused.
+    let (status, body) = b.try_register(&web("web-1", "10.6.6.6")).await;
+    assert_eq!(status, 403, "{body}");
+    assert!(error_of(&body).contains("team-a"), "{body}");
+    let (status, body) = b.heartbeat_reporting(&id, "critical").await;
+    assert_eq!(status, 403, "{body}");
+    let (status, body) = b.deregister(&id).await;
+    assert_eq!(status, 403, "{body}");
+    // Nothing changed: the same host, health and owner; DNS serves it.
+    let now = a.get_ok(&format!("/v1/services/{id}")).await;
+    assert_eq!(now["host"], "10.0.0.5");
+    assert_eq!(now["health"], "passing");
+    assert_eq!(now["owner"], "team-a");
+    assert_eq!(now["registered_at"], mine["registered_at"]);
+
+    // The owner may heartbeat and replace it.
+    let (status, body) = a.heartbeat_reporting(&id, "warning").await;
+    assert_eq!((status, body["health"].clone()), (200, json!("warning")));
+    let (status, body) = a.try_register(&web("web-1", "10.0.0.6")).await;
+    assert_eq!((status, body["host"].clone()), (200, json!("10.0.0.6")));
+    assert_eq!(id_of(&body), id);
+    // So may an admin, who then owns it.
+    let (status, body) = ops.try_register(&web("web-1", "10.0.0.7")).await;
+    assert_eq!((status, body["owner"].clone()), (200, json!("ops")));
+    let (status, _) = a.deregister(&id).await;
+    assert_eq!(status, 403, "no longer team-a's");
+    assert_eq!(ops.deregister(&id).await.0, 204);
+
+    // A name that lapsed is free for anyone to take.
+    let short = a.register(&web("web-2", "10.0.0.5").ttl(1)).await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let (status, body) = b.try_register(&web("web-2", "10.0.0.9")).await;
+    assert_eq!(status, 201, "{body}");
+    assert_ne!(id_of(&body), id_of(&short));
+}
+
+/// A register token registers only the types its globs match.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn register_tokens_write_only_their_types() {
+    let server = with_tokens(|_| {}).await;
+    let (a, b) = (
+        server.with_token("team-a-secret"),
+        server.with_token("team-b-secret"),
+    );
+    for (api, service_type, status) in [
+        (&a, "web", 201),
+        (&a, "web-api", 403),
+        (&a, "db", 403),
+        (&b, "web-api", 201),
+        (&b, "webx", 403),
+        (&b, "db", 403),
+    ] {
+        let registration = Registration::new("x-1", service_type, "10.0.0.1", 80);
+        let (got, body) = api.try_register(&registration).await;
+        assert_eq!(got, status, "{service_type}: {body}");
+        if status == 403 {
+            assert!(error_of(&body).contains(service_type), "{body}");
+        }
+    }
+    let ops = server.with_token("ops-secret");
+    assert_eq!(ops.list("").await.len(), 2);
+    let viewer = server.with_token("viewer-secret");
+    let (status, body) = viewer.try_register(&web("web-9", "10.0.0.1")).await;
+    assert_eq!(status, 403, "{body}");
+    assert!(error_of(&body).contains("read"), "{body}");
+}
+
+/// The attack: with a token set, reads were open to anyone. Now every
+/// read needs at least a read token (401 without one, or with a wrong
+/// one); `/v1/health` stays open for probes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_need_a_token_but_health_does_not() {
+    let server = with_tokens(|_| {}).await;
+    let id = id_of(
+        &server
+            .with_token("team-a-secret")
+            .register(&web("web-1", "10.0.0.5"))
+            .await,
+    );
+    let one = format!("/v1/services/{id}");
+    let paths = [
+        "/v1/services",
+        one.as_str(),
+        "/v1/discover/web",
+        "/v1/types",
+        "/metrics",
+        "/v1/nope",
+    ];
+    for path in paths {
+        for api in [server.api.clone(), server.with_token("wrong")] {
+            let response = api.http.get(api.url(path)).send().await.unwrap();
+            assert_eq!(response.status().as_u16(), 401, "GET {path}");
+            let challenge = response.headers().get("www-authenticate").cloned();
+            assert_eq!(challenge.unwrap(), "Bearer");
+            let body: Value = response.json().await.unwrap();
+            assert!(error_of(&body).contains("token"), "{body}");
+        }
+        for secret in ["viewer-secret", "team-b-secret", "ops-secret"] {
+            let status = server.with_token(secret).get(path).await.0;
+            let expected = if path == "/v1/nope" { 404 } else { 200 };
+            assert_eq!(status, expected, "GET {path} with {secret}");
+        }
+    }
+    let (status, _) = EventStream::open(&server, "").await;
+    assert_eq!(status, 401);
+    let (status, events) = EventStream::open_with_token(&server, "", "viewer-secret").await;
+    assert_eq!(status, 200);
+    drop(events);
+    let (status, body) = server.get("/v1/health").await;
+    assert_eq!((status, body["status"].clone()), (200, json!("ok")));
+    // Changes without a token are 401 too, before the body is looked at.
+    let (status, _) = server.try_register(&web("web-2", "10.0.0.1")).await;
+    assert_eq!(status, 401);
+    assert_eq!(server.deregister(&id).await.0, 401);
+}
+
+/// What a check read from its target (`check_output`) is shown only to
+/// callers that may change the instance: its owner and admins, not to a
+/// read token or another team, in the API and on `/v1/events`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_output_is_shown_only_to_who_may_write() {
+    let server = with_tokens(|_| {}).await;
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let target = closed.local_addr().unwrap();
+    drop(closed);
+    let (_, mut events) = EventStream::open_with_token(&server, "", "viewer-secret").await;
+    let mut events = events.take().expect("a stream");
+    let (_, mut owner_events) = EventStream::open_with_token(&server, "", "team-a-secret").await;
+    let mut owner_events = owner_events.take().expect("a stream");
+    let a = server.with_token("team-a-secret");
+    let registration =
+        web("web-1", "10.0.0.5").check(json!({"tcp": target.to_string(), "interval": 1}));
+    let id = id_of(&a.register(&registration).await);
+    let path = format!("/v1/services/{id}");
+    let checked = eventually(Duration::from_secs(5), || async {
+        a.get_ok(&path).await["check_output"].is_string()
+    })
+    .await;
+    assert!(checked, "the check ran: {}", a.get_ok(&path).await);
+    for (secret, shown) in [
+        ("team-a-secret", true),
+        ("ops-secret", true),
+        ("team-b-secret", false),
+        ("viewer-secret", false),
+    ] {
+        let api = server.with_token(secret);
+        let one = api.get_ok(&path).await;
+        let listed = api.list("").await.remove(0);
+        for view in [one, listed] {
+            assert_eq!(view["check_output"].is_string(), shown, "{secret}: {view}");
+            assert_eq!(view["check_health"], "critical", "{view}");
+        }
+    }
+    // The health change the check caused, as each subscriber sees it.
+    for (stream, shown) in [(&mut events, false), (&mut owner_events, true)] {
+        let health = loop {
+            let event = stream
+                .next_event(Duration::from_secs(5))
+                .await
+                .expect("events");
+            if event["type"] == "health" {
+                break event;
+            }
+        };
+        let info = &health["data"]["service_info"];
+        assert_eq!(info["check_output"].is_string(), shown, "{health}");
+    }
+}
+
+/// The owner is stored with the instance: after a restart it is still
+/// the owner's, and only the owner's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_owner_survives_a_restart() {
+    let dir = ScratchDir::new("owner");
+    let (url, _) = dir.sqlite();
+    let start = || {
+        let url = url.clone();
+        with_tokens(move |config| config.store.url = url)
+    };
+    let server = start().await;
+    let id = id_of(
+        &server
+            .with_token("team-a-secret")
+            .register(&web("web-1", "10.0.0.5").ttl(60))
+            .await,
+    );
+    server.stop().await;
+    let server = start().await;
+    let path = format!("/v1/services/{id}");
+    let restored = server.with_token("viewer-secret").get_ok(&path).await;
+    assert_eq!(restored["owner"], "team-a", "{restored}");
+    let b = server.with_token("team-b-secret");
+    assert_eq!(b.deregister(&id).await.0, 403);
+    assert_eq!(b.try_register(&web("web-1", "10.6.6.6")).await.0, 403);
+    assert_eq!(
+        server.with_token("team-a-secret").deregister(&id).await.0,
+        204
+    );
+}
+
+/// A store written before owners were kept (schema 1) is migrated: its
+/// instances come back with no owner, which only an admin may change.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_without_owners_is_migrated() {
+    let dir = ScratchDir::new("migrate");
+    let (url, db) = dir.sqlite();
+    let id = "6d1b1bb2-4a3c-4f7a-9d2e-1c1f2b3a4d5e";
+    {
+        let connection = rusqlite::Connection::open(&db).unwrap();
+        let registration = json!({"name": "web-1", "type": "web", "host": "10.0.0.5",
+            "port": 80, "ttl": 60});
+        connection
+            .execute_batch(&format!(
+                "PRAGMA application_id = 1399287376;
+                 PRAGMA user_version = 1;
+                 CREATE TABLE instances (
+                     id TEXT PRIMARY KEY, type TEXT NOT NULL, name TEXT NOT NULL,
+                     registration TEXT NOT NULL, health TEXT NOT NULL,
+                     registered_at_ms INTEGER NOT NULL, UNIQUE (type, name));
+                 INSERT INTO instances VALUES ('{id}', 'web', 'web-1', '{registration}',
+                     'passing', 1700000000000);"
+            ))
+            .unwrap();
+    }
+    let server = with_tokens(|config| config.store.url = url).await;
+    let path = format!("/v1/services/{id}");
+    let restored = server.with_token("viewer-secret").get_ok(&path).await;
+    assert_eq!(restored["host"], "10.0.0.5");
+    assert!(restored.get("owner").is_none(), "{restored}");
+    let a = server.with_token("team-a-secret");
+    assert_eq!(a.heartbeat(id, None).await.0, 403);
+    assert_eq!(a.try_register(&web("web-1", "10.6.6.6")).await.0, 403);
+    let ops = server.with_token("ops-secret");
+    assert_eq!(ops.heartbeat(id, None).await.0, 200);
+    server.stop().await;
+    let connection = rusqlite::Connection::open(&db).unwrap();
+    let version: i64 = connection
+        .pragma_query_value(None, "user_version", |row| row.get(0))
+        .unwrap();
+    assert_eq!(version, 2);
+}
+
+/// With no token, the API is open: said at start-up when the admin API
+/// listens beyond loopback, and not when it listens on loopback.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_open_api_beyond_loopback_is_warned_about() {
+    let warning = "beyond loopback, with no token";
+    let mut open = Process::start(&[
+        "--store",
+        "memory",
+        "--dns-listen",
+        "127.0.0.1:0",
+        "--admin-listen",
+        "0.0.0.0:0",
+    ])
+    .await;
+    open.stop().await;
+    assert!(open.logs().contains(warning), "{}", open.logs());
+    let mut local = Process::start(&[
+        "--store",
+        "memory",
+        "--dns-listen",
+        "127.0.0.1:0",
+        "--admin-listen",
+        "127.0.0.1:0",
+    ])
+    .await;
+    local.stop().await;
+    assert!(!local.logs().contains(warning), "{}", local.logs());
+}
+
+/// The client library and `signpost register` carry a token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_client_works_with_tokens() {
+    let server = with_tokens(|_| {}).await;
+    let address: signpost::client::Address = format!("http://{}", server.admin).parse().unwrap();
+    let client = signpost::client::Client::at(address.clone()).with_token("team-a-secret");
+    let service = signpost::client::NewService::new("web-1", "web", "10.0.0.5", 80);
+    let registered = client.register_once(&service).await.expect("registered");
+    assert_eq!(registered.owner.as_deref(), Some("team-a"));
+    client
+        .heartbeat(registered.id, signpost::client::Health::Passing, None)
+        .await
+        .expect("its own");
+    let other = signpost::client::Client::at(address.clone()).with_token("team-b-secret");
+    let refused = other.deregister(registered.id).await.unwrap_err();
+    assert!(refused.to_string().contains("team-a"), "{refused}");
+    let anonymous = signpost::client::Client::at(address);
+    assert!(anonymous.list(&Default::default()).await.is_err());
+}
+
+// ---------------------------------------------------------------------------
+// Smaller findings
+// ---------------------------------------------------------------------------
+
+/// Sends `request` as is over a new connection; returns the status and
+/// the body, parsed as JSON (`Null` when it is not JSON).
+async fn raw_http(server: &TestServer, request: &str) -> (u16, Value) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(server.admin).await.unwrap();
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut reply = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut reply));
+    read.await.expect("an answer").unwrap();
+    let reply = String::from_utf8_lossy(&reply).into_owned();
+    let status = reply
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("a status line: {reply:?}"));
+    let body = reply.split("\r\n\r\n").nth(1).unwrap_or("");
+    (status, serde_json::from_str(body).unwrap_or(Value::Null))
+}
+
+/// A malformed chunked body is a bad request (400), not one too large
+/// (413); a large one still is 413.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_malformed_chunked_body_is_400() {
+    let server = TestServer::start().await;
+    let head = "POST /v1/services HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\
+                Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n";
+    for body in ["zz\r\n{}\r\n0\r\n\r\n", "5\r\n{}\r\n0\r\n\r\n", "2\r\n{}XX"] {
+        let (status, reply) = raw_http(&server, &format!("{head}{body}")).await;
+        assert_eq!(status, 400, "{body:?}: {reply}");
+        assert!(error_of(&reply).contains("body"), "{reply}");
+    }
+    let big = "x".repeat(70 * 1024);
+    let chunked = format!("{head}{:x}\r\n{big}\r\n0\r\n\r\n", big.len());
+    let (status, reply) = raw_http(&server, &chunked).await;
+    assert_eq!(status, 413, "{reply}");
+    assert!(server.list("").await.is_empty());
+}
+
+/// A path parameter that is not UTF-8 once percent-decoded gets the JSON
+/// error body, as every other error does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_path_that_is_not_utf8_gets_the_json_error() {
+    let server = TestServer::start().await;
+    for request in [
+        "GET /v1/services/%FF HTTP/1.1",
+        "DELETE /v1/services/%C3%28 HTTP/1.1",
+        "PUT /v1/services/%FF/heartbeat HTTP/1.1",
+        "GET /v1/discover/%FE%FF HTTP/1.1",
+    ] {
+        let request =
+            format!("{request}\r\nHost: t\r\nConnection: close\r\nContent-Length: 0\r\n\r\n");
+        let (status, reply) = raw_http(&server, &request).await;
+        assert_eq!(status, 400, "{request}: {reply}");
+        assert!(error_of(&reply).contains("UTF-8"), "{reply}");
     }
 }
