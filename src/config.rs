@@ -176,6 +176,11 @@ pub struct RegistryConfig {
 pub struct ChecksConfig {
     /// Checks running at once, at most; due checks wait for a free slot.
     pub max_in_flight: usize,
+    /// Networks (CIDR, or single addresses) check targets must be in;
+    /// empty: any not denied.
+    pub allow: Vec<String>,
+    /// Networks check targets may not be in, whatever `allow` says.
+    pub deny: Vec<String>,
 }
 
 /// `[store]`: persistence.
@@ -206,6 +211,8 @@ pub struct Settings {
     pub default_ttl: u32,
     /// Checks running at once, at most (1-100000).
     pub checks_in_flight: usize,
+    /// The addresses checks may reach.
+    pub check_targets: crate::checks::target::TargetPolicy,
     /// How long shutdown waits for all work in flight before stopping it;
     /// never shorter than [`AdminSettings::limits`]' drain timeout.
     pub shutdown_grace: Duration,
@@ -379,7 +386,12 @@ impl Config {
             return Err(invalid("checks.max_in_flight", "must be 1-100000"));
         }
         let store = StoreKind::parse(&store.url).map_err(|e| invalid("store.url", e))?;
+        let check_targets = crate::checks::target::TargetPolicy {
+            allow: networks("checks.allow", &checks.allow)?,
+            deny: networks("checks.deny", &checks.deny)?,
+        };
         Ok(Settings {
+            check_targets,
             dns,
             admin,
             store,
@@ -718,6 +730,23 @@ fn forward(dns: &DnsConfig) -> Result<crate::dns::forward::ForwardSettings, Conf
         timeout: seconds("dns.forward_timeout", dns.forward_timeout)?,
         max_in_flight: count("dns.forward_max_in_flight", dns.forward_max_in_flight)?,
     })
+}
+
+/// Networks, as CIDR (`10.0.0.0/8`) or single addresses.
+fn networks(setting: &'static str, list: &[String]) -> Result<Vec<ipnet::IpNet>, ConfigError> {
+    list.iter()
+        .map(|text| {
+            crate::checks::target::parse_network(text).ok_or_else(|| {
+                invalid(
+                    setting,
+                    format!(
+                        "{text:?} is not a network such as \"10.0.0.0/8\" or \"fd00::/8\", \
+                         nor an address such as \"169.254.169.254\""
+                    ),
+                )
+            })
+        })
+        .collect()
 }
 
 /// A timeout or interval of 1 to [`MAX_SECONDS`] seconds.
@@ -1109,6 +1138,39 @@ mod tests {
             assert!(
                 err.contains("admin.tokens") && err.contains(why),
                 "{text}: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn check_targets_deny_link_local_and_metadata_by_default() {
+        let policy = Config::default().validate().unwrap().check_targets;
+        assert!(policy.allow.is_empty());
+        for denied in [
+            "169.254.169.254",
+            "169.254.1.1",
+            "fe80::1",
+            "fd00:ec2::254",
+            "100.100.100.200",
+            "::ffff:169.254.169.254",
+        ] {
+            assert!(policy.check(denied.parse().unwrap()).is_err(), "{denied}");
+        }
+        for allowed in ["127.0.0.1", "10.0.0.1", "100.100.100.201", "::1"] {
+            assert!(policy.check(allowed.parse().unwrap()).is_ok(), "{allowed}");
+        }
+        let settings =
+            load("[checks]\nallow = [\"10.0.0.0/8\"]\ndeny = [\"10.9.0.0/16\"]").unwrap();
+        assert_eq!(settings.check_targets.allow.len(), 1);
+        assert_eq!(settings.check_targets.deny.len(), 1);
+        for (text, setting) in [
+            ("checks.allow = [\"10.0.0.0/33\"]", "checks.allow"),
+            ("checks.deny = [\"metadata.internal\"]", "checks.deny"),
+        ] {
+            let err = load(text).unwrap_err();
+            assert!(
+                err.contains(setting) && err.contains("not a network"),
+                "{err}"
             );
         }
     }

@@ -200,6 +200,7 @@ impl Server {
             store,
             default_ttl,
             checks_in_flight,
+            check_targets,
             shutdown_grace,
         } = settings;
         let nameserver_labels = dns.nameserver_labels();
@@ -253,8 +254,13 @@ impl Server {
         tasks.spawn(named("the dns tcp listener", tcp));
         let sweeper = registrar.clone().run_sweeper(token.clone());
         tasks.spawn(named("the expiry sweeper", sweeper));
-        let scheduler =
-            checks::scheduler::run(checks, registrar.clone(), checks_in_flight, token.clone());
+        let scheduler = checks::scheduler::run(
+            checks,
+            registrar.clone(),
+            checks_in_flight,
+            check_targets.clone(),
+            token.clone(),
+        );
         tasks.spawn(named("the check scheduler", scheduler));
 
         let app = admin::router(admin::AdminState {
@@ -264,6 +270,7 @@ impl Server {
             registrar: registrar.clone(),
             metrics,
             tokens: admin.tokens,
+            check_targets,
             default_ttl,
             body_read_timeout: admin.body_read_timeout,
             store: store.to_string(),

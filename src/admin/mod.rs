@@ -113,6 +113,12 @@ async fn register(
             return Err(error);
         }
     };
+    if let Some((field, address)) = spec.check.as_ref().and_then(|c| c.target.literal_address())
+        && let Err(refused) = state.check_targets.check(address)
+    {
+        state.metrics.registrations_rejected.inc();
+        return Err(ApiError::Invalid(format!("{field}: {refused}")));
+    }
     if takes_nameserver_name(&state.nameserver_labels, &spec) {
         state.metrics.registrations_rejected.inc();
         let name = state.nameserver_labels.join(".");

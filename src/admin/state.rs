@@ -24,6 +24,9 @@ pub(crate) struct AdminState {
     pub metrics: Arc<Metrics>,
     /// The tokens; none: the API is open.
     pub tokens: crate::access::Tokens,
+    /// The addresses checks may reach: a check to a denied IP literal is
+    /// refused at registration.
+    pub check_targets: crate::checks::target::TargetPolicy,
     pub default_ttl: u32,
     /// Time a client has to send a request body, once its headers are in.
     pub body_read_timeout: std::time::Duration,

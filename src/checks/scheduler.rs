@@ -25,6 +25,7 @@ use uuid::Uuid;
 use super::CheckSpec;
 use super::checker::{CheckerInbox, Command};
 use super::probe::{self, Outcome};
+use super::target::TargetPolicy;
 use super::thresholds::{Streak, verdict};
 use crate::events::DeregisterReason;
 use crate::registrar::Registrar;
@@ -65,6 +66,8 @@ type Removal = (Arc<Instance>, DeregisterReason);
 /// when each is next due.
 struct Schedule {
     registrar: Registrar,
+    /// The addresses checks may reach.
+    targets: Arc<TargetPolicy>,
     watched: HashMap<Uuid, Watched>,
     due: BinaryHeap<Reverse<(Instant, u64, Uuid)>>,
     next_epoch: u64,
@@ -75,9 +78,11 @@ pub(crate) async fn run(
     CheckerInbox(mut inbox): CheckerInbox,
     registrar: Registrar,
     max_in_flight: usize,
+    targets: TargetPolicy,
     shutdown: CancellationToken,
 ) {
     let mut schedule = Schedule::new(registrar.clone());
+    schedule.targets = Arc::new(targets);
     let mut running: JoinSet<Done> = JoinSet::new();
     loop {
         schedule.start_due(&mut running, max_in_flight);
@@ -124,6 +129,7 @@ impl Schedule {
     fn new(registrar: Registrar) -> Schedule {
         Schedule {
             registrar,
+            targets: Default::default(),
             watched: HashMap::new(),
             due: BinaryHeap::new(),
             next_epoch: 0,
@@ -153,12 +159,13 @@ impl Schedule {
                 continue; // stale entry, or the previous run is still going
             }
             let check = entry.check().clone();
+            let targets = self.targets.clone();
             entry.in_flight = Some(running.spawn(async move {
                 Done {
                     id,
                     epoch,
                     started: now,
-                    outcome: probe::run(&check.target, check.timeout).await,
+                    outcome: probe::run(&check.target, check.timeout, &targets).await,
                 }
             }));
         }

@@ -471,3 +471,159 @@ async fn a_path_that_is_not_utf8_gets_the_json_error() {
         assert!(error_of(&reply).contains("UTF-8"), "{reply}");
     }
 }
+
+// ---------------------------------------------------------------------------
+// Check targets
+// ---------------------------------------------------------------------------
+
+/// A TCP listener that answers every connection with an HTTP page holding
+/// a secret, counting connections.
+async fn secret_page() -> (
+    std::net::SocketAddr,
+    std::sync::Arc<std::sync::atomic::AtomicUsize>,
+) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tokio::io::AsyncWriteExt;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let count = std::sync::Arc::new(AtomicUsize::new(0));
+    let seen = count.clone();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            seen.fetch_add(1, Ordering::SeqCst);
+            let _ = stream
+                .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 13\r\nConnection: close\r\n\r\nsecret-key=42")
+                .await;
+        }
+    });
+    (addr, count)
+}
+
+/// The attack: a check to the cloud metadata address reads the host's
+/// credentials into `check_output`. Now a check to a denied literal
+/// (link-local, metadata, by default) is refused at registration.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn checks_to_metadata_and_link_local_addresses_are_refused() {
+    let server = TestServer::start().await;
+    for (check, field) in [
+        (
+            json!({"http": "http://169.254.169.254/latest/meta-data/iam/"}),
+            "check.http",
+        ),
+        (json!({"tcp": "169.254.169.254:80"}), "check.tcp"),
+        (json!({"tcp": "169.254.10.1:22"}), "check.tcp"),
+        (
+            json!({"http": "http://[fd00:ec2::254]/latest/"}),
+            "check.http",
+        ),
+        (json!({"tcp": "[fe80::1]:80"}), "check.tcp"),
+        (json!({"tcp": "[::ffff:169.254.169.254]:80"}), "check.tcp"),
+        (
+            json!({"http": "http://100.100.100.200/latest/"}),
+            "check.http",
+        ),
+    ] {
+        let (status, body) = server
+            .try_register(&web("web-1", "10.0.0.5").check(check.clone()))
+            .await;
+        assert_eq!(status, 422, "{check}: {body}");
+        let error = error_of(&body);
+        assert!(
+            error.starts_with(field) && error.contains("checks.deny"),
+            "{check}: {body}"
+        );
+    }
+    assert!(server.list("").await.is_empty());
+    // A check elsewhere is still fine.
+    let check = json!({"tcp": "127.0.0.1:9", "interval": 60});
+    let (status, body) = server
+        .try_register(&web("web-1", "10.0.0.5").check(check))
+        .await;
+    assert_eq!(status, 201, "{body}");
+}
+
+/// A host name is judged by what it resolves to, at every check: a name
+/// that resolves to a denied address is never connected to, and the check
+/// says why. `localhost` stands in for a name pointed at the metadata
+/// service, with loopback denied.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_name_that_resolves_to_a_denied_address_is_not_checked() {
+    let (page, connections) = secret_page().await;
+    let server = TestServer::start_with(|config| {
+        config.checks.deny = vec!["127.0.0.0/8".into(), "::1".into()];
+    })
+    .await;
+    // The literal is refused at once.
+    let literal = json!({"http": format!("http://{page}/"), "interval": 1});
+    let (status, body) = server
+        .try_register(&web("web-1", "10.0.0.5").check(literal))
+        .await;
+    assert_eq!(status, 422, "{body}");
+    // The name is accepted, and refused when the check runs.
+    let by_name = json!({"http": format!("http://localhost:{}/", page.port()), "interval": 1});
+    let id = id_of(
+        &server
+            .register(&web("web-1", "10.0.0.5").check(by_name))
+            .await,
+    );
+    let path = format!("/v1/services/{id}");
+    let checked = eventually(Duration::from_secs(5), || async {
+        server.get_ok(&path).await["check_output"].is_string()
+    })
+    .await;
+    let view = server.get_ok(&path).await;
+    assert!(checked, "{view}");
+    assert_eq!(view["check_health"], "critical", "{view}");
+    let output = view["check_output"].as_str().unwrap();
+    assert!(
+        output.contains("not checked") && output.contains("checks.deny"),
+        "{output}"
+    );
+    assert!(!output.contains("secret"), "{output}");
+    assert_eq!(connections.load(std::sync::atomic::Ordering::SeqCst), 0);
+}
+
+/// With `checks.allow`, only its networks may be checked; and a check
+/// registered before a policy denied its literal (restored from the
+/// store) is judged again when it runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn allow_narrows_and_a_restored_check_is_judged_when_it_runs() {
+    let (page, connections) = secret_page().await;
+    let dir = ScratchDir::new("targets");
+    let (url, _) = dir.sqlite();
+    let open = {
+        let url = url.clone();
+        TestServer::start_with(move |config| config.store.url = url).await
+    };
+    let check = json!({"http": format!("http://{page}/"), "interval": 1});
+    let id = id_of(
+        &open
+            .register(&web("web-1", "10.0.0.5").ttl(60).check(check.clone()))
+            .await,
+    );
+    open.stop().await;
+    let narrow = TestServer::start_with(move |config| {
+        config.store.url = url;
+        config.checks.allow = vec!["10.0.0.0/8".into()];
+    })
+    .await;
+    let (status, body) = narrow
+        .try_register(&web("web-2", "10.0.0.6").check(check))
+        .await;
+    assert_eq!(status, 422, "{body}");
+    assert!(error_of(&body).contains("checks.allow"), "{body}");
+    let before = connections.load(std::sync::atomic::Ordering::SeqCst);
+    let path = format!("/v1/services/{id}");
+    let checked = eventually(Duration::from_secs(5), || async {
+        narrow.get_ok(&path).await["check_output"].is_string()
+    })
+    .await;
+    let view = narrow.get_ok(&path).await;
+    assert!(checked, "{view}");
+    let output = view["check_output"].as_str().unwrap();
+    assert!(output.contains("checks.allow"), "{output}");
+    assert_eq!(
+        connections.load(std::sync::atomic::Ordering::SeqCst),
+        before
+    );
+}
