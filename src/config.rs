@@ -133,6 +133,8 @@ pub struct AdminConfig {
     /// `dns.locality`: the shipped file has none.
     #[serde(default)]
     pub tokens: Vec<TokenConfig>,
+    /// TLS: `[admin.tls]`.
+    pub tls: AdminTlsConfig,
     /// Seconds between keep-alive comments on `/v1/events`.
     pub events_keep_alive: u64,
     /// Events kept for a slow `/v1/events` subscriber before it misses some.
@@ -143,8 +145,27 @@ pub struct AdminConfig {
     pub body_read_timeout: u64,
     /// Open admin connections allowed at once.
     pub max_connections: usize,
+    /// Open admin connections allowed from one source address.
+    pub max_connections_per_source: usize,
+    /// Seconds a connection may move no byte before it is closed.
+    pub idle_timeout: u64,
+    /// `/v1/events` streams open at once, at most.
+    pub events_max_streams: usize,
     /// Seconds shutdown waits for in-flight admin requests.
     pub drain_timeout: u64,
+}
+
+/// `[admin.tls]`: TLS for the admin API (README "Security").
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a table")]
+pub struct AdminTlsConfig {
+    /// PEM certificate chain; empty: plain HTTP.
+    pub cert: String,
+    /// PEM private key of the certificate.
+    pub key: String,
+    /// PEM CA certificates; when set, clients must present a certificate
+    /// one of them signed.
+    pub client_ca: String,
 }
 
 /// `[[admin.tokens]]`: one token of the admin API (README "Security").
@@ -168,6 +189,12 @@ pub struct TokenConfig {
 pub struct RegistryConfig {
     /// TTL of a registration that names none, seconds.
     pub default_ttl: u32,
+    /// Instances registered at once, at most.
+    pub max_instances: usize,
+    /// Service types at once, at most.
+    pub max_types: usize,
+    /// Registrations a second from one source prefix; 0: no limit.
+    pub registrations_per_source: u32,
 }
 
 /// `[checks]`: the active health-check scheduler.
@@ -209,6 +236,10 @@ pub struct Settings {
     pub store: StoreKind,
     /// TTL of a registration that names none, seconds (1-86400).
     pub default_ttl: u32,
+    /// How big the registry may grow.
+    pub capacity: crate::registrar::Capacity,
+    /// Registrations a second from one source prefix; `None`: no limit.
+    pub registrations_per_source: Option<u32>,
     /// Checks running at once, at most (1-100000).
     pub checks_in_flight: usize,
     /// The addresses checks may reach.
@@ -263,6 +294,18 @@ pub struct RateLimit {
 }
 
 impl DnsSettings {
+    /// What the DNS TCP listener allows a client.
+    pub(crate) fn tcp_limits(&self) -> crate::dns::server::TcpLimits {
+        crate::dns::server::TcpLimits {
+            max_connections: self.max_tcp_connections,
+            per_source: self.tcp_max_connections_per_source,
+            idle: self.tcp_idle_timeout,
+            write: self.tcp_write_timeout,
+            max_queries: self.tcp_max_queries,
+            max_lifetime: self.tcp_max_lifetime,
+        }
+    }
+
     /// The name server's labels left of the apex, when it is in the zone
     /// (none otherwise): the DNS name no registration may take over.
     pub(crate) fn nameserver_labels(&self) -> Vec<String> {
@@ -283,10 +326,14 @@ pub struct AdminSettings {
     pub listen: SocketAddr,
     /// The tokens, `admin.token` among them; none: the API is open.
     pub tokens: crate::access::Tokens,
+    /// TLS, when `[admin.tls]` names a certificate; plain HTTP otherwise.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
     /// Time between keep-alive comments on `/v1/events`.
     pub events_keep_alive: Duration,
     /// Events kept for a slow `/v1/events` subscriber (1-1000000).
     pub events_buffer: usize,
+    /// `/v1/events` streams open at once (1-1000000).
+    pub events_max_streams: usize,
     /// Time a client has to send the whole body, once its headers are in.
     pub body_read_timeout: Duration,
     /// The transport's limits: header deadline, connections, drain.
@@ -363,11 +410,25 @@ impl Config {
                 ),
             ));
         }
+        let events_keep_alive = seconds("admin.events_keep_alive", admin.events_keep_alive)?;
+        let idle_timeout = seconds("admin.idle_timeout", admin.idle_timeout)?;
+        if idle_timeout <= events_keep_alive {
+            return Err(invalid(
+                "admin.idle_timeout",
+                format!(
+                    "{} s is not longer than admin.events_keep_alive ({} s): /v1/events streams \
+                     would be closed between their keep-alive comments",
+                    admin.idle_timeout, admin.events_keep_alive
+                ),
+            ));
+        }
         let admin = AdminSettings {
             listen: admin.listen,
             tokens: tokens(&admin.token, admin.tokens)?,
-            events_keep_alive: seconds("admin.events_keep_alive", admin.events_keep_alive)?,
+            tls: admin_tls(&admin.tls)?,
+            events_keep_alive,
             events_buffer: count("admin.events_buffer", admin.events_buffer)?,
+            events_max_streams: count("admin.events_max_streams", admin.events_max_streams)?,
             body_read_timeout: seconds("admin.body_read_timeout", admin.body_read_timeout)?,
             limits: crate::admin::Limits {
                 header_read_timeout: seconds(
@@ -375,6 +436,11 @@ impl Config {
                     admin.header_read_timeout,
                 )?,
                 max_connections: count("admin.max_connections", admin.max_connections)?,
+                max_connections_per_source: count(
+                    "admin.max_connections_per_source",
+                    admin.max_connections_per_source,
+                )?,
+                idle_timeout,
                 drain_timeout,
             },
         };
@@ -382,6 +448,16 @@ impl Config {
         if !(1..=86400).contains(&registry.default_ttl) {
             return Err(invalid("registry.default_ttl", "must be 1-86400 seconds"));
         }
+        let capacity = crate::registrar::Capacity {
+            max_instances: match registry.max_instances {
+                1..=100_000_000 => registry.max_instances,
+                _ => return Err(invalid("registry.max_instances", "must be 1-100000000")),
+            },
+            max_types: match registry.max_types {
+                1..=10_000_000 => registry.max_types,
+                _ => return Err(invalid("registry.max_types", "must be 1-10000000")),
+            },
+        };
         if !(1..=100_000).contains(&checks.max_in_flight) {
             return Err(invalid("checks.max_in_flight", "must be 1-100000"));
         }
@@ -396,10 +472,40 @@ impl Config {
             admin,
             store,
             default_ttl: registry.default_ttl,
+            capacity,
+            registrations_per_source: (registry.registrations_per_source > 0)
+                .then_some(registry.registrations_per_source),
             checks_in_flight: checks.max_in_flight,
             shutdown_grace,
         })
     }
+}
+
+/// `[admin.tls]`, its files read and checked now: a missing file or a key
+/// that does not go with the certificate stops the start, naming the
+/// setting.
+fn admin_tls(tls: &AdminTlsConfig) -> Result<Option<Arc<rustls::ServerConfig>>, ConfigError> {
+    match (tls.cert.is_empty(), tls.key.is_empty()) {
+        (true, true) if tls.client_ca.is_empty() => return Ok(None),
+        (true, true) => {
+            return Err(invalid(
+                "admin.tls.client_ca",
+                "client certificates need TLS: set admin.tls.cert and admin.tls.key too",
+            ));
+        }
+        (false, true) => return Err(invalid("admin.tls.key", "admin.tls.cert needs its key")),
+        (true, false) => {
+            return Err(invalid(
+                "admin.tls.cert",
+                "admin.tls.key needs its certificate",
+            ));
+        }
+        (false, false) => {}
+    }
+    let client_ca = (!tls.client_ca.is_empty()).then(|| Path::new(&tls.client_ca));
+    crate::admin::tls::server_config(Path::new(&tls.cert), Path::new(&tls.key), client_ca)
+        .map(Some)
+        .map_err(|e| invalid(e.setting, e.message))
 }
 
 /// Longest token name, characters.

@@ -33,6 +33,7 @@ pub(crate) mod clock;
 pub mod config;
 pub mod dns;
 pub(crate) mod events;
+pub(crate) mod limit;
 pub mod metrics;
 pub(crate) mod names;
 pub(crate) mod registrar;
@@ -101,13 +102,23 @@ impl Server {
     pub async fn bind(settings: Settings) -> Result<Server, StartError> {
         let zone = settings.dns.zone.clone();
         let started = Instant::now();
-        let (store, stored) = {
-            let kind = settings.store.clone();
-            tokio::task::spawn_blocking(move || Store::open(&kind))
-                .await
-                .expect("store open does not panic")?
-        };
         let registry = Registry::new(zone.clone());
+        // Each stored row goes straight into the registry: a restore holds
+        // no more than running does.
+        let (store, restored) = {
+            let kind = settings.store.clone();
+            let registry = registry.clone();
+            tokio::task::spawn_blocking(move || {
+                let mut restoring = registry.restoring();
+                let store = Store::open(&kind, &mut |stored| {
+                    let (spec, identity, health) = stored.into_parts();
+                    restoring.add(spec, identity, health);
+                })?;
+                Ok::<_, store::StoreError>((store, restoring.finish()))
+            })
+            .await
+            .expect("store open does not panic")?
+        };
         let metrics = Arc::new(Metrics::default());
         let (checker, checks) = Checker::new();
         let events = Events::new(settings.admin.events_buffer);
@@ -119,8 +130,9 @@ impl Server {
             checker,
             metrics.clone(),
             steering,
+            settings.capacity,
         );
-        let restored = registrar.restore(stored);
+        registrar.watch_restored_checks();
         tracing::info!(
             "store {}: restored {restored} registrations in {:?}",
             settings.store,
@@ -141,7 +153,12 @@ impl Server {
         let dns_addr = udp[0].local_addr().expect("bound socket has an address");
         let admin_addr = http.local_addr().expect("bound socket has an address");
         tracing::info!("dns listening on {dns_addr} (udp and tcp), zone {zone}");
-        tracing::info!("admin listening on http://{admin_addr}");
+        let scheme = if settings.admin.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        tracing::info!("admin listening on {scheme}://{admin_addr}");
         if settings.admin.tokens.is_empty() && !admin_addr.ip().is_loopback() {
             tracing::warn!(
                 "the admin api listens on {admin_addr}, beyond loopback, with no token: anyone \
@@ -199,23 +216,15 @@ impl Server {
             admin,
             store,
             default_ttl,
+            registrations_per_source,
             checks_in_flight,
             check_targets,
             shutdown_grace,
+            ..
         } = settings;
         let nameserver_labels = dns.nameserver_labels();
-        let mut responder = Responder::new(
-            registry.clone(),
-            ZoneSettings {
-                apex: dns.zone,
-                nameserver: dns.nameserver.clone(),
-                nameserver_addresses: dns.nameserver_addresses.clone(),
-                ttl: dns.ttl,
-                negative_ttl: dns.negative_ttl,
-                steering: dns.steering.clone(),
-            },
-            metrics.clone(),
-        );
+        let tcp_limits = dns.tcp_limits();
+        let mut responder = zone_responder(&dns, &registry, &metrics);
         let token = CancellationToken::new();
         // Everything stops when this future ends, however it ends: also when
         // it is dropped mid-run (the UDP threads, which are not tasks, would
@@ -234,23 +243,8 @@ impl Server {
         }
         let responder = Arc::new(responder);
 
-        for socket in udp {
-            let responder = responder.clone();
-            let stop = token.clone();
-            tasks.spawn_blocking(move || {
-                dns::udp::serve(socket, responder, stop);
-                "a dns udp thread"
-            });
-        }
-        let limits = dns::server::TcpLimits {
-            max_connections: dns.max_tcp_connections,
-            per_source: dns.tcp_max_connections_per_source,
-            idle: dns.tcp_idle_timeout,
-            write: dns.tcp_write_timeout,
-            max_queries: dns.tcp_max_queries,
-            max_lifetime: dns.tcp_max_lifetime,
-        };
-        let tcp = dns::server::serve_tcp(tcp, responder.clone(), token.clone(), limits);
+        spawn_udp(&mut tasks, udp, &responder, &token);
+        let tcp = dns::server::serve_tcp(tcp, responder.clone(), token.clone(), tcp_limits);
         tasks.spawn(named("the dns tcp listener", tcp));
         let sweeper = registrar.clone().run_sweeper(token.clone());
         tasks.spawn(named("the expiry sweeper", sweeper));
@@ -263,6 +257,7 @@ impl Server {
         );
         tasks.spawn(named("the check scheduler", scheduler));
 
+        let admin_metrics = metrics.clone();
         let app = admin::router(admin::AdminState {
             nameserver_labels,
             steering: Arc::new(dns.steering.clone()),
@@ -277,8 +272,18 @@ impl Server {
             started: Instant::now(),
             events_keep_alive: admin.events_keep_alive,
             shutdown: token.clone(),
+            event_streams: Arc::new(tokio::sync::Semaphore::new(admin.events_max_streams)),
+            registrations_limiter: registrations_per_source
+                .map(|per_second| limit::RateLimiter::new(per_second, 0)),
         });
-        let http = admin::serve(http, app, admin.limits, token.clone());
+        let http = admin::serve(
+            http,
+            app,
+            admin.limits,
+            admin_metrics,
+            admin.tls,
+            token.clone(),
+        );
         tasks.spawn(named("the admin api", http));
 
         let outcome = supervise(tasks, shutdown, &token, shutdown_grace).await;
@@ -295,6 +300,40 @@ pub enum RunError {
     TaskEnded(&'static str),
     #[error("{0} panicked, so the server stopped too")]
     TaskPanicked(String),
+}
+
+/// The answerer of `dns`'s zone, from `registry`.
+fn zone_responder(
+    dns: &config::DnsSettings,
+    registry: &Registry,
+    metrics: &Arc<Metrics>,
+) -> Responder {
+    let zone = ZoneSettings {
+        apex: dns.zone.clone(),
+        nameserver: dns.nameserver.clone(),
+        nameserver_addresses: dns.nameserver_addresses.clone(),
+        ttl: dns.ttl,
+        negative_ttl: dns.negative_ttl,
+        steering: dns.steering.clone(),
+    };
+    Responder::new(registry.clone(), zone, metrics.clone())
+}
+
+/// One blocking task per UDP socket, each answering on its own thread.
+fn spawn_udp(
+    tasks: &mut JoinSet<&'static str>,
+    udp: Vec<std::net::UdpSocket>,
+    responder: &Arc<Responder>,
+    token: &CancellationToken,
+) {
+    for socket in udp {
+        let responder = responder.clone();
+        let stop = token.clone();
+        tasks.spawn_blocking(move || {
+            dns::udp::serve(socket, responder, stop);
+            "a dns udp thread"
+        });
+    }
 }
 
 /// `task`, ending with `name` for [`supervise`].

@@ -627,3 +627,268 @@ async fn allow_narrows_and_a_restored_check_is_judged_when_it_runs() {
         before
     );
 }
+
+// ---------------------------------------------------------------------------
+// TLS
+// ---------------------------------------------------------------------------
+
+/// Certificates for the TLS tests, as PEM files in a scratch directory: a
+/// CA, the server's certificate (localhost, 127.0.0.1) it signed, a client
+/// certificate it signed, and a client certificate of another CA.
+struct Pki {
+    dir: ScratchDir,
+    ca: rustls::pki_types::CertificateDer<'static>,
+}
+
+impl Pki {
+    fn new() -> Pki {
+        use rcgen::{
+            BasicConstraints, CertificateParams, CertifiedIssuer, ExtendedKeyUsagePurpose, IsCa,
+            KeyPair,
+        };
+        let dir = ScratchDir::new("tls");
+        let write = |name: &str, pem: String| std::fs::write(dir.path().join(name), pem).unwrap();
+        let ca_params = || {
+            let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+            params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+            params
+        };
+        let ca = CertifiedIssuer::self_signed(ca_params(), KeyPair::generate().unwrap()).unwrap();
+        let other =
+            CertifiedIssuer::self_signed(ca_params(), KeyPair::generate().unwrap()).unwrap();
+        write("ca.pem", ca.pem());
+        write("other-ca.pem", other.pem());
+        for (name, issuer, sans, usage) in [
+            (
+                "server",
+                &ca,
+                vec!["localhost".to_string(), "127.0.0.1".to_string()],
+                ExtendedKeyUsagePurpose::ServerAuth,
+            ),
+            ("client", &ca, vec![], ExtendedKeyUsagePurpose::ClientAuth),
+            (
+                "stranger",
+                &other,
+                vec![],
+                ExtendedKeyUsagePurpose::ClientAuth,
+            ),
+        ] {
+            let key = KeyPair::generate().unwrap();
+            let mut params = CertificateParams::new(sans).unwrap();
+            params.extended_key_usages = vec![usage];
+            let cert = params.signed_by(&key, issuer).unwrap();
+            write(&format!("{name}.pem"), cert.pem());
+            write(&format!("{name}-key.pem"), key.serialize_pem());
+        }
+        Pki {
+            ca: ca.der().clone(),
+            dir,
+        }
+    }
+
+    fn path(&self, name: &str) -> String {
+        self.dir.path().join(name).display().to_string()
+    }
+
+    /// Sends `request` over TLS, trusting this CA (or `trust`), presenting
+    /// the client certificate `client` ("client" or "stranger") when
+    /// given; the status, or why there was none.
+    async fn send(
+        &self,
+        server: &TestServer,
+        request: &str,
+        client: Option<&str>,
+        trust: Option<&str>,
+    ) -> Result<(u16, String), String> {
+        use rustls::pki_types::pem::PemObject;
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut roots = rustls::RootCertStore::empty();
+        match trust {
+            Some(file) => {
+                for cert in CertificateDer::pem_file_iter(self.path(file)).unwrap() {
+                    roots.add(cert.unwrap()).unwrap();
+                }
+            }
+            None => roots.add(self.ca.clone()).unwrap(),
+        }
+        let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+        let builder = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots);
+        let config = match client {
+            None => builder.with_no_client_auth(),
+            Some(name) => {
+                let chain = CertificateDer::pem_file_iter(self.path(&format!("{name}.pem")))
+                    .unwrap()
+                    .collect::<Result<Vec<_>, _>>()
+                    .unwrap();
+                let key =
+                    PrivateKeyDer::from_pem_file(self.path(&format!("{name}-key.pem"))).unwrap();
+                builder.with_client_auth_cert(chain, key).unwrap()
+            }
+        };
+        let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+        let tcp = tokio::net::TcpStream::connect(server.admin).await.unwrap();
+        let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+        let exchange = async {
+            let mut tls = connector
+                .connect(name, tcp)
+                .await
+                .map_err(|e| format!("handshake: {e}"))?;
+            tls.write_all(request.as_bytes())
+                .await
+                .map_err(|e| format!("write: {e}"))?;
+            let mut reply = Vec::new();
+            tls.read_to_end(&mut reply)
+                .await
+                .map_err(|e| format!("read: {e}"))?;
+            let reply = String::from_utf8_lossy(&reply).into_owned();
+            let status = reply
+                .split_whitespace()
+                .nth(1)
+                .and_then(|s| s.parse().ok())
+                .ok_or_else(|| format!("no HTTP answer: {reply:?}"))?;
+            Ok((status, reply))
+        };
+        tokio::time::timeout(Duration::from_secs(5), exchange)
+            .await
+            .map_err(|_| "no answer within 5 s".to_string())?
+    }
+
+    /// `GET /v1/health` over TLS.
+    async fn health(
+        &self,
+        server: &TestServer,
+        client: Option<&str>,
+    ) -> Result<(u16, String), String> {
+        let request = "GET /v1/health HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n";
+        self.send(server, request, client, None).await
+    }
+}
+
+/// The admin API over TLS: HTTPS answers, with a token too; plain HTTP
+/// on the same port gets no answer; a client that does not trust the
+/// server's CA fails the handshake.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_api_speaks_tls() {
+    let pki = Pki::new();
+    let server = TestServer::start_with(|config| {
+        config.admin.tls.cert = pki.path("server.pem");
+        config.admin.tls.key = pki.path("server-key.pem");
+        config.admin.tokens = vec![token("team-a", "team-a-secret", "register", &["web"])];
+    })
+    .await;
+    let (status, reply) = pki.health(&server, None).await.expect("an answer");
+    assert_eq!(status, 200, "{reply}");
+    assert!(reply.contains("\"status\":\"ok\""), "{reply}");
+    let body = r#"{"name":"web-1","type":"web","host":"10.0.0.5","port":80}"#;
+    let register = format!(
+        "POST /v1/services HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\
+         Authorization: Bearer team-a-secret\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let (status, reply) = pki.send(&server, &register, None, None).await.unwrap();
+    assert_eq!(status, 201, "{reply}");
+    assert!(reply.contains("\"owner\":\"team-a\""), "{reply}");
+    // Plain HTTP to the TLS port: no HTTP answer comes back.
+    let plain = server.http.get(server.url("/v1/health")).send().await;
+    assert!(plain.is_err(), "{plain:?}");
+    // A client that trusts another CA refuses the server.
+    let error = pki
+        .send(
+            &server,
+            "GET / HTTP/1.0\r\n\r\n",
+            None,
+            Some("other-ca.pem"),
+        )
+        .await
+        .unwrap_err();
+    assert!(error.contains("handshake"), "{error}");
+}
+
+/// With `admin.tls.client_ca`, only clients with a certificate that CA
+/// signed get through: none, or one of another CA, fail the handshake.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_certificates_are_verified_against_the_ca() {
+    let pki = Pki::new();
+    let server = TestServer::start_with(|config| {
+        config.admin.tls.cert = pki.path("server.pem");
+        config.admin.tls.key = pki.path("server-key.pem");
+        config.admin.tls.client_ca = pki.path("ca.pem");
+    })
+    .await;
+    let (status, _) = pki
+        .health(&server, Some("client"))
+        .await
+        .expect("an answer");
+    assert_eq!(status, 200);
+    for client in [None, Some("stranger")] {
+        let refused = pki.health(&server, client).await;
+        assert!(refused.is_err(), "{client:?}: {refused:?}");
+    }
+    // The server still serves the right client after refusing others.
+    assert_eq!(pki.health(&server, Some("client")).await.unwrap().0, 200);
+}
+
+/// A TLS setting that cannot work stops the start, naming the setting.
+#[test]
+fn bad_tls_settings_are_refused_naming_them() {
+    let pki = Pki::new();
+    let with = |cert: &str, key: &str, client_ca: &str| {
+        let mut config = signpost::Config::default();
+        config.admin.tls.cert = cert.into();
+        config.admin.tls.key = key.into();
+        config.admin.tls.client_ca = client_ca.into();
+        config.validate().map(|_| ()).map_err(|e| e.to_string())
+    };
+    let (cert, key, ca) = (
+        pki.path("server.pem"),
+        pki.path("server-key.pem"),
+        pki.path("ca.pem"),
+    );
+    assert!(with(&cert, &key, "").is_ok());
+    assert!(with(&cert, &key, &ca).is_ok());
+    for ((c, k, a), setting, why) in [
+        ((cert.as_str(), "", ""), "admin.tls.key", "needs its key"),
+        (
+            ("", key.as_str(), ""),
+            "admin.tls.cert",
+            "needs its certificate",
+        ),
+        (("", "", ca.as_str()), "admin.tls.client_ca", "need TLS"),
+        (
+            ("/nonexistent.pem", key.as_str(), ""),
+            "admin.tls.cert",
+            "cannot read",
+        ),
+        (
+            (cert.as_str(), cert.as_str(), ""),
+            "admin.tls.key",
+            "private key",
+        ),
+        (
+            (cert.as_str(), pki.path("client-key.pem").as_str(), ""),
+            "admin.tls.key",
+            "does not go with",
+        ),
+        (
+            (key.as_str(), key.as_str(), ""),
+            "admin.tls.cert",
+            "no PEM certificate",
+        ),
+        (
+            (cert.as_str(), key.as_str(), key.as_str()),
+            "admin.tls.client_ca",
+            "no PEM",
+        ),
+    ] {
+        let error = with(c, k, a).unwrap_err();
+        assert!(
+            error.contains(setting) && error.contains(why),
+            "{c} {k} {a}: {error}"
+        );
+    }
+}

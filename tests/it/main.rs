@@ -6,6 +6,7 @@ mod support;
 
 mod access;
 mod admin;
+mod admin_limits;
 mod checks;
 mod cli;
 mod client;
