@@ -208,6 +208,8 @@ pub struct ChecksConfig {
     pub allow: Vec<String>,
     /// Networks check targets may not be in, whatever `allow` says.
     pub deny: Vec<String>,
+    /// Checks running at once against one target host, at most.
+    pub max_in_flight_per_target: usize,
 }
 
 /// `[store]`: persistence.
@@ -244,6 +246,8 @@ pub struct Settings {
     pub checks_in_flight: usize,
     /// The addresses checks may reach.
     pub check_targets: crate::checks::target::TargetPolicy,
+    /// Checks running at once against one target host (1-100000).
+    pub checks_in_flight_per_target: usize,
     /// How long shutdown waits for all work in flight before stopping it;
     /// never shorter than [`AdminSettings::limits`]' drain timeout.
     pub shutdown_grace: Duration,
@@ -461,6 +465,12 @@ impl Config {
         if !(1..=100_000).contains(&checks.max_in_flight) {
             return Err(invalid("checks.max_in_flight", "must be 1-100000"));
         }
+        if !(1..=100_000).contains(&checks.max_in_flight_per_target) {
+            return Err(invalid(
+                "checks.max_in_flight_per_target",
+                "must be 1-100000",
+            ));
+        }
         let store = StoreKind::parse(&store.url).map_err(|e| invalid("store.url", e))?;
         let check_targets = crate::checks::target::TargetPolicy {
             allow: networks("checks.allow", &checks.allow)?,
@@ -476,6 +486,7 @@ impl Config {
             registrations_per_source: (registry.registrations_per_source > 0)
                 .then_some(registry.registrations_per_source),
             checks_in_flight: checks.max_in_flight,
+            checks_in_flight_per_target: checks.max_in_flight_per_target,
             shutdown_grace,
         })
     }

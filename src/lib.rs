@@ -219,9 +219,14 @@ impl Server {
             registrations_per_source,
             checks_in_flight,
             check_targets,
+            checks_in_flight_per_target,
             shutdown_grace,
             ..
         } = settings;
+        let check_slots = checks::scheduler::Slots {
+            max_in_flight: checks_in_flight,
+            max_per_target: checks_in_flight_per_target,
+        };
         let nameserver_labels = dns.nameserver_labels();
         let tcp_limits = dns.tcp_limits();
         let mut responder = zone_responder(&dns, &registry, &metrics);
@@ -251,19 +256,18 @@ impl Server {
         let scheduler = checks::scheduler::run(
             checks,
             registrar.clone(),
-            checks_in_flight,
+            check_slots,
             check_targets.clone(),
             token.clone(),
         );
         tasks.spawn(named("the check scheduler", scheduler));
 
-        let admin_metrics = metrics.clone();
         let app = admin::router(admin::AdminState {
             nameserver_labels,
             steering: Arc::new(dns.steering.clone()),
             registry,
             registrar: registrar.clone(),
-            metrics,
+            metrics: metrics.clone(),
             tokens: admin.tokens,
             check_targets,
             default_ttl,
@@ -276,14 +280,7 @@ impl Server {
             registrations_limiter: registrations_per_source
                 .map(|per_second| limit::RateLimiter::new(per_second, 0)),
         });
-        let http = admin::serve(
-            http,
-            app,
-            admin.limits,
-            admin_metrics,
-            admin.tls,
-            token.clone(),
-        );
+        let http = admin::serve(http, app, admin.limits, metrics, admin.tls, token.clone());
         tasks.spawn(named("the admin api", http));
 
         let outcome = supervise(tasks, shutdown, &token, shutdown_grace).await;

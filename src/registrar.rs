@@ -483,6 +483,22 @@ impl Registrar {
         })
     }
 
+    /// Renews `instance`'s lifetime while its check waits for a slot (see
+    /// `checks::scheduler`): no result is no verdict, and an instance kept
+    /// alive by its check must not expire because checks were busy. One
+    /// whose check is critical is not held: a result would not renew it
+    /// either, so a host that never answers cannot keep its instances
+    /// alive by keeping its checks waiting.
+    pub(crate) fn hold_for_check(&self, instance: &Arc<Instance>) {
+        if instance.check_health() == Health::Critical {
+            return;
+        }
+        let current = self.registry.get(instance.id);
+        if current.is_some_and(|current| Arc::ptr_eq(&current, instance)) {
+            instance.renew(self.registry.now_ms());
+        }
+    }
+
     /// Expires every instance lapsed by now: from memory at once, from the
     /// store in the background. Returns how many.
     pub(crate) fn sweep(&self) -> usize {

@@ -1,9 +1,11 @@
 //! Who is asking: the bearer token of each request, checked against the
 //! configured tokens before any handler runs (README "Security").
 //!
-//! With any token configured, every request but `GET /v1/health` (open for
-//! probes) needs one: without a token, or with one that is not configured,
-//! it is answered 401; a `read` token asking for a change is answered 403.
+//! With any token configured, every request to the routes it guards (all
+//! but `/v1/health`, open for probes, and the static dashboard and OpenAPI
+//! files: see `admin::router`) needs one: without a token, or with one
+//! that is not configured, it is answered 401; a `read` token asking for a
+//! change is answered 403.
 //! What a `register` token may change (its types, its own instances) is
 //! decided later, by the registrar, against the instance itself.
 
@@ -20,9 +22,6 @@ use super::error::ApiError;
 use super::state::AdminState;
 use crate::access::{Caller, Role};
 
-/// The path that stays open for probes.
-const OPEN: &str = "/v1/health";
-
 /// The middleware: identifies the caller, refuses what its role cannot
 /// do, and hands the rest on with the [`Caller`] in the request.
 pub(super) async fn authorize(
@@ -31,9 +30,6 @@ pub(super) async fn authorize(
     next: Next,
 ) -> Response {
     let read_only = matches!(*request.method(), Method::GET | Method::HEAD);
-    if read_only && request.uri().path() == OPEN {
-        return next.run(request).await;
-    }
     let Some(token) = bearer(request.headers()).and_then(|t| state.tokens.identify(t)) else {
         return ApiError::Unauthorized.into_response();
     };

@@ -9,9 +9,11 @@ mod body;
 mod error;
 mod events;
 mod filters;
+mod openapi;
 mod serve;
 mod state;
 pub(crate) mod tls;
+mod ui;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -43,27 +45,33 @@ use crate::service::{Health, MAX_OUTPUT_BYTES, Registration, validate_label};
 /// The whole admin API.
 pub(crate) fn router(state: AdminState) -> Router {
     let state = Arc::new(state);
-    let mut router = Router::new()
+    let mut api = Router::new()
         .route("/v1/services", post(register).get(list))
         .route("/v1/services/{id}", get(get_one).delete(deregister))
         .route("/v1/services/{id}/heartbeat", put(heartbeat))
         .route("/v1/discover/{service_type}", get(discover))
         .route("/v1/types", get(types))
         .route("/v1/events", get(events::stream))
-        .route("/v1/health", get(health))
-        .route("/metrics", get(metrics))
-        .fallback(|| async { ApiError::NotFound("no such endpoint".into()) })
-        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed });
+        .route("/metrics", get(metrics));
     // Without a token there is nothing to check: no layer at all, rather
     // than one that runs (and boxes a future) on every request; handlers
-    // then see `Caller::Anyone`.
+    // then see `Caller::Anyone`. The layer covers the routes above only:
+    // those below are open whatever the tokens (README "Security").
     if !state.tokens.is_empty() {
-        router = router.layer(middleware::from_fn_with_state(
+        api = api.layer(middleware::from_fn_with_state(
             state.clone(),
             auth::authorize,
         ));
     }
-    router.with_state(state)
+    api
+        // Open for probes.
+        .route("/v1/health", get(health))
+        // Static files that hold no data.
+        .route("/v1/openapi.json", get(openapi::document))
+        .merge(ui::routes())
+        .fallback(|| async { ApiError::NotFound("no such endpoint".into()) })
+        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
+        .with_state(state)
 }
 
 /// The one parameter of a path (`{id}`, `{service_type}`); one that is
@@ -356,8 +364,8 @@ async fn types(State(state): State<Arc<AdminState>>) -> Json<serde_json::Value> 
 
 async fn health(State(state): State<Arc<AdminState>>) -> Json<serde_json::Value> {
     let now = state.registry.now_ms();
-    // Counts from the types' indexes: an O(types) read, so that probes
-    // looping on it cost nothing that grows with the instances.
+    // Running counts kept by the registry: O(1), so that probes looping on
+    // it cost nothing that grows with the registry.
     let counts = state.registry.counts();
     Json(json!({
         "status": "ok",

@@ -199,10 +199,9 @@ async fn event_streams_have_a_cap_of_their_own() {
         })
         .await
     );
-    assert_eq!(
-        server.metric("signpost_events_refused_total").await,
-        Some(1.0)
-    );
+    // At least the one refused above (the wait may have been refused too).
+    let refused = server.metric("signpost_events_refused_total").await;
+    assert!(refused >= Some(1.0), "{refused:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
