@@ -31,6 +31,9 @@ pub(crate) mod clock;
 pub mod config;
 pub mod dns;
 pub(crate) mod events;
+#[cfg(any(test, feature = "fuzzing"))]
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod metrics;
 pub(crate) mod names;
 pub(crate) mod registrar;
