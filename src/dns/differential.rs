@@ -27,8 +27,12 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, OnceLock};
 
-use hickory_proto::op::{Edns, Message, MessageType, Query};
-use hickory_proto::rr::{Name, Record, RecordType};
+#[cfg(test)]
+use hickory_proto::op::Query;
+use hickory_proto::op::{Edns, Message, MessageType};
+#[cfg(test)]
+use hickory_proto::rr::RecordType;
+use hickory_proto::rr::{Name, Record};
 use hickory_proto::serialize::binary::{BinDecodable, BinDecoder};
 
 use super::answer::{Transport, ZoneSettings, response_limit};
