@@ -138,6 +138,12 @@ pub struct AdminConfig {
     pub body_read_timeout: u64,
     /// Open admin connections allowed at once.
     pub max_connections: usize,
+    /// Open admin connections allowed from one source address.
+    pub max_connections_per_source: usize,
+    /// Seconds a connection may move no byte before it is closed.
+    pub idle_timeout: u64,
+    /// `/v1/events` streams open at once, at most.
+    pub events_max_streams: usize,
     /// Seconds shutdown waits for in-flight admin requests.
     pub drain_timeout: u64,
 }
@@ -148,6 +154,12 @@ pub struct AdminConfig {
 pub struct RegistryConfig {
     /// TTL of a registration that names none, seconds.
     pub default_ttl: u32,
+    /// Instances registered at once, at most.
+    pub max_instances: usize,
+    /// Service types at once, at most.
+    pub max_types: usize,
+    /// Registrations a second from one source prefix; 0: no limit.
+    pub registrations_per_source: u32,
 }
 
 /// `[checks]`: the active health-check scheduler.
@@ -156,6 +168,8 @@ pub struct RegistryConfig {
 pub struct ChecksConfig {
     /// Checks running at once, at most; due checks wait for a free slot.
     pub max_in_flight: usize,
+    /// Checks running at once against one target host, at most.
+    pub max_in_flight_per_target: usize,
 }
 
 /// `[store]`: persistence.
@@ -184,8 +198,14 @@ pub struct Settings {
     pub store: StoreKind,
     /// TTL of a registration that names none, seconds (1-86400).
     pub default_ttl: u32,
+    /// How big the registry may grow.
+    pub capacity: crate::registrar::Capacity,
+    /// Registrations a second from one source prefix; `None`: no limit.
+    pub registrations_per_source: Option<u32>,
     /// Checks running at once, at most (1-100000).
     pub checks_in_flight: usize,
+    /// Checks running at once against one target host (1-100000).
+    pub checks_in_flight_per_target: usize,
     /// How long shutdown waits for all work in flight before stopping it;
     /// never shorter than [`AdminSettings::limits`]' drain timeout.
     pub shutdown_grace: Duration,
@@ -236,6 +256,18 @@ pub struct RateLimit {
 }
 
 impl DnsSettings {
+    /// What the DNS TCP listener allows a client.
+    pub(crate) fn tcp_limits(&self) -> crate::dns::server::TcpLimits {
+        crate::dns::server::TcpLimits {
+            max_connections: self.max_tcp_connections,
+            per_source: self.tcp_max_connections_per_source,
+            idle: self.tcp_idle_timeout,
+            write: self.tcp_write_timeout,
+            max_queries: self.tcp_max_queries,
+            max_lifetime: self.tcp_max_lifetime,
+        }
+    }
+
     /// The name server's labels left of the apex, when it is in the zone
     /// (none otherwise): the DNS name no registration may take over.
     pub(crate) fn nameserver_labels(&self) -> Vec<String> {
@@ -260,6 +292,8 @@ pub struct AdminSettings {
     pub events_keep_alive: Duration,
     /// Events kept for a slow `/v1/events` subscriber (1-1000000).
     pub events_buffer: usize,
+    /// `/v1/events` streams open at once (1-1000000).
+    pub events_max_streams: usize,
     /// Time a client has to send the whole body, once its headers are in.
     pub body_read_timeout: Duration,
     /// The transport's limits: header deadline, connections, drain.
@@ -336,11 +370,24 @@ impl Config {
                 ),
             ));
         }
+        let events_keep_alive = seconds("admin.events_keep_alive", admin.events_keep_alive)?;
+        let idle_timeout = seconds("admin.idle_timeout", admin.idle_timeout)?;
+        if idle_timeout <= events_keep_alive {
+            return Err(invalid(
+                "admin.idle_timeout",
+                format!(
+                    "{} s is not longer than admin.events_keep_alive ({} s): /v1/events streams \
+                     would be closed between their keep-alive comments",
+                    admin.idle_timeout, admin.events_keep_alive
+                ),
+            ));
+        }
         let admin = AdminSettings {
             listen: admin.listen,
             token: (!admin.token.is_empty()).then(|| Arc::from(admin.token)),
-            events_keep_alive: seconds("admin.events_keep_alive", admin.events_keep_alive)?,
+            events_keep_alive,
             events_buffer: count("admin.events_buffer", admin.events_buffer)?,
+            events_max_streams: count("admin.events_max_streams", admin.events_max_streams)?,
             body_read_timeout: seconds("admin.body_read_timeout", admin.body_read_timeout)?,
             limits: crate::admin::Limits {
                 header_read_timeout: seconds(
@@ -348,6 +395,11 @@ impl Config {
                     admin.header_read_timeout,
                 )?,
                 max_connections: count("admin.max_connections", admin.max_connections)?,
+                max_connections_per_source: count(
+                    "admin.max_connections_per_source",
+                    admin.max_connections_per_source,
+                )?,
+                idle_timeout,
                 drain_timeout,
             },
         };
@@ -355,8 +407,24 @@ impl Config {
         if !(1..=86400).contains(&registry.default_ttl) {
             return Err(invalid("registry.default_ttl", "must be 1-86400 seconds"));
         }
+        let capacity = crate::registrar::Capacity {
+            max_instances: match registry.max_instances {
+                1..=100_000_000 => registry.max_instances,
+                _ => return Err(invalid("registry.max_instances", "must be 1-100000000")),
+            },
+            max_types: match registry.max_types {
+                1..=10_000_000 => registry.max_types,
+                _ => return Err(invalid("registry.max_types", "must be 1-10000000")),
+            },
+        };
         if !(1..=100_000).contains(&checks.max_in_flight) {
             return Err(invalid("checks.max_in_flight", "must be 1-100000"));
+        }
+        if !(1..=100_000).contains(&checks.max_in_flight_per_target) {
+            return Err(invalid(
+                "checks.max_in_flight_per_target",
+                "must be 1-100000",
+            ));
         }
         let store = StoreKind::parse(&store.url).map_err(|e| invalid("store.url", e))?;
         Ok(Settings {
@@ -364,7 +432,11 @@ impl Config {
             admin,
             store,
             default_ttl: registry.default_ttl,
+            capacity,
+            registrations_per_source: (registry.registrations_per_source > 0)
+                .then_some(registry.registrations_per_source),
             checks_in_flight: checks.max_in_flight,
+            checks_in_flight_per_target: checks.max_in_flight_per_target,
             shutdown_grace,
         })
     }

@@ -34,6 +34,7 @@ pub(crate) mod events;
 #[cfg(any(test, feature = "fuzzing"))]
 #[doc(hidden)]
 pub mod fuzzing;
+pub(crate) mod limit;
 pub mod metrics;
 pub(crate) mod names;
 pub(crate) mod registrar;
@@ -102,13 +103,23 @@ impl Server {
     pub async fn bind(settings: Settings) -> Result<Server, StartError> {
         let zone = settings.dns.zone.clone();
         let started = Instant::now();
-        let (store, stored) = {
-            let kind = settings.store.clone();
-            tokio::task::spawn_blocking(move || Store::open(&kind))
-                .await
-                .expect("store open does not panic")?
-        };
         let registry = Registry::new(zone.clone());
+        // Each stored row goes straight into the registry: a restore holds
+        // no more than running does.
+        let (store, restored) = {
+            let kind = settings.store.clone();
+            let registry = registry.clone();
+            tokio::task::spawn_blocking(move || {
+                let mut restoring = registry.restoring();
+                let store = Store::open(&kind, &mut |stored| {
+                    let (spec, identity, health) = stored.into_parts();
+                    restoring.add(spec, identity, health);
+                })?;
+                Ok::<_, store::StoreError>((store, restoring.finish()))
+            })
+            .await
+            .expect("store open does not panic")?
+        };
         let metrics = Arc::new(Metrics::default());
         let (checker, checks) = Checker::new();
         let events = Events::new(settings.admin.events_buffer);
@@ -120,8 +131,9 @@ impl Server {
             checker,
             metrics.clone(),
             steering,
+            settings.capacity,
         );
-        let restored = registrar.restore(stored);
+        registrar.watch_restored_checks();
         tracing::info!(
             "store {}: restored {restored} registrations in {:?}",
             settings.store,
@@ -193,10 +205,18 @@ impl Server {
             admin,
             store,
             default_ttl,
+            registrations_per_source,
             checks_in_flight,
+            checks_in_flight_per_target,
             shutdown_grace,
+            ..
         } = settings;
+        let check_slots = checks::scheduler::Slots {
+            max_in_flight: checks_in_flight,
+            max_per_target: checks_in_flight_per_target,
+        };
         let nameserver_labels = dns.nameserver_labels();
+        let tcp_limits = dns.tcp_limits();
         let mut responder = Responder::new(
             registry.clone(),
             ZoneSettings {
@@ -235,20 +255,12 @@ impl Server {
                 "a dns udp thread"
             });
         }
-        let limits = dns::server::TcpLimits {
-            max_connections: dns.max_tcp_connections,
-            per_source: dns.tcp_max_connections_per_source,
-            idle: dns.tcp_idle_timeout,
-            write: dns.tcp_write_timeout,
-            max_queries: dns.tcp_max_queries,
-            max_lifetime: dns.tcp_max_lifetime,
-        };
-        let tcp = dns::server::serve_tcp(tcp, responder.clone(), token.clone(), limits);
+        let tcp = dns::server::serve_tcp(tcp, responder.clone(), token.clone(), tcp_limits);
         tasks.spawn(named("the dns tcp listener", tcp));
         let sweeper = registrar.clone().run_sweeper(token.clone());
         tasks.spawn(named("the expiry sweeper", sweeper));
         let scheduler =
-            checks::scheduler::run(checks, registrar.clone(), checks_in_flight, token.clone());
+            checks::scheduler::run(checks, registrar.clone(), check_slots, token.clone());
         tasks.spawn(named("the check scheduler", scheduler));
 
         let app = admin::router(admin::AdminState {
@@ -256,7 +268,7 @@ impl Server {
             steering: Arc::new(dns.steering.clone()),
             registry,
             registrar: registrar.clone(),
-            metrics,
+            metrics: metrics.clone(),
             token: admin.token,
             default_ttl,
             body_read_timeout: admin.body_read_timeout,
@@ -264,8 +276,11 @@ impl Server {
             started: Instant::now(),
             events_keep_alive: admin.events_keep_alive,
             shutdown: token.clone(),
+            event_streams: Arc::new(tokio::sync::Semaphore::new(admin.events_max_streams)),
+            registrations_limiter: registrations_per_source
+                .map(|per_second| limit::RateLimiter::new(per_second, 0)),
         });
-        let http = admin::serve(http, app, admin.limits, token.clone());
+        let http = admin::serve(http, app, admin.limits, metrics, token.clone());
         tasks.spawn(named("the admin api", http));
 
         let outcome = supervise(tasks, shutdown, &token, shutdown_grace).await;

@@ -108,6 +108,19 @@ pub struct Metrics {
     pub deregistered_critical: Counter,
     /// Events a slow `/v1/events` subscriber missed.
     pub events_missed: Counter,
+    /// `/v1/events` streams refused: `admin.events_max_streams` were open.
+    pub events_refused: Counter,
+    /// Registrations refused by `registry.registrations_per_source` (429).
+    pub registrations_limited: Counter,
+    /// Registrations refused because the registry was full (507).
+    pub registrations_full: Counter,
+    /// Admin connections closed at once: `admin.max_connections` reached.
+    pub admin_refused_limit: Counter,
+    /// Admin connections closed at once: their source held
+    /// `admin.max_connections_per_source`.
+    pub admin_refused_per_source: Counter,
+    /// Admin connections closed after `admin.idle_timeout` without a byte.
+    pub admin_idle_closed: Counter,
 }
 
 impl Metrics {
@@ -239,6 +252,18 @@ impl Metrics {
                 self.registrations_rejected.get(),
             ),
             (
+                "signpost_registrations_total",
+                "",
+                "result=\"limited\"",
+                self.registrations_limited.get(),
+            ),
+            (
+                "signpost_registrations_total",
+                "",
+                "result=\"full\"",
+                self.registrations_full.get(),
+            ),
+            (
                 "signpost_deregistrations_total",
                 "Instances removed by DELETE.",
                 "",
@@ -285,6 +310,30 @@ impl Metrics {
                 "Events that slow /v1/events subscribers missed (each told with a lagged event).",
                 "",
                 self.events_missed.get(),
+            ),
+            (
+                "signpost_events_refused_total",
+                "/v1/events streams refused because admin.events_max_streams were open.",
+                "",
+                self.events_refused.get(),
+            ),
+            (
+                "signpost_admin_connections_closed_total",
+                "Admin connections closed by signpost, by reason: limit (admin.max_connections reached), per_source (the source held admin.max_connections_per_source), idle (no byte for admin.idle_timeout).",
+                "reason=\"limit\"",
+                self.admin_refused_limit.get(),
+            ),
+            (
+                "signpost_admin_connections_closed_total",
+                "",
+                "reason=\"per_source\"",
+                self.admin_refused_per_source.get(),
+            ),
+            (
+                "signpost_admin_connections_closed_total",
+                "",
+                "reason=\"idle\"",
+                self.admin_idle_closed.get(),
             ),
         ];
         for &(name, help, labels, value) in counters {

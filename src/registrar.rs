@@ -25,7 +25,7 @@ use crate::checks::checker::Checker;
 use crate::checks::probe::Outcome;
 use crate::events::{Change, DeregisterReason, Event, Events, HealthSource};
 use crate::metrics::Metrics;
-use crate::registry::{Identity, Registered, Registry, SWEEP_INTERVAL};
+use crate::registry::{Registered, Registry, SWEEP_INTERVAL};
 use crate::select::Steering;
 use crate::service::{Health, Instance, ValidRegistration};
 use crate::store::{Store, StoreError, StoredInstance, Write};
@@ -40,6 +40,18 @@ pub(crate) enum RegistrarError {
     NotFound,
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The registry is at a [`Capacity`] limit; the message says which.
+    #[error("{0}")]
+    Full(String),
+}
+
+/// How big the registry may grow (`[registry]` in the settings).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Capacity {
+    /// Instances registered at once.
+    pub max_instances: usize,
+    /// Service types at once.
+    pub max_types: usize,
 }
 
 /// What [`Registrar::record_check`] did with a check's result.
@@ -69,6 +81,7 @@ pub(crate) struct Registrar {
     panicking: Arc<std::sync::Mutex<std::collections::HashSet<String>>>,
     stripes: Arc<[Mutex<()>]>,
     hasher: std::collections::hash_map::RandomState,
+    capacity: Capacity,
 }
 
 impl Registrar {
@@ -79,6 +92,7 @@ impl Registrar {
         checker: Checker,
         metrics: Arc<Metrics>,
         steering: Steering,
+        capacity: Capacity,
     ) -> Registrar {
         Registrar {
             registry,
@@ -90,7 +104,36 @@ impl Registrar {
             panicking: Default::default(),
             stripes: (0..STRIPES).map(|_| Mutex::new(())).collect(),
             hasher: Default::default(),
+            capacity,
         }
+    }
+
+    /// Why a registration of a new instance would not fit, if it would
+    /// not. Checked under the name's stripe, not one global lock, so
+    /// concurrent registrations of different names may overshoot a limit by
+    /// a few: a cap on memory, not an exact count.
+    fn over_capacity(&self, spec: &ValidRegistration) -> Option<String> {
+        let Capacity {
+            max_instances,
+            max_types,
+        } = self.capacity;
+        if self.registry.len() >= max_instances {
+            return Some(format!(
+                "the registry is full: it holds its limit of {max_instances} instances \
+                 (registry.max_instances); deregister some or raise the limit"
+            ));
+        }
+        let new_type = self
+            .registry
+            .type_set(&spec.service_type)
+            .is_none_or(|set| set.is_empty());
+        if new_type && self.registry.type_count() >= max_types {
+            return Some(format!(
+                "the registry is full: it holds its limit of {max_types} service types \
+                 (registry.max_types); register under an existing type or raise the limit"
+            ));
+        }
+        None
     }
 
     /// The lock that orders persisted writes of one type+name.
@@ -118,29 +161,31 @@ impl Registrar {
         RegistrarError::Store(error)
     }
 
-    /// Puts back what the store held at start-up. Each instance gets a fresh
-    /// window of its own TTL to heartbeat again, and keeps its id, its
-    /// registration time and its last reported health. Announces nothing:
-    /// nobody can be subscribed yet.
-    pub(crate) fn restore(&self, stored: Vec<StoredInstance>) -> usize {
-        let entries = stored
-            .into_iter()
-            .map(|instance| {
-                let identity = Identity {
-                    id: instance.id,
-                    registered_at_ms: instance.registered_at_ms,
-                    replaces: false,
-                };
-                (instance.spec, identity, instance.health)
-            })
-            .collect();
-        let restored = self.registry.restore(entries);
+    /// What the store said of a write: `Ok(None)` committed; `Ok(Some(..))`
+    /// not confirmed but kept in the file (see [`StoreError::Kept`]), so the
+    /// change is applied all the same and the error returned after; `Err`
+    /// refused, nothing to apply.
+    fn committed(
+        &self,
+        result: Result<(), StoreError>,
+    ) -> Result<Option<StoreError>, RegistrarError> {
+        match result {
+            Ok(()) => Ok(None),
+            Err(error @ StoreError::Kept(_)) => {
+                self.metrics.store_write_failures.inc();
+                Ok(Some(error))
+            }
+            Err(error) => Err(self.store_failed(error)),
+        }
+    }
+
+    /// Hands the check scheduler every restored instance with a check.
+    pub(crate) fn watch_restored_checks(&self) {
         for instance in self.registry.list() {
             if instance.spec.check.is_some() {
                 self.checker.watch(&instance);
             }
         }
-        restored
     }
 
     /// Registers (or replaces in place) once the store has committed it.
@@ -151,6 +196,13 @@ impl Registrar {
         // Held until the registry has it: see the module's doc.
         let _same_name = self.stripe(&spec.service_type, &spec.name).lock().await;
         let identity = self.registry.identity_for(&spec);
+        if !identity.replaces
+            && let Some(full) = self.over_capacity(&spec)
+        {
+            self.metrics.registrations_full.inc();
+            return Err(RegistrarError::Full(full));
+        }
+        let mut unconfirmed = None;
         if self.store.is_persistent() {
             let stored = StoredInstance {
                 id: identity.id,
@@ -158,10 +210,8 @@ impl Registrar {
                 health: Health::Passing,
                 registered_at_ms: identity.registered_at_ms,
             };
-            self.store
-                .write(Write::Put(Box::new(stored)))
-                .await
-                .map_err(|e| self.store_failed(e))?;
+            let written = self.store.write(Write::Put(Box::new(stored))).await;
+            unconfirmed = self.committed(written)?;
         }
         let registered = self.registry.register(spec, identity, Health::Passing);
         if let Some(stale) = &registered.expired {
@@ -180,6 +230,9 @@ impl Registrar {
             instance: instance.clone(),
             replaced: !registered.created,
         });
+        if let Some(error) = unconfirmed {
+            return Err(RegistrarError::Store(error));
+        }
         Ok(registered)
     }
 
@@ -205,7 +258,7 @@ impl Registrar {
         match &outcome {
             Ok(_) => self.metrics.heartbeats.inc(),
             Err(RegistrarError::NotFound) => self.metrics.heartbeats_unknown.inc(),
-            Err(RegistrarError::Store(_)) => {}
+            Err(RegistrarError::Store(_) | RegistrarError::Full(_)) => {}
         }
         outcome
     }
@@ -227,10 +280,8 @@ impl Registrar {
             // which keeps the id) may have come first.
             let instance = self.registry.get(id).ok_or(RegistrarError::NotFound)?;
             if instance.reported_health() != health {
-                self.store
-                    .write(Write::Health { id, health })
-                    .await
-                    .map_err(|e| self.store_failed(e))?;
+                let written = self.store.write(Write::Health { id, health }).await;
+                let unconfirmed = self.committed(written)?;
                 let before = instance.health();
                 let (instance, _) = self
                     .registry
@@ -242,6 +293,9 @@ impl Registrar {
                         previous: before,
                         source: HealthSource::Heartbeat,
                     });
+                }
+                if let Some(error) = unconfirmed {
+                    return Err(RegistrarError::Store(error));
                 }
                 return Ok(instance);
             }
@@ -297,10 +351,8 @@ impl Registrar {
         if expected.is_some_and(|expected| !Arc::ptr_eq(expected, &current)) {
             return Err(RegistrarError::NotFound);
         }
-        self.store
-            .write(Write::Delete(id))
-            .await
-            .map_err(|e| self.store_failed(e))?;
+        let written = self.store.write(Write::Delete(id)).await;
+        let unconfirmed = self.committed(written)?;
         let removed = self
             .registry
             .deregister(id)
@@ -314,6 +366,9 @@ impl Registrar {
             instance: removed.clone(),
             reason,
         });
+        if let Some(error) = unconfirmed {
+            return Err(RegistrarError::Store(error));
+        }
         Ok(removed)
     }
 
@@ -353,6 +408,22 @@ impl Registrar {
             health,
             at_ms: self.registry.now_ms(),
         })
+    }
+
+    /// Renews `instance`'s lifetime while its check waits for a slot (see
+    /// `checks::scheduler`): no result is no verdict, and an instance kept
+    /// alive by its check must not expire because checks were busy. One
+    /// whose check is critical is not held: a result would not renew it
+    /// either, so a host that never answers cannot keep its instances
+    /// alive by keeping its checks waiting.
+    pub(crate) fn hold_for_check(&self, instance: &Arc<Instance>) {
+        if instance.check_health() == Health::Critical {
+            return;
+        }
+        let current = self.registry.get(instance.id);
+        if current.is_some_and(|current| Arc::ptr_eq(&current, instance)) {
+            instance.renew(self.registry.now_ms());
+        }
     }
 
     /// Expires every instance lapsed by now: from memory at once, from the
@@ -527,6 +598,10 @@ pub(crate) mod tests {
             checker,
             metrics.clone(),
             Steering::default(),
+            Capacity {
+                max_instances: 1_000_000,
+                max_types: 10_000,
+            },
         );
         Setup {
             time,

@@ -635,47 +635,26 @@ impl Registry {
     /// by one would copy a type's snapshot per instance, quadratic in the
     /// instances of a type. Each gets a fresh lifetime starting now. Returns
     /// how many were loaded; a later duplicate of a type+name is dropped.
-    pub fn restore(&self, entries: Vec<(ValidRegistration, Identity, Health)>) -> usize {
-        let now = self.now_ms();
-        let shared = &self.shared;
-        let _writer = self.lock_writer();
-        let mut by_type: BTreeMap<String, Vec<Arc<Instance>>> = BTreeMap::new();
+    pub fn restore(
+        &self,
+        entries: impl IntoIterator<Item = (ValidRegistration, Identity, Health)>,
+    ) -> usize {
+        let mut restoring = self.restoring();
         for (spec, identity, health) in entries {
-            let generation = shared.next_generation.fetch_add(1, Ordering::Relaxed);
-            let instance = Arc::new(Instance::new(
-                identity.id,
-                generation,
-                spec,
-                &shared.zone_wire,
-                identity.registered_at_ms,
-                now,
-                health,
-            ));
-            by_type
-                .entry(instance.spec.service_type.clone())
-                .or_default()
-                .push(instance);
+            restoring.add(spec, identity, health);
         }
-        let mut loaded = 0;
-        let mut queue = shared.expiry.lock().unwrap_or_else(|e| e.into_inner());
-        for (service_type, mut instances) in by_type {
-            instances.sort_by(|a, b| a.spec.name.cmp(&b.spec.name));
-            instances.dedup_by(|later, earlier| later.spec.name == earlier.spec.name);
-            for instance in &instances {
-                self.remember(instance);
-                queue.push(Reverse((
-                    instance.expires_at_ms(),
-                    instance.generation,
-                    instance.id,
-                )));
-            }
-            loaded += instances.len();
-            shared
-                .by_type
-                .insert(service_type, Arc::new(TypeSet::from_sorted(instances)));
+        restoring.finish()
+    }
+
+    /// A restore fed one instance at a time (as a store reads its rows), so
+    /// that nothing but the instances themselves is held: a restore needs
+    /// no more memory than running with what it restores.
+    pub fn restoring(&self) -> Restoring<'_> {
+        Restoring {
+            registry: self,
+            now: self.now_ms(),
+            by_type: BTreeMap::new(),
         }
-        shared.version.fetch_add(1, Ordering::Relaxed);
-        loaded
     }
 
     /// Renews a live instance's lifetime and sets its reported health.
@@ -812,6 +791,11 @@ impl Registry {
             .map(|entry| entry.key().clone())
             .take(most)
             .collect()
+    }
+
+    /// How many service types have a set (possibly just emptied).
+    pub fn type_count(&self) -> usize {
+        self.shared.by_type.len()
     }
 
     /// The counts `/v1/health` and `/metrics` report, from the types'
@@ -998,6 +982,63 @@ impl Registry {
     }
 }
 
+/// A restore in progress: see [`Registry::restoring`]. Nothing is served
+/// until [`Restoring::finish`].
+pub struct Restoring<'a> {
+    registry: &'a Registry,
+    now: u64,
+    by_type: BTreeMap<String, Vec<Arc<Instance>>>,
+}
+
+impl Restoring<'_> {
+    /// Adds one stored instance.
+    pub fn add(&mut self, spec: ValidRegistration, identity: Identity, health: Health) {
+        let shared = &self.registry.shared;
+        let generation = shared.next_generation.fetch_add(1, Ordering::Relaxed);
+        let instance = Arc::new(Instance::new(
+            identity.id,
+            generation,
+            spec,
+            &shared.zone_wire,
+            identity.registered_at_ms,
+            self.now,
+            health,
+        ));
+        self.by_type
+            .entry(instance.spec.service_type.clone())
+            .or_default()
+            .push(instance);
+    }
+
+    /// Serves everything added (one instance per type and name: the first
+    /// added of a name wins); returns how many.
+    pub fn finish(self) -> usize {
+        let registry = self.registry;
+        let shared = &registry.shared;
+        let _writer = registry.lock_writer();
+        let mut loaded = 0;
+        let mut queue = shared.expiry.lock().unwrap_or_else(|e| e.into_inner());
+        for (service_type, mut instances) in self.by_type {
+            instances.sort_by(|a, b| a.spec.name.cmp(&b.spec.name));
+            instances.dedup_by(|later, earlier| later.spec.name == earlier.spec.name);
+            for instance in &instances {
+                registry.remember(instance);
+                queue.push(Reverse((
+                    instance.expires_at_ms(),
+                    instance.generation,
+                    instance.id,
+                )));
+            }
+            loaded += instances.len();
+            shared
+                .by_type
+                .insert(service_type, Arc::new(TypeSet::from_sorted(instances)));
+        }
+        shared.version.fetch_add(1, Ordering::Relaxed);
+        loaded
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1072,7 +1113,7 @@ mod tests {
     #[test]
     fn restore_loads_many_at_once() {
         let registry = registry();
-        let entries = (0..1000)
+        let entries: Vec<_> = (0..1000)
             .map(|n| {
                 let identity = Identity {
                     id: Uuid::new_v4(),
@@ -1360,7 +1401,7 @@ mod tests {
         assert_addresses(&registry);
         // And a restore builds them.
         let restored = Registry::new(Name::from_ascii("svc.local.").unwrap());
-        let entries = set
+        let entries: Vec<_> = set
             .iter()
             .map(|i| {
                 let identity = Identity {

@@ -31,6 +31,19 @@ pub(crate) enum ApiError {
     /// The store could not commit the change; nothing was changed.
     #[error("{0}; nothing was changed, try again")]
     Unavailable(String),
+    /// The store could not confirm the change, but kept it: it is applied
+    /// (the message says so).
+    #[error("{0}")]
+    Unconfirmed(String),
+    /// A client over its rate; it may try again in a second.
+    #[error("{0}")]
+    RateLimited(String),
+    /// A limit of open streams reached; try again later.
+    #[error("{0}")]
+    Busy(String),
+    /// The registry is at a capacity limit (507 Insufficient Storage).
+    #[error("{0}")]
+    Full(String),
 }
 
 impl From<crate::registrar::RegistrarError> for ApiError {
@@ -39,6 +52,10 @@ impl From<crate::registrar::RegistrarError> for ApiError {
             crate::registrar::RegistrarError::NotFound => {
                 ApiError::NotFound("no such service, or it has expired: register it again".into())
             }
+            crate::registrar::RegistrarError::Store(error @ crate::store::StoreError::Kept(_)) => {
+                ApiError::Unconfirmed(error.to_string())
+            }
+            crate::registrar::RegistrarError::Full(message) => ApiError::Full(message),
             crate::registrar::RegistrarError::Store(error) => {
                 ApiError::Unavailable(error.to_string())
             }
@@ -57,7 +74,11 @@ impl ApiError {
             ApiError::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
-            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Unavailable(_) | ApiError::Unconfirmed(_) | ApiError::Busy(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            ApiError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::Full(_) => StatusCode::INSUFFICIENT_STORAGE,
         }
     }
 }
@@ -87,6 +108,15 @@ impl IntoResponse for ApiError {
             Json(serde_json::json!({ "error": bounded(self.to_string()) })),
         )
             .into_response();
+        if matches!(
+            status,
+            StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE
+        ) {
+            response.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from_static("1"),
+            );
+        }
         if status == StatusCode::UNAUTHORIZED {
             response.headers_mut().insert(
                 axum::http::header::WWW_AUTHENTICATE,

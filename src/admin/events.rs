@@ -21,11 +21,19 @@ pub(super) async fn stream(
     RawQuery(query): RawQuery,
 ) -> Result<Response, ApiError> {
     let filters = parse_filters(query, &["type"])?;
+    let Ok(permit) = state.event_streams.clone().try_acquire_owned() else {
+        state.metrics.events_refused.inc();
+        return Err(ApiError::Busy(
+            "too many /v1/events streams are open (admin.events_max_streams); try again later"
+                .into(),
+        ));
+    };
     let receiver = state.registrar.subscribe();
     let shutdown = state.shutdown.clone();
     let metrics = state.metrics.clone();
     let service_type = filters.service_type;
-    let events = futures_util::stream::unfold(receiver, move |mut receiver| {
+    // The permit lives in the stream's state: freed when the stream ends.
+    let events = futures_util::stream::unfold((receiver, permit), move |(mut receiver, permit)| {
         let shutdown = shutdown.clone();
         let metrics = metrics.clone();
         let service_type = service_type.clone();
@@ -51,7 +59,7 @@ pub(super) async fn stream(
                     }
                     Err(RecvError::Closed) => return None,
                 };
-                return Some((Ok::<_, Infallible>(event), receiver));
+                return Some((Ok::<_, Infallible>(event), (receiver, permit)));
             }
         }
     });

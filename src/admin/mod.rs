@@ -102,9 +102,21 @@ fn unknown_id(id: Uuid) -> ApiError {
 
 async fn register(
     State(state): State<Arc<AdminState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
+    if let Some(limiter) = &state.registrations_limiter
+        && limiter.check(peer.ip(), state.registry.now_ms().div_ceil(1000) as u32)
+            != crate::limit::Verdict::Answer
+    {
+        state.metrics.registrations_limited.inc();
+        return Err(ApiError::RateLimited(
+            "too many registrations from your address this second \
+             (registry.registrations_per_source); try again in a second"
+                .into(),
+        ));
+    }
     let outcome = async {
         let bytes = body::read_body(body, state.body_read_timeout).await?;
         registration_from_body(&headers, &bytes, state.default_ttl)

@@ -33,4 +33,8 @@ pub(crate) struct AdminState {
     pub events_keep_alive: std::time::Duration,
     /// Fires at shutdown; ends the event streams, which never end otherwise.
     pub shutdown: tokio_util::sync::CancellationToken,
+    /// One permit per `/v1/events` stream that may be open.
+    pub event_streams: Arc<tokio::sync::Semaphore>,
+    /// Registrations a second per source prefix; `None`: no limit.
+    pub registrations_limiter: Option<crate::limit::RateLimiter>,
 }

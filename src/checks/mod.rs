@@ -56,6 +56,17 @@ pub enum CheckTarget {
     Tcp { host: String, port: u16 },
 }
 
+impl CheckTarget {
+    /// The host a check connects to (an IP literal or a hostname): checks
+    /// share their slots per host (see `scheduler`).
+    pub fn host(&self) -> &str {
+        match self {
+            CheckTarget::Http(target) => &target.host,
+            CheckTarget::Tcp { host, .. } => host,
+        }
+    }
+}
+
 /// A parsed `http://` or `https://` check URL.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HttpTarget {

@@ -11,9 +11,17 @@
 //! thousands registered at once spread out instead of firing together, and
 //! every later run moves by up to ±2 % of the interval, so checks that a
 //! stall bunched together drift apart again.
+//!
+//! Fairness: one target host gets at most `max_per_target` of the slots, so
+//! thousands of checks against a host that never answers (each holding its
+//! slot for its whole timeout) cannot starve everyone else's; a due check
+//! whose host is at its share waits in that host's queue. And a check that
+//! is due but cannot run for want of a slot holds its instance's lifetime
+//! (see [`HOLD_EVERY`]): an instance kept alive only by its check is never
+//! expired because the scheduler was busy.
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -29,6 +37,17 @@ use super::thresholds::{Streak, verdict};
 use crate::events::DeregisterReason;
 use crate::registrar::Registrar;
 use crate::service::Instance;
+
+/// How often instances whose checks wait for a slot have their lifetime
+/// renewed, as a passing result would: a wait is no verdict.
+const HOLD_EVERY: Duration = Duration::from_secs(1);
+
+/// How many checks may run at once: in all, and against one target host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Slots {
+    pub max_in_flight: usize,
+    pub max_per_target: usize,
+}
 
 /// One watched instance.
 struct Watched {
@@ -68,20 +87,31 @@ struct Schedule {
     watched: HashMap<Uuid, Watched>,
     due: BinaryHeap<Reverse<(Instant, u64, Uuid)>>,
     next_epoch: u64,
+    slots: Slots,
+    /// Checks running against each target host.
+    per_target: HashMap<Arc<str>, usize>,
+    /// Due checks waiting for their host's share, oldest first.
+    waiting: HashMap<Arc<str>, VecDeque<(u64, Uuid)>>,
+    /// Whether the last `start_due` left due checks for want of a slot.
+    starved: bool,
+    /// The target host of each running check's task.
+    hosts_by_task: HashMap<tokio::task::Id, Arc<str>>,
 }
 
 /// Runs checks until `shutdown`.
 pub(crate) async fn run(
     CheckerInbox(mut inbox): CheckerInbox,
     registrar: Registrar,
-    max_in_flight: usize,
+    slots: Slots,
     shutdown: CancellationToken,
 ) {
-    let mut schedule = Schedule::new(registrar.clone());
+    let mut schedule = Schedule::new(registrar.clone(), slots);
     let mut running: JoinSet<Done> = JoinSet::new();
+    let mut hold = tokio::time::interval(HOLD_EVERY);
+    hold.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        schedule.start_due(&mut running, max_in_flight);
-        let next_due = (running.len() < max_in_flight)
+        schedule.start_due(&mut running);
+        let next_due = (running.len() < slots.max_in_flight)
             .then(|| schedule.next_due())
             .flatten();
         tokio::select! {
@@ -91,9 +121,19 @@ pub(crate) async fn run(
                 Some(Command::Forget(id)) => schedule.forget(id),
                 None => break,
             },
-            Some(done) = running.join_next(), if !running.is_empty() => {
+            Some(joined) = running.join_next_with_id(), if !running.is_empty() => {
                 // An aborted check (forgotten instance) ends in a JoinError.
-                if let Ok(done) = done
+                let done = match joined {
+                    Ok((task, done)) => {
+                        schedule.reaped(task);
+                        Some(done)
+                    }
+                    Err(error) => {
+                        schedule.reaped(error.id());
+                        None
+                    }
+                };
+                if let Some(done) = done
                     && let Some((instance, reason)) = schedule.apply(done)
                 {
                     let registrar = registrar.clone();
@@ -103,6 +143,7 @@ pub(crate) async fn run(
                 }
             }
             _ = sleep_until(next_due), if next_due.is_some() => {}
+            _ = hold.tick() => schedule.hold_waiting(),
         }
     }
     running.shutdown().await;
@@ -121,12 +162,17 @@ fn abort(entry: Watched) {
 }
 
 impl Schedule {
-    fn new(registrar: Registrar) -> Schedule {
+    fn new(registrar: Registrar, slots: Slots) -> Schedule {
         Schedule {
             registrar,
             watched: HashMap::new(),
             due: BinaryHeap::new(),
             next_epoch: 0,
+            slots,
+            per_target: HashMap::new(),
+            waiting: HashMap::new(),
+            starved: false,
+            hosts_by_task: HashMap::new(),
         }
     }
 
@@ -135,10 +181,24 @@ impl Schedule {
         self.due.peek().map(|Reverse((at, _, _))| *at)
     }
 
-    /// Starts whatever is due, as far as the bound allows.
-    fn start_due(&mut self, running: &mut JoinSet<Done>, max_in_flight: usize) {
+    /// Starts whatever is due, as far as the slots allow: first checks
+    /// that waited for their host's share and may run now, then the heap.
+    fn start_due(&mut self, running: &mut JoinSet<Done>) {
         let now = Instant::now();
-        while running.len() < max_in_flight {
+        let hosts: Vec<Arc<str>> = self.waiting.keys().cloned().collect();
+        for host in hosts {
+            while running.len() < self.slots.max_in_flight && self.host_has_room(&host) {
+                let Some((epoch, id)) = self.waiting.get_mut(&host).and_then(VecDeque::pop_front)
+                else {
+                    break;
+                };
+                self.start(running, epoch, id, now);
+            }
+            if self.waiting.get(&host).is_some_and(VecDeque::is_empty) {
+                self.waiting.remove(&host);
+            }
+        }
+        while running.len() < self.slots.max_in_flight {
             let Some(&Reverse((at, epoch, id))) = self.due.peek() else {
                 break;
             };
@@ -146,21 +206,80 @@ impl Schedule {
                 break;
             }
             self.due.pop();
-            let Some(entry) = self.watched.get_mut(&id) else {
-                continue;
-            };
-            if entry.epoch != epoch || entry.in_flight.is_some() {
-                continue; // stale entry, or the previous run is still going
+            self.start(running, epoch, id, now);
+        }
+        self.starved = running.len() >= self.slots.max_in_flight
+            && self
+                .due
+                .peek()
+                .is_some_and(|Reverse((at, _, _))| *at <= now);
+    }
+
+    fn host_has_room(&self, host: &str) -> bool {
+        self.per_target.get(host).copied().unwrap_or(0) < self.slots.max_per_target
+    }
+
+    /// Starts the check of `id` (as of `epoch`), or queues it behind its
+    /// host's share.
+    fn start(&mut self, running: &mut JoinSet<Done>, epoch: u64, id: Uuid, now: Instant) {
+        let Some(entry) = self.watched.get(&id) else {
+            return;
+        };
+        if entry.epoch != epoch || entry.in_flight.is_some() {
+            return; // stale entry, or the previous run is still going
+        }
+        let check = entry.check().clone();
+        let host: Arc<str> = Arc::from(check.target.host());
+        if !self.host_has_room(&host) {
+            self.waiting.entry(host).or_default().push_back((epoch, id));
+            return;
+        }
+        *self.per_target.entry(host.clone()).or_default() += 1;
+        let handle = running.spawn(async move {
+            Done {
+                id,
+                epoch,
+                started: now,
+                outcome: probe::run(&check.target, check.timeout).await,
             }
-            let check = entry.check().clone();
-            entry.in_flight = Some(running.spawn(async move {
-                Done {
-                    id,
-                    epoch,
-                    started: now,
-                    outcome: probe::run(&check.target, check.timeout).await,
-                }
-            }));
+        });
+        self.hosts_by_task.insert(handle.id(), host);
+        if let Some(entry) = self.watched.get_mut(&id) {
+            entry.in_flight = Some(handle);
+        }
+    }
+
+    /// Renews the lifetime of every instance whose check is due but waits
+    /// for a slot: its host's share, or (when every slot was taken) any.
+    fn hold_waiting(&mut self) {
+        let now = Instant::now();
+        let overdue = self
+            .due
+            .iter()
+            .filter(|_| self.starved)
+            .filter(|Reverse((at, _, _))| *at <= now)
+            .map(|Reverse((_, epoch, id))| (*epoch, *id));
+        let queued = self.waiting.values().flatten().copied();
+        for (epoch, id) in overdue.chain(queued) {
+            if let Some(entry) = self.watched.get(&id)
+                && entry.epoch == epoch
+            {
+                self.registrar.hold_for_check(&entry.instance);
+            }
+        }
+    }
+
+    /// A check's task was reaped (finished or aborted): its host's slot
+    /// is free.
+    fn reaped(&mut self, task: tokio::task::Id) {
+        let Some(host) = self.hosts_by_task.remove(&task) else {
+            return;
+        };
+        if let Some(count) = self.per_target.get_mut(&host) {
+            *count -= 1;
+            if *count == 0 {
+                self.per_target.remove(&host);
+            }
         }
     }
 
@@ -248,6 +367,11 @@ mod tests {
     use crate::registrar::tests::{outcome, setup, spec};
     use crate::service::Health::{Critical, Passing};
 
+    const TEST_SLOTS: Slots = Slots {
+        max_in_flight: 8,
+        max_per_target: 8,
+    };
+
     fn done(schedule: &Schedule, id: Uuid, health: crate::service::Health) -> Done {
         Done {
             id,
@@ -266,7 +390,7 @@ mod tests {
         spec.check.as_mut().unwrap().deregister_after = Some(Duration::from_secs(2));
         let instance = s.registrar.register(spec).await.unwrap().instance;
         let id = instance.id;
-        let mut schedule = Schedule::new(s.registrar.clone());
+        let mut schedule = Schedule::new(s.registrar.clone(), TEST_SLOTS);
         schedule.watch(instance.clone());
 
         for (at, result) in [
@@ -320,7 +444,7 @@ mod tests {
         let mut spec = spec("a", 300, true);
         spec.check.as_mut().unwrap().deregister_after = Some(Duration::from_secs(1));
         let old = s.registrar.register(spec.clone()).await.unwrap().instance;
-        let mut schedule = Schedule::new(s.registrar.clone());
+        let mut schedule = Schedule::new(s.registrar.clone(), TEST_SLOTS);
         schedule.watch(old.clone());
         assert!(schedule.apply(done(&schedule, old.id, Critical)).is_none());
         s.time.advance_ms(1_000);

@@ -65,7 +65,7 @@ pub struct Responder {
     /// Where names outside the zone go, when `dns.forward` names upstreams.
     forwarder: Option<forward::Forwarder>,
     /// UDP response rate limiting, when `dns.rate_limit` turns it on.
-    limiter: Option<limit::RateLimiter>,
+    limiter: Option<crate::limit::RateLimiter>,
     /// What the limiter's seconds count from.
     epoch: std::time::Instant,
 }
@@ -98,24 +98,24 @@ impl Responder {
     /// Limits UDP responses per source prefix (see [`limit`]).
     pub(crate) fn limiting(self, per_second: u32, slip: u32) -> Self {
         Responder {
-            limiter: Some(limit::RateLimiter::new(per_second, slip)),
+            limiter: Some(crate::limit::RateLimiter::new(per_second, slip)),
             ..self
         }
     }
 
     /// What to do with a UDP query from `client` under the rate limit;
     /// `Answer` when there is none.
-    pub(crate) fn rate_limit(&self, client: IpAddr) -> limit::Verdict {
+    pub(crate) fn rate_limit(&self, client: IpAddr) -> crate::limit::Verdict {
         let Some(limiter) = &self.limiter else {
-            return limit::Verdict::Answer;
+            return crate::limit::Verdict::Answer;
         };
         let second = self.epoch.elapsed().as_secs() as u32;
         let verdict = limiter.check(client, second);
         let metrics = &self.zone.metrics;
         match verdict {
-            limit::Verdict::Answer => {}
-            limit::Verdict::Drop => metrics.dns_rate_limited_dropped.inc(),
-            limit::Verdict::Slip => metrics.dns_rate_limited_slipped.inc(),
+            crate::limit::Verdict::Answer => {}
+            crate::limit::Verdict::Drop => metrics.dns_rate_limited_dropped.inc(),
+            crate::limit::Verdict::Slip => metrics.dns_rate_limited_slipped.inc(),
         }
         verdict
     }

@@ -9,7 +9,7 @@
 //! wait for it, no other connection does.
 
 use std::io;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -75,7 +75,7 @@ pub async fn serve_tcp(
     limits: TcpLimits,
 ) {
     let slots = Arc::new(Semaphore::new(limits.max_connections));
-    let per_source = PerSource::default();
+    let per_source = crate::limit::PerSource::default();
     loop {
         let accepted = tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -110,44 +110,6 @@ pub async fn serve_tcp(
             }
             drop((slot, held));
         });
-    }
-}
-
-/// The connections each source address holds.
-#[derive(Default, Clone)]
-struct PerSource(Arc<std::sync::Mutex<std::collections::HashMap<IpAddr, usize>>>);
-
-/// One connection counted against its source, until dropped.
-struct Held {
-    sources: PerSource,
-    source: IpAddr,
-}
-
-impl PerSource {
-    /// Counts a connection from `source`, unless it holds `most` already.
-    fn take(&self, source: IpAddr, most: usize) -> Option<Held> {
-        let mut held = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        let count = held.entry(source).or_default();
-        if *count >= most {
-            return None;
-        }
-        *count += 1;
-        Some(Held {
-            sources: self.clone(),
-            source,
-        })
-    }
-}
-
-impl Drop for Held {
-    fn drop(&mut self) {
-        let mut held = self.sources.0.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(count) = held.get_mut(&self.source) {
-            *count -= 1;
-            if *count == 0 {
-                held.remove(&self.source);
-            }
-        }
     }
 }
 

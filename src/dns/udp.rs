@@ -27,8 +27,9 @@ use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 use tokio_util::sync::CancellationToken;
 
 use super::answer::MAX_UDP_PAYLOAD;
-use super::limit::{Verdict, truncated_reply};
+use super::limit::truncated_reply;
 use super::{Handled, Responder, Transport};
+use crate::limit::Verdict;
 
 /// Datagrams taken per `recvmmsg` call, at most.
 const BATCH: usize = 32;

@@ -52,14 +52,15 @@ pub(crate) enum Store {
 }
 
 impl Store {
-    /// Opens the store and returns what it holds.
-    pub(crate) fn open(kind: &StoreKind) -> Result<(Store, Vec<StoredInstance>), StoreError> {
+    /// Opens the store and hands `each` of what it holds, one at a time
+    /// (never all of it at once: see [`crate::registry::Registry::restoring`]).
+    pub(crate) fn open(
+        kind: &StoreKind,
+        each: &mut dyn FnMut(StoredInstance),
+    ) -> Result<Store, StoreError> {
         match kind {
-            StoreKind::Memory => Ok((Store::Memory, Vec::new())),
-            StoreKind::Sqlite(path) => {
-                let (store, stored) = sqlite::SqliteStore::open(path)?;
-                Ok((Store::Sqlite(store), stored))
-            }
+            StoreKind::Memory => Ok(Store::Memory),
+            StoreKind::Sqlite(path) => Ok(Store::Sqlite(sqlite::SqliteStore::open(path, each)?)),
         }
     }
 

@@ -26,6 +26,14 @@ pub enum StoreError {
     /// A write could not be committed; nothing was acknowledged.
     #[error("store write failed: {0}")]
     Write(String),
+    /// A commit failed (an fsync that reported an error, say) after the
+    /// write reached the file, and a restart would restore it: it is
+    /// applied and served, but the disk did not confirm it.
+    #[error(
+        "store write failed ({0}), but the change reached the database file and is applied: \
+         a restart keeps it, a power loss before the disk recovers may not"
+    )]
+    Kept(String),
     #[error("store is closed")]
     Closed,
 }
@@ -37,6 +45,18 @@ pub(crate) struct StoredInstance {
     pub spec: ValidRegistration,
     pub health: Health,
     pub registered_at_ms: u64,
+}
+
+impl StoredInstance {
+    /// What the registry restores: the registration, who it is, its health.
+    pub(crate) fn into_parts(self) -> (ValidRegistration, crate::registry::Identity, Health) {
+        let identity = crate::registry::Identity {
+            id: self.id,
+            registered_at_ms: self.registered_at_ms,
+            replaces: false,
+        };
+        (self.spec, identity, self.health)
+    }
 }
 
 /// A change to persist.

@@ -39,8 +39,11 @@ pub(crate) struct SqliteStore {
 
 impl SqliteStore {
     /// Opens (creating if needed) the database at `path`, checks it is ours,
-    /// and returns every stored registration.
-    pub(crate) fn open(path: &Path) -> Result<(SqliteStore, Vec<StoredInstance>), StoreError> {
+    /// and hands `each` stored registration over, row by row.
+    pub(crate) fn open(
+        path: &Path,
+        each: &mut dyn FnMut(StoredInstance),
+    ) -> Result<SqliteStore, StoreError> {
         let shown = path.display().to_string();
         let open_error = |e: &dyn std::fmt::Display| StoreError::Open {
             path: shown.clone(),
@@ -63,7 +66,7 @@ impl SqliteStore {
             .and_then(|_| connection.busy_timeout(std::time::Duration::from_secs(5)))
             .and_then(|_| create_schema(&connection))
             .map_err(|e| open_error(&e))?;
-        let stored = load(&connection).map_err(|e| open_error(&e))?;
+        load(&connection, each).map_err(|e| open_error(&e))?;
 
         let (sender, receiver) = mpsc::unbounded_channel();
         let path_buf: PathBuf = path.to_path_buf();
@@ -75,7 +78,7 @@ impl SqliteStore {
             queue: Arc::new(Mutex::new(Some(sender))),
             writer: Arc::new(Mutex::new(Some(writer))),
         };
-        Ok((store, stored))
+        Ok(store)
     }
 
     /// Queues `write` and waits for its commit.
@@ -165,7 +168,7 @@ fn parse_health(text: &str) -> Health {
 
 /// Every stored registration. A row that no longer validates is logged and
 /// skipped rather than served.
-fn load(connection: &Connection) -> rusqlite::Result<Vec<StoredInstance>> {
+fn load(connection: &Connection, each: &mut dyn FnMut(StoredInstance)) -> rusqlite::Result<()> {
     let mut statement =
         connection.prepare("SELECT id, registration, health, registered_at_ms FROM instances")?;
     let rows = statement.query_map([], |row| {
@@ -176,14 +179,13 @@ fn load(connection: &Connection) -> rusqlite::Result<Vec<StoredInstance>> {
             row.get::<_, i64>(3)?,
         ))
     })?;
-    let mut stored = Vec::new();
     for row in rows {
         let (id, registration, health, registered_at_ms) = row?;
         let parsed = Uuid::parse_str(&id)
             .map_err(|e| e.to_string())
             .and_then(|id| parse_registration(&registration).map(|spec| (id, spec)));
         match parsed {
-            Ok((id, spec)) => stored.push(StoredInstance {
+            Ok((id, spec)) => each(StoredInstance {
                 id,
                 spec,
                 health: parse_health(&health),
@@ -194,16 +196,23 @@ fn load(connection: &Connection) -> rusqlite::Result<Vec<StoredInstance>> {
             }
         }
     }
-    Ok(stored)
+    Ok(())
 }
 
 /// The writer thread: commit whatever is queued as one transaction, reply to
 /// each, repeat until every handle is gone.
-fn run_writer(
-    mut connection: Connection,
-    mut queue: mpsc::UnboundedReceiver<Request>,
-    path: PathBuf,
-) {
+///
+/// A failed commit may still have reached the file: when its fsync fails
+/// after the WAL frames were written, SQLite treats the transaction as not
+/// committed, but a restart's recovery finds the frames and replays them.
+/// So after a failed commit the connection is closed and the database
+/// opened again, which recovers exactly as a restart would, and each write
+/// is told what that recovery kept: [`StoreError::Write`] when nothing of it
+/// is in the file (the client is told nothing changed, and nothing does),
+/// [`StoreError::Kept`] when it is (the registrar applies it, so memory,
+/// the file and the client agree).
+fn run_writer(connection: Connection, mut queue: mpsc::UnboundedReceiver<Request>, path: PathBuf) {
+    let mut connection = Some(connection);
     let mut batch: Vec<Request> = Vec::new();
     while let Some(first) = queue.blocking_recv() {
         batch.push(first);
@@ -213,14 +222,91 @@ fn run_writer(
                 Err(_) => break,
             }
         }
-        let result =
-            commit(&mut connection, &batch, &path).map_err(|e| StoreError::Write(e.to_string()));
-        if let Err(error) = &result {
-            tracing::error!(%error, writes = batch.len(), "store commit failed; nothing in it was acknowledged");
+        let Some(open) = connection.as_mut() else {
+            for (_, reply) in batch.drain(..) {
+                let _ = reply.send(Err(StoreError::Write(
+                    "the database could not be reopened".into(),
+                )));
+            }
+            continue;
+        };
+        match commit(open, &batch, &path) {
+            Ok(()) => {
+                for (_, reply) in batch.drain(..) {
+                    let _ = reply.send(Ok(()));
+                }
+            }
+            Err(Failure::Before(error)) => {
+                tracing::error!(%error, writes = batch.len(), "store commit refused; nothing in it was acknowledged");
+                for (_, reply) in batch.drain(..) {
+                    let _ = reply.send(Err(StoreError::Write(error.clone())));
+                }
+            }
+            Err(Failure::Commit(error)) => {
+                drop(connection.take());
+                connection = reopen(&path)
+                    .inspect_err(|e| tracing::error!(error = %e, "cannot reopen the database after a failed commit"))
+                    .ok();
+                let kept = batch
+                    .iter()
+                    .filter(|(write, _)| connection.as_ref().is_some_and(|c| is_kept(c, write)));
+                tracing::error!(
+                    %error,
+                    writes = batch.len(),
+                    kept = kept.count(),
+                    "store commit failed; what a restart would restore is applied, the rest refused"
+                );
+                for (write, reply) in batch.drain(..) {
+                    let kept = connection.as_ref().is_some_and(|c| is_kept(c, &write));
+                    let answer = if kept {
+                        StoreError::Kept(error.clone())
+                    } else {
+                        StoreError::Write(error.clone())
+                    };
+                    let _ = reply.send(Err(answer));
+                }
+            }
         }
-        for (_, reply) in batch.drain(..) {
-            let _ = reply.send(result.clone());
-        }
+    }
+}
+
+/// Why a commit failed: before anything was written (a file removed), or
+/// in SQLite, possibly after its frames reached the WAL.
+enum Failure {
+    Before(String),
+    Commit(String),
+}
+
+/// Opens the database again, as a restart would (recovering the WAL).
+fn reopen(path: &Path) -> rusqlite::Result<Connection> {
+    let connection = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    connection.pragma_update(None, "journal_mode", "WAL")?;
+    connection.pragma_update(None, "synchronous", "FULL")?;
+    connection.busy_timeout(std::time::Duration::from_secs(5))?;
+    Ok(connection)
+}
+
+/// Whether the file holds `write`'s effect.
+fn is_kept(connection: &Connection, write: &Write) -> bool {
+    let row = |id: &Uuid| -> Option<(String, String)> {
+        connection
+            .query_row(
+                "SELECT registration, health FROM instances WHERE id = ?1",
+                params![id.to_string()],
+                |row| Ok((row.get(0)?, row.get(1)?)),
+            )
+            .ok()
+    };
+    match write {
+        Write::Put(instance) => row(&instance.id).is_some_and(|(registration, health)| {
+            registration == registration_json(&instance.spec) && health == instance.health.as_str()
+        }),
+        Write::Health { id, health } => row(id).is_some_and(|(_, kept)| kept == health.as_str()),
+        Write::Delete(id) => row(id).is_none(),
+        Write::DeleteMany(ids) => ids.iter().all(|id| row(id).is_none()),
     }
 }
 
@@ -231,17 +317,19 @@ fn run_writer(
 /// appending to the unlinked inode, so a crash loses every write acknowledged
 /// since (found by tests/it/store.rs; the WAL exists from `open` on, since
 /// `create_schema` writes).
-fn commit(connection: &mut Connection, batch: &[Request], path: &Path) -> rusqlite::Result<()> {
+fn commit(connection: &mut Connection, batch: &[Request], path: &Path) -> Result<(), Failure> {
     let mut wal = path.as_os_str().to_owned();
     wal.push("-wal");
     for file in [path, Path::new(&wal)] {
         if !file.exists() {
-            return Err(rusqlite::Error::SqliteFailure(
-                rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_IOERR),
-                Some(format!("{} was removed", file.display())),
-            ));
+            return Err(Failure::Before(format!("{} was removed", file.display())));
         }
     }
+    apply(connection, batch).map_err(|e| Failure::Commit(e.to_string()))
+}
+
+/// The batch's statements in one transaction, committed.
+fn apply(connection: &mut Connection, batch: &[Request]) -> rusqlite::Result<()> {
     let transaction = connection.transaction()?;
     {
         let mut put = transaction.prepare_cached(

@@ -651,3 +651,83 @@ async fn https_checks_verify_the_certificate_unless_told_not_to() {
     );
     server.stop().await;
 }
+
+/// A host that takes connections and never answers: a listener on
+/// 127.0.0.2 that never accepts (the kernel completes the handshakes), so
+/// every HTTP check against it holds its slot for its whole timeout.
+fn silent_host() -> (std::net::TcpListener, String) {
+    let listener = std::net::TcpListener::bind("127.0.0.2:0").unwrap();
+    let url = format!("http://{}/", listener.local_addr().unwrap());
+    (listener, url)
+}
+
+/// `count` instances of type `spam`, each checked against `url` every 5 s
+/// with a 5 s timeout.
+async fn register_spam(server: &TestServer, url: &str, count: usize) {
+    for n in 0..count {
+        let check = json!({"http": url, "interval": 5, "timeout": 5});
+        let host = format!("10.1.{}.{}", n / 256, n % 256);
+        let spam = Registration::new(&format!("s{n}"), "spam", &host, 80)
+            .ttl(300)
+            .check(check);
+        server.register(&spam).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn checks_against_a_host_that_never_answers_leave_slots_for_the_others() {
+    let server = TestServer::start_with(|config| {
+        config.checks.max_in_flight = 8;
+        config.checks.max_in_flight_per_target = 4;
+    })
+    .await;
+    let (_silent, url) = silent_host();
+    register_spam(&server, &url, 100).await;
+    let endpoint = Endpoint::start(Mode::Status(200)).await;
+    for n in 1..=5 {
+        let check = json!({"http": endpoint.url(), "interval": 1, "timeout": 1});
+        server
+            .register(&checked(&format!("h{n}"), n, 300, check))
+            .await;
+    }
+    let before = endpoint.requests();
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    // 5 checks a second: about 30 in 6 s. Starved behind the silent host
+    // (8 slots held 5 s at a time by 100 checks), they would get a handful.
+    let ran = endpoint.requests() - before;
+    assert!(ran >= 15, "the honest checks ran {ran} times in 6 s");
+    assert_eq!(served(&server).await.len(), 5);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instance_whose_check_waits_for_a_slot_is_not_expired_for_it() {
+    // Every slot is held by checks against the silent host, whose queue
+    // never empties: the honest checks wait for a slot for seconds at a time.
+    let server = TestServer::start_with(|config| {
+        config.checks.max_in_flight = 2;
+        config.checks.max_in_flight_per_target = 2;
+    })
+    .await;
+    let (_silent, url) = silent_host();
+    register_spam(&server, &url, 200).await;
+    let endpoint = Endpoint::start(Mode::Status(200)).await;
+    let mut ids = Vec::new();
+    for n in 1..=3 {
+        let check = json!({"http": endpoint.url(), "interval": 1, "timeout": 1});
+        // Kept alive by its check alone: no heartbeat, a 2 s TTL.
+        let service = server
+            .register(&checked(&format!("h{n}"), n, 2, check))
+            .await;
+        ids.push(id_of(&service));
+    }
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    for id in &ids {
+        let (status, body) = server.get(&format!("/v1/services/{id}")).await;
+        assert_eq!(status, 200, "still registered after 3 TTLs: {body}");
+    }
+    // And the spam itself, critical once its checks time out, is not held
+    // alive by waiting: that rule only covers instances a result would
+    // renew. (Its TTL is 300 s, so it is still listed; its health shows.)
+    let spam = server.list("?type=spam").await;
+    assert_eq!(spam.len(), 200);
+}

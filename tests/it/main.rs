@@ -5,6 +5,7 @@
 mod support;
 
 mod admin;
+mod admin_limits;
 mod checks;
 mod cli;
 mod client;

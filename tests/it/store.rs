@@ -629,6 +629,140 @@ async fn a_removed_wal_file_refuses_writes_instead_of_losing_them_in_a_crash() {
     );
 }
 
+/// strace attached to every thread of `pid`, failing each fsync and
+/// fdatasync with EIO (a disk that lost the write) until dropped.
+struct FailingFsync(std::process::Child);
+
+impl FailingFsync {
+    fn attach(pid: u32) -> FailingFsync {
+        let mut child = std::process::Command::new("strace")
+            .args(["-f", "-qq", "-o", "/dev/null", "-p", &pid.to_string()])
+            .args(["-e", "trace=fsync,fdatasync"])
+            .args(["-e", "inject=fsync,fdatasync:error=EIO"])
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("strace is installed (.ci/run installs it)");
+        // -qq silences "attached"; wait until every thread is traced.
+        let threads = std::fs::read_dir(format!("/proc/{pid}/task"))
+            .unwrap()
+            .count();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let traced = std::fs::read_dir(format!("/proc/{pid}/task"))
+                .unwrap()
+                .filter_map(|task| {
+                    let status = std::fs::read_to_string(task.ok()?.path().join("status")).ok()?;
+                    let tracer = status.lines().find(|l| l.starts_with("TracerPid:"))?;
+                    (tracer.split_whitespace().nth(1)? != "0").then_some(())
+                })
+                .count();
+            if traced >= threads {
+                break;
+            }
+            if let Ok(Some(status)) = child.try_wait() {
+                let mut error = String::new();
+                let _ = std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut error);
+                panic!("strace could not attach ({status}): {error}");
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "strace attached to {traced} of {threads} threads"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        FailingFsync(child)
+    }
+}
+
+impl Drop for FailingFsync {
+    fn drop(&mut self) {
+        // SIGTERM: strace detaches and the process runs on untraced.
+        let _ = std::process::Command::new("kill")
+            .arg(self.0.id().to_string())
+            .status();
+        let _ = self.0.wait();
+    }
+}
+
+/// What the client was told of a write that failed in the store: `Some(true)`
+/// applied although unconfirmed, `Some(false)` nothing changed.
+fn told((status, body): &(u16, Value), what: &str) -> bool {
+    assert_eq!(*status, 503, "{what} with fsync failing: {body}");
+    let error = body["error"].as_str().expect("a JSON error");
+    let refused = error.contains("nothing was changed");
+    let applied = error.contains("is applied");
+    assert!(
+        refused != applied,
+        "{what}: the error says which it was: {error}"
+    );
+    applied
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_failed_fsync_memory_a_restart_and_the_client_agree() {
+    let dir = ScratchDir::new("eio");
+    let (store, db) = dir.sqlite();
+    let mut server = Process::start_in(dir.path(), &on_store(&store)).await;
+    let api = server.api.clone();
+    let a = id_of(&api.register(&web("a", "10.0.0.1", 3600)).await);
+    let c = id_of(&api.register(&web("c", "10.0.0.3", 3600)).await);
+
+    let strace = FailingFsync::attach(server.pid());
+    let registered = api.try_register(&web("b", "10.0.0.2", 3600)).await;
+    let deregistered = api.deregister(&a).await;
+    let turned = api.heartbeat_reporting(&c, "critical").await;
+    let listed = services(&api).await;
+    drop(strace);
+
+    // What memory serves is what the client was told.
+    let b_applied = told(&registered, "register b");
+    let a_applied = told(&deregistered, "deregister a");
+    let c_applied = told(&turned, "critical heartbeat on c");
+    eprintln!("applied although unconfirmed: b {b_applied}, a {a_applied}, c {c_applied}");
+    let b_served = names(&listed).contains(&"b".to_string());
+    assert_eq!(b_served, b_applied, "b served as told: {listed:?}");
+    assert_eq!(!listed.contains_key(&a), a_applied, "a as told");
+    let c_health = &listed[&c]["health"];
+    assert_eq!(c_health == "critical", c_applied, "c is {c_health}");
+    let dns = a_records(&server, "web").await;
+    assert_eq!(
+        dns.contains(&Ipv4Addr::new(10, 0, 0, 2)),
+        b_applied,
+        "{dns:?}"
+    );
+    assert_eq!(
+        dns.contains(&Ipv4Addr::new(10, 0, 0, 1)),
+        !a_applied,
+        "{dns:?}"
+    );
+    assert_eq!(
+        dns.contains(&Ipv4Addr::new(10, 0, 0, 3)),
+        !c_applied,
+        "{dns:?}"
+    );
+
+    // And a crash now restores exactly that.
+    server.kill_9().await;
+    assert_eq!(integrity_check(&db), "ok");
+    let mut server = server.restart().await;
+    let restored = services(&server).await;
+    assert_eq!(
+        names(&restored),
+        names(&listed),
+        "a restart restores what was served"
+    );
+    assert_eq!(restored[&c]["health"], *c_health);
+
+    // The store works again once the disk does.
+    let fresh = id_of(&server.api.register(&web("fresh", "10.0.0.5", 3600)).await);
+    server.kill_9().await;
+    let server = server.restart().await;
+    assert_eq!(
+        server.api.get(&format!("/v1/services/{fresh}")).await.0,
+        200
+    );
+}
+
 // ---------------------------------------------------------------------------
 // Restart
 

@@ -487,6 +487,11 @@ impl Process {
         }
     }
 
+    /// Its process id, while it runs.
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id().expect("still running")
+    }
+
     /// Everything it logged so far, one line each.
     pub(crate) fn logs(&self) -> String {
         self.log.lock().unwrap().join("\n")
@@ -576,11 +581,15 @@ pub(crate) fn ipv4s(records: &[Record]) -> Vec<Ipv4Addr> {
 }
 
 /// Registers `count` instances of `service_type` concurrently: `i<NN>` at
-/// [`many_ip`]`(NN)`, port 1000 + NN, TTL 60.
+/// [`many_ip`]`(NN)`, port 1000 + NN, TTL 60. At most 64 at a time, as a
+/// client's connection pool would: one source may hold only so many admin
+/// connections (`admin.max_connections_per_source`).
 pub(crate) async fn register_many(server: &TestServer, service_type: &str, count: usize) {
     let mut tasks = tokio::task::JoinSet::new();
+    let pool = Arc::new(tokio::sync::Semaphore::new(64));
     for i in 0..count {
         let api = server.api.clone();
+        let pool = pool.clone();
         let port = 1000 + u16::try_from(i).expect("a port");
         let registration = Registration::new(
             &format!("i{i:02}"),
@@ -589,7 +598,10 @@ pub(crate) async fn register_many(server: &TestServer, service_type: &str, count
             port,
         )
         .ttl(60);
-        tasks.spawn(async move { api.register(&registration).await });
+        tasks.spawn(async move {
+            let _connection = pool.acquire().await.expect("never closed");
+            api.register(&registration).await
+        });
     }
     while let Some(result) = tasks.join_next().await {
         result.expect("registration task");
