@@ -85,7 +85,7 @@ port_free() {
 # start_signpost LOG ADMIN_PORT COMMAND...: starts COMMAND (a signpost binary with its options,
 # perhaps behind taskset) with --admin-listen 127.0.0.1:ADMIN_PORT, RUST_LOG=warn unless set,
 # output to LOG; adds it to $pids, sets $server_pid, and waits until /v1/health answers. Fails
-# with the end of LOG when the server exits or doesn't answer within 10 s.
+# with the end of LOG when the server exits or doesn't answer within $START_TIMEOUT (10) s.
 start_signpost() {
   local log=$1 port=$2
   shift 2
@@ -94,13 +94,13 @@ start_signpost() {
   server_pid=$!
   pids+=("$server_pid")
   local _
-  for _ in $(seq 1 100); do
+  for _ in $(seq 1 $((${START_TIMEOUT:-10} * 10))); do
     curl -sf "http://127.0.0.1:$port/v1/health" >/dev/null 2>&1 && return
     kill -0 "$server_pid" 2>/dev/null || break
     sleep 0.1
   done
   if kill -0 "$server_pid" 2>/dev/null; then
-    echo "$(basename "$0"): $* did not answer on 127.0.0.1:$port within 10 s; the end of $log:" >&2
+    echo "$(basename "$0"): $* did not answer on 127.0.0.1:$port within ${START_TIMEOUT:-10} s; the end of $log:" >&2
   else
     echo "$(basename "$0"): $* exited before answering on 127.0.0.1:$port; the end of $log:" >&2
   fi

@@ -363,7 +363,7 @@ impl Metrics {
 
 /// The gauges, computed from the registry when scraped.
 fn render_gauges(out: &mut String, registry: &Registry, subscribers: usize) {
-    // From the types' indexes (O(types)), not a pass over every instance.
+    // Running counts kept by the registry: O(1), not a pass over anything.
     let counts = registry.counts();
     let _ = writeln!(
         out,

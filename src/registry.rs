@@ -12,7 +12,7 @@
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, HashMap};
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -518,6 +518,11 @@ struct Shared {
     next_generation: AtomicU64,
     /// Bumped on every structural change; the SOA serial.
     version: AtomicU64,
+    /// Instances in every type's `healthy` and `warning` indexes, kept as
+    /// the indexes change (`publish_type`), so that `/v1/health` and
+    /// `/metrics` count without reading every type.
+    not_critical: AtomicUsize,
+    warning: AtomicUsize,
     /// What every lifetime is measured by.
     clock: Clock,
 }
@@ -542,6 +547,8 @@ impl Registry {
                 expiry: Mutex::new(BinaryHeap::new()),
                 next_generation: AtomicU64::new(1),
                 version: AtomicU64::new(1),
+                not_critical: AtomicUsize::new(0),
+                warning: AtomicUsize::new(0),
                 clock,
             }),
         }
@@ -798,19 +805,33 @@ impl Registry {
         self.shared.by_type.len()
     }
 
-    /// The counts `/v1/health` and `/metrics` report, from the types'
-    /// indexes: a pass over the types, not over the instances. Lapsed
-    /// instances count until the sweep (every 250 ms) removes them.
+    /// The counts `/v1/health` and `/metrics` report: running counts kept
+    /// as the types' indexes change, so O(1), read under the writer lock
+    /// so that they agree with each other. Lapsed instances count until
+    /// the sweep (every 250 ms) removes them.
     pub fn counts(&self) -> Counts {
-        let mut counts = Counts::default();
-        for entry in self.shared.by_type.iter() {
-            let set = entry.value();
-            counts.types += 1;
-            counts.instances += set.len();
-            counts.not_critical += set.healthy().len();
-            counts.warning += set.warning_count();
+        let shared = &self.shared;
+        let _writer = self.lock_writer();
+        Counts {
+            types: shared.by_type.len(),
+            instances: shared.by_id.len(),
+            not_critical: shared.not_critical.load(Ordering::Relaxed),
+            warning: shared.warning.load(Ordering::Relaxed),
         }
-        counts
+    }
+
+    /// Adds what one type's indexes gained or lost to the running counts.
+    fn count_change(&self, before: (usize, usize), after: (usize, usize)) {
+        let shared = &self.shared;
+        // Wrapping arithmetic: a loss is a wrapped-around addition.
+        let (not_critical, warning) = (
+            after.0.wrapping_sub(before.0),
+            after.1.wrapping_sub(before.1),
+        );
+        shared
+            .not_critical
+            .fetch_add(not_critical, Ordering::Relaxed);
+        shared.warning.fetch_add(warning, Ordering::Relaxed);
     }
 
     /// Number of instances held (including lapsed ones not yet swept).
@@ -961,7 +982,9 @@ impl Registry {
             None => None,
             Some(mut published) => match Arc::get_mut(published.value_mut()) {
                 Some(set) => {
+                    let before = tally(set);
                     edit(set);
+                    self.count_change(before, tally(set));
                     let empty = set.is_empty();
                     drop(published);
                     if empty {
@@ -972,14 +995,22 @@ impl Registry {
                 None => Some(published.value().clone()),
             },
         };
+        let before = held.as_deref().map_or((0, 0), tally);
         let mut set = held.map(|set| TypeSet::clone(&set)).unwrap_or_default();
         edit(&mut set);
+        self.count_change(before, tally(&set));
         if set.is_empty() {
             by_type.remove(service_type);
         } else {
             by_type.insert(service_type.to_string(), Arc::new(set));
         }
     }
+}
+
+/// What a type set adds to [`Counts`]: its not-critical and its warning
+/// instances.
+fn tally(set: &TypeSet) -> (usize, usize) {
+    (set.healthy().len(), set.warning_count())
 }
 
 /// A restore in progress: see [`Registry::restoring`]. Nothing is served
@@ -1030,9 +1061,10 @@ impl Restoring<'_> {
                 )));
             }
             loaded += instances.len();
-            shared
-                .by_type
-                .insert(service_type, Arc::new(TypeSet::from_sorted(instances)));
+            let set = TypeSet::from_sorted(instances);
+            let added = tally(&set);
+            let replaced = shared.by_type.insert(service_type, Arc::new(set));
+            registry.count_change(replaced.as_deref().map_or((0, 0), tally), added);
         }
         shared.version.fetch_add(1, Ordering::Relaxed);
         loaded
@@ -1068,6 +1100,64 @@ mod tests {
     fn register(registry: &Registry, spec: ValidRegistration) -> Registered {
         let identity = registry.identity_for(&spec);
         registry.register(spec, identity, Health::Passing)
+    }
+
+    /// The running counts equal a count of every type's indexes, through
+    /// registrations, replacements, health changes (snapshots held by a
+    /// reader or not), deregistrations, expiry and a restore.
+    #[test]
+    fn counts_kept_as_counters_match_a_full_count() {
+        let full_count = |registry: &Registry| {
+            let mut counts = Counts::default();
+            for set in registry.types().values() {
+                counts.types += 1;
+                counts.instances += set.len();
+                counts.not_critical += set.healthy().len();
+                counts.warning += set.warning_count();
+            }
+            counts
+        };
+        let registry = registry();
+        let mut rng = fastrand::Rng::with_seed(7);
+        let mut held = Vec::new();
+        for step in 0..2_000 {
+            let mut spec = spec(&format!("i{}", rng.u8(..40)), rng.u32(1..4));
+            spec.service_type = format!("t{}", rng.u8(..5));
+            match rng.u8(..10) {
+                0..=4 => drop(register(&registry, spec)),
+                5..=7 => {
+                    if let Some(instance) = registry
+                        .list()
+                        .get(rng.usize(..40.min(registry.len().max(1))))
+                    {
+                        let health =
+                            [Health::Passing, Health::Warning, Health::Critical][rng.usize(..3)];
+                        let _ = registry.heartbeat(instance.id, health, None);
+                    }
+                }
+                8 => {
+                    if let Some(instance) = registry.list().first() {
+                        registry.deregister(instance.id);
+                    }
+                }
+                _ => drop(registry.sweep(registry.now_ms() + 2_500)),
+            }
+            // A reader holding snapshots makes the next edits copy.
+            if step % 7 == 0 {
+                held = registry.types().into_values().collect();
+            }
+            assert_eq!(registry.counts(), full_count(&registry), "step {step}");
+        }
+        drop(held);
+        let restored = Registry::new(Name::from_ascii("svc.local.").unwrap());
+        let entries: Vec<_> = registry
+            .list()
+            .into_iter()
+            .map(|i| (i.spec.clone(), registry.identity_for(&i.spec), i.health()))
+            .collect();
+        restored.restore(entries);
+        assert_eq!(restored.counts(), full_count(&restored));
+        assert_eq!(restored.counts(), registry.counts());
     }
 
     #[test]

@@ -85,13 +85,17 @@ pub struct Registration {
     #[serde(rename = "type")]
     pub service_type: String,
     pub host: String,
+    #[serde(deserialize_with = "crate::validate::whole_number")]
     pub port: i64,
     #[serde(default)]
     pub tags: Vec<String>,
     #[serde(default)]
     pub metadata: BTreeMap<String, String>,
+    #[serde(default, deserialize_with = "crate::validate::optional_whole_number")]
     pub ttl: Option<i64>,
+    #[serde(default, deserialize_with = "crate::validate::optional_whole_number")]
     pub priority: Option<i64>,
+    #[serde(default, deserialize_with = "crate::validate::optional_whole_number")]
     pub weight: Option<i64>,
     /// Where the instance runs (a zone, a rack): a DNS label. Clients in the
     /// same locality are answered with it first (`dns.locality`).

@@ -126,6 +126,56 @@ pub(crate) fn abbreviate(value: &str) -> String {
     format!("{}…", &value[..end])
 }
 
+/// A JSON integer, also when written with a zero fraction (`8080.0`): JSON
+/// Schema, and so the OpenAPI document, counts that as an integer, and some
+/// encoders write every number so. A real fraction (`1.5`) is refused.
+pub(crate) fn whole_number<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<i64, D::Error> {
+    <Whole as serde::Deserialize>::deserialize(deserializer).map(|whole| whole.0)
+}
+
+/// [`whole_number`], or `null`.
+pub(crate) fn optional_whole_number<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<i64>, D::Error> {
+    <Option<Whole> as serde::Deserialize>::deserialize(deserializer).map(|whole| whole.map(|w| w.0))
+}
+
+/// An integer read by [`whole_number`].
+struct Whole(i64);
+
+impl<'de> serde::Deserialize<'de> for Whole {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Whole, D::Error> {
+        use serde::de::{Error, Unexpected, Visitor};
+        struct WholeVisitor;
+        impl Visitor<'_> for WholeVisitor {
+            type Value = Whole;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an integer")
+            }
+            fn visit_i64<E: Error>(self, value: i64) -> Result<Whole, E> {
+                Ok(Whole(value))
+            }
+            fn visit_u64<E: Error>(self, value: u64) -> Result<Whole, E> {
+                i64::try_from(value)
+                    .map(Whole)
+                    .map_err(|_| E::invalid_value(Unexpected::Unsigned(value), &self))
+            }
+            fn visit_f64<E: Error>(self, value: f64) -> Result<Whole, E> {
+                // Within ±2^53 every whole f64 is exact, and far beyond
+                // every range a field allows.
+                if value.fract() == 0.0 && value.abs() <= 9_007_199_254_740_992.0 {
+                    Ok(Whole(value as i64))
+                } else {
+                    Err(E::invalid_type(Unexpected::Float(value), &self))
+                }
+            }
+        }
+        deserializer.deserialize_any(WholeVisitor)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

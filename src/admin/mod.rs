@@ -8,8 +8,10 @@ mod body;
 mod error;
 mod events;
 mod filters;
+mod openapi;
 mod serve;
 mod state;
+mod ui;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -49,6 +51,8 @@ pub(crate) fn router(state: AdminState) -> Router {
         .route("/v1/events", get(events::stream))
         .route("/v1/health", get(health))
         .route("/metrics", get(metrics))
+        .route("/v1/openapi.json", get(openapi::document))
+        .merge(ui::routes())
         .fallback(|| async { ApiError::NotFound("no such endpoint".into()) })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed });
     // Without a token there is nothing to check: no layer at all, rather
@@ -362,8 +366,8 @@ async fn types(State(state): State<Arc<AdminState>>) -> Json<serde_json::Value> 
 
 async fn health(State(state): State<Arc<AdminState>>) -> Json<serde_json::Value> {
     let now = state.registry.now_ms();
-    // Counts from the types' indexes: an O(types) read, so that probes
-    // looping on it cost nothing that grows with the instances.
+    // Running counts kept by the registry: O(1), so that probes looping on
+    // it cost nothing that grows with the registry.
     let counts = state.registry.counts();
     Json(json!({
         "status": "ok",

@@ -41,7 +41,9 @@ pub struct CheckRegistration {
     pub tcp: Option<String>,
     pub interval: Option<f64>,
     pub timeout: Option<f64>,
+    #[serde(default, deserialize_with = "crate::validate::optional_whole_number")]
     pub failures_before_critical: Option<i64>,
+    #[serde(default, deserialize_with = "crate::validate::optional_whole_number")]
     pub successes_before_passing: Option<i64>,
     pub deregister_after: Option<f64>,
     pub tls_skip_verify: Option<bool>,
@@ -221,7 +223,7 @@ impl CheckRegistration {
             (Some(url), None) => {
                 CheckTarget::Http(http_target(url, self.tls_skip_verify.unwrap_or(false))?)
             }
-            (None, Some(_)) if self.tls_skip_verify.is_some() => {
+            (None, Some(_)) if self.tls_skip_verify == Some(true) => {
                 return Err(invalid(
                     "check.tls_skip_verify applies only to https:// URLs",
                 ));
@@ -242,18 +244,23 @@ impl CheckRegistration {
             1.0,
             3600.0,
         )?;
+        // A timeout longer than the interval is cut to it: a check never
+        // runs into the next one. (Cut rather than refused, so that the
+        // rule is one the OpenAPI document can state: JSON Schema cannot
+        // compare two fields.)
         let timeout = match self.timeout {
-            None => interval.min(Duration::from_secs_f64(DEFAULT_TIMEOUT_SECS)),
+            None => DEFAULT_TIMEOUT_SECS,
             Some(value) => {
-                if !value.is_finite() || value < 0.01 || value > interval.as_secs_f64() {
+                if !value.is_finite() || !(0.01..=3600.0).contains(&value) {
                     return Err(invalid(format!(
-                        "check.timeout must be 0.01 seconds up to check.interval ({} s), got {value}",
-                        interval.as_secs_f64()
+                        "check.timeout must be 0.01-3600 seconds (and is cut to check.interval), \
+                         got {value}"
                     )));
                 }
-                Duration::from_secs_f64(value)
+                value
             }
         };
+        let timeout = interval.min(Duration::from_secs_f64(timeout));
         let deregister_after = self
             .deregister_after
             .map(|value| {
@@ -370,7 +377,8 @@ mod tests {
         );
         assert_eq!(spec.to_json()["tls_skip_verify"], json!(true));
         assert!(check(json!({"http": "http://h/", "tls_skip_verify": true})).is_err());
-        assert!(check(json!({"tcp": "h:1", "tls_skip_verify": false})).is_err());
+        assert!(check(json!({"tcp": "h:1", "tls_skip_verify": true})).is_err());
+        assert!(check(json!({"tcp": "h:1", "tls_skip_verify": false})).is_ok());
         for bad in [
             "",
             "10.0.0.5:80",
@@ -410,7 +418,9 @@ mod tests {
     fn numbers() {
         assert!(check(json!({"tcp": "h:1", "interval": 0.5})).is_err());
         assert!(check(json!({"tcp": "h:1", "interval": 3601})).is_err());
-        assert!(check(json!({"tcp": "h:1", "interval": 2, "timeout": 3})).is_err());
+        let cut = check(json!({"tcp": "h:1", "interval": 2, "timeout": 3})).unwrap();
+        assert_eq!(cut.timeout, Duration::from_secs(2), "cut to the interval");
+        assert!(check(json!({"tcp": "h:1", "timeout": 3601})).is_err());
         assert!(check(json!({"tcp": "h:1", "timeout": 0})).is_err());
         assert!(check(json!({"tcp": "h:1", "failures_before_critical": 0})).is_err());
         assert!(check(json!({"tcp": "h:1", "successes_before_passing": 101})).is_err());

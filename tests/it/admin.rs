@@ -14,7 +14,7 @@ use hickory_proto::rr::RecordType;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use crate::support::{Registration, TestServer, id_of, metric, unix_now};
+use crate::support::{Registration, TestServer, id_of, metric, read_checked, unix_now};
 
 // ---------------------------------------------------------------------------
 // Helpers
@@ -29,13 +29,18 @@ async fn send(
     content_type: Option<&str>,
     body: Vec<u8>,
 ) -> (u16, Value) {
-    let mut request = server.http.request(method, server.url(path)).body(body);
+    let mut request = server
+        .http
+        .request(method.clone(), server.url(path))
+        .body(body);
     if let Some(content_type) = content_type {
         request = request.header(reqwest::header::CONTENT_TYPE, content_type);
     }
     let response = request.send().await.expect("admin api answers");
-    let status = response.status().as_u16();
-    (status, response.json().await.unwrap_or(Value::Null))
+    let (status, body) = read_checked(&method, path, response)
+        .await
+        .expect("admin api answers");
+    (status, serde_json::from_slice(&body).unwrap_or(Value::Null))
 }
 
 /// A minimal valid registration of `name` of type `web`.
@@ -1217,21 +1222,21 @@ async fn admin_token_guards_every_change() {
     ) -> (u16, Value, Option<String>) {
         let mut request = server
             .http
-            .request(method, server.url(path))
+            .request(method.clone(), server.url(path))
             .header(reqwest::header::CONTENT_TYPE, "application/json")
             .body(body);
         if let Some(auth) = auth {
             request = request.header(reqwest::header::AUTHORIZATION, auth);
         }
         let response = request.send().await.unwrap();
-        let status = response.status().as_u16();
         let challenge = response
             .headers()
             .get(reqwest::header::WWW_AUTHENTICATE)
             .map(|v| v.to_str().unwrap().to_string());
+        let (status, body) = read_checked(&method, path, response).await.unwrap();
         (
             status,
-            response.json().await.unwrap_or(Value::Null),
+            serde_json::from_slice(&body).unwrap_or(Value::Null),
             challenge,
         )
     }
@@ -1362,7 +1367,6 @@ async fn no_token_configured_means_no_token_needed() {
 async fn unknown_paths_are_404_and_wrong_methods_405() {
     let server = TestServer::start().await;
     for path in [
-        "/",
         "/v1",
         "/v1/nope",
         "/v2/services",

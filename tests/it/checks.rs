@@ -533,10 +533,7 @@ async fn every_check_rule_is_enforced() {
         (json!({"tcp": "h:1", "interval": 0.5}), "check.interval"),
         (json!({"tcp": "h:1", "interval": 3601}), "check.interval"),
         (json!({"tcp": "h:1", "interval": "10s"}), "check.interval"),
-        (
-            json!({"tcp": "h:1", "interval": 5, "timeout": 6}),
-            "check.timeout",
-        ),
+        (json!({"tcp": "h:1", "timeout": 3601}), "check.timeout"),
         (json!({"tcp": "h:1", "timeout": 0}), "check.timeout"),
         (json!({"tcp": "h:1", "timeout": -1}), "check.timeout"),
         (

@@ -136,7 +136,7 @@ impl Drop for Knot {
 
 /// A port free for UDP and TCP on 127.0.0.1 (for a moment: another
 /// program could take it before Knot does).
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     loop {
         let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
         let port = udp.local_addr().unwrap().port();

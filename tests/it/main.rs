@@ -2,7 +2,9 @@
 //! Every test starts the real server on port 0 and talks to it over real
 //! UDP, TCP and HTTP.
 
+mod schema;
 mod support;
+mod webdriver;
 
 mod admin;
 mod admin_limits;
@@ -10,15 +12,19 @@ mod checks;
 mod cli;
 mod client;
 mod commands;
+mod deploy;
 mod dns;
 mod events;
 mod forward;
+mod forwarders;
 mod fuzz;
 mod hardening;
 mod lifetime;
 mod limits;
 mod live;
 mod nameserver;
+mod openapi;
 mod run;
 mod steering;
 mod store;
+mod ui;

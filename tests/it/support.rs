@@ -122,13 +122,11 @@ impl Api {
         path: &str,
         body: Option<&Value>,
     ) -> reqwest::Result<(u16, Value)> {
-        let mut request = self.http.request(method, self.url(path));
+        let mut request = self.http.request(method.clone(), self.url(path));
         if let Some(body) = body {
             request = request.json(body);
         }
-        let response = request.send().await?;
-        let status = response.status().as_u16();
-        let bytes = response.bytes().await?;
+        let (status, bytes) = read_checked(&method, path, request.send().await?).await?;
         Ok((
             status,
             serde_json::from_slice(&bytes).unwrap_or(Value::Null),
@@ -234,6 +232,27 @@ impl Api {
     pub(crate) async fn metric(&self, series: &str) -> Option<f64> {
         metric(&self.metrics().await, series)
     }
+}
+
+/// Reads a response of the admin API to the end, checking it against the
+/// OpenAPI document (`schema::check_response`: panics when the document
+/// does not describe it); returns the status and the body.
+pub(crate) async fn read_checked(
+    method: &reqwest::Method,
+    path: &str,
+    response: reqwest::Response,
+) -> reqwest::Result<(u16, bytes::Bytes)> {
+    let status = response.status().as_u16();
+    let headers = response.headers().clone();
+    let body = response.bytes().await?;
+    crate::schema::check_response(&crate::schema::Received {
+        method: method.as_str(),
+        target: path,
+        status,
+        headers: &headers,
+        body: &body,
+    });
+    Ok((status, body))
 }
 
 /// A running signpost, stopped when dropped; its admin API is [`Api`]'s
@@ -963,6 +982,7 @@ impl EventStream {
             }
             let value = serde_json::from_str(&data.join("\n"))
                 .unwrap_or_else(|e| panic!("data is JSON ({e}): {block:?}"));
+            crate::schema::check_event(&value);
             Some(Sse::Data(value))
         })
         .await
