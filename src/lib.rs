@@ -33,6 +33,9 @@ pub(crate) mod clock;
 pub mod config;
 pub mod dns;
 pub(crate) mod events;
+#[cfg(any(test, feature = "fuzzing"))]
+#[doc(hidden)]
+pub mod fuzzing;
 pub(crate) mod limit;
 pub mod metrics;
 pub(crate) mod names;

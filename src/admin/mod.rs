@@ -40,7 +40,7 @@ use crate::access::Caller;
 use crate::events::DeregisterReason;
 use crate::registrar::RegistrarError;
 use crate::select::{self, Ask, Order};
-use crate::service::{Health, MAX_OUTPUT_BYTES, Registration, validate_label};
+use crate::service::{Health, MAX_OUTPUT_BYTES, Registration, ValidRegistration, validate_label};
 
 /// The whole admin API.
 pub(crate) fn router(state: AdminState) -> Router {
@@ -121,10 +121,7 @@ async fn register(
     }
     let outcome = async {
         let bytes = body::read_body(body, state.body_read_timeout).await?;
-        let registration: Registration = body::parse_json(&headers, &bytes)?;
-        registration
-            .validate(state.default_ttl)
-            .map_err(|e| ApiError::Invalid(e.to_string()))
+        registration_from_body(&headers, &bytes, state.default_ttl)
     }
     .await;
     let spec = match outcome {
@@ -158,9 +155,23 @@ async fn register(
     Ok((status, Json(registered.instance.view())).into_response())
 }
 
+/// The registration a request body holds, parsed and validated: 415, 400
+/// or 422 as [`body::parse_json`] and `Registration::validate` say. What
+/// the `registration_body` fuzz target runs.
+pub(crate) fn registration_from_body(
+    headers: &HeaderMap,
+    bytes: &[u8],
+    default_ttl: u32,
+) -> Result<ValidRegistration, ApiError> {
+    let registration: Registration = body::parse_json(headers, bytes)?;
+    registration
+        .validate(default_ttl)
+        .map_err(|e| ApiError::Invalid(e.to_string()))
+}
+
 /// Whether `spec`'s DNS name is the name server's (`labels`, left of the
 /// apex): `<type>` for a one-label name server, `<name>.<type>` for two.
-fn takes_nameserver_name(labels: &[String], spec: &crate::service::ValidRegistration) -> bool {
+fn takes_nameserver_name(labels: &[String], spec: &ValidRegistration) -> bool {
     match labels {
         [service_type] => spec.service_type == *service_type,
         [name, service_type] => spec.name == *name && spec.service_type == *service_type,
