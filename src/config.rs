@@ -126,8 +126,15 @@ pub struct LocalityConfig {
 pub struct AdminConfig {
     /// HTTP listen address.
     pub listen: SocketAddr,
-    /// Bearer token required for non-GET requests; empty for none.
+    /// One admin token, as the secret itself; empty for none. Kept for
+    /// existing files; `tokens` is the way to configure tokens.
     pub token: String,
+    /// Tokens with roles: `[[admin.tokens]]` tables. A default here, as for
+    /// `dns.locality`: the shipped file has none.
+    #[serde(default)]
+    pub tokens: Vec<TokenConfig>,
+    /// TLS: `[admin.tls]`.
+    pub tls: AdminTlsConfig,
     /// Seconds between keep-alive comments on `/v1/events`.
     pub events_keep_alive: u64,
     /// Events kept for a slow `/v1/events` subscriber before it misses some.
@@ -146,6 +153,34 @@ pub struct AdminConfig {
     pub events_max_streams: usize,
     /// Seconds shutdown waits for in-flight admin requests.
     pub drain_timeout: u64,
+}
+
+/// `[admin.tls]`: TLS for the admin API (README "Security").
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a table")]
+pub struct AdminTlsConfig {
+    /// PEM certificate chain; empty: plain HTTP.
+    pub cert: String,
+    /// PEM private key of the certificate.
+    pub key: String,
+    /// PEM CA certificates; when set, clients must present a certificate
+    /// one of them signed.
+    pub client_ca: String,
+}
+
+/// `[[admin.tokens]]`: one token of the admin API (README "Security").
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a table")]
+pub struct TokenConfig {
+    /// Shown in logs and as the owner of what it registers.
+    pub name: String,
+    /// The SHA-256 of the secret, 64 hex digits.
+    pub sha256: String,
+    /// `read`, `register` or `admin`.
+    pub role: String,
+    /// For `register` tokens: globs of the types it may write (`web-*`).
+    #[serde(default)]
+    pub types: Vec<String>,
 }
 
 /// `[registry]`: registration defaults.
@@ -168,6 +203,11 @@ pub struct RegistryConfig {
 pub struct ChecksConfig {
     /// Checks running at once, at most; due checks wait for a free slot.
     pub max_in_flight: usize,
+    /// Networks (CIDR, or single addresses) check targets must be in;
+    /// empty: any not denied.
+    pub allow: Vec<String>,
+    /// Networks check targets may not be in, whatever `allow` says.
+    pub deny: Vec<String>,
     /// Checks running at once against one target host, at most.
     pub max_in_flight_per_target: usize,
 }
@@ -231,6 +271,8 @@ pub struct Settings {
     pub registrations_per_source: Option<u32>,
     /// Checks running at once, at most (1-100000).
     pub checks_in_flight: usize,
+    /// The addresses checks may reach.
+    pub check_targets: crate::checks::target::TargetPolicy,
     /// Checks running at once against one target host (1-100000).
     pub checks_in_flight_per_target: usize,
     /// How long shutdown waits for all work in flight before stopping it;
@@ -313,8 +355,10 @@ impl DnsSettings {
 #[derive(Debug, Clone)]
 pub struct AdminSettings {
     pub listen: SocketAddr,
-    /// Bearer token for non-GET requests; `None` when not configured.
-    pub token: Option<Arc<str>>,
+    /// The tokens, `admin.token` among them; none: the API is open.
+    pub tokens: crate::access::Tokens,
+    /// TLS, when `[admin.tls]` names a certificate; plain HTTP otherwise.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
     /// Time between keep-alive comments on `/v1/events`.
     pub events_keep_alive: Duration,
     /// Events kept for a slow `/v1/events` subscriber (1-1000000).
@@ -411,7 +455,8 @@ impl Config {
         }
         let admin = AdminSettings {
             listen: admin.listen,
-            token: (!admin.token.is_empty()).then(|| Arc::from(admin.token)),
+            tokens: tokens(&admin.token, admin.tokens)?,
+            tls: admin_tls(&admin.tls)?,
             events_keep_alive,
             events_buffer: count("admin.events_buffer", admin.events_buffer)?,
             events_max_streams: count("admin.events_max_streams", admin.events_max_streams)?,
@@ -454,7 +499,12 @@ impl Config {
             ));
         }
         let store = store_settings(store, &dns.zone)?;
+        let check_targets = crate::checks::target::TargetPolicy {
+            allow: networks("checks.allow", &checks.allow)?,
+            deny: networks("checks.deny", &checks.deny)?,
+        };
         Ok(Settings {
+            check_targets,
             dns,
             admin,
             store,
@@ -519,6 +569,159 @@ fn store_settings(store: StoreConfig, zone: &Name) -> Result<StoreKind, ConfigEr
         ));
     }
     Ok(StoreKind::Etcd(settings))
+}
+
+/// `[admin.tls]`, its files read and checked now: a missing file or a key
+/// that does not go with the certificate stops the start, naming the
+/// setting.
+fn admin_tls(tls: &AdminTlsConfig) -> Result<Option<Arc<rustls::ServerConfig>>, ConfigError> {
+    match (tls.cert.is_empty(), tls.key.is_empty()) {
+        (true, true) if tls.client_ca.is_empty() => return Ok(None),
+        (true, true) => {
+            return Err(invalid(
+                "admin.tls.client_ca",
+                "client certificates need TLS: set admin.tls.cert and admin.tls.key too",
+            ));
+        }
+        (false, true) => return Err(invalid("admin.tls.key", "admin.tls.cert needs its key")),
+        (true, false) => {
+            return Err(invalid(
+                "admin.tls.cert",
+                "admin.tls.key needs its certificate",
+            ));
+        }
+        (false, false) => {}
+    }
+    let client_ca = (!tls.client_ca.is_empty()).then(|| Path::new(&tls.client_ca));
+    crate::admin::tls::server_config(Path::new(&tls.cert), Path::new(&tls.key), client_ca)
+        .map(Some)
+        .map_err(|e| invalid(e.setting, e.message))
+}
+
+/// Longest token name, characters.
+const MAX_TOKEN_NAME: usize = 64;
+
+/// `admin.token` (an admin token named `admin`) and `[[admin.tokens]]`,
+/// validated: unique names and hashes, a known role, and types (globs of
+/// DNS labels) exactly for `register` tokens.
+fn tokens(
+    legacy: &str,
+    configured: Vec<TokenConfig>,
+) -> Result<crate::access::Tokens, ConfigError> {
+    use crate::access::{Role, Token, sha256};
+    let mut tokens: Vec<Token> = Vec::new();
+    if !legacy.is_empty() {
+        tokens.push(Token {
+            name: "admin".into(),
+            sha256: sha256(legacy.as_bytes()),
+            role: Role::Admin,
+            types: Vec::new(),
+        });
+    }
+    for token in configured {
+        let token = one_token(token, &tokens, !legacy.is_empty())?;
+        tokens.push(token);
+    }
+    Ok(crate::access::Tokens::new(tokens))
+}
+
+/// One `[[admin.tokens]]` table, validated against the tokens `before`
+/// it (`legacy`: whether `admin.token` is set, and so named `admin`).
+fn one_token(
+    token: TokenConfig,
+    before: &[crate::access::Token],
+    legacy: bool,
+) -> Result<crate::access::Token, ConfigError> {
+    use crate::access::{Role, Token, parse_sha256, sha256};
+    const SETTING: &str = "admin.tokens";
+    let name = &token.name;
+    let name_ok = (1..=MAX_TOKEN_NAME).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+    if !name_ok {
+        return Err(invalid(
+            SETTING,
+            format!(
+                "name {name:?} must be 1-{MAX_TOKEN_NAME} characters a-z, A-Z, 0-9, '-', '_' or '.'"
+            ),
+        ));
+    }
+    if before.iter().any(|t| *t.name == **name) {
+        let also = if name == "admin" && legacy {
+            " (admin.token is the token named \"admin\")"
+        } else {
+            ""
+        };
+        return Err(invalid(
+            SETTING,
+            format!("name {name:?} is used twice{also}"),
+        ));
+    }
+    let hash = parse_sha256(&token.sha256).ok_or_else(|| {
+        invalid(
+            SETTING,
+            format!(
+                "{name:?}: sha256 must be the 64 hex digits of the secret's SHA-256 \
+                 (printf %s \"$TOKEN\" | sha256sum), not the secret itself"
+            ),
+        )
+    })?;
+    if hash == sha256(b"") {
+        return Err(invalid(
+            SETTING,
+            format!("{name:?}: sha256 is that of an empty secret"),
+        ));
+    }
+    if before.iter().any(|t| t.sha256 == hash) {
+        return Err(invalid(
+            SETTING,
+            format!("{name:?} has the same secret as another token"),
+        ));
+    }
+    let role = Role::parse(&token.role).ok_or_else(|| {
+        invalid(
+            SETTING,
+            format!(
+                "{name:?}: role {:?} must be \"read\", \"register\" or \"admin\"",
+                token.role
+            ),
+        )
+    })?;
+    match role {
+        Role::Register if token.types.is_empty() => {
+            return Err(invalid(
+                SETTING,
+                format!(
+                    "{name:?}: a register token needs types, the globs of the types it may register (\"web-*\")"
+                ),
+            ));
+        }
+        Role::Read | Role::Admin if !token.types.is_empty() => {
+            return Err(invalid(
+                SETTING,
+                format!("{name:?}: types are for register tokens; a {role} token has none"),
+            ));
+        }
+        _ => {}
+    }
+    for glob in &token.types {
+        let label = glob.replace('*', "a");
+        if !crate::validate::is_dns_label(&label) || glob.bytes().any(|b| b.is_ascii_uppercase()) {
+            return Err(invalid(
+                SETTING,
+                format!(
+                    "{name:?}: type {glob:?} must be a type (a-z, 0-9, '-') where '*' stands for any characters"
+                ),
+            ));
+        }
+    }
+    Ok(Token {
+        name: Arc::from(name.as_str()),
+        sha256: hash,
+        role,
+        types: token.types,
+    })
 }
 
 /// The `[dns]` settings, validated.
@@ -725,6 +928,23 @@ fn forward(dns: &DnsConfig) -> Result<crate::dns::forward::ForwardSettings, Conf
     })
 }
 
+/// Networks, as CIDR (`10.0.0.0/8`) or single addresses.
+fn networks(setting: &'static str, list: &[String]) -> Result<Vec<ipnet::IpNet>, ConfigError> {
+    list.iter()
+        .map(|text| {
+            crate::checks::target::parse_network(text).ok_or_else(|| {
+                invalid(
+                    setting,
+                    format!(
+                        "{text:?} is not a network such as \"10.0.0.0/8\" or \"fd00::/8\", \
+                         nor an address such as \"169.254.169.254\""
+                    ),
+                )
+            })
+        })
+        .collect()
+}
+
 /// A timeout or interval of 1 to [`MAX_SECONDS`] seconds.
 fn seconds(setting: &'static str, value: u64) -> Result<Duration, ConfigError> {
     if !(1..=MAX_SECONDS).contains(&value) {
@@ -806,7 +1026,7 @@ mod tests {
             Name::from_ascii("ns.svc.local.").unwrap()
         );
         assert_eq!(settings.store, StoreKind::Sqlite("data/signpost.db".into()));
-        assert_eq!(settings.admin.token, None);
+        assert!(settings.admin.tokens.is_empty());
         let ten = Duration::from_secs(10);
         assert_eq!(settings.dns.tcp_idle_timeout, ten);
         assert_eq!(settings.dns.tcp_write_timeout, ten);
@@ -1018,6 +1238,136 @@ mod tests {
         ] {
             let err = load(text).unwrap_err();
             assert!(err.contains(setting), "{text}: {err}");
+        }
+    }
+
+    /// `[[admin.tokens]]` as the README shows them, and every rule.
+    #[test]
+    fn tokens_have_a_name_a_hash_a_role_and_types_for_register() {
+        use crate::access::Role;
+        // printf %s s3cret | sha256sum
+        let hash = "1ec1c26b50d5d3c58d9583181af8076655fe00756bf7285940ba3670f99fcba0";
+        let other = "2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824";
+        let text = format!(
+            "admin.token = \"legacy\"\n\
+             [[admin.tokens]]\nname = \"web-team\"\nsha256 = \"{hash}\"\n\
+             role = \"register\"\ntypes = [\"web\", \"web-*\"]\n\
+             [[admin.tokens]]\nname = \"dashboard\"\nsha256 = \"{}\"\nrole = \"read\"",
+            other.to_uppercase()
+        );
+        let tokens = load(&text).unwrap().admin.tokens;
+        let listed: Vec<_> = tokens
+            .iter()
+            .map(|t| (t.name.to_string(), t.role, t.types.clone()))
+            .collect();
+        assert_eq!(
+            listed,
+            [
+                ("admin".to_string(), Role::Admin, vec![]),
+                (
+                    "web-team".to_string(),
+                    Role::Register,
+                    vec!["web".to_string(), "web-*".to_string()]
+                ),
+                ("dashboard".to_string(), Role::Read, vec![]),
+            ]
+        );
+        assert_eq!(tokens.identify("s3cret").unwrap().name.as_ref(), "web-team");
+        assert_eq!(tokens.identify("legacy").unwrap().name.as_ref(), "admin");
+        assert_eq!(tokens.identify("hello").unwrap().name.as_ref(), "dashboard");
+        // The secret is not kept, nor shown.
+        assert!(!format!("{tokens:?}").contains("legacy"));
+
+        let token = |fields: &str| format!("[[admin.tokens]]\n{fields}");
+        let ok = format!("name = \"a\"\nsha256 = \"{hash}\"\nrole = \"admin\"");
+        assert!(load(&token(&ok)).is_ok());
+        for (text, why) in [
+            (token(&ok.replace("\"a\"", "\"\"")), "name"),
+            (token(&ok.replace("\"a\"", "\"a b\"")), "name"),
+            (token(&ok.replace(hash, "s3cret")), "not the secret itself"),
+            (token(&ok.replace(hash, &hash[1..])), "64 hex digits"),
+            (
+                token(&ok.replace(
+                    hash,
+                    "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
+                )),
+                "empty secret",
+            ),
+            (token(&ok.replace("admin", "root")), "\"root\" must be"),
+            (
+                token(&ok.replace("admin", "register")),
+                "a register token needs types",
+            ),
+            (
+                token(&format!("{ok}\ntypes = [\"web\"]")),
+                "types are for register tokens",
+            ),
+            (
+                token(&format!(
+                    "{}\ntypes = [\"web_*\"]",
+                    ok.replace("admin", "register")
+                )),
+                "\"web_*\" must be a type",
+            ),
+            (
+                token(&format!(
+                    "{}\ntypes = [\"Web\"]",
+                    ok.replace("admin", "register")
+                )),
+                "must be a type",
+            ),
+            (format!("{}\n{}", token(&ok), token(&ok)), "used twice"),
+            (
+                format!("{}\n{}", token(&ok), token(&ok.replace("\"a\"", "\"b\""))),
+                "same secret",
+            ),
+            (
+                format!(
+                    "admin.token = \"x\"\n{}",
+                    token(&ok.replace("\"a\"", "\"admin\""))
+                ),
+                "admin.token is the token named",
+            ),
+            (token("name = \"a\""), "sha256"),
+        ] {
+            let err = load(&text).unwrap_err();
+            assert!(
+                err.contains("admin.tokens") && err.contains(why),
+                "{text}: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn check_targets_deny_link_local_and_metadata_by_default() {
+        let policy = Config::default().validate().unwrap().check_targets;
+        assert!(policy.allow.is_empty());
+        for denied in [
+            "169.254.169.254",
+            "169.254.1.1",
+            "fe80::1",
+            "fd00:ec2::254",
+            "100.100.100.200",
+            "::ffff:169.254.169.254",
+        ] {
+            assert!(policy.check(denied.parse().unwrap()).is_err(), "{denied}");
+        }
+        for allowed in ["127.0.0.1", "10.0.0.1", "100.100.100.201", "::1"] {
+            assert!(policy.check(allowed.parse().unwrap()).is_ok(), "{allowed}");
+        }
+        let settings =
+            load("[checks]\nallow = [\"10.0.0.0/8\"]\ndeny = [\"10.9.0.0/16\"]").unwrap();
+        assert_eq!(settings.check_targets.allow.len(), 1);
+        assert_eq!(settings.check_targets.deny.len(), 1);
+        for (text, setting) in [
+            ("checks.allow = [\"10.0.0.0/33\"]", "checks.allow"),
+            ("checks.deny = [\"metadata.internal\"]", "checks.deny"),
+        ] {
+            let err = load(text).unwrap_err();
+            assert!(
+                err.contains(setting) && err.contains("not a network"),
+                "{err}"
+            );
         }
     }
 

@@ -86,13 +86,14 @@ impl Change {
         }
     }
 
-    /// The event's `data`: the instance, and what else says what happened
-    /// (`replaced`, `previous` and `source`, `reason`).
-    fn data(&self) -> Value {
+    /// The event's `data`: the instance (with its `check_output` when
+    /// `may_write`), and what else says what happened (`replaced`,
+    /// `previous` and `source`, `reason`).
+    fn data(&self, may_write: bool) -> Value {
         let instance = self.instance();
         let mut data = Map::new();
         data.insert("service_id".into(), json!(instance.id));
-        data.insert("service_info".into(), json!(instance.view()));
+        data.insert("service_info".into(), json!(instance.view_for(may_write)));
         match self {
             Change::Registered { replaced, .. } => {
                 data.insert("replaced".into(), json!(replaced));
@@ -147,6 +148,23 @@ pub(crate) struct Event {
     pub service_type: String,
     /// The `data:` line: `{"type", "timestamp", "data": {...}}`.
     pub json: String,
+    /// The instance's owner, which decides who sees `json` rather than
+    /// `redacted` (see `access::Caller::may_write_owned`).
+    pub owner: Option<Arc<str>>,
+    /// `json` without the instance's `check_output`, for subscribers that
+    /// may not change the instance; `None` when there is none to hide.
+    pub redacted: Option<String>,
+}
+
+impl Event {
+    /// The `data:` line for a subscriber that may (`may_write`) or may not
+    /// change the instance.
+    pub(crate) fn json_for(&self, may_write: bool) -> &str {
+        match &self.redacted {
+            Some(redacted) if !may_write => redacted,
+            _ => &self.json,
+        }
+    }
 }
 
 /// A cheap-to-clone handle on the event stream.
@@ -169,11 +187,18 @@ impl Events {
         if self.sender.receiver_count() == 0 {
             return;
         }
-        let json = render(change.kind(), change.data(), at_ms);
+        let instance = change.instance();
+        let json = render(change.kind(), change.data(true), at_ms);
+        let redacted = instance
+            .check_output()
+            .is_some()
+            .then(|| render(change.kind(), change.data(false), at_ms));
         // An error only means every subscriber left meanwhile.
         let _ = self.sender.send(Arc::new(Event {
-            service_type: change.instance().spec.service_type.clone(),
+            service_type: instance.spec.service_type.clone(),
             json,
+            owner: instance.owner.clone(),
+            redacted,
         }));
     }
 
@@ -199,6 +224,8 @@ impl Events {
         let _ = self.sender.send(Arc::new(Event {
             service_type: service_type.to_string(),
             json: render("panic", data, at_ms),
+            owner: None,
+            redacted: None,
         }));
     }
 

@@ -4,6 +4,7 @@
 //! with heartbeats; any program finds them with plain DNS. The pieces:
 //!
 //! - [`config`]: settings from the TOML file and flags, validated once.
+//! - [`access`]: tokens, roles and owners: who may change what.
 //! - [`service`]: a registration, its validation, and the stored instance.
 //! - [`validate`]: the label and host rules `service` and `checks` share.
 //! - [`registry`]: every instance, indexed for the API and for DNS; expiry.
@@ -23,6 +24,7 @@
 //! [`Server`] ties them together: bind every socket first (port 0 works and
 //! the real addresses are known), then run until a shutdown future fires.
 
+pub mod access;
 pub(crate) mod admin;
 pub(crate) mod checks;
 #[doc(hidden)]
@@ -32,6 +34,9 @@ pub(crate) mod clock;
 pub mod config;
 pub mod dns;
 pub(crate) mod events;
+#[cfg(any(test, feature = "fuzzing"))]
+#[doc(hidden)]
+pub mod fuzzing;
 pub(crate) mod limit;
 pub mod metrics;
 pub(crate) mod names;
@@ -165,7 +170,19 @@ impl Server {
         let dns_addr = udp[0].local_addr().expect("bound socket has an address");
         let admin_addr = http.local_addr().expect("bound socket has an address");
         tracing::info!("dns listening on {dns_addr} (udp and tcp), zone {zone}");
-        tracing::info!("admin listening on http://{admin_addr}");
+        let scheme = if settings.admin.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        tracing::info!("admin listening on {scheme}://{admin_addr}");
+        if settings.admin.tokens.is_empty() && !admin_addr.ip().is_loopback() {
+            tracing::warn!(
+                "the admin api listens on {admin_addr}, beyond loopback, with no token: anyone \
+                 who can reach it can register, replace and remove any instance, and read \
+                 every one (README \"Security\"); configure [[admin.tokens]]"
+            );
+        }
         Ok(Server {
             registry,
             registrar,
@@ -218,6 +235,7 @@ impl Server {
             default_ttl,
             registrations_per_source,
             checks_in_flight,
+            check_targets,
             checks_in_flight_per_target,
             shutdown_grace,
             ..
@@ -228,18 +246,7 @@ impl Server {
         };
         let nameserver_labels = dns.nameserver_labels();
         let tcp_limits = dns.tcp_limits();
-        let mut responder = Responder::new(
-            registry.clone(),
-            ZoneSettings {
-                apex: dns.zone,
-                nameserver: dns.nameserver.clone(),
-                nameserver_addresses: dns.nameserver_addresses.clone(),
-                ttl: dns.ttl,
-                negative_ttl: dns.negative_ttl,
-                steering: dns.steering.clone(),
-            },
-            metrics.clone(),
-        );
+        let mut responder = zone_responder(&dns, &registry, &metrics);
         let token = CancellationToken::new();
         // Everything stops when this future ends, however it ends: also when
         // it is dropped mid-run (the UDP threads, which are not tasks, would
@@ -258,19 +265,17 @@ impl Server {
         }
         let responder = Arc::new(responder);
 
-        for socket in udp {
-            let responder = responder.clone();
-            let stop = token.clone();
-            tasks.spawn_blocking(move || {
-                dns::udp::serve(socket, responder, stop);
-                "a dns udp thread"
-            });
-        }
+        spawn_udp(&mut tasks, udp, &responder, &token);
         let tcp = dns::server::serve_tcp(tcp, responder.clone(), token.clone(), tcp_limits);
         tasks.spawn(named("the dns tcp listener", tcp));
         spawn_store_and_sweeper(&registrar, &mut tasks, &token);
-        let scheduler =
-            checks::scheduler::run(checks, registrar.clone(), check_slots, token.clone());
+        let scheduler = checks::scheduler::run(
+            checks,
+            registrar.clone(),
+            check_slots,
+            check_targets.clone(),
+            token.clone(),
+        );
         tasks.spawn(named("the check scheduler", scheduler));
 
         let app = admin::router(admin::AdminState {
@@ -279,7 +284,8 @@ impl Server {
             registry,
             registrar: registrar.clone(),
             metrics: metrics.clone(),
-            token: admin.token,
+            tokens: admin.tokens,
+            check_targets,
             default_ttl,
             body_read_timeout: admin.body_read_timeout,
             store: store.to_string(),
@@ -290,7 +296,7 @@ impl Server {
             registrations_limiter: registrations_per_source
                 .map(|per_second| limit::RateLimiter::new(per_second, 0)),
         });
-        let http = admin::serve(http, app, admin.limits, metrics, token.clone());
+        let http = admin::serve(http, app, admin.limits, metrics, admin.tls, token.clone());
         tasks.spawn(named("the admin api", http));
 
         let outcome = supervise(tasks, shutdown, &token, shutdown_grace).await;
@@ -327,6 +333,40 @@ fn spawn_store_and_sweeper(
         tasks.spawn(named("the etcd watch", following));
     }
     tasks.spawn(named("the etcd writer and lease", etcd.run(token.clone())));
+}
+
+/// The answerer of `dns`'s zone, from `registry`.
+fn zone_responder(
+    dns: &config::DnsSettings,
+    registry: &Registry,
+    metrics: &Arc<Metrics>,
+) -> Responder {
+    let zone = ZoneSettings {
+        apex: dns.zone.clone(),
+        nameserver: dns.nameserver.clone(),
+        nameserver_addresses: dns.nameserver_addresses.clone(),
+        ttl: dns.ttl,
+        negative_ttl: dns.negative_ttl,
+        steering: dns.steering.clone(),
+    };
+    Responder::new(registry.clone(), zone, metrics.clone())
+}
+
+/// One blocking task per UDP socket, each answering on its own thread.
+fn spawn_udp(
+    tasks: &mut JoinSet<&'static str>,
+    udp: Vec<std::net::UdpSocket>,
+    responder: &Arc<Responder>,
+    token: &CancellationToken,
+) {
+    for socket in udp {
+        let responder = responder.clone();
+        let stop = token.clone();
+        tasks.spawn_blocking(move || {
+            dns::udp::serve(socket, responder, stop);
+            "a dns udp thread"
+        });
+    }
 }
 
 /// `task`, ending with `name` for [`supervise`].

@@ -25,6 +25,10 @@ struct Cli {
 }
 
 #[derive(Subcommand)]
+#[allow(
+    clippy::large_enum_variant,
+    reason = "one value, parsed once at start-up"
+)]
 enum Command {
     /// Run the DNS and admin servers (the default).
     Serve(ServeArgs),

@@ -23,6 +23,7 @@ use tokio::sync::{Mutex, broadcast};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+use crate::access::Caller;
 use crate::checks::checker::Checker;
 use crate::checks::probe::Outcome;
 use crate::events::{Change, DeregisterReason, Event, Events, HealthSource};
@@ -32,6 +33,22 @@ use crate::select::Steering;
 use crate::service::{Health, Instance, ValidRegistration};
 use crate::store::{Store, StoreError, StoredInstance, Write};
 
+/// Which removals [`Registrar::remove`] may make.
+enum Removal<'a> {
+    /// One asked for through the API, by `caller`, who must be allowed.
+    By(&'a Caller),
+    /// The server's own, of this very instance (not a replacement since).
+    IfStill(&'a Arc<Instance>),
+}
+
+/// Who owns `instance`, for a refusal's message.
+fn owned_by(instance: &Instance) -> String {
+    match &instance.owner {
+        Some(owner) => format!("it belongs to {owner:?}"),
+        None => "it was registered without a token".into(),
+    }
+}
+
 /// Number of lock stripes; same-name writes share one.
 const STRIPES: usize = 64;
 
@@ -40,6 +57,9 @@ const STRIPES: usize = 64;
 pub(crate) enum RegistrarError {
     #[error("no such service, or it has expired: register it again")]
     NotFound,
+    /// The caller's token may not make this change (README "Security").
+    #[error("{0}")]
+    Forbidden(String),
     #[error(transparent)]
     Store(#[from] StoreError),
     /// The registry is at a [`Capacity`] limit; the message says which.
@@ -158,6 +178,13 @@ impl Registrar {
         self.store.close().await;
     }
 
+    /// A refusal of `caller`'s change: logged (at debug: a client looping
+    /// on a refused request must not fill the log) and answered 403.
+    fn forbidden(&self, caller: &Caller, why: String) -> RegistrarError {
+        tracing::debug!(token = caller.name(), "refused: {why}");
+        RegistrarError::Forbidden(format!("token {:?} {why}", caller.name()))
+    }
+
     fn store_failed(&self, error: StoreError) -> RegistrarError {
         self.metrics.store_write_failures.inc();
         RegistrarError::Store(error)
@@ -190,17 +217,41 @@ impl Registrar {
         }
     }
 
-    /// Registers (or replaces in place) once the store has committed it.
+    /// Registers (or replaces in place) once the store has committed it,
+    /// owned by `caller`; refused when `caller` may not register the type,
+    /// or may not replace the live instance of that type and name.
     pub(crate) async fn register(
         &self,
         spec: ValidRegistration,
+        caller: &Caller,
     ) -> Result<Registered, RegistrarError> {
-        if let Some(etcd) = self.store.shared() {
-            return self.register_shared(etcd, spec).await;
+        if !caller.may_register_type(&spec.service_type) {
+            return Err(self.forbidden(
+                caller,
+                format!("may not register type {:?}", spec.service_type),
+            ));
         }
-        // Held until the registry has it: see the module's doc.
+        if let Some(etcd) = self.store.shared() {
+            return self.register_shared(etcd, spec, caller).await;
+        }
+        // Held until the registry has it: see the module's doc. Under it,
+        // the instance looked at here is the one replaced.
         let _same_name = self.stripe(&spec.service_type, &spec.name).lock().await;
-        let identity = self.registry.identity_for(&spec);
+        if let Some(old) = self.registry.live_named(&spec.service_type, &spec.name)
+            && !caller.may_write(&old)
+        {
+            return Err(self.forbidden(
+                caller,
+                format!(
+                    "may not replace {:?} of type {:?}: {}",
+                    spec.name,
+                    spec.service_type,
+                    owned_by(&old)
+                ),
+            ));
+        }
+        let mut identity = self.registry.identity_for(&spec);
+        identity.owner = caller.owner();
         if !identity.replaces
             && let Some(full) = self.over_capacity(&spec)
         {
@@ -215,6 +266,7 @@ impl Registrar {
                 health: Health::Passing,
                 registered_at_ms: identity.registered_at_ms,
                 check: None,
+                owner: identity.owner.clone(),
             };
             let written = self.store.write(Write::Put(Box::new(stored))).await;
             unconfirmed = self.committed(written)?;
@@ -259,12 +311,15 @@ impl Registrar {
         id: Uuid,
         health: Health,
         output: Option<String>,
+        caller: &Caller,
     ) -> Result<Arc<Instance>, RegistrarError> {
-        let outcome = self.beat(id, health, output).await;
+        let outcome = self.beat(id, health, output, caller).await;
         match &outcome {
             Ok(_) => self.metrics.heartbeats.inc(),
             Err(RegistrarError::NotFound) => self.metrics.heartbeats_unknown.inc(),
-            Err(RegistrarError::Store(_) | RegistrarError::Full(_)) => {}
+            Err(
+                RegistrarError::Store(_) | RegistrarError::Full(_) | RegistrarError::Forbidden(_),
+            ) => {}
         }
         outcome
     }
@@ -274,11 +329,18 @@ impl Registrar {
         id: Uuid,
         health: Health,
         output: Option<String>,
+        caller: &Caller,
     ) -> Result<Arc<Instance>, RegistrarError> {
+        let instance = self.registry.get(id).ok_or(RegistrarError::NotFound)?;
+        if !caller.may_write(&instance) {
+            return Err(self.forbidden(
+                caller,
+                format!("may not heartbeat {id}: {}", owned_by(&instance)),
+            ));
+        }
         if let Some(etcd) = self.store.shared() {
             return self.beat_shared(etcd, id, health, output).await;
         }
-        let instance = self.registry.get(id).ok_or(RegistrarError::NotFound)?;
         if instance.reported_health() != health {
             let _same_name = self
                 .stripe(&instance.spec.service_type, &instance.spec.name)
@@ -314,14 +376,15 @@ impl Registrar {
             .map_err(|_| RegistrarError::NotFound)
     }
 
-    /// Removes a live instance once the store has committed its removal;
-    /// `reason` goes into the `deregister` event.
+    /// Removes a live instance once the store has committed its removal,
+    /// if `caller` may; `reason` goes into the `deregister` event.
     pub(crate) async fn deregister(
         &self,
         id: Uuid,
         reason: DeregisterReason,
+        caller: &Caller,
     ) -> Result<Arc<Instance>, RegistrarError> {
-        self.remove(id, None, reason).await
+        self.remove(id, Removal::By(caller), reason).await
     }
 
     /// Removes `instance` (which stayed critical for its check's
@@ -334,7 +397,9 @@ impl Registrar {
         instance: &Arc<Instance>,
         reason: DeregisterReason,
     ) -> Result<Arc<Instance>, RegistrarError> {
-        let removed = self.remove(instance.id, Some(instance), reason).await;
+        let removed = self
+            .remove(instance.id, Removal::IfStill(instance), reason)
+            .await;
         if let Err(RegistrarError::Store(error)) = &removed {
             tracing::warn!(id = %instance.id, %error, "could not deregister a critical instance");
             self.checker.watch(instance);
@@ -342,17 +407,16 @@ impl Registrar {
         removed
     }
 
-    /// Removes `id` (only if it is still `expected`, when given): the
-    /// stripe is held from before the store write until the registry has
-    /// dropped it.
+    /// Removes `id` (as `removal` allows): the stripe is held from before
+    /// the store write until the registry has dropped it.
     async fn remove(
         &self,
         id: Uuid,
-        expected: Option<&Arc<Instance>>,
+        removal: Removal<'_>,
         reason: DeregisterReason,
     ) -> Result<Arc<Instance>, RegistrarError> {
         if let Some(etcd) = self.store.shared() {
-            return self.remove_shared(etcd, id, expected, reason).await;
+            return self.remove_shared(etcd, id, removal, reason).await;
         }
         let instance = self.registry.get(id).ok_or(RegistrarError::NotFound)?;
         let _same_name = self
@@ -360,8 +424,17 @@ impl Registrar {
             .lock()
             .await;
         let current = self.registry.get(id).ok_or(RegistrarError::NotFound)?;
-        if expected.is_some_and(|expected| !Arc::ptr_eq(expected, &current)) {
-            return Err(RegistrarError::NotFound);
+        match removal {
+            Removal::IfStill(expected) if !Arc::ptr_eq(expected, &current) => {
+                return Err(RegistrarError::NotFound);
+            }
+            Removal::By(caller) if !caller.may_write(&current) => {
+                return Err(self.forbidden(
+                    caller,
+                    format!("may not deregister {id}: {}", owned_by(&current)),
+                ));
+            }
+            _ => {}
         }
         let written = self.store.write(Write::Delete(id)).await;
         let unconfirmed = self.committed(written)?;
@@ -496,6 +569,7 @@ impl Registrar {
                 %id, %name, %service_type,
                 host = %instance.spec.host,
                 port = instance.spec.port,
+                owner = instance.owner.as_deref().unwrap_or("-"),
                 replaced,
                 "registered"
             ),
@@ -516,7 +590,11 @@ impl Registrar {
             Change::Deregistered {
                 reason: DeregisterReason::Api,
                 ..
-            } => tracing::debug!(%id, %name, %service_type, "deregistered"),
+            } => tracing::debug!(
+                %id, %name, %service_type,
+                owner = instance.owner.as_deref().unwrap_or("-"),
+                "deregistered"
+            ),
             Change::Deregistered { reason, .. } => {
                 tracing::info!(%id, %name, %service_type, %reason, "deregistered")
             }
@@ -689,16 +767,24 @@ pub(crate) mod tests {
     #[tokio::test]
     async fn every_change_is_applied_announced_and_counted() {
         let mut s = setup();
-        let a = s.registrar.register(spec("a", 30, false)).await.unwrap();
+        let a = s
+            .registrar
+            .register(spec("a", 30, false), &Caller::Anyone)
+            .await
+            .unwrap();
         assert!(a.created);
-        let again = s.registrar.register(spec("a", 60, false)).await.unwrap();
+        let again = s
+            .registrar
+            .register(spec("a", 60, false), &Caller::Anyone)
+            .await
+            .unwrap();
         assert!(!again.created && again.instance.id == a.instance.id);
         let id = a.instance.id;
 
         s.time.advance_ms(10_000);
         let beat = s
             .registrar
-            .heartbeat(id, Health::Warning, Some("slow".into()))
+            .heartbeat(id, Health::Warning, Some("slow".into()), &Caller::Anyone)
             .await
             .unwrap();
         assert_eq!(beat.health(), Health::Warning);
@@ -708,13 +794,13 @@ pub(crate) mod tests {
         s.time.advance_ms(10_000);
         let beat = s
             .registrar
-            .heartbeat(id, Health::Warning, None)
+            .heartbeat(id, Health::Warning, None, &Caller::Anyone)
             .await
             .unwrap();
         assert_eq!(beat.expires_at_ms(), s.time.now_ms() + 60_000);
         assert_eq!(beat.output(), None, "each heartbeat sets its own output");
         s.registrar
-            .heartbeat(id, Health::Critical, None)
+            .heartbeat(id, Health::Critical, None, &Caller::Anyone)
             .await
             .unwrap();
         let healthy = s.registry.type_set("web").unwrap();
@@ -723,12 +809,14 @@ pub(crate) mod tests {
             "critical: out of the health index"
         );
         s.registrar
-            .deregister(id, DeregisterReason::Api)
+            .deregister(id, DeregisterReason::Api, &Caller::Anyone)
             .await
             .unwrap();
         assert!(s.registry.get(id).is_none() && s.registry.is_empty());
         assert!(matches!(
-            s.registrar.deregister(id, DeregisterReason::Api).await,
+            s.registrar
+                .deregister(id, DeregisterReason::Api, &Caller::Anyone)
+                .await,
             Err(RegistrarError::NotFound)
         ));
 
@@ -767,25 +855,29 @@ pub(crate) mod tests {
         let mut s = setup();
         let id = s
             .registrar
-            .register(spec("a", 2, false))
+            .register(spec("a", 2, false), &Caller::Anyone)
             .await
             .unwrap()
             .instance
             .id;
         s.time.advance_ms(1_999);
         s.registrar
-            .heartbeat(id, Health::Passing, None)
+            .heartbeat(id, Health::Passing, None, &Caller::Anyone)
             .await
             .unwrap();
         s.time.advance_ms(1_999);
         assert_eq!(s.registrar.sweep(), 0, "renewed: not due");
         s.time.advance_ms(1);
         assert!(matches!(
-            s.registrar.heartbeat(id, Health::Passing, None).await,
+            s.registrar
+                .heartbeat(id, Health::Passing, None, &Caller::Anyone)
+                .await,
             Err(RegistrarError::NotFound)
         ));
         assert!(matches!(
-            s.registrar.heartbeat(id, Health::Critical, None).await,
+            s.registrar
+                .heartbeat(id, Health::Critical, None, &Caller::Anyone)
+                .await,
             Err(RegistrarError::NotFound)
         ));
         assert_eq!(s.metrics.heartbeats_unknown.get(), 2);
@@ -801,9 +893,17 @@ pub(crate) mod tests {
     #[tokio::test]
     async fn registering_over_a_lapsed_instance_reports_its_expiry() {
         let mut s = setup();
-        let old = s.registrar.register(spec("a", 1, false)).await.unwrap();
+        let old = s
+            .registrar
+            .register(spec("a", 1, false), &Caller::Anyone)
+            .await
+            .unwrap();
         s.time.advance_ms(1_000);
-        let new = s.registrar.register(spec("a", 1, false)).await.unwrap();
+        let new = s
+            .registrar
+            .register(spec("a", 1, false), &Caller::Anyone)
+            .await
+            .unwrap();
         assert!(new.created && new.instance.id != old.instance.id);
         let types: Vec<Value> = s.published().iter().map(|e| e["type"].clone()).collect();
         assert_eq!(types, ["register", "expire", "register"]);
@@ -816,7 +916,7 @@ pub(crate) mod tests {
         let mut s = setup();
         let instance = s
             .registrar
-            .register(spec("a", 2, true))
+            .register(spec("a", 2, true), &Caller::Anyone)
             .await
             .unwrap()
             .instance;
@@ -852,7 +952,7 @@ pub(crate) mod tests {
         // Replaced: results for the old instance are dropped.
         let replacement = s
             .registrar
-            .register(spec("a", 2, true))
+            .register(spec("a", 2, true), &Caller::Anyone)
             .await
             .unwrap()
             .instance;

@@ -471,12 +471,14 @@ pub struct Registered {
 
 /// The id and registration time a registration takes (see
 /// [`Registry::identity_for`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Identity {
     pub id: Uuid,
     pub registered_at_ms: u64,
     /// True when it replaces a live instance in place.
     pub replaces: bool,
+    /// The name of the token that registers it (`None`: the API is open).
+    pub owner: Option<Arc<str>>,
 }
 
 /// The instances of `sets` live (unexpired) at `now`, in order.
@@ -569,26 +571,33 @@ impl Registry {
     /// and name, replaced in place (keeping its id and registration time),
     /// or a new instance with a fresh id. Decided before the store write, so
     /// that what is persisted and what is served carry the same id.
+    /// The owner is left `None`, for the caller to set.
     pub fn identity_for(&self, spec: &ValidRegistration) -> Identity {
-        let now = self.now_ms();
-        let live = self
-            .shared
-            .by_type
-            .get(&spec.service_type)
-            .and_then(|set| set.find(&spec.name).cloned())
-            .filter(|old| now < old.expires_at_ms());
-        match live {
+        match self.live_named(&spec.service_type, &spec.name) {
             Some(old) => Identity {
                 id: old.id,
                 registered_at_ms: old.registered_at_ms,
                 replaces: true,
+                owner: None,
             },
             None => Identity {
                 id: Uuid::new_v4(),
-                registered_at_ms: now,
+                registered_at_ms: self.now_ms(),
                 replaces: false,
+                owner: None,
             },
         }
+    }
+
+    /// The live (unexpired) instance of `service_type` named `name`: the
+    /// one a registration of that type and name would replace.
+    pub fn live_named(&self, service_type: &str, name: &str) -> Option<Arc<Instance>> {
+        let now = self.now_ms();
+        self.shared
+            .by_type
+            .get(service_type)
+            .and_then(|set| set.find(name).cloned())
+            .filter(|old| now < old.expires_at_ms())
     }
 
     /// Registers `spec` as `identity` with `health`, its lifetime starting
@@ -603,15 +612,18 @@ impl Registry {
         let shared = &self.shared;
         let _writer = self.lock_writer();
         let generation = shared.next_generation.fetch_add(1, Ordering::Relaxed);
-        let instance = Arc::new(Instance::new(
-            identity.id,
-            generation,
-            spec,
-            &shared.zone_wire,
-            identity.registered_at_ms,
-            now,
-            health,
-        ));
+        let instance = Arc::new(
+            Instance::new(
+                identity.id,
+                generation,
+                spec,
+                &shared.zone_wire,
+                identity.registered_at_ms,
+                now,
+                health,
+            )
+            .with_owner(identity.owner),
+        );
         // Another instance of the same name (a lapsed one the sweep has not
         // reached yet) is dropped from the set below, and returned as expired.
         let mut expired = None;
@@ -1102,15 +1114,18 @@ impl Restoring<'_> {
     pub fn add(&mut self, spec: ValidRegistration, identity: Identity, health: Health) {
         let shared = &self.registry.shared;
         let generation = shared.next_generation.fetch_add(1, Ordering::Relaxed);
-        let instance = Arc::new(Instance::new(
-            identity.id,
-            generation,
-            spec,
-            &shared.zone_wire,
-            identity.registered_at_ms,
-            self.now,
-            health,
-        ));
+        let instance = Arc::new(
+            Instance::new(
+                identity.id,
+                generation,
+                spec,
+                &shared.zone_wire,
+                identity.registered_at_ms,
+                self.now,
+                health,
+            )
+            .with_owner(identity.owner),
+        );
         self.by_type
             .entry(instance.spec.service_type.clone())
             .or_default()
@@ -1285,6 +1300,7 @@ mod tests {
                     id: Uuid::new_v4(),
                     registered_at_ms: 1,
                     replaces: false,
+                    owner: None,
                 };
                 (spec(&format!("i{n:04}"), 30), identity, Health::Warning)
             })
@@ -1574,6 +1590,7 @@ mod tests {
                     id: i.id,
                     registered_at_ms: i.registered_at_ms,
                     replaces: false,
+                    owner: None,
                 };
                 (i.spec.clone(), identity, Health::Passing)
             })

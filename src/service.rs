@@ -9,8 +9,8 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -118,6 +118,8 @@ pub struct Registration {
     _check_health: Option<serde_json::Value>,
     #[serde(default, rename = "check_output")]
     _check_output: Option<serde_json::Value>,
+    #[serde(default, rename = "owner")]
+    _owner: Option<serde_json::Value>,
 }
 
 /// A registration that passed every rule, normalised (lowercase names).
@@ -254,6 +256,10 @@ pub struct Instance {
     /// bytes per instance).
     pub txt_wire: Box<[u8]>,
     pub registered_at_ms: u64,
+    /// The name of the token that registered it (README "Security"); `None`
+    /// when the API was open. Only its owner (or an admin) may heartbeat,
+    /// replace or deregister it.
+    pub owner: Option<Arc<str>>,
     last_heartbeat_ms: AtomicU64,
     /// Health as the last heartbeat (or the registration) reported it.
     reported_health: AtomicU8,
@@ -307,12 +313,19 @@ impl Instance {
             target_wire: target_wire.into(),
             txt_wire: txt_wire.into(),
             registered_at_ms,
+            owner: None,
             last_heartbeat_ms: AtomicU64::new(now_ms),
             reported_health: AtomicU8::new(health as u8),
             check_health: AtomicU8::new(Health::Passing as u8),
             output: Mutex::new(None),
             check_output: Mutex::new(None),
         }
+    }
+
+    /// The same instance, owned by `owner`.
+    pub fn with_owner(mut self, owner: Option<Arc<str>>) -> Instance {
+        self.owner = owner;
+        self
     }
 
     #[inline]
@@ -542,8 +555,15 @@ impl Instance {
         hickory_proto::rr::rdata::TXT::from_bytes(length_prefixed(&self.txt_wire).collect())
     }
 
-    /// The JSON service object of the admin API.
+    /// The JSON service object of the admin API, as its owner sees it.
     pub fn view(&self) -> ServiceView {
+        self.view_for(true)
+    }
+
+    /// The JSON service object of the admin API; `check_output` only when
+    /// `may_write` (what a check read from a target is for those who may
+    /// change the instance: it can hold an internal page's first bytes).
+    pub fn view_for(&self, may_write: bool) -> ServiceView {
         let spec = &self.spec;
         ServiceView {
             id: self.id,
@@ -564,7 +584,8 @@ impl Instance {
             output: self.output(),
             check: spec.check.as_ref().map(CheckSpec::to_json),
             check_health: spec.check.as_ref().map(|_| self.check_health()),
-            check_output: self.check_output(),
+            check_output: self.check_output().filter(|_| may_write),
+            owner: self.owner.as_deref().map(str::to_string),
         }
     }
 }
@@ -612,9 +633,14 @@ pub struct ServiceView {
     /// The check's own verdict; `health` is the worse of it and `output`'s.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub check_health: Option<Health>,
-    /// What the last check saw.
+    /// What the last check saw; shown only to callers that may change
+    /// the instance.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub check_output: Option<String>,
+    /// The name of the token that registered it, when tokens are
+    /// configured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
 }
 
 #[cfg(test)]

@@ -89,7 +89,8 @@ pub fn is_dns_label(label: &str) -> bool {
 }
 
 /// Parses `host`: an IP literal, or a hostname of at most 253 characters made
-/// of valid labels (a trailing dot is allowed and dropped).
+/// of valid labels (a trailing dot is allowed and dropped) that does not
+/// read as a number (see [`reads_as_a_number`]).
 pub fn validate_host(value: &str) -> Result<Host, ValidationError> {
     if let Ok(ip) = value.parse::<IpAddr>() {
         return Ok(Host::Ip(ip));
@@ -108,7 +109,33 @@ pub fn validate_host(value: &str) -> Result<Host, ValidationError> {
             )));
         }
     }
+    if reads_as_a_number(name) {
+        return Err(invalid(format!(
+            "host {value:?} is not an IP address but a resolver would read it as one: \
+             write the address itself, as in 127.0.0.1"
+        )));
+    }
     Ok(Host::Name(name.to_ascii_lowercase()))
+}
+
+/// Whether a hostname (valid labels, no trailing dot) would be taken for
+/// an IPv4 address by some resolver: its last label is all digits (no
+/// top-level domain is: `999.1.1.1`, `a.1`), or it is what `inet_aton(3)`
+/// parses: one to four numbers, decimal, octal (`017`) or hex (`0x7f`), so
+/// `0x7f.1`, `1.2.3`, `127.1` and `0`, which glibc resolves without asking
+/// any nameserver (`0x7f.1` is 127.0.0.1). Such a name would lead a check,
+/// or a client reading the SRV target, to an address no one wrote down.
+fn reads_as_a_number(name: &str) -> bool {
+    let is_number = |label: &str| match label
+        .strip_prefix("0x")
+        .or_else(|| label.strip_prefix("0X"))
+    {
+        Some(hex) => hex.bytes().all(|b| b.is_ascii_hexdigit()),
+        None => !label.is_empty() && label.bytes().all(|b| b.is_ascii_digit()),
+    };
+    let last = name.rsplit('.').next().unwrap_or(name);
+    let all_digits = !last.is_empty() && last.bytes().all(|b| b.is_ascii_digit());
+    all_digits || (name.split('.').count() <= 4 && name.split('.').all(is_number))
 }
 
 /// At most the first 64 bytes of `value` (cut at a character boundary, with
@@ -215,5 +242,58 @@ mod tests {
         assert!(validate_host(&format!("{}ab", "a.".repeat(126))).is_err());
         assert!(validate_host(&format!("{}a", "a.".repeat(126))).is_ok());
         assert!(validate_host(&"a.".repeat(127)).is_ok());
+    }
+
+    /// Hosts that are not IP literals but read as numbers are refused:
+    /// glibc's resolver turns `0x7f.1` into 127.0.0.1 without asking DNS.
+    #[test]
+    fn hosts_that_read_as_numbers_are_refused() {
+        for numeric in [
+            "0x7f.1",
+            "999.1.1.1",
+            "1.2.3",
+            "0",
+            "127.1",
+            "0x7f000001",
+            "0X7F.0X1",
+            "017700000001",
+            "1.0xff",
+            "0x7f.0x0.0x0.0x1",
+            "1.2.3.4.",
+            "1.2.3.4.5",
+            "1.2.3.256",
+            "010.0.0.1",
+            "a.1",
+            "web.123",
+            "0x",
+            "4294967296",
+        ] {
+            let error = validate_host(numeric).unwrap_err().to_string();
+            assert!(
+                error.contains("would read it as one"),
+                "{numeric:?}: {error}"
+            );
+        }
+        for name in [
+            "1e3",
+            "0x1.com",
+            "0xg",
+            "deadbeef",
+            "1.2.3.4.com",
+            "a1",
+            "123abc",
+            "abc.0x1",
+            "10-0-0-1.example",
+            "1.2.3.4.5.0x6",
+        ] {
+            assert_eq!(
+                validate_host(name),
+                Ok(Host::Name(name.to_ascii_lowercase())),
+                "{name}"
+            );
+        }
+        // IP literals are still IP literals.
+        assert!(matches!(validate_host("127.0.0.1"), Ok(Host::Ip(_))));
+        assert!(matches!(validate_host("::ffff:127.0.0.1"), Ok(Host::Ip(_))));
     }
 }

@@ -14,19 +14,36 @@ use super::error::ApiError;
 /// Largest request body accepted.
 pub(crate) const MAX_BODY_BYTES: usize = 64 * 1024;
 
-/// Reads the whole body, refusing more than [`MAX_BODY_BYTES`] (413) or
-/// one that takes longer than `timeout` (408, `admin.body_read_timeout`):
-/// a client trickling a byte at a time must not hold a connection (and,
-/// for a registration, nothing else) for ever.
+/// Reads the whole body, refusing more than [`MAX_BODY_BYTES`] (413), one
+/// that takes longer than `timeout` (408, `admin.body_read_timeout`): a
+/// client trickling a byte at a time must not hold a connection (and, for
+/// a registration, nothing else) for ever; and one that is not valid HTTP
+/// framing, such as a malformed chunk (400).
 pub(super) async fn read_body(
     body: Body,
     timeout: Duration,
 ) -> Result<axum::body::Bytes, ApiError> {
     match tokio::time::timeout(timeout, axum::body::to_bytes(body, MAX_BODY_BYTES)).await {
         Ok(Ok(bytes)) => Ok(bytes),
-        Ok(Err(_)) => Err(ApiError::TooLarge(MAX_BODY_BYTES)),
+        Ok(Err(error)) if is_too_large(&error) => Err(ApiError::TooLarge(MAX_BODY_BYTES)),
+        Ok(Err(error)) => Err(ApiError::BadRequest(format!(
+            "the request body could not be read: {error}"
+        ))),
         Err(_) => Err(ApiError::BodyTimeout(timeout.as_secs())),
     }
+}
+
+/// Whether reading a body failed for its size (rather than, say, a
+/// malformed chunk or a client that went away).
+fn is_too_large(error: &axum::Error) -> bool {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(error) = cause {
+        if error.is::<http_body_util::LengthLimitError>() {
+            return true;
+        }
+        cause = error.source();
+    }
+    false
 }
 
 /// Whether the request says its body is JSON (`application/json`, or any

@@ -13,6 +13,9 @@ pub(crate) enum ApiError {
     BadRequest(String),
     #[error("missing or wrong bearer token")]
     Unauthorized,
+    /// The token is known but may not do this (README "Security").
+    #[error("{0}")]
+    Forbidden(String),
     #[error("{0}")]
     NotFound(String),
     #[error("method not allowed")]
@@ -52,6 +55,7 @@ impl From<crate::registrar::RegistrarError> for ApiError {
             crate::registrar::RegistrarError::NotFound => {
                 ApiError::NotFound("no such service, or it has expired: register it again".into())
             }
+            crate::registrar::RegistrarError::Forbidden(why) => ApiError::Forbidden(why),
             crate::registrar::RegistrarError::Store(error @ crate::store::StoreError::Kept(_)) => {
                 ApiError::Unconfirmed(error.to_string())
             }
@@ -68,6 +72,7 @@ impl ApiError {
         match self {
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,

@@ -11,6 +11,7 @@ use tokio::sync::broadcast::error::RecvError;
 use super::error::ApiError;
 use super::filters::parse_filters;
 use super::state::AdminState;
+use crate::access::Caller;
 use crate::events::lagged;
 
 /// Streams every event (or those of `?type=`) until the client leaves or
@@ -18,6 +19,7 @@ use crate::events::lagged;
 /// are sent, so a client that has them will see every later change.
 pub(super) async fn stream(
     State(state): State<Arc<AdminState>>,
+    caller: Caller,
     RawQuery(query): RawQuery,
 ) -> Result<Response, ApiError> {
     let filters = parse_filters(query, &["type"])?;
@@ -37,6 +39,7 @@ pub(super) async fn stream(
         let shutdown = shutdown.clone();
         let metrics = metrics.clone();
         let service_type = service_type.clone();
+        let caller = caller.clone();
         async move {
             loop {
                 let received = tokio::select! {
@@ -51,7 +54,9 @@ pub(super) async fn stream(
                         {
                             continue;
                         }
-                        Event::default().data(&event.json)
+                        let may_write =
+                            caller.may_write_owned(event.owner.as_deref(), &event.service_type);
+                        Event::default().data(event.json_for(may_write))
                     }
                     Err(RecvError::Lagged(missed)) => {
                         metrics.events_missed.add(missed);

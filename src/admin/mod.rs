@@ -4,6 +4,7 @@
 //! announces, logs and counts it), read the registry, and render; they hold
 //! no state of their own. [`router`] builds the whole API so tests can serve it anywhere.
 
+mod auth;
 mod body;
 mod error;
 mod events;
@@ -11,6 +12,7 @@ mod filters;
 mod openapi;
 mod serve;
 mod state;
+pub(crate) mod tls;
 mod ui;
 
 use std::net::SocketAddr;
@@ -19,9 +21,9 @@ use std::sync::Arc;
 use axum::Json;
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{ConnectInfo, Path, RawQuery, Request, State};
-use axum::http::{HeaderMap, Method, StatusCode, header};
-use axum::middleware::{self, Next};
+use axum::extract::{ConnectInfo, Path, RawQuery, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::middleware;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use serde::Deserialize;
@@ -34,66 +36,61 @@ pub(crate) use state::AdminState;
 
 use filters::parse_filters;
 
+use crate::access::Caller;
 use crate::events::DeregisterReason;
 use crate::registrar::RegistrarError;
 use crate::select::{self, Ask, Order};
-use crate::service::{Health, MAX_OUTPUT_BYTES, Registration, validate_label};
+use crate::service::{Health, MAX_OUTPUT_BYTES, Registration, ValidRegistration, validate_label};
 
 /// The whole admin API.
 pub(crate) fn router(state: AdminState) -> Router {
     let state = Arc::new(state);
-    let mut router = Router::new()
+    let mut api = Router::new()
         .route("/v1/services", post(register).get(list))
         .route("/v1/services/{id}", get(get_one).delete(deregister))
         .route("/v1/services/{id}/heartbeat", put(heartbeat))
         .route("/v1/discover/{service_type}", get(discover))
         .route("/v1/types", get(types))
         .route("/v1/events", get(events::stream))
+        .route("/metrics", get(metrics));
+    // Without a token there is nothing to check: no layer at all, rather
+    // than one that runs (and boxes a future) on every request; handlers
+    // then see `Caller::Anyone`. The layer covers the routes above only:
+    // those below are open whatever the tokens (README "Security").
+    if !state.tokens.is_empty() {
+        api = api.layer(middleware::from_fn_with_state(
+            state.clone(),
+            auth::authorize,
+        ));
+    }
+    api
+        // Open for probes.
         .route("/v1/health", get(health))
-        .route("/metrics", get(metrics))
+        // Static files that hold no data.
         .route("/v1/openapi.json", get(openapi::document))
         .merge(ui::routes())
         .fallback(|| async { ApiError::NotFound("no such endpoint".into()) })
-        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed });
-    // Without a token there is nothing to check: no layer at all, rather
-    // than one that runs (and boxes a future) on every request.
-    if state.token.is_some() {
-        router = router.layer(middleware::from_fn_with_state(state.clone(), require_token));
-    }
-    router.with_state(state)
+        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
+        .with_state(state)
 }
 
-/// With a token configured, every request that can change something must
-/// carry `Authorization: Bearer <token>`.
-async fn require_token(
-    State(state): State<Arc<AdminState>>,
-    request: Request,
-    next: Next,
-) -> Response {
-    let read_only = matches!(*request.method(), Method::GET | Method::HEAD);
-    if let Some(token) = &state.token
-        && !read_only
-    {
-        let presented = request
-            .headers()
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .unwrap_or("");
-        if !constant_time_eq(presented.as_bytes(), token.as_bytes()) {
-            return ApiError::Unauthorized.into_response();
+/// The one parameter of a path (`{id}`, `{service_type}`); one that is
+/// not valid UTF-8 (after percent-decoding) is answered 400 with the JSON
+/// error body, as every other error is, not axum's plain text.
+struct PathParam(String);
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for PathParam {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<PathParam, ApiError> {
+        match Path::<String>::from_request_parts(parts, state).await {
+            Ok(Path(value)) => Ok(PathParam(value)),
+            Err(rejection) => Err(ApiError::BadRequest(rejection.body_text())),
         }
     }
-    next.run(request).await
-}
-
-/// Compares without stopping at the first difference, so response timing
-/// does not reveal how much of a guessed token was right.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 fn parse_id(id: &str) -> Result<Uuid, ApiError> {
@@ -107,6 +104,7 @@ fn unknown_id(id: Uuid) -> ApiError {
 async fn register(
     State(state): State<Arc<AdminState>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    caller: Caller,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
@@ -123,10 +121,7 @@ async fn register(
     }
     let outcome = async {
         let bytes = body::read_body(body, state.body_read_timeout).await?;
-        let registration: Registration = body::parse_json(&headers, &bytes)?;
-        registration
-            .validate(state.default_ttl)
-            .map_err(|e| ApiError::Invalid(e.to_string()))
+        registration_from_body(&headers, &bytes, state.default_ttl)
     }
     .await;
     let spec = match outcome {
@@ -136,6 +131,12 @@ async fn register(
             return Err(error);
         }
     };
+    if let Some((field, address)) = spec.check.as_ref().and_then(|c| c.target.literal_address())
+        && let Err(refused) = state.check_targets.check(address)
+    {
+        state.metrics.registrations_rejected.inc();
+        return Err(ApiError::Invalid(format!("{field}: {refused}")));
+    }
     if takes_nameserver_name(&state.nameserver_labels, &spec) {
         state.metrics.registrations_rejected.inc();
         let name = state.nameserver_labels.join(".");
@@ -145,7 +146,7 @@ async fn register(
             spec.service_type, spec.name
         )));
     }
-    let registered = state.registrar.register(spec).await?;
+    let registered = state.registrar.register(spec, &caller).await?;
     let status = if registered.created {
         StatusCode::CREATED
     } else {
@@ -154,9 +155,23 @@ async fn register(
     Ok((status, Json(registered.instance.view())).into_response())
 }
 
+/// The registration a request body holds, parsed and validated: 415, 400
+/// or 422 as [`body::parse_json`] and `Registration::validate` say. What
+/// the `registration_body` fuzz target runs.
+pub(crate) fn registration_from_body(
+    headers: &HeaderMap,
+    bytes: &[u8],
+    default_ttl: u32,
+) -> Result<ValidRegistration, ApiError> {
+    let registration: Registration = body::parse_json(headers, bytes)?;
+    registration
+        .validate(default_ttl)
+        .map_err(|e| ApiError::Invalid(e.to_string()))
+}
+
 /// Whether `spec`'s DNS name is the name server's (`labels`, left of the
 /// apex): `<type>` for a one-label name server, `<name>.<type>` for two.
-fn takes_nameserver_name(labels: &[String], spec: &crate::service::ValidRegistration) -> bool {
+fn takes_nameserver_name(labels: &[String], spec: &ValidRegistration) -> bool {
     match labels {
         [service_type] => spec.service_type == *service_type,
         [name, service_type] => spec.name == *name && spec.service_type == *service_type,
@@ -179,7 +194,8 @@ fn default_status() -> Health {
 
 async fn heartbeat(
     State(state): State<Arc<AdminState>>,
-    Path(id): Path<String>,
+    PathParam(id): PathParam,
+    caller: Caller,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
@@ -204,7 +220,7 @@ async fn heartbeat(
     }
     match state
         .registrar
-        .heartbeat(id, beat.status, beat.output)
+        .heartbeat(id, beat.status, beat.output, &caller)
         .await
     {
         Ok(instance) => Ok(Json(instance.view()).into_response()),
@@ -215,12 +231,13 @@ async fn heartbeat(
 
 async fn deregister(
     State(state): State<Arc<AdminState>>,
-    Path(id): Path<String>,
+    PathParam(id): PathParam,
+    caller: Caller,
 ) -> Result<StatusCode, ApiError> {
     let id = parse_id(&id)?;
     state
         .registrar
-        .deregister(id, DeregisterReason::Api)
+        .deregister(id, DeregisterReason::Api, &caller)
         .await
         .map_err(|error| match error {
             RegistrarError::NotFound => unknown_id(id),
@@ -231,15 +248,17 @@ async fn deregister(
 
 async fn get_one(
     State(state): State<Arc<AdminState>>,
-    Path(id): Path<String>,
+    PathParam(id): PathParam,
+    caller: Caller,
 ) -> Result<Response, ApiError> {
     let id = parse_id(&id)?;
     let instance = state.registry.get(id).ok_or_else(|| unknown_id(id))?;
-    Ok(Json(instance.view()).into_response())
+    Ok(Json(instance.view_for(caller.may_write(&instance))).into_response())
 }
 
 async fn list(
     State(state): State<Arc<AdminState>>,
+    caller: Caller,
     RawQuery(query): RawQuery,
 ) -> Result<Response, ApiError> {
     let filters = parse_filters(query, &["type", "tag", "health"])?;
@@ -261,7 +280,7 @@ async fn list(
         .collect();
     Ok((
         [(header::CONTENT_TYPE, "application/json")],
-        services_body(services),
+        services_body(services, caller),
     )
         .into_response())
 }
@@ -274,7 +293,7 @@ const SERVICES_PER_CHUNK: usize = 256;
 /// memory, where rendering the whole answer first took several times its
 /// size (3.8 GiB at peak for 1 M instances), and the worker thread gets
 /// back to other requests between chunks.
-fn services_body(services: Vec<Arc<crate::service::Instance>>) -> Body {
+fn services_body(services: Vec<Arc<crate::service::Instance>>, caller: Caller) -> Body {
     use futures_util::stream::{self, StreamExt};
     let count = services.len();
     let chunks = (0..count).step_by(SERVICES_PER_CHUNK).map(move |start| {
@@ -284,7 +303,7 @@ fn services_body(services: Vec<Arc<crate::service::Instance>>) -> Body {
             if start + at > 0 {
                 out.push(b',');
             }
-            serde_json::to_writer(&mut out, &instance.view())
+            serde_json::to_writer(&mut out, &instance.view_for(caller.may_write(instance)))
                 .expect("a service view always serialises");
         }
         bytes::Bytes::from(out)
@@ -303,7 +322,8 @@ fn services_body(services: Vec<Arc<crate::service::Instance>>) -> Body {
 async fn discover(
     State(state): State<Arc<AdminState>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    Path(service_type): Path<String>,
+    PathParam(service_type): PathParam,
+    caller: Caller,
     RawQuery(query): RawQuery,
 ) -> Result<Response, ApiError> {
     let filters = parse_filters(query, &["tag", "locality"])?;
@@ -327,7 +347,7 @@ async fn discover(
     let now = state.registry.now_ms();
     let selection = select::select(&set, &ask, steering, now, DISCOVERY_SAMPLE);
     let chosen = selection.instances.first().ok_or_else(none)?;
-    Ok(Json(chosen.view()).into_response())
+    Ok(Json(chosen.view_for(caller.may_write(chosen))).into_response())
 }
 
 /// Candidates a discovery of a large type weighs, from a random start.

@@ -54,8 +54,10 @@ pub(crate) async fn serve(
     app: Router,
     limits: Limits,
     metrics: Arc<Metrics>,
+    tls: Option<Arc<rustls::ServerConfig>>,
     shutdown: CancellationToken,
 ) {
+    let tls = tls.map(tokio_rustls::TlsAcceptor::from);
     let slots = Arc::new(Semaphore::new(limits.max_connections));
     let per_source = PerSource::default();
     let mut refusals = LogThrottle::new();
@@ -107,7 +109,20 @@ pub(crate) async fn serve(
         // Who is asking, for handlers that care (discovery by locality).
         let app = app.clone().layer(Extension(ConnectInfo(peer)));
         let service = TowerToHyperService::new(app);
-        let connection = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
+        let connection: Connection = match &tls {
+            None => {
+                let plain = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
+                Box::pin(async move { plain.await.map_err(Into::into) })
+            }
+            Some(acceptor) => Box::pin(serve_tls(
+                acceptor.clone(),
+                stream,
+                service,
+                http.clone(),
+                graceful.watcher(),
+                limits.header_read_timeout,
+            )),
+        };
         let close = close.clone();
         let metrics = metrics.clone();
         let idle_timeout = limits.idle_timeout;
@@ -133,6 +148,45 @@ pub(crate) async fn serve(
         tracing::warn!("admin requests still running after {drain:?}; closing them");
         close.cancel();
     }
+}
+
+/// One connection being served, to its end or its error.
+type Connection = Pin<
+    Box<
+        dyn std::future::Future<Output = Result<(), Box<dyn std::error::Error + Send + Sync>>>
+            + Send,
+    >,
+>;
+
+/// Serves one connection over TLS: the handshake (within `handshake`, as
+/// the request headers must come within it: a client that opens and waits
+/// holds a slot no longer), then HTTP as on a plain connection. A client
+/// without a certificate the CA signed, when `admin.tls.client_ca` is set,
+/// fails the handshake and never reaches HTTP.
+async fn serve_tls<S>(
+    acceptor: tokio_rustls::TlsAcceptor,
+    stream: Watched,
+    service: S,
+    http: hyper::server::conn::http1::Builder,
+    watcher: hyper_util::server::graceful::Watcher,
+    handshake: Duration,
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>>
+where
+    S: hyper::service::Service<
+            hyper::Request<hyper::body::Incoming>,
+            Response = axum::response::Response,
+        > + Send
+        + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let stream = tokio::time::timeout(handshake, acceptor.accept(stream))
+        .await
+        .map_err(|_| format!("TLS handshake not done within {handshake:?}"))??;
+    watcher
+        .watch(http.serve_connection(TokioIo::new(stream), service))
+        .await?;
+    Ok(())
 }
 
 /// When a connection last moved a byte, in milliseconds since it opened.

@@ -22,8 +22,11 @@ pub(crate) struct AdminState {
     /// The write path: store first, then the registry.
     pub registrar: Registrar,
     pub metrics: Arc<Metrics>,
-    /// Bearer token for non-GET requests; `None` when not configured.
-    pub token: Option<Arc<str>>,
+    /// The tokens; none: the API is open.
+    pub tokens: crate::access::Tokens,
+    /// The addresses checks may reach: a check to a denied IP literal is
+    /// refused at registration.
+    pub check_targets: crate::checks::target::TargetPolicy,
     pub default_ttl: u32,
     /// Time a client has to send a request body, once its headers are in.
     pub body_read_timeout: std::time::Duration,

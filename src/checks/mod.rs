@@ -10,6 +10,7 @@
 pub(crate) mod checker;
 pub(crate) mod probe;
 pub(crate) mod scheduler;
+pub(crate) mod target;
 pub(crate) mod thresholds;
 
 use std::net::IpAddr;
@@ -99,6 +100,18 @@ pub struct CheckSpec {
     pub successes_before_passing: u32,
     /// Remove the instance once it has been critical this long.
     pub deregister_after: Option<Duration>,
+}
+
+impl CheckTarget {
+    /// The field it was registered as (`check.http`, `check.tcp`) and its
+    /// host, when that is an IP literal.
+    pub fn literal_address(&self) -> Option<(&'static str, IpAddr)> {
+        let (field, host) = match self {
+            CheckTarget::Http(target) => ("check.http", &target.host),
+            CheckTarget::Tcp { host, .. } => ("check.tcp", host),
+        };
+        host.parse().ok().map(|ip| (field, ip))
+    }
 }
 
 fn invalid(message: impl Into<String>) -> ValidationError {

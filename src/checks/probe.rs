@@ -13,6 +13,7 @@ use hyper_util::rt::TokioIo;
 use rustls::pki_types::ServerName;
 use tokio::net::TcpStream;
 
+use super::target::TargetPolicy;
 use super::{CheckTarget, HttpTarget};
 use crate::service::Health;
 use crate::validate::abbreviate;
@@ -78,13 +79,16 @@ impl Outcome {
     }
 }
 
-/// Runs one check of `target`, never for longer than `timeout`.
-pub(crate) async fn run(target: &CheckTarget, timeout: Duration) -> Outcome {
+/// Runs one check of `target`, never for longer than `timeout`, to the
+/// addresses `policy` permits only.
+pub(crate) async fn run(target: &CheckTarget, timeout: Duration, policy: &TargetPolicy) -> Outcome {
     let attempt = async {
         match target {
-            CheckTarget::Http(target) => http(target).await,
+            CheckTarget::Http(target) => http(target, policy).await,
             CheckTarget::Tcp { host, port } => {
-                connect(host, *port).await.map_err(|o| o.prefixed("TCP"))?;
+                connect(host, *port, policy)
+                    .await
+                    .map_err(|o| o.prefixed("TCP"))?;
                 Ok(Outcome {
                     health: Health::Passing,
                     failure: None,
@@ -110,8 +114,10 @@ fn describe(target: &CheckTarget) -> String {
     }
 }
 
-/// Connects to the first address of `host` that accepts.
-async fn connect(host: &str, port: u16) -> Result<TcpStream, Outcome> {
+/// Connects to the first address of `host` that accepts, of those
+/// `policy` permits: the addresses a name resolves to are judged here, at
+/// every check, as a literal was when the check was registered.
+async fn connect(host: &str, port: u16, policy: &TargetPolicy) -> Result<TcpStream, Outcome> {
     let failed = |kind, error: &dyn std::fmt::Display| {
         Outcome::failed(kind, format!("connect {host}:{port}: {error}"))
     };
@@ -123,7 +129,12 @@ async fn connect(host: &str, port: u16) -> Result<TcpStream, Outcome> {
             .collect(),
     };
     let mut last = None;
+    let mut refused = None;
     for address in addresses {
+        if let Err(why) = policy.check(address.ip()) {
+            refused.get_or_insert(why);
+            continue;
+        }
         match TcpStream::connect(address).await {
             Ok(stream) => return Ok(stream),
             Err(error) => last = Some(error),
@@ -134,18 +145,21 @@ async fn connect(host: &str, port: u16) -> Result<TcpStream, Outcome> {
             failed(FailureKind::Refused, &error)
         }
         Some(error) => failed(FailureKind::Error, &error),
-        None => failed(FailureKind::Error, &"the name has no address"),
+        None => match refused {
+            Some(why) => failed(FailureKind::Error, &format!("not checked: {why}")),
+            None => failed(FailureKind::Error, &"the name has no address"),
+        },
     })
 }
 
 /// `GET`s the URL on a fresh connection (closed afterwards; redirects are
 /// not followed) and reads at most [`MAX_BODY_BYTES`] of the body. An
 /// `https` URL gets a TLS handshake first.
-async fn http(target: &HttpTarget) -> Result<Outcome, Outcome> {
+async fn http(target: &HttpTarget, policy: &TargetPolicy) -> Result<Outcome, Outcome> {
     let label = format!("HTTP GET {}", abbreviate(&target.url));
     let error =
         |e: &dyn std::fmt::Display| Outcome::failed(FailureKind::Error, format!("{label}: {e}"));
-    let stream = connect(&target.host, target.port)
+    let stream = connect(&target.host, target.port, policy)
         .await
         .map_err(|o| o.prefixed(&format!("{label}:")))?;
     if !target.tls {

@@ -33,6 +33,7 @@ use uuid::Uuid;
 use super::CheckSpec;
 use super::checker::{CheckerInbox, Command};
 use super::probe::{self, Outcome};
+use super::target::TargetPolicy;
 use super::thresholds::{Streak, verdict};
 use crate::events::DeregisterReason;
 use crate::registrar::Registrar;
@@ -84,6 +85,8 @@ type Removal = (Arc<Instance>, DeregisterReason);
 /// when each is next due.
 struct Schedule {
     registrar: Registrar,
+    /// The addresses checks may reach.
+    targets: Arc<TargetPolicy>,
     watched: HashMap<Uuid, Watched>,
     due: BinaryHeap<Reverse<(Instant, u64, Uuid)>>,
     next_epoch: u64,
@@ -103,9 +106,11 @@ pub(crate) async fn run(
     CheckerInbox(mut inbox): CheckerInbox,
     registrar: Registrar,
     slots: Slots,
+    targets: TargetPolicy,
     shutdown: CancellationToken,
 ) {
     let mut schedule = Schedule::new(registrar.clone(), slots);
+    schedule.targets = Arc::new(targets);
     let mut running: JoinSet<Done> = JoinSet::new();
     let mut hold = tokio::time::interval(HOLD_EVERY);
     hold.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -165,6 +170,7 @@ impl Schedule {
     fn new(registrar: Registrar, slots: Slots) -> Schedule {
         Schedule {
             registrar,
+            targets: Default::default(),
             watched: HashMap::new(),
             due: BinaryHeap::new(),
             next_epoch: 0,
@@ -242,12 +248,13 @@ impl Schedule {
             return;
         }
         *self.per_target.entry(host.clone()).or_default() += 1;
+        let targets = self.targets.clone();
         let handle = running.spawn(async move {
             Done {
                 id,
                 epoch,
                 started: now,
-                outcome: probe::run(&check.target, check.timeout).await,
+                outcome: probe::run(&check.target, check.timeout, &targets).await,
             }
         });
         self.hosts_by_task.insert(handle.id(), host);
@@ -370,6 +377,7 @@ impl Schedule {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::access::Caller;
     use crate::registrar::RegistrarError;
     use crate::registrar::tests::{outcome, setup, spec};
     use crate::service::Health::{Critical, Passing};
@@ -395,7 +403,12 @@ mod tests {
         let mut s = setup();
         let mut spec = spec("a", 300, true);
         spec.check.as_mut().unwrap().deregister_after = Some(Duration::from_secs(2));
-        let instance = s.registrar.register(spec).await.unwrap().instance;
+        let instance = s
+            .registrar
+            .register(spec, &Caller::Anyone)
+            .await
+            .unwrap()
+            .instance;
         let id = instance.id;
         let mut schedule = Schedule::new(s.registrar.clone(), TEST_SLOTS);
         schedule.watch(instance.clone());
@@ -450,13 +463,23 @@ mod tests {
         let s = setup();
         let mut spec = spec("a", 300, true);
         spec.check.as_mut().unwrap().deregister_after = Some(Duration::from_secs(1));
-        let old = s.registrar.register(spec.clone()).await.unwrap().instance;
+        let old = s
+            .registrar
+            .register(spec.clone(), &Caller::Anyone)
+            .await
+            .unwrap()
+            .instance;
         let mut schedule = Schedule::new(s.registrar.clone(), TEST_SLOTS);
         schedule.watch(old.clone());
         assert!(schedule.apply(done(&schedule, old.id, Critical)).is_none());
         s.time.advance_ms(1_000);
         let (doomed, reason) = schedule.apply(done(&schedule, old.id, Critical)).unwrap();
-        let new = s.registrar.register(spec).await.unwrap().instance;
+        let new = s
+            .registrar
+            .register(spec, &Caller::Anyone)
+            .await
+            .unwrap()
+            .instance;
         assert!(matches!(
             s.registrar.deregister_critical(&doomed, reason).await,
             Err(RegistrarError::NotFound)

@@ -49,7 +49,7 @@ pub enum Command {
 /// Where the admin API is.
 #[derive(Debug, Clone, Args)]
 pub(crate) struct Connection {
-    /// The admin API (the token comes from SIGNPOST_ADMIN_TOKEN).
+    /// The admin API.
     #[arg(
         long,
         value_name = "URL",
@@ -57,6 +57,16 @@ pub(crate) struct Connection {
         default_value = "http://127.0.0.1:8700"
     )]
     pub(crate) addr: Address,
+    /// The admin API token, when the server has tokens. Prefer the
+    /// environment variable: a command's arguments are visible to every
+    /// user of the host (ps).
+    #[arg(
+        long,
+        value_name = "TOKEN",
+        env = "SIGNPOST_ADMIN_TOKEN",
+        hide_env_values = true
+    )]
+    pub(crate) token: Option<String>,
 }
 
 /// What every registration says besides its type, name and host.

@@ -16,7 +16,7 @@ use std::process::ExitCode;
 
 pub use args::{Command, EXIT_CODES};
 
-use crate::client::{Client, TOKEN_VAR};
+use crate::client::Client;
 
 /// Runs one client command; `cli` builds the whole command line (for
 /// completions). Never panics on a refusal, an unreachable server or bad
@@ -43,10 +43,12 @@ pub fn main(command: Command, cli: impl FnOnce() -> clap::Command) -> ExitCode {
     runtime.block_on(dispatch(command))
 }
 
+/// A client of `connection`, with its token (`--token`, or
+/// `SIGNPOST_ADMIN_TOKEN`) when it has one.
 fn client(connection: &args::Connection) -> Client {
     let client = Client::at(connection.addr.clone());
-    match std::env::var(TOKEN_VAR) {
-        Ok(token) if !token.is_empty() => client.with_token(token),
+    match &connection.token {
+        Some(token) if !token.is_empty() => client.with_token(token),
         _ => client,
     }
 }

@@ -218,6 +218,7 @@ mod tests {
             check: None,
             check_health: None,
             check_output: None,
+            owner: None,
         }
     }
 

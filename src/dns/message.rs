@@ -175,7 +175,7 @@ fn client_subnet(edns: &Edns) -> Option<ClientSubnet> {
 /// Every record the answer to `request` holds before any size limit, as
 /// the general path builds them: the answers with the extras of each, and
 /// the authority section. For checking what either path sent.
-#[cfg(test)]
+#[cfg(any(test, feature = "fuzzing"))]
 pub(super) fn unlimited(
     zone: &Zone,
     request: &Message,

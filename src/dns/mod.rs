@@ -28,8 +28,8 @@ pub(crate) mod node;
 pub mod server;
 pub mod udp;
 
-#[cfg(test)]
-mod differential;
+#[cfg(any(test, feature = "fuzzing"))]
+pub(crate) mod differential;
 #[cfg(test)]
 mod tests;
 

@@ -39,7 +39,23 @@ impl Registrar {
         &self,
         etcd: &EtcdStore,
         spec: ValidRegistration,
+        caller: &crate::access::Caller,
     ) -> Result<Registered, RegistrarError> {
+        // As this node sees it (owners are not kept in etcd yet: an
+        // instance another node registered has none here).
+        if let Some(old) = self.registry.live_named(&spec.service_type, &spec.name)
+            && !caller.may_write(&old)
+        {
+            return Err(self.forbidden(
+                caller,
+                format!(
+                    "may not replace {:?} of type {:?}: {}",
+                    spec.name,
+                    spec.service_type,
+                    super::owned_by(&old)
+                ),
+            ));
+        }
         let now = self.registry.now_ms();
         let registry = &self.registry;
         let lapsed = |id: Uuid| {
@@ -89,12 +105,21 @@ impl Registrar {
         &self,
         etcd: &EtcdStore,
         id: Uuid,
-        expected: Option<&Arc<Instance>>,
+        removal: super::Removal<'_>,
         reason: DeregisterReason,
     ) -> Result<Arc<Instance>, RegistrarError> {
         let current = self.registry.get(id).ok_or(RegistrarError::NotFound)?;
-        if expected.is_some_and(|expected| !Arc::ptr_eq(expected, &current)) {
-            return Err(RegistrarError::NotFound);
+        match removal {
+            super::Removal::IfStill(expected) if !Arc::ptr_eq(expected, &current) => {
+                return Err(RegistrarError::NotFound);
+            }
+            super::Removal::By(caller) if !caller.may_write(&current) => {
+                return Err(self.forbidden(
+                    caller,
+                    format!("may not deregister {id}: {}", super::owned_by(&current)),
+                ));
+            }
+            _ => {}
         }
         let found = etcd
             .remove(id, TombstoneValue::deregistered(reason))
@@ -230,6 +255,7 @@ impl Registrar {
             id: stored.id,
             registered_at_ms: stored.registered_at_ms,
             replaces,
+            owner: stored.owner.clone(),
         };
         let registered = self.registry.register(stored.spec, identity, stored.health);
         if let Some(stale) = &registered.expired {

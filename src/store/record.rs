@@ -58,6 +58,9 @@ pub(crate) struct StoredInstance {
     /// Its active check's last verdict, where the store keeps verdicts
     /// (etcd, so that every node serves the same health); `None`: passing.
     pub check: Option<Verdict>,
+    /// The name of the token that registered it; `None` when the API was
+    /// open (and for rows written before owners were kept).
+    pub owner: Option<std::sync::Arc<str>>,
 }
 
 /// An active check's verdict and what the check saw.
@@ -127,6 +130,7 @@ impl StoredInstance {
             id: self.id,
             registered_at_ms: self.registered_at_ms,
             replaces: false,
+            owner: self.owner,
         };
         (self.spec, identity, self.health)
     }

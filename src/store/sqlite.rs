@@ -23,8 +23,9 @@ use crate::service::Health;
 
 /// `PRAGMA application_id` of a signpost database ("SgnP").
 const APPLICATION_ID: i64 = 0x5367_6E50;
-/// `PRAGMA user_version`: bumped by every change of the schema.
-pub(crate) const SCHEMA_VERSION: i64 = 1;
+/// `PRAGMA user_version`: bumped by every change of the schema. 2 added
+/// `owner`; a version-1 file is migrated when opened ([`migrate`]).
+pub(crate) const SCHEMA_VERSION: i64 = 2;
 /// Most writes committed in one transaction.
 const MAX_BATCH: usize = 4096;
 
@@ -64,6 +65,7 @@ impl SqliteStore {
             .pragma_update(None, "journal_mode", "WAL")
             .and_then(|_| connection.pragma_update(None, "synchronous", "FULL"))
             .and_then(|_| connection.busy_timeout(std::time::Duration::from_secs(5)))
+            .and_then(|_| migrate(&connection))
             .and_then(|_| create_schema(&connection))
             .map_err(|e| open_error(&e))?;
         load(&connection, each).map_err(|e| open_error(&e))?;
@@ -140,6 +142,23 @@ fn check_ownership(connection: &Connection, path: &str) -> Result<(), StoreError
     Ok(())
 }
 
+/// Brings a file of an older schema to [`SCHEMA_VERSION`], in one
+/// transaction: version 1 gains the `owner` column (NULL: registered
+/// without a token, which only an admin token may then change).
+fn migrate(connection: &Connection) -> rusqlite::Result<()> {
+    let version: i64 = connection.pragma_query_value(None, "user_version", |row| row.get(0))?;
+    if version == 1 {
+        connection.execute_batch(
+            "BEGIN;
+             ALTER TABLE instances ADD COLUMN owner TEXT;
+             PRAGMA user_version = 2;
+             COMMIT;",
+        )?;
+        tracing::info!("store migrated from schema 1 to 2: instances have an owner");
+    }
+    Ok(())
+}
+
 fn create_schema(connection: &Connection) -> rusqlite::Result<()> {
     connection.execute_batch(&format!(
         "BEGIN;
@@ -150,6 +169,7 @@ fn create_schema(connection: &Connection) -> rusqlite::Result<()> {
              registration TEXT NOT NULL,
              health TEXT NOT NULL,
              registered_at_ms INTEGER NOT NULL,
+             owner TEXT,
              UNIQUE (type, name)
          );
          PRAGMA application_id = {APPLICATION_ID};
@@ -169,18 +189,19 @@ fn parse_health(text: &str) -> Health {
 /// Every stored registration. A row that no longer validates is logged and
 /// skipped rather than served.
 fn load(connection: &Connection, each: &mut dyn FnMut(StoredInstance)) -> rusqlite::Result<()> {
-    let mut statement =
-        connection.prepare("SELECT id, registration, health, registered_at_ms FROM instances")?;
+    let mut statement = connection
+        .prepare("SELECT id, registration, health, registered_at_ms, owner FROM instances")?;
     let rows = statement.query_map([], |row| {
         Ok((
             row.get::<_, String>(0)?,
             row.get::<_, String>(1)?,
             row.get::<_, String>(2)?,
             row.get::<_, i64>(3)?,
+            row.get::<_, Option<String>>(4)?,
         ))
     })?;
     for row in rows {
-        let (id, registration, health, registered_at_ms) = row?;
+        let (id, registration, health, registered_at_ms, owner) = row?;
         let parsed = Uuid::parse_str(&id)
             .map_err(|e| e.to_string())
             .and_then(|id| parse_registration(&registration).map(|spec| (id, spec)));
@@ -191,6 +212,7 @@ fn load(connection: &Connection, each: &mut dyn FnMut(StoredInstance)) -> rusqli
                 health: parse_health(&health),
                 registered_at_ms: u64::try_from(registered_at_ms).unwrap_or(0),
                 check: None,
+                owner: owner.map(Into::into),
             }),
             Err(error) => {
                 tracing::warn!(%id, %error, "skipping a stored registration that does not validate")
@@ -292,20 +314,22 @@ fn reopen(path: &Path) -> rusqlite::Result<Connection> {
 
 /// Whether the file holds `write`'s effect.
 fn is_kept(connection: &Connection, write: &Write) -> bool {
-    let row = |id: &Uuid| -> Option<(String, String)> {
+    let row = |id: &Uuid| -> Option<(String, String, Option<String>)> {
         connection
             .query_row(
-                "SELECT registration, health FROM instances WHERE id = ?1",
+                "SELECT registration, health, owner FROM instances WHERE id = ?1",
                 params![id.to_string()],
-                |row| Ok((row.get(0)?, row.get(1)?)),
+                |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
             )
             .ok()
     };
     match write {
-        Write::Put(instance) => row(&instance.id).is_some_and(|(registration, health)| {
-            registration == registration_json(&instance.spec) && health == instance.health.as_str()
+        Write::Put(instance) => row(&instance.id).is_some_and(|(registration, health, owner)| {
+            registration == registration_json(&instance.spec)
+                && health == instance.health.as_str()
+                && owner.as_deref() == instance.owner.as_deref()
         }),
-        Write::Health { id, health } => row(id).is_some_and(|(_, kept)| kept == health.as_str()),
+        Write::Health { id, health } => row(id).is_some_and(|(_, kept, _)| kept == health.as_str()),
         Write::Delete(id) => row(id).is_none(),
         Write::DeleteMany(ids) => ids.iter().all(|id| row(id).is_none()),
     }
@@ -334,8 +358,9 @@ fn apply(connection: &mut Connection, batch: &[Request]) -> rusqlite::Result<()>
     let transaction = connection.transaction()?;
     {
         let mut put = transaction.prepare_cached(
-            "INSERT OR REPLACE INTO instances (id, type, name, registration, health, registered_at_ms)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            "INSERT OR REPLACE INTO instances
+                 (id, type, name, registration, health, registered_at_ms, owner)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
         )?;
         let mut health =
             transaction.prepare_cached("UPDATE instances SET health = ?2 WHERE id = ?1")?;
@@ -350,6 +375,7 @@ fn apply(connection: &mut Connection, batch: &[Request]) -> rusqlite::Result<()>
                         registration_json(&instance.spec),
                         instance.health.as_str(),
                         i64::try_from(instance.registered_at_ms).unwrap_or(i64::MAX),
+                        instance.owner.as_deref(),
                     ])?;
                 }
                 Write::Health { id, health: value } => {

@@ -1269,7 +1269,8 @@ async fn admin_token_guards_every_change() {
         );
         assert_eq!(challenge.as_deref(), Some("Bearer"), "401 names the scheme");
     }
-    assert!(server.list("").await.is_empty(), "nothing was registered");
+    let admin = server.with_token("s3cret");
+    assert!(admin.list("").await.is_empty(), "nothing was registered");
 
     let (status, service, _) = authorized(
         &server,
@@ -1284,22 +1285,29 @@ async fn admin_token_guards_every_change() {
     let heartbeat = format!("/v1/services/{id}/heartbeat");
     let one = format!("/v1/services/{id}");
 
-    // Reads need no token.
+    // Reads need a token too (README "Security"), but for /v1/health.
     for path in [
         "/v1/services",
         one.as_str(),
         "/v1/discover/web",
         "/v1/types",
-        "/v1/health",
         "/metrics",
     ] {
         let response = server.http.get(server.url(path)).send().await.unwrap();
         assert_eq!(
             response.status().as_u16(),
-            200,
+            401,
             "GET {path} without a token"
         );
+        assert_eq!(server.with_token("s3cret").get(path).await.0, 200, "{path}");
     }
+    let response = server
+        .http
+        .get(server.url("/v1/health"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 200, "/v1/health is open");
 
     for auth in [None, Some("Bearer nope")] {
         let (status, reply, _) =
@@ -1321,7 +1329,7 @@ async fn admin_token_guards_every_change() {
             &format!("DELETE with {auth:?}"),
         );
     }
-    assert_eq!(server.list("").await.len(), 1, "still registered");
+    assert_eq!(admin.list("").await.len(), 1, "still registered");
 
     let (status, reply, _) = authorized(
         &server,
@@ -1342,7 +1350,7 @@ async fn admin_token_guards_every_change() {
     )
     .await;
     assert_eq!(status, 204);
-    assert!(server.list("").await.is_empty());
+    assert!(admin.list("").await.is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -399,7 +399,20 @@ async fn the_address_and_token_come_from_the_environment() {
     )
     .await;
     with.expect(0);
-    assert_eq!(server.list("").await.len(), 1);
+    assert_eq!(server.with_token("s3cret").list("").await.len(), 1);
+    // --token, for the commands that read too.
+    let listed = finish(&mut signpost(&[
+        "list", "--json", "--addr", &address, "--token", "s3cret",
+    ]))
+    .await;
+    listed.expect(0);
+    assert!(listed.stdout.contains("\"w\""), "{listed:#?}");
+    let refused = finish(&mut signpost(&[
+        "list", "--addr", &address, "--token", "wrong",
+    ]))
+    .await;
+    refused.expect(1);
+    assert_eq!(refused.stderr, "missing or wrong bearer token\n");
 }
 
 /// A command left running, its stdout lines and stderr gathered.

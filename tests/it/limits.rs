@@ -65,15 +65,28 @@ async fn a_udp_flood_from_one_prefix_is_limited_and_slips_to_tcp() {
         full >= 20 && full <= 20 * (seconds + 1),
         "{full} full answers"
     );
-    // Half of the limited ones come back as TC, the rest are dropped.
-    assert!(
-        slipped >= (400 - full) / 2 - 20,
-        "{slipped} slipped of {}",
-        400 - full
-    );
+    // Half of the limited ones go out as TC, the rest are dropped. Counted
+    // by the server: on a loaded machine the kernel may drop datagrams of
+    // a 400-packet burst on either side, which is no verdict on the limit.
+    assert!(slipped >= 1, "a limited client is told to use TCP");
     assert!(full + slipped < 400, "some were dropped");
-    let metrics = server.metrics().await;
-    assert!(metrics.contains("signpost_dns_rate_limited_total{action=\"dropped\"}"));
+    let dropped = server
+        .metric("signpost_dns_rate_limited_total{action=\"dropped\"}")
+        .await
+        .unwrap_or(0.0);
+    let slips = server
+        .metric("signpost_dns_rate_limited_total{action=\"slipped\"}")
+        .await
+        .unwrap_or(0.0);
+    assert!(
+        dropped >= 1.0 && slips >= slipped as f64,
+        "{dropped} dropped, {slips} slipped"
+    );
+    // Every second limited query slips: within one per second counted.
+    assert!(
+        (dropped - slips).abs() <= (seconds + 1) as f64,
+        "{dropped} dropped, {slips} slipped over {seconds} s"
+    );
     // Over TCP the same client is answered: its source cannot be forged.
     let mut stream = TcpStream::connect(server.dns).await.unwrap();
     let query = query_message("web.svc.local.", RecordType::A, None);

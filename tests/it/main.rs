@@ -6,6 +6,7 @@ mod schema;
 mod support;
 mod webdriver;
 
+mod access;
 mod admin;
 mod admin_limits;
 mod checks;

@@ -940,13 +940,13 @@ async fn a_file_that_is_not_a_signpost_database_is_refused_untouched() {
         connection
             .execute_batch(
                 "PRAGMA application_id = 1399287376;
-                 PRAGMA user_version = 2;
+                 PRAGMA user_version = 3;
                  CREATE TABLE instances (id TEXT PRIMARY KEY, spec TEXT, extra BLOB);
                  INSERT INTO instances VALUES ('x', '{}', x'00');",
             )
             .unwrap();
     }
-    assert_refused_untouched(&newer, "schema version 2, newer").await;
+    assert_refused_untouched(&newer, "schema version 3, newer").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -109,6 +109,23 @@ pub(crate) struct Api {
 }
 
 impl Api {
+    /// The same API, sending `Authorization: Bearer <token>` with every
+    /// request (README "Security").
+    pub(crate) fn with_token(&self, token: &str) -> Api {
+        let mut headers = reqwest::header::HeaderMap::new();
+        let value = format!("Bearer {token}").parse().expect("a header value");
+        headers.insert(reqwest::header::AUTHORIZATION, value);
+        let http = reqwest::Client::builder()
+            .default_headers(headers)
+            .timeout(Duration::from_secs(10))
+            .build()
+            .expect("a client");
+        Api {
+            http,
+            addr: self.addr,
+        }
+    }
+
     /// `http://ADDR` + `path`.
     pub(crate) fn url(&self, path: &str) -> String {
         format!("http://{}{}", self.addr, path)
@@ -922,11 +939,30 @@ impl EventStream {
         server: &TestServer,
         query: &str,
     ) -> (u16, Option<EventStream>) {
+        EventStream::open_raw(socket, server, query, "").await
+    }
+
+    /// Like [`EventStream::open`], with `Authorization: Bearer <token>`.
+    pub(crate) async fn open_with_token(
+        server: &TestServer,
+        query: &str,
+        token: &str,
+    ) -> (u16, Option<EventStream>) {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        let auth = format!("Authorization: Bearer {token}\r\n");
+        EventStream::open_raw(socket, server, query, &auth).await
+    }
+
+    /// Opens the stream with `headers` (each line ending in CRLF) added.
+    async fn open_raw(
+        socket: tokio::net::TcpSocket,
+        server: &TestServer,
+        query: &str,
+        headers: &str,
+    ) -> (u16, Option<EventStream>) {
         let mut stream = socket.connect(server.admin).await.unwrap();
-        stream
-            .write_all(format!("GET /v1/events{query} HTTP/1.0\r\nHost: test\r\n\r\n").as_bytes())
-            .await
-            .unwrap();
+        let request = format!("GET /v1/events{query} HTTP/1.0\r\nHost: test\r\n{headers}\r\n");
+        stream.write_all(request.as_bytes()).await.unwrap();
         let mut events = EventStream {
             stream,
             buffer: Vec::new(),

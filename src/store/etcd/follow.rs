@@ -195,6 +195,8 @@ impl Decoder {
             health: Health::Passing,
             registered_at_ms: value.registered_at_ms,
             check: None,
+            // Owners are not kept in etcd (yet).
+            owner: None,
         })
     }
 
