@@ -41,8 +41,8 @@ impl Registrar {
         spec: ValidRegistration,
         caller: &crate::access::Caller,
     ) -> Result<Registered, RegistrarError> {
-        // As this node sees it (owners are not kept in etcd yet: an
-        // instance another node registered has none here).
+        // As this node sees it (the owner comes with the watch; the
+        // registration's compare catches a change made meanwhile).
         if let Some(old) = self.registry.live_named(&spec.service_type, &spec.name)
             && !caller.may_write(&old)
         {
@@ -64,7 +64,7 @@ impl Registrar {
                 .is_some_and(|instance| now >= instance.expires_at_ms())
         };
         let claimed = etcd
-            .register(&spec, now, lapsed)
+            .register(&spec, caller.owner().as_deref(), now, lapsed)
             .await
             .map_err(|e| self.store_failed(e))?;
         // Applied; gone only if a later change removed it already.

@@ -707,3 +707,52 @@ fn configure(config: &mut signpost::Config, etcd: &Etcd, name: &str) {
 async fn node(etcd: &Etcd, name: &str) -> TestServer {
     TestServer::start_with(|config| configure(config, etcd, name)).await
 }
+
+/// Owners travel with the registration through etcd: a register token's
+/// instance, registered through A, is its own on B too (it may heartbeat
+/// and deregister it there), and another register token may not touch it
+/// on any node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn owners_are_kept_in_etcd_so_every_node_knows_them() {
+    let etcd = Etcd::start("owners").await;
+    let with_tokens = |name: &'static str| {
+        let etcd = &etcd;
+        TestServer::start_with(move |config| {
+            configure(config, etcd, name);
+            config.admin.tokens = ["team-a", "team-b"]
+                .map(|team| signpost::config::TokenConfig {
+                    name: team.into(),
+                    sha256: signpost::access::sha256(format!("{team}-secret").as_bytes())
+                        .iter()
+                        .map(|b| format!("{b:02x}"))
+                        .collect(),
+                    role: "register".into(),
+                    types: vec!["web".into()],
+                })
+                .to_vec();
+        })
+    };
+    let (a, b) = (with_tokens("a").await, with_tokens("b").await);
+    let (team_a_on_a, team_a_on_b) = (a.with_token("team-a-secret"), b.with_token("team-a-secret"));
+    let team_b_on_b = b.with_token("team-b-secret");
+    let registered = team_a_on_a
+        .register(&Registration::new("web-1", "web", "10.0.0.5", 8080).ttl(30))
+        .await;
+    let id = id_of(&registered);
+    assert_eq!(registered["owner"], "team-a");
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            team_a_on_b.get(&format!("/v1/services/{id}")).await.1["owner"] == "team-a"
+        })
+        .await,
+        "B knows the owner"
+    );
+    assert_eq!(team_a_on_b.heartbeat(&id, None).await.0, 200);
+    assert_eq!(team_b_on_b.heartbeat(&id, None).await.0, 403);
+    assert_eq!(team_b_on_b.deregister(&id).await.0, 403);
+    let (status, body) = team_b_on_b
+        .try_register(&Registration::new("web-1", "web", "10.0.0.9", 8080).ttl(30))
+        .await;
+    assert_eq!(status, 403, "no takeover through another node: {body}");
+    assert_eq!(team_a_on_b.deregister(&id).await.0, 204);
+}

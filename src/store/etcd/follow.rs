@@ -195,8 +195,7 @@ impl Decoder {
             health: Health::Passing,
             registered_at_ms: value.registered_at_ms,
             check: None,
-            // Owners are not kept in etcd (yet).
-            owner: None,
+            owner: value.owner.map(std::sync::Arc::from),
         })
     }
 

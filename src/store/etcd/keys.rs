@@ -139,6 +139,10 @@ pub(crate) struct InstanceValue {
     pub registered_at_ms: u64,
     /// The registration as `store::record::registration_json` writes it.
     pub registration: String,
+    /// The name of the token that registered it (README "Who may change
+    /// what"); none when the API was open.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
 }
 
 /// `P/b/<id>`: a heartbeat.

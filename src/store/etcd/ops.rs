@@ -40,6 +40,7 @@ impl EtcdStore {
     pub(crate) async fn register(
         &self,
         spec: &ValidRegistration,
+        owner: Option<&str>,
         now_ms: u64,
         lapsed: impl Fn(Uuid) -> bool,
     ) -> Result<Claimed, StoreError> {
@@ -93,6 +94,7 @@ impl EtcdStore {
                 id: claimed.id,
                 registered_at_ms,
                 registration: registration_json(spec),
+                owner: owner.map(str::to_string),
             };
             let beat = BeatValue {
                 at_ms: now_ms,
