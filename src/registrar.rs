@@ -237,27 +237,9 @@ impl Registrar {
         // Held until the registry has it: see the module's doc. Under it,
         // the instance looked at here is the one replaced.
         let _same_name = self.stripe(&spec.service_type, &spec.name).lock().await;
-        if let Some(old) = self.registry.live_named(&spec.service_type, &spec.name)
-            && !caller.may_write(&old)
-        {
-            return Err(self.forbidden(
-                caller,
-                format!(
-                    "may not replace {:?} of type {:?}: {}",
-                    spec.name,
-                    spec.service_type,
-                    owned_by(&old)
-                ),
-            ));
-        }
+        self.admit(&spec, caller)?;
         let mut identity = self.registry.identity_for(&spec);
         identity.owner = caller.owner();
-        if !identity.replaces
-            && let Some(full) = self.over_capacity(&spec)
-        {
-            self.metrics.registrations_full.inc();
-            return Err(RegistrarError::Full(full));
-        }
         let mut unconfirmed = None;
         if self.store.is_persistent() {
             let stored = StoredInstance {
@@ -272,6 +254,44 @@ impl Registrar {
             unconfirmed = self.committed(written)?;
         }
         let registered = self.registry.register(spec, identity, Health::Passing);
+        self.announce_registered(&registered);
+        if let Some(error) = unconfirmed {
+            return Err(RegistrarError::Store(error));
+        }
+        Ok(registered)
+    }
+
+    /// Whether `caller` may register `spec` now: it may replace the live
+    /// instance of that name, if there is one (403 otherwise), and a new
+    /// name must fit the registry's [`Capacity`] (507 otherwise). The same
+    /// rule for every store.
+    fn admit(&self, spec: &ValidRegistration, caller: &Caller) -> Result<(), RegistrarError> {
+        match self.registry.live_named(&spec.service_type, &spec.name) {
+            Some(old) if !caller.may_write(&old) => Err(self.forbidden(
+                caller,
+                format!(
+                    "may not replace {:?} of type {:?}: {}",
+                    spec.name,
+                    spec.service_type,
+                    owned_by(&old)
+                ),
+            )),
+            Some(_) => Ok(()),
+            None => match self.over_capacity(spec) {
+                Some(full) => {
+                    self.metrics.registrations_full.inc();
+                    Err(RegistrarError::Full(full))
+                }
+                None => Ok(()),
+            },
+        }
+    }
+
+    /// What follows every registration applied to the registry, whichever
+    /// store committed it: the instance it displaced by expiry is
+    /// announced, its check watched, the registration counted and
+    /// announced.
+    fn announce_registered(&self, registered: &Registered) {
         if let Some(stale) = &registered.expired {
             self.expired(std::slice::from_ref(stale));
         }
@@ -288,10 +308,6 @@ impl Registrar {
             instance: instance.clone(),
             replaced: !registered.created,
         });
-        if let Some(error) = unconfirmed {
-            return Err(RegistrarError::Store(error));
-        }
-        Ok(registered)
     }
 
     /// Renews an instance and records the health it reports.

@@ -418,14 +418,7 @@ impl Instance {
         if !self.extend_lifetime(now_ms) {
             return None;
         }
-        let previous = match health {
-            Some(health) => {
-                Health::from_u8(self.reported_health.swap(health as u8, Ordering::AcqRel))
-            }
-            None => self.reported_health(),
-        };
-        *self.output.lock().unwrap_or_else(|e| e.into_inner()) = output;
-        Some(previous)
+        Some(self.report(health, output))
     }
 
     /// Moves `last_heartbeat` forward to `now_ms` unless lapsed or removed.
@@ -470,6 +463,19 @@ impl Instance {
         }
     }
 
+    /// Records what a heartbeat reported: its health (`None` keeps the
+    /// reported one) and its output. Returns the reported health before.
+    fn report(&self, health: Option<Health>, output: Option<String>) -> Health {
+        let previous = match health {
+            Some(health) => {
+                Health::from_u8(self.reported_health.swap(health as u8, Ordering::AcqRel))
+            }
+            None => self.reported_health(),
+        };
+        *self.output.lock().unwrap_or_else(|e| e.into_inner()) = output;
+        previous
+    }
+
     /// Records a heartbeat a shared store committed: [`Instance::revive`],
     /// then the reported health (`None` keeps it) and the output. Returns
     /// the reported health before, or `None` when the instance was removed.
@@ -482,14 +488,7 @@ impl Instance {
         if !self.revive(now_ms) {
             return None;
         }
-        let previous = match health {
-            Some(health) => {
-                Health::from_u8(self.reported_health.swap(health as u8, Ordering::AcqRel))
-            }
-            None => self.reported_health(),
-        };
-        *self.output.lock().unwrap_or_else(|e| e.into_inner()) = output;
-        Some(previous)
+        Some(self.report(health, output))
     }
 
     /// Marks the instance removed, lapsed or not. Returns true when this

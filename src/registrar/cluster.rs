@@ -43,19 +43,7 @@ impl Registrar {
     ) -> Result<Registered, RegistrarError> {
         // As this node sees it (the owner comes with the watch; the
         // registration's compare catches a change made meanwhile).
-        if let Some(old) = self.registry.live_named(&spec.service_type, &spec.name)
-            && !caller.may_write(&old)
-        {
-            return Err(self.forbidden(
-                caller,
-                format!(
-                    "may not replace {:?} of type {:?}: {}",
-                    spec.name,
-                    spec.service_type,
-                    super::owned_by(&old)
-                ),
-            ));
-        }
+        self.admit(&spec, caller)?;
         let now = self.registry.now_ms();
         let registry = &self.registry;
         let lapsed = |id: Uuid| {
@@ -258,26 +246,12 @@ impl Registrar {
             owner: stored.owner.clone(),
         };
         let registered = self.registry.register(stored.spec, identity, stored.health);
-        if let Some(stale) = &registered.expired {
-            self.expired(std::slice::from_ref(stale));
-        }
-        let instance = &registered.instance;
         if let Some(verdict) = stored.check {
+            let instance = &registered.instance;
             self.registry
                 .record_check(instance, verdict.health, verdict.output, false);
         }
-        if instance.spec.check.is_some() || !registered.created {
-            self.checker.watch(instance);
-        }
-        if registered.created {
-            self.metrics.registrations_created.inc();
-        } else {
-            self.metrics.registrations_replaced.inc();
-        }
-        self.announce(Change::Registered {
-            instance: instance.clone(),
-            replaced: !registered.created,
-        });
+        self.announce_registered(&registered);
     }
 
     fn apply_removed(&self, id: Uuid, reason: Removal) {
