@@ -1183,6 +1183,19 @@ mod tests {
             ("server.shutdown_grace = 5", "admin.drain_timeout"),
             ("registry.default_ttl = 0", "registry.default_ttl"),
             ("checks.max_in_flight = 0", "checks.max_in_flight"),
+            (
+                "checks.max_in_flight_per_target = 0",
+                "checks.max_in_flight_per_target",
+            ),
+            // Event streams would be closed between their keep-alives.
+            ("admin.idle_timeout = 15", "admin.idle_timeout"),
+            (
+                "admin.max_connections_per_source = 0",
+                "admin.max_connections_per_source",
+            ),
+            ("admin.events_max_streams = 0", "admin.events_max_streams"),
+            ("registry.max_instances = 0", "registry.max_instances"),
+            ("registry.max_types = 0", "registry.max_types"),
         ] {
             let err = load(text).unwrap_err();
             assert!(err.contains(setting), "{text}: {err}");

@@ -188,12 +188,23 @@ mod tests {
         assert!(files > 50, "only {files} files");
     }
 
-    /// Writes the seed corpus the fuzzing started from: questions of every
-    /// form about the fuzz registry, and registration bodies. Run by hand
-    /// (`cargo nextest run --run-ignored only write_seed_corpus`); the
-    /// fuzzer's minimised corpus then replaces them.
+    /// The seeds the fuzzing started from (questions of every form about
+    /// the fuzz registry, and registration bodies) pass the same checks as
+    /// the corpus. With `SIGNPOST_WRITE_SEED_CORPUS=1` they are also
+    /// written into `fuzz/corpus/`, to start a fresh corpus from them.
     #[test]
-    #[ignore]
+    fn the_seed_corpus_passes_and_can_be_written() {
+        for packet in crate::dns::differential::seed_queries(400) {
+            dns_responder(&packet);
+        }
+        for body in SEED_BODIES {
+            registration_body(body.as_bytes());
+        }
+        if std::env::var_os("SIGNPOST_WRITE_SEED_CORPUS").is_some() {
+            write_seed_corpus();
+        }
+    }
+
     fn write_seed_corpus() {
         let dns = corpus_dir("dns_responder");
         std::fs::create_dir_all(&dns).unwrap();
