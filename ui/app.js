@@ -114,8 +114,10 @@
     const meta = Object.entries(s.metadata || {}).map(([k, v]) => k + "=" + v);
     entry.addr = (s.host.includes(":") ? "[" + s.host + "]" : s.host) + ":" + s.port;
     entry.meta = meta;
+    // Not the id: a short term such as "db" would match one UUID in nine.
+    // An id is matched by its start instead (see matches).
     entry.text = [s.name, s.type, s.name + "." + s.type, entry.addr, s.health, s.locality || "",
-      s.id, ...tags, ...meta, s.output || "", s.check_output || ""].join("\n").toLowerCase();
+      ...tags, ...meta, s.output || "", s.check_output || ""].join("\n").toLowerCase();
     return entry;
   }
 
@@ -303,7 +305,7 @@
         : key === "name" ? s.name !== value
         : key === "tag" ? !(s.tags || []).includes(value)
         : key === "health" ? s.health !== value
-        : !entry.text.includes(value)) return false;
+        : !entry.text.includes(value) && !entry.id.startsWith(value)) return false;
     }
     return true;
   }

@@ -274,6 +274,18 @@ async fn the_dashboard_shows_every_change_live_without_reloading() {
             json!([web_1]),
         )
         .await;
+    // An id is found by its start: what a user pastes from a log line.
+    browser.clear("#filter").await;
+    browser.type_into("#filter", &db_1[..8]).await;
+    browser
+        .until(
+            "db-1's id to find db-1 alone",
+            LIMIT,
+            "const ids = Array.from(document.querySelectorAll('#rows .row')).map(r => r.dataset.id);
+             return ids.length === 1 && ids[0] === arguments[0];",
+            json!([db_1]),
+        )
+        .await;
 
     let stats = browser
         .eval(

@@ -221,6 +221,17 @@ impl Browser {
         .await;
     }
 
+    /// Empties the input matching `css`.
+    pub(crate) async fn clear(&self, css: &str) {
+        let element = self.find(css).await;
+        self.command(
+            reqwest::Method::POST,
+            &format!("/element/{element}/clear"),
+            Some(json!({})),
+        )
+        .await;
+    }
+
     /// Clicks the element matching `css`.
     pub(crate) async fn click(&self, css: &str) {
         let element = self.find(css).await;
