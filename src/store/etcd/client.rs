@@ -1,6 +1,8 @@
 //! A client of etcd's v3 JSON gateway, on hyper: the cluster's client URLs
 //! with failover, a small keep-alive connection pool per endpoint, request
-//! and dial timeouts, user/password authentication and TLS.
+//! and dial timeouts, user/password authentication and TLS. Ranges go over
+//! etcd's gRPC API instead, on one HTTP/2 connection per endpoint
+//! ([`super::grpc`] says why), with the same failover and deadline.
 //!
 //! Every call has one deadline, the request timeout, whatever it tries
 //! within it. A call that cannot connect to an endpoint, or whose
@@ -20,16 +22,17 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
-use hyper::client::conn::http1::SendRequest;
-use hyper::header::{AUTHORIZATION, CONTENT_TYPE, HOST};
+use hyper::client::conn::{http1::SendRequest, http2};
+use hyper::header::{AUTHORIZATION, CONTENT_TYPE, HOST, TE};
 use hyper::{Method, Request, StatusCode, Uri};
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
-use super::wire::{AuthenticateRequest, AuthenticateResponse, Status};
+use super::grpc;
+use super::wire::{AuthenticateRequest, AuthenticateResponse, RangeRequest, RangeResponse, Status};
 
 /// Idle connections kept per endpoint.
 const MAX_IDLE: usize = 64;
@@ -135,6 +138,15 @@ pub(crate) enum Retry {
     IfNotSent,
 }
 
+/// Which of etcd's two APIs a call speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Api {
+    /// JSON over HTTP/1.1 (`/v3/...`).
+    Gateway,
+    /// Protobuf over HTTP/2 (`/etcdserverpb.KV/Range`).
+    Grpc,
+}
+
 /// Why a call failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub(crate) enum EtcdError {
@@ -202,13 +214,18 @@ struct Inner {
     credentials: Option<Credentials>,
     token: RwLock<Option<Arc<str>>>,
     authenticating: tokio::sync::Mutex<()>,
+    /// For https endpoints: HTTP/1.1 for the gateway, and one that offers
+    /// `h2` (ALPN) for gRPC.
     tls: Option<tokio_rustls::TlsConnector>,
+    tls_h2: Option<tokio_rustls::TlsConnector>,
 }
 
 /// One endpoint and its idle connections.
 struct Pooled {
     endpoint: Endpoint,
     idle: Mutex<Vec<SendRequest<Full<Bytes>>>>,
+    /// The HTTP/2 connection gRPC calls share, once opened.
+    h2: tokio::sync::Mutex<Option<http2::SendRequest<Full<Bytes>>>>,
 }
 
 /// A streaming answer (the watch) with the task driving its connection,
@@ -232,10 +249,16 @@ impl Client {
     /// A client of the cluster at `settings.endpoints`; fails only on TLS
     /// files that cannot be read. Connects lazily.
     pub(crate) fn new(settings: ClientSettings) -> Result<Client, String> {
-        let tls = if settings.endpoints.iter().any(|e| e.tls) {
-            Some(tls::connector(&settings.tls)?)
+        let (tls, tls_h2) = if settings.endpoints.iter().any(|e| e.tls) {
+            let config = tls::config(&settings.tls)?;
+            let mut h2 = config.clone();
+            h2.alpn_protocols = vec![b"h2".to_vec()];
+            (
+                Some(tokio_rustls::TlsConnector::from(Arc::new(config))),
+                Some(tokio_rustls::TlsConnector::from(Arc::new(h2))),
+            )
         } else {
-            None
+            (None, None)
         };
         let endpoints = settings
             .endpoints
@@ -243,6 +266,7 @@ impl Client {
             .map(|endpoint| Pooled {
                 endpoint,
                 idle: Mutex::new(Vec::new()),
+                h2: tokio::sync::Mutex::new(None),
             })
             .collect();
         Ok(Client {
@@ -255,6 +279,7 @@ impl Client {
                 token: RwLock::new(None),
                 authenticating: tokio::sync::Mutex::new(()),
                 tls,
+                tls_h2,
             }),
         })
     }
@@ -275,14 +300,31 @@ impl Client {
     ) -> Result<R, EtcdError> {
         let body = Bytes::from(serde_json::to_vec(request).expect("requests serialise"));
         let deadline = Instant::now() + self.inner.request_timeout;
-        let bytes = self.exchange(path, body, retry, deadline).await?;
+        let bytes = self
+            .exchange(Api::Gateway, path, body, retry, deadline)
+            .await?;
         serde_json::from_slice(&bytes).map_err(|e| EtcdError::BadResponse(format!("{path}: {e}")))
+    }
+
+    /// `KV.Range` over gRPC, within the request timeout, failing over
+    /// between endpoints (a read: safe to send again).
+    pub(crate) async fn range(&self, request: &RangeRequest) -> Result<RangeResponse, EtcdError> {
+        use prost::Message;
+        let body = grpc::frame(&grpc::RangeRequest::from(request));
+        let deadline = Instant::now() + self.inner.request_timeout;
+        let bytes = self
+            .exchange(Api::Grpc, grpc::RANGE, body, Retry::Always, deadline)
+            .await?;
+        grpc::RangeResponse::decode(bytes)
+            .map(RangeResponse::from)
+            .map_err(|e| EtcdError::BadResponse(format!("{}: {e}", grpc::RANGE)))
     }
 
     /// The body of a 2xx answer to `POST path`, trying endpoints in turn
     /// from the preferred one until `deadline`.
     async fn exchange(
         &self,
+        api: Api,
         path: &str,
         body: Bytes,
         retry: Retry,
@@ -308,8 +350,16 @@ impl Client {
                 _ => left,
             };
             let token = self.token().await;
-            let outcome = tokio::time::timeout(limit, self.attempt(pooled, path, &body, &token));
-            let failure = match outcome.await {
+            let outcome = match api {
+                Api::Gateway => {
+                    tokio::time::timeout(limit, self.attempt(pooled, path, &body, &token)).await
+                }
+                Api::Grpc => {
+                    tokio::time::timeout(limit, self.grpc_attempt(pooled, path, &body, &token))
+                        .await
+                }
+            };
+            let failure = match outcome {
                 Ok(Ok(bytes)) => return Ok(bytes),
                 Ok(Err(failure)) => failure,
                 Err(_) => {
@@ -416,6 +466,96 @@ impl Client {
         } else {
             Err(refusal(status, &bytes))
         }
+    }
+
+    /// One gRPC call on `pooled`'s HTTP/2 connection (opened first when
+    /// there is none, or it closed): the answer's message.
+    async fn grpc_attempt(
+        &self,
+        pooled: &Pooled,
+        path: &str,
+        body: &Bytes,
+        token: &Option<Arc<str>>,
+    ) -> Result<Bytes, Failure> {
+        let mut sender = self.h2(pooled).await?;
+        let endpoint = &pooled.endpoint;
+        let scheme = if endpoint.tls { "https" } else { "http" };
+        let mut request = Request::builder()
+            .method(Method::POST)
+            .uri(format!("{scheme}://{}{path}", endpoint.authority()))
+            .header(CONTENT_TYPE, "application/grpc")
+            .header(TE, "trailers");
+        if let Some(token) = token {
+            request = request.header("token", &**token);
+        }
+        let request = request
+            .body(Full::new(body.clone()))
+            .expect("a request of valid parts");
+        let response = sender
+            .send_request(request)
+            .await
+            .map_err(|e| Failure::Broken(e.to_string()))?;
+        let (head, body) = response.into_parts();
+        if head.status != StatusCode::OK {
+            return Err(Failure::BadResponse(format!(
+                "{path}: HTTP {} from a gRPC server",
+                head.status
+            )));
+        }
+        let trailers_only = grpc::status(&head.headers);
+        let collected = body
+            .collect()
+            .await
+            .map_err(|e| Failure::Broken(format!("the answer was cut short: {e}")))?;
+        let status = trailers_only.or_else(|| collected.trailers().and_then(grpc::status));
+        match status {
+            Some((0, _)) => {}
+            Some((code, message)) => {
+                let message = message.trim_start_matches("etcdserver: ").to_string();
+                return Err(Failure::Refused(EtcdError::Refused { code, message }));
+            }
+            None => return Err(Failure::Broken(format!("{path}: no grpc-status"))),
+        }
+        grpc::message(&collected.to_bytes()).map_err(Failure::BadResponse)
+    }
+
+    /// `pooled`'s HTTP/2 connection, opened when there is none or the one
+    /// there closed.
+    async fn h2(&self, pooled: &Pooled) -> Result<http2::SendRequest<Full<Bytes>>, Failure> {
+        let mut shared = pooled.h2.lock().await;
+        if let Some(sender) = shared.as_mut()
+            && !sender.is_closed()
+            && sender.ready().await.is_ok()
+        {
+            return Ok(sender.clone());
+        }
+        let endpoint = &pooled.endpoint;
+        let dial = async {
+            let stream = connect(endpoint).await?;
+            match (&self.inner.tls_h2, endpoint.tls) {
+                (Some(connector), true) => {
+                    let name = rustls::pki_types::ServerName::try_from(endpoint.host.clone())
+                        .map_err(|e| format!("{}: {e}", endpoint.host))?;
+                    let stream = connector
+                        .connect(name, stream)
+                        .await
+                        .map_err(|e| format!("TLS: {e}"))?;
+                    handshake_h2(stream).await
+                }
+                _ => handshake_h2(stream).await,
+            }
+        };
+        let sender = tokio::time::timeout(self.inner.dial_timeout, dial)
+            .await
+            .unwrap_or_else(|_| {
+                Err(format!(
+                    "no connection within {:?} (store.etcd.dial_timeout)",
+                    self.inner.dial_timeout
+                ))
+            })
+            .map_err(Failure::NotSent)?;
+        *shared = Some(sender.clone());
+        Ok(sender)
     }
 
     /// An idle connection of `pooled` that is still open and ready.
@@ -702,6 +842,21 @@ where
     Ok((sender, driver))
 }
 
+/// HTTP/2 on `io` (gRPC), its connection driven by a task of its own that
+/// ends when the last sender is dropped (or the connection closes).
+async fn handshake_h2<I>(io: I) -> Result<http2::SendRequest<Full<Bytes>>, String>
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (sender, connection) = http2::handshake(TokioExecutor::new(), TokioIo::new(io))
+        .await
+        .map_err(|e| e.to_string())?;
+    tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    Ok(sender)
+}
+
 /// The TLS client configuration, from the configured PEM files.
 mod tls {
     use std::path::PathBuf;
@@ -721,7 +876,7 @@ mod tls {
         pub key: Option<PathBuf>,
     }
 
-    pub(super) fn connector(files: &TlsFiles) -> Result<tokio_rustls::TlsConnector, String> {
+    pub(super) fn config(files: &TlsFiles) -> Result<ClientConfig, String> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let builder = ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
@@ -759,7 +914,7 @@ mod tls {
             }
             _ => builder.with_no_client_auth(),
         };
-        Ok(tokio_rustls::TlsConnector::from(Arc::new(config)))
+        Ok(config)
     }
 }
 

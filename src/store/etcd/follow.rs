@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use uuid::Uuid;
 
-use super::client::{EtcdError, Retry};
+use super::client::EtcdError;
 use super::keys::{BeatValue, CheckValue, HealthValue, InstanceValue, Key, TombstoneValue};
 use super::state::{Incarnation, Leader, Shared};
 use super::watch::Watch;
@@ -21,9 +21,11 @@ use crate::store::record::{
     Committed, Follow, Removal, StoredInstance, Verdict, parse_registration,
 };
 
-/// Keys per page of a full read: each page well within the request
-/// timeout, also on a busy member.
-const PAGE: i64 = 2_000;
+/// Keys per page of a full read. etcd 3.4 counts every key left in the
+/// range for each page, so small pages cost more in all (100 000
+/// registrations: 1.3 s in pages of 2 000, 0.8 s in pages of 10 000);
+/// 10 000 registrations are about 3 MB, read in about 0.1 s.
+const PAGE: i64 = 10_000;
 /// The longest wait between two tries to open the watch.
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
 
@@ -40,7 +42,8 @@ pub(crate) struct Snapshot {
 pub(crate) async fn load(shared: &Shared) -> Result<(Snapshot, Decoder), EtcdError> {
     let keys = &shared.keys;
     let mut revision = 0;
-    let instances = range_all(shared, &keys.instances(), &mut revision).await?;
+    // The few keys first, so that each page of registrations is decoded
+    // whole as it arrives, while the next one is read.
     let healths = range_all(shared, &keys.healths(), &mut revision).await?;
     let checks = range_all(shared, &keys.checks(), &mut revision).await?;
     let nodes = range_all(shared, &keys.nodes(), &mut revision).await?;
@@ -72,15 +75,19 @@ pub(crate) async fn load(shared: &Shared) -> Result<(Snapshot, Decoder), EtcdErr
     }
     let mut decoder = Decoder::default();
     shared.incarnations.clear();
-    let mut loaded = Vec::with_capacity(instances.len());
-    for kv in &instances {
-        let Some(mut instance) = decoder.instance(shared, kv) else {
-            continue;
-        };
-        instance.health = health.get(&instance.id).copied().unwrap_or(instance.health);
-        instance.check = verdicts.remove(&instance.id);
-        loaded.push(instance);
-    }
+    let mut loaded = Vec::new();
+    range_pages(shared, &keys.instances(), &mut revision, |page| {
+        loaded.reserve(page.len());
+        for kv in &page {
+            let Some(mut instance) = decoder.instance(shared, kv) else {
+                continue;
+            };
+            instance.health = health.get(&instance.id).copied().unwrap_or(instance.health);
+            instance.check = verdicts.remove(&instance.id);
+            loaded.push(instance);
+        }
+    })
+    .await?;
     let live: BTreeSet<String> = nodes
         .iter()
         .filter_map(|kv| match keys.parse(kv.key.as_slice()) {
@@ -106,41 +113,58 @@ async fn range_all(
     prefix: &[u8],
     revision: &mut i64,
 ) -> Result<Vec<KeyValue>, EtcdError> {
+    let mut out = Vec::new();
+    range_pages(shared, prefix, revision, |page| out.extend(page)).await?;
+    Ok(out)
+}
+
+/// Hands `each` every page of [`range_all`] in key order, reading the
+/// next page meanwhile (on another task): etcd serves one while this
+/// node decodes the last.
+async fn range_pages(
+    shared: &Shared,
+    prefix: &[u8],
+    revision: &mut i64,
+    mut each: impl FnMut(Vec<KeyValue>),
+) -> Result<(), EtcdError> {
     let end = if prefix.ends_with(b"/") {
         prefix_end(prefix)
     } else {
         Vec::new() // one key
     };
-    let mut out = Vec::new();
-    let mut from = prefix.to_vec();
-    loop {
+    let read = |from: Vec<u8>, revision: i64| {
         // From the member asked (serializable): a stale first page only
         // means the watch, which starts after its revision, has more to
         // show; later pages read the same revision.
         let request = RangeRequest {
             limit: PAGE,
-            revision: *revision,
+            revision,
             serializable: true,
             range_end: end.clone().into(),
             ..RangeRequest::key(from)
         };
-        let page: RangeResponse = shared
-            .client
-            .call("/v3/kv/range", &request, Retry::Always)
-            .await?;
+        let client = shared.client.clone();
+        tokio::spawn(async move { client.range(&request).await })
+    };
+    let mut reading = read(prefix.to_vec(), *revision);
+    loop {
+        let page: RangeResponse = reading
+            .await
+            .map_err(|e| EtcdError::Unreachable(format!("a read stopped: {e}")))??;
         if *revision == 0 {
             *revision = page.header.revision;
         }
-        let next = page.kvs.last().map(|kv| {
+        let next = page.kvs.last().filter(|_| page.more).map(|kv| {
             let mut key = kv.key.0.clone();
             key.push(0);
             key
         });
-        out.extend(page.kvs);
-        match next {
-            Some(next) if page.more => from = next,
-            _ => return Ok(out),
-        }
+        let Some(next) = next else {
+            each(page.kvs);
+            return Ok(());
+        };
+        reading = read(next, *revision);
+        each(page.kvs);
     }
 }
 

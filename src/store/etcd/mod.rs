@@ -1,8 +1,9 @@
 //! The etcd store: several signpost nodes share one registry.
 //!
-//! etcd is spoken through its v3 JSON gateway (`/v3/kv/range`,
-//! `/v3/kv/txn`, `/v3/watch`, `/v3/lease/*`) over hyper ([`client`],
-//! [`wire`]), so no protoc and no gRPC stack are needed. Every key lives
+//! etcd is spoken through its v3 JSON gateway (`/v3/kv/txn`,
+//! `/v3/watch`, `/v3/lease/*`) over hyper ([`client`], [`wire`]), and
+//! ranges through its gRPC API ([`grpc`]: the gateway's JSON was most of a
+//! start-up), so no protoc and no gRPC stack are needed. Every key lives
 //! under one prefix ([`keys`]). Each node
 //!
 //! - loads the whole registry at start-up, in pages, before it binds a
@@ -25,6 +26,7 @@
 
 pub(crate) mod client;
 pub(crate) mod follow;
+mod grpc;
 pub(crate) mod keys;
 pub(crate) mod node;
 mod ops;

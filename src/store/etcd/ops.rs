@@ -296,7 +296,7 @@ impl EtcdStore {
         let response: RangeResponse = self
             .shared
             .client
-            .call("/v3/kv/range", &request, super::client::Retry::Always)
+            .range(&request)
             .await
             .map_err(|e| self.unavailable(e))?;
         Ok(response.kvs.into_iter().next())
