@@ -637,17 +637,20 @@ async fn allow_narrows_and_a_restored_check_is_judged_when_it_runs() {
 
 /// Certificates for the TLS tests, as PEM files in a scratch directory: a
 /// CA, the server's certificate (localhost, 127.0.0.1) it signed, a client
-/// certificate it signed, and a client certificate of another CA.
-struct Pki {
+/// certificate it signed (no CommonName) and one with a CommonName
+/// (`named`), a client certificate of another CA, and a certificate for
+/// both ends (`peer`: an etcd member presents it as a server, and to
+/// itself as a client).
+pub(crate) struct Pki {
     dir: ScratchDir,
     ca: rustls::pki_types::CertificateDer<'static>,
 }
 
 impl Pki {
-    fn new() -> Pki {
+    pub(crate) fn new() -> Pki {
         use rcgen::{
-            BasicConstraints, CertificateParams, CertifiedIssuer, ExtendedKeyUsagePurpose, IsCa,
-            KeyPair,
+            BasicConstraints, CertificateParams, CertifiedIssuer, DistinguishedName, DnType,
+            ExtendedKeyUsagePurpose, IsCa, KeyPair,
         };
         let dir = ScratchDir::new("tls");
         let write = |name: &str, pem: String| std::fs::write(dir.path().join(name), pem).unwrap();
@@ -661,24 +664,27 @@ impl Pki {
             CertifiedIssuer::self_signed(ca_params(), KeyPair::generate().unwrap()).unwrap();
         write("ca.pem", ca.pem());
         write("other-ca.pem", other.pem());
-        for (name, issuer, sans, usage) in [
-            (
-                "server",
-                &ca,
-                vec!["localhost".to_string(), "127.0.0.1".to_string()],
-                ExtendedKeyUsagePurpose::ServerAuth,
-            ),
-            ("client", &ca, vec![], ExtendedKeyUsagePurpose::ClientAuth),
-            (
-                "stranger",
-                &other,
-                vec![],
-                ExtendedKeyUsagePurpose::ClientAuth,
-            ),
+        let local = || vec!["localhost".to_string(), "127.0.0.1".to_string()];
+        let (server, client) = (
+            ExtendedKeyUsagePurpose::ServerAuth,
+            ExtendedKeyUsagePurpose::ClientAuth,
+        );
+        for (name, issuer, sans, usages) in [
+            ("server", &ca, local(), vec![server.clone()]),
+            ("client", &ca, vec![], vec![client.clone()]),
+            ("stranger", &other, vec![], vec![client.clone()]),
+            ("named", &ca, vec![], vec![client.clone()]),
+            ("peer", &ca, local(), vec![server, client]),
         ] {
             let key = KeyPair::generate().unwrap();
             let mut params = CertificateParams::new(sans).unwrap();
-            params.extended_key_usages = vec![usage];
+            params.extended_key_usages = usages;
+            params.distinguished_name = DistinguishedName::new();
+            if name == "named" {
+                params
+                    .distinguished_name
+                    .push(DnType::CommonName, "signpost");
+            }
             let cert = params.signed_by(&key, issuer).unwrap();
             write(&format!("{name}.pem"), cert.pem());
             write(&format!("{name}-key.pem"), key.serialize_pem());
@@ -689,7 +695,7 @@ impl Pki {
         }
     }
 
-    fn path(&self, name: &str) -> String {
+    pub(crate) fn path(&self, name: &str) -> String {
         self.dir.path().join(name).display().to_string()
     }
 

@@ -14,6 +14,7 @@ use hickory_proto::rr::RecordType;
 use serde_json::{Value, json};
 use tokio::process::{Child, Command};
 
+use crate::access::Pki;
 use crate::support::{
     Endpoint as CheckTarget, Mode, PORT_ZERO, Process, Registration, ScratchDir, TestServer,
     eventually, id_of, ipv4s,
@@ -504,14 +505,43 @@ pub(crate) struct Etcd {
     members: Vec<Option<Child>>,
     /// The key prefix of this test's nodes.
     prefix: String,
+    tls: Option<EtcdTls>,
+}
+
+/// PEM files of an etcd whose client URLs are https and which asks every
+/// client for a certificate signed by `ca`.
+struct EtcdTls {
+    ca: String,
+    /// The members' certificate (server and client: etcd's gateway calls
+    /// its own gRPC server with it).
+    member: (String, String),
+    /// What etcdctl presents.
+    client: (String, String),
 }
 
 impl Etcd {
     pub(crate) async fn start(tag: &str) -> Etcd {
+        Etcd::launch(tag, None).await
+    }
+
+    /// Like [`Etcd::start`], with TLS on the client URLs and client
+    /// certificates required (`pki`'s CA; the members present its `peer`
+    /// certificate).
+    async fn start_with_tls(tag: &str, pki: &Pki) -> Etcd {
+        let tls = EtcdTls {
+            ca: pki.path("ca.pem"),
+            member: (pki.path("peer.pem"), pki.path("peer-key.pem")),
+            client: (pki.path("client.pem"), pki.path("client-key.pem")),
+        };
+        Etcd::launch(tag, Some(tls)).await
+    }
+
+    async fn launch(tag: &str, tls: Option<EtcdTls>) -> Etcd {
         let dir = ScratchDir::new(&format!("etcd-{tag}"));
         let ports: Vec<u16> = free_ports(6);
+        let scheme = if tls.is_some() { "https" } else { "http" };
         let urls = (0..3)
-            .map(|n| format!("http://127.0.0.1:{}", ports[n]))
+            .map(|n| format!("{scheme}://127.0.0.1:{}", ports[n]))
             .collect();
         let peers = (0..3)
             .map(|n| format!("http://127.0.0.1:{}", ports[3 + n]))
@@ -522,6 +552,7 @@ impl Etcd {
             dir,
             members: vec![None, None, None],
             prefix: format!("/signpost-test/{tag}/"),
+            tls,
         };
         for member in 0..3 {
             etcd.restart(member);
@@ -549,7 +580,13 @@ impl Etcd {
     pub(crate) fn restart(&mut self, member: usize) {
         let cluster: Vec<String> = (0..3).map(|n| format!("m{n}={}", self.peers[n])).collect();
         let log = std::fs::File::create(self.dir.path().join(format!("m{member}.log"))).unwrap();
-        let child = Command::new("etcd")
+        let mut command = Command::new("etcd");
+        if let Some(tls) = &self.tls {
+            command
+                .args(["--trusted-ca-file", &tls.ca, "--client-cert-auth"])
+                .args(["--cert-file", &tls.member.0, "--key-file", &tls.member.1]);
+        }
+        let child = command
             .args(["--name", &format!("m{member}")])
             .arg("--data-dir")
             .arg(self.data_dir(member))
@@ -577,8 +614,48 @@ impl Etcd {
         }
     }
 
+    /// Runs `etcdctl args` against the cluster (over TLS with the client
+    /// certificate when the cluster asks for one, as `user` when given):
+    /// whether it succeeded, and what it printed.
+    async fn etcdctl(&self, args: &[&str], user: Option<&str>) -> (bool, String) {
+        let mut command = Command::new("etcdctl");
+        command.env("ETCDCTL_API", "3");
+        command.arg(format!("--endpoints={}", self.urls.join(",")));
+        if let Some(tls) = &self.tls {
+            command.args(["--cacert", &tls.ca]).args([
+                "--cert",
+                &tls.client.0,
+                "--key",
+                &tls.client.1,
+            ]);
+        }
+        if let Some(user) = user {
+            command.args(["--user", user]);
+        }
+        let output = command
+            .args(args)
+            .output()
+            .await
+            .expect("etcdctl runs (Debian: apt-get install etcd-client)");
+        let said = String::from_utf8_lossy(&output.stdout).into_owned()
+            + &String::from_utf8_lossy(&output.stderr);
+        (output.status.success(), said)
+    }
+
     /// Waits until the cluster commits a write.
     async fn wait_healthy(&self) {
+        if self.tls.is_some() {
+            let ok = eventually(Duration::from_secs(15), || async {
+                self.etcdctl(&["put", "health", "ok"], None).await.0
+            })
+            .await;
+            assert!(
+                ok,
+                "etcd did not come up; logs in {}",
+                self.dir.path().display()
+            );
+            return;
+        }
         let http = reqwest::Client::new();
         let ok = eventually(Duration::from_secs(15), || async {
             let put = json!({"key": "aGVhbHRo", "value": "b2s="});
@@ -755,4 +832,112 @@ async fn owners_are_kept_in_etcd_so_every_node_knows_them() {
         .await;
     assert_eq!(status, 403, "no takeover through another node: {body}");
     assert_eq!(team_a_on_b.deregister(&id).await.0, 204);
+}
+
+/// etcd as it is run in production: TLS with client certificates, and
+/// authentication, signpost's user allowed its prefix only. Nodes given
+/// the CA, a client certificate and that user's password share the
+/// registry by every path (the start-up load and reads over gRPC; writes,
+/// leases and the watch over the gateway). A wrong password, or no client
+/// certificate, stops a node at start, saying why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_reach_an_etcd_with_tls_client_certificates_and_a_password() {
+    let pki = Pki::new();
+    let etcd = Etcd::start_with_tls("secured", &pki).await;
+    for command in [
+        vec!["user", "add", "root:root-pw"],
+        vec!["role", "add", "signpost"],
+        vec![
+            "role",
+            "grant-permission",
+            "signpost",
+            "--prefix=true",
+            "readwrite",
+            &etcd.prefix,
+        ],
+        vec!["user", "add", "signpost:signpost-pw"],
+        vec!["user", "grant-role", "signpost", "signpost"],
+        vec!["auth", "enable"],
+    ] {
+        let (ok, said) = etcd.etcdctl(&command, None).await;
+        assert!(ok, "etcdctl {command:?}: {said}");
+    }
+    // `cert`: the client certificate's name in `pki` ("" for none).
+    let secured = |config: &mut signpost::Config, name: &str, password: &str, cert: &str| {
+        configure(config, &etcd, name);
+        config.store.etcd.username = "signpost".into();
+        config.store.etcd.password = password.into();
+        config.store.etcd.ca = pki.path("ca.pem");
+        if !cert.is_empty() {
+            config.store.etcd.cert = pki.path(&format!("{cert}.pem"));
+            config.store.etcd.key = pki.path(&format!("{cert}-key.pem"));
+        }
+    };
+
+    let a = TestServer::start_with(|c| secured(c, "a", "signpost-pw", "client")).await;
+    let web_1 = id_of(
+        &a.register(&Registration::new("web-1", "web", "10.0.0.5", 8080).ttl(30))
+            .await,
+    );
+    // B reads web-1 in its start-up load, and follows from there.
+    let b = TestServer::start_with(|c| secured(c, "b", "signpost-pw", "client")).await;
+    assert_eq!(names(b.list("?type=web").await), ["web-1"]);
+    let web_2 = id_of(
+        &b.register(&Registration::new("web-2", "web", "10.0.0.6", 8080).ttl(30))
+            .await,
+    );
+    let both = [Ipv4Addr::new(10, 0, 0, 5), Ipv4Addr::new(10, 0, 0, 6)];
+    assert!(answers(&a, "web", &both).await, "B's registration on A");
+    assert_eq!(b.heartbeat(&web_1, None).await.0, 200);
+    assert_eq!(a.heartbeat(&web_2, None).await.0, 200);
+    assert_eq!(b.deregister(&web_1).await.0, 204);
+    assert!(
+        answers(&a, "web", &[Ipv4Addr::new(10, 0, 0, 6)]).await,
+        "B's deregistration on A"
+    );
+    let health = a.get("/v1/health").await;
+    assert_eq!(health.0, 200, "{}", health.1);
+
+    // A wrong password, no client certificate, and one that etcd's
+    // gateway refuses: each stops the start, saying why.
+    for (what, password, cert, expected) in [
+        (
+            "a wrong password",
+            "wrong",
+            "client",
+            "authentication failed",
+        ),
+        (
+            "no client certificate",
+            "signpost-pw",
+            "",
+            "store.etcd.cert is set",
+        ),
+        (
+            "a client certificate with a CommonName",
+            "signpost-pw",
+            "named",
+            "refuses a client certificate that has a CommonName",
+        ),
+    ] {
+        let mut config = signpost::Config::default();
+        config.dns.listen = "127.0.0.1:0".parse().unwrap();
+        config.admin.listen = "127.0.0.1:0".parse().unwrap();
+        secured(&mut config, "c", password, cert);
+        let settings = config.validate().expect("valid settings");
+        let started =
+            tokio::time::timeout(Duration::from_secs(10), signpost::Server::bind(settings))
+                .await
+                .unwrap_or_else(|_| panic!("with {what}, the start gives up within 10 s"));
+        let Err(error) = started else {
+            panic!("a node with {what} started");
+        };
+        let error = error.to_string();
+        assert!(
+            error.to_lowercase().contains(&expected.to_lowercase()),
+            "with {what}: {error}"
+        );
+    }
+    a.stop().await;
+    b.stop().await;
 }

@@ -167,6 +167,7 @@ pub(crate) enum EtcdError {
 /// gRPC status codes that matter here.
 pub(crate) mod code {
     pub(crate) const INVALID_ARGUMENT: i32 = 3;
+    pub(crate) const PERMISSION_DENIED: i32 = 7;
     pub(crate) const OUT_OF_RANGE: i32 = 11;
     pub(crate) const UNAVAILABLE: i32 = 14;
     pub(crate) const UNAUTHENTICATED: i32 = 16;
@@ -218,6 +219,8 @@ struct Inner {
     /// `h2` (ALPN) for gRPC.
     tls: Option<tokio_rustls::TlsConnector>,
     tls_h2: Option<tokio_rustls::TlsConnector>,
+    /// A client certificate is configured.
+    client_certificate: bool,
 }
 
 /// One endpoint and its idle connections.
@@ -280,6 +283,7 @@ impl Client {
                 authenticating: tokio::sync::Mutex::new(()),
                 tls,
                 tls_h2,
+                client_certificate: settings.tls.cert.is_some(),
             }),
         })
     }
@@ -349,7 +353,7 @@ impl Client {
                 }
                 _ => left,
             };
-            let token = self.token().await;
+            let token = self.token().await?;
             let outcome = match api {
                 Api::Gateway => {
                     tokio::time::timeout(limit, self.attempt(pooled, path, &body, &token)).await
@@ -393,16 +397,10 @@ impl Client {
                 }
                 Failure::BadResponse(reason) => return Err(EtcdError::BadResponse(reason)),
                 Failure::NotSent(reason) => {
-                    last = Some(EtcdError::Unreachable(format!(
-                        "{}: {reason}",
-                        pooled.endpoint
-                    )));
+                    last = Some(self.unreachable(&pooled.endpoint, &reason));
                 }
                 Failure::Broken(reason) => {
-                    last = Some(EtcdError::Unreachable(format!(
-                        "{}: {reason}",
-                        pooled.endpoint
-                    )));
+                    last = Some(self.unreachable(&pooled.endpoint, &reason));
                     if retry == Retry::IfNotSent {
                         self.avoid(index);
                         return Err(last.expect("just set"));
@@ -413,6 +411,19 @@ impl Client {
             attempt += 1;
         }
         Err(last.unwrap_or(EtcdError::Timeout(inner.request_timeout)))
+    }
+
+    /// `endpoint` could not be reached, or closed the connection, for
+    /// `reason`. Over TLS without a client certificate, a member that asks
+    /// for one closes the connection after the handshake, which reads like
+    /// any broken connection: the error says so.
+    fn unreachable(&self, endpoint: &Endpoint, reason: &str) -> EtcdError {
+        let hint = if endpoint.tls && !self.inner.client_certificate {
+            " (no store.etcd.cert is set: does etcd ask for a client certificate?)"
+        } else {
+            ""
+        };
+        EtcdError::Unreachable(format!("{endpoint}: {reason}{hint}"))
     }
 
     /// Moves the preferred endpoint past `index`, unless another call
@@ -448,13 +459,13 @@ impl Client {
         let response = sender
             .send_request(request)
             .await
-            .map_err(|e| Failure::Broken(e.to_string()))?;
+            .map_err(|e| Failure::Broken(causes(&e)))?;
         let status = response.status();
         let bytes = response
             .into_body()
             .collect()
             .await
-            .map_err(|e| Failure::Broken(format!("the answer was cut short: {e}")))?
+            .map_err(|e| Failure::Broken(format!("the answer was cut short: {}", causes(&e))))?
             .to_bytes();
         let mut idle = pooled.idle.lock().unwrap_or_else(|e| e.into_inner());
         if idle.len() < MAX_IDLE && !sender.is_closed() {
@@ -494,7 +505,7 @@ impl Client {
         let response = sender
             .send_request(request)
             .await
-            .map_err(|e| Failure::Broken(e.to_string()))?;
+            .map_err(|e| Failure::Broken(causes(&e)))?;
         let (head, body) = response.into_parts();
         if head.status != StatusCode::OK {
             return Err(Failure::BadResponse(format!(
@@ -506,7 +517,7 @@ impl Client {
         let collected = body
             .collect()
             .await
-            .map_err(|e| Failure::Broken(format!("the answer was cut short: {e}")))?;
+            .map_err(|e| Failure::Broken(format!("the answer was cut short: {}", causes(&e))))?;
         let status = trailers_only.or_else(|| collected.trailers().and_then(grpc::status));
         match status {
             Some((0, _)) => {}
@@ -605,16 +616,22 @@ impl Client {
     }
 
     /// The token to send, authenticating first when there are credentials
-    /// and no token yet.
-    async fn token(&self) -> Option<Arc<str>> {
-        self.inner.credentials.as_ref()?;
+    /// and no token yet. etcd's refusal of the credentials fails the call:
+    /// sent without a token, it would fail for a reason that misleads (with
+    /// a client certificate, etcd takes its CommonName for the user).
+    async fn token(&self) -> Result<Option<Arc<str>>, EtcdError> {
+        if self.inner.credentials.is_none() {
+            return Ok(None);
+        }
         if let Some(token) = self.current_token() {
-            return Some(token);
+            return Ok(Some(token));
         }
         let deadline = Instant::now() + self.inner.request_timeout;
-        // An error shows in the call itself (etcd refuses it without a token).
-        let _ = self.authenticate(None, deadline).await;
-        self.current_token()
+        match self.authenticate(None, deadline).await {
+            Err(refused @ (EtcdError::Refused { .. } | EtcdError::BadResponse(_))) => Err(refused),
+            // Unreachable: the call itself says so.
+            _ => Ok(self.current_token()),
+        }
     }
 
     fn current_token(&self) -> Option<Arc<str>> {
@@ -665,7 +682,7 @@ impl Client {
                     return Err(EtcdError::BadResponse(reason));
                 }
                 Ok(Err(Failure::NotSent(reason) | Failure::Broken(reason))) => {
-                    EtcdError::Unreachable(format!("{}: {reason}", pooled.endpoint))
+                    self.unreachable(&pooled.endpoint, &reason)
                 }
                 Err(_) => break,
             };
@@ -696,14 +713,14 @@ impl Client {
             if left.is_zero() {
                 break;
             }
-            let token = self.token().await;
+            let token = self.token().await?;
             let open = async {
                 let (mut sender, driver) = self.dial_owned(endpoint).await?;
                 let request = build(endpoint, path, body.clone(), &token);
                 let response = sender
                     .send_request(request)
                     .await
-                    .map_err(|e| Failure::Broken(e.to_string()))?;
+                    .map_err(|e| Failure::Broken(causes(&e)))?;
                 Ok::<_, Failure>((response, driver))
             };
             match tokio::time::timeout(left.min(inner.request_timeout), open).await {
@@ -734,7 +751,7 @@ impl Client {
                     }
                 }
                 Ok(Err(Failure::NotSent(reason) | Failure::Broken(reason))) => {
-                    last = EtcdError::Unreachable(format!("{endpoint}: {reason}"));
+                    last = self.unreachable(endpoint, &reason);
                 }
                 Ok(Err(Failure::Refused(error))) => last = error,
                 Ok(Err(Failure::BadResponse(reason))) => last = EtcdError::BadResponse(reason),
@@ -778,6 +795,18 @@ fn build(
 
 /// What a non-2xx answer says: the gateway's `{"error", "code"}`.
 fn refusal(status: StatusCode, body: &[u8]) -> Failure {
+    // etcd (3.4.23 here) refuses every gateway call over TLS whose client
+    // certificate has a CommonName: the gateway could not pass the name on
+    // as the user, which client-certificate authentication takes it for.
+    if String::from_utf8_lossy(body).contains("CommonName of client") {
+        return Failure::Refused(EtcdError::Refused {
+            code: code::PERMISSION_DENIED,
+            message: "etcd's JSON gateway refuses a client certificate that has a \
+                CommonName (store.etcd.cert); give signpost one without (README \
+                \"Running a cluster\")"
+                .into(),
+        });
+    }
     match serde_json::from_slice::<Status>(body) {
         Ok(status) if !status.error.is_empty() || !status.message.is_empty() => {
             let message = if status.message.is_empty() {
@@ -796,6 +825,19 @@ fn refusal(status: StatusCode, body: &[u8]) -> Failure {
             Failure::BadResponse(format!("HTTP {status}: {}", text.trim()))
         }
     }
+}
+
+/// `error` and what caused it: hyper's "connection error" alone does not
+/// say that the member refused the TLS client certificate.
+fn causes(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }
 
 /// A TCP connection to the first of the endpoint's addresses that accepts.
