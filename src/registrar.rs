@@ -521,13 +521,31 @@ impl Registrar {
     /// whose check is critical is not held: a result would not renew it
     /// either, so a host that never answers cannot keep its instances
     /// alive by keeping its checks waiting.
+    ///
+    /// On a shared store the hold goes through etcd, as the check's last
+    /// verdict again, renewing: the node that expires may be another one.
+    /// It is sent once half the lifetime is gone (and a second before it
+    /// lapses, for short TTLs), so a backlog costs one write per waiting
+    /// instance per half TTL, not one a second.
     pub(crate) fn hold_for_check(&self, instance: &Arc<Instance>) {
         if instance.check_health() == Health::Critical {
             return;
         }
         let current = self.registry.get(instance.id);
-        if current.is_some_and(|current| Arc::ptr_eq(&current, instance)) {
-            instance.renew(self.registry.now_ms());
+        if !current.is_some_and(|current| Arc::ptr_eq(&current, instance)) {
+            return;
+        }
+        let now = self.registry.now_ms();
+        let Some(etcd) = self.store.shared() else {
+            instance.renew(now);
+            return;
+        };
+        let ttl_ms = u64::from(instance.spec.ttl) * 1000;
+        if instance.expires_at_ms().saturating_sub(now) <= ttl_ms / 2 + 1000 {
+            let output = instance
+                .check_output()
+                .unwrap_or_else(|| "waiting for a check slot".into());
+            self.publish_check(etcd, instance.id, instance.check_health(), output, true);
         }
     }
 

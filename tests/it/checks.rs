@@ -25,7 +25,7 @@ use crate::support::{
 const SLACK: Duration = Duration::from_secs(2);
 
 /// `name` of type `web` at 10.0.0.N, port 8080, with `ttl` and `check`.
-fn checked(name: &str, n: u8, ttl: u32, check: Value) -> Registration {
+pub(crate) fn checked(name: &str, n: u8, ttl: u32, check: Value) -> Registration {
     let host = format!("10.0.0.{n}");
     Registration::new(name, "web", &host, 8080)
         .ttl(ttl)
@@ -652,7 +652,7 @@ async fn https_checks_verify_the_certificate_unless_told_not_to() {
 /// A host that takes connections and never answers: a listener on
 /// 127.0.0.2 that never accepts (the kernel completes the handshakes), so
 /// every HTTP check against it holds its slot for its whole timeout.
-fn silent_host() -> (std::net::TcpListener, String) {
+pub(crate) fn silent_host() -> (std::net::TcpListener, String) {
     let listener = std::net::TcpListener::bind("127.0.0.2:0").unwrap();
     let url = format!("http://{}/", listener.local_addr().unwrap());
     (listener, url)
@@ -660,7 +660,7 @@ fn silent_host() -> (std::net::TcpListener, String) {
 
 /// `count` instances of type `spam`, each checked against `url` every 5 s
 /// with a 5 s timeout.
-async fn register_spam(server: &TestServer, url: &str, count: usize) {
+pub(crate) async fn register_spam(server: &TestServer, url: &str, count: usize) {
     for n in 0..count {
         let check = json!({"http": url, "interval": 5, "timeout": 5});
         let host = format!("10.1.{}.{}", n / 256, n % 256);

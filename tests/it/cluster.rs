@@ -941,3 +941,43 @@ async fn nodes_reach_an_etcd_with_tls_client_certificates_and_a_password() {
     a.stop().await;
     b.stop().await;
 }
+
+/// A check that waits for a slot holds its instance's lifetime on every
+/// node, not only on the node that runs it: the leader, which expires,
+/// may be another node, with slots to spare. A's slots are all held by
+/// checks against a host that never answers, so A's share of the honest
+/// checks waits for seconds at a time; B leads (it started first) and has
+/// room.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_check_waiting_for_a_slot_holds_its_instance_on_every_node() {
+    use crate::checks::{checked, register_spam, silent_host};
+    let etcd = Etcd::start("held").await;
+    let b = node(&etcd, "b").await;
+    let a = TestServer::start_with(|config| {
+        configure(config, &etcd, "a");
+        config.checks.max_in_flight = 2;
+        config.checks.max_in_flight_per_target = 2;
+    })
+    .await;
+    let (_silent, url) = silent_host();
+    register_spam(&a, &url, 200).await;
+    let endpoint = CheckTarget::start(Mode::Status(200)).await;
+    let mut ids = Vec::new();
+    for n in 1..=12 {
+        let check = json!({"http": endpoint.url(), "interval": 1, "timeout": 1});
+        // Kept alive by its check alone: no heartbeat, a 2 s TTL.
+        let service = a.register(&checked(&format!("h{n}"), n, 2, check)).await;
+        ids.push(id_of(&service));
+    }
+    // Checks are shared out by hashing ids over the nodes: A owns some of
+    // these 12 (all but 1 time in 4 096), and those wait behind the spam.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    for node in [&a, &b] {
+        for id in &ids {
+            let (status, body) = node.get(&format!("/v1/services/{id}")).await;
+            assert_eq!(status, 200, "still registered after 3 TTLs: {body}");
+        }
+    }
+    a.stop().await;
+    b.stop().await;
+}
