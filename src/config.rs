@@ -235,6 +235,8 @@ pub struct EtcdConfig {
     pub request_timeout_ms: u64,
     /// Milliseconds a connection to a member may take to open.
     pub dial_timeout_ms: u64,
+    /// Milliseconds a starting node waits for etcd to answer; 0: one try.
+    pub start_timeout_ms: u64,
     /// etcd user; empty: no authentication.
     pub username: String,
     /// That user's password.
@@ -556,6 +558,15 @@ fn store_settings(store: StoreConfig, zone: &Name) -> Result<StoreKind, ConfigEr
     };
     settings.request_timeout = millis("store.etcd.request_timeout_ms", etcd.request_timeout_ms)?;
     settings.dial_timeout = millis("store.etcd.dial_timeout_ms", etcd.dial_timeout_ms)?;
+    settings.start_timeout = match etcd.start_timeout_ms {
+        0..=86_400_000 => Duration::from_millis(etcd.start_timeout_ms),
+        _ => {
+            return Err(invalid(
+                "store.etcd.start_timeout_ms",
+                "must be 0-86400000 milliseconds (a day)",
+            ));
+        }
+    };
     settings.username = (!etcd.username.is_empty()).then_some(etcd.username);
     settings.password = etcd.password;
     let path = |text: String| (!text.is_empty()).then(|| std::path::PathBuf::from(text));
@@ -1101,6 +1112,35 @@ mod tests {
         assert_eq!(load("dns.threads = 3").unwrap().dns.udp_threads, 3);
         let err = load("dns.threads = 300").unwrap_err();
         assert!(err.contains("dns.threads"), "{err}");
+    }
+
+    #[test]
+    fn etcd_settings_are_checked_naming_the_key() {
+        let etcd = |extra: &str| {
+            load(&format!(
+                "[store]\nurl = \"etcd:http://127.0.0.1:2379\"\n[store.etcd]\n{extra}"
+            ))
+        };
+        let StoreKind::Etcd(settings) = etcd("node = \"n1\"").unwrap().store else {
+            panic!("an etcd store");
+        };
+        assert_eq!(settings.prefix, "/signpost/svc.local/");
+        assert_eq!(settings.start_timeout, Duration::from_secs(60));
+        let StoreKind::Etcd(settings) = etcd("start_timeout_ms = 0").unwrap().store else {
+            panic!("an etcd store");
+        };
+        assert_eq!(settings.start_timeout, Duration::ZERO, "0: one try");
+        for (bad, key) in [
+            ("prefix = \"/no-slash\"", "store.etcd.prefix"),
+            ("node = \"not a label\"", "store.etcd.node"),
+            ("request_timeout_ms = 50", "store.etcd.request_timeout_ms"),
+            ("dial_timeout_ms = 600000", "store.etcd.dial_timeout_ms"),
+            ("start_timeout_ms = 100000000", "store.etcd.start_timeout_ms"),
+            ("cert = \"c.pem\"", "store.etcd.cert"),
+        ] {
+            let err = etcd(bad).unwrap_err();
+            assert!(err.contains(key), "{bad}: {err}");
+        }
     }
 
     #[test]

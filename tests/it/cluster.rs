@@ -924,6 +924,9 @@ async fn nodes_reach_an_etcd_with_tls_client_certificates_and_a_password() {
         config.dns.listen = "127.0.0.1:0".parse().unwrap();
         config.admin.listen = "127.0.0.1:0".parse().unwrap();
         secured(&mut config, "c", password, cert);
+        // One try: a certificate refused reads like a member unreachable,
+        // which a starting node otherwise waits out.
+        config.store.etcd.start_timeout_ms = 0;
         let settings = config.validate().expect("valid settings");
         let started =
             tokio::time::timeout(Duration::from_secs(10), signpost::Server::bind(settings))
@@ -979,5 +982,46 @@ async fn a_check_waiting_for_a_slot_holds_its_instance_on_every_node() {
         }
     }
     a.stop().await;
+    b.stop().await;
+}
+
+/// A node started while etcd is down waits for it, answering nothing
+/// meanwhile, and starts with the whole registry once etcd is back: a
+/// machine's boot, or a whole site's restart, brings them up in any order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_started_before_etcd_waits_for_it() {
+    let mut etcd = Etcd::start("late").await;
+    let a = node(&etcd, "a").await;
+    let web_1 = id_of(
+        &a.register(&Registration::new("web-1", "web", "10.0.0.5", 8080).ttl(60))
+            .await,
+    );
+    a.stop().await;
+    for member in 0..3 {
+        etcd.kill_9(member);
+    }
+    let (url, prefix) = (etcd.store_url(), etcd.prefix.clone());
+    let started = Instant::now();
+    let starting = TestServer::start_with(move |config| {
+        config.store.url = url;
+        config.store.etcd.node = "b".into();
+        config.store.etcd.prefix = prefix;
+        config.store.etcd.request_timeout_ms = 1_500;
+        config.store.etcd.dial_timeout_ms = 500;
+    });
+    let etcd_back = async {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        for member in 0..3 {
+            etcd.restart(member);
+        }
+    };
+    let (b, ()) = tokio::join!(starting, etcd_back);
+    assert!(
+        started.elapsed() >= Duration::from_secs(2),
+        "B started before etcd was back"
+    );
+    let (status, body) = b.get(&format!("/v1/services/{web_1}")).await;
+    assert_eq!(status, 200, "B loaded the registry: {body}");
+    assert!(answers(&b, "web", &[Ipv4Addr::new(10, 0, 0, 5)]).await);
     b.stop().await;
 }

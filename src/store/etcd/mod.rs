@@ -66,6 +66,8 @@ pub struct EtcdSettings {
     pub request_timeout: Duration,
     /// The longest a connection to a member may take to open.
     pub dial_timeout: Duration,
+    /// How long a starting node keeps trying to read etcd; zero: once.
+    pub start_timeout: Duration,
     /// etcd user and password, when the cluster has authentication on.
     pub username: Option<String>,
     pub password: String,
@@ -95,6 +97,7 @@ impl EtcdSettings {
             node: String::new(),
             request_timeout: Duration::from_secs(2),
             dial_timeout: Duration::from_secs(1),
+            start_timeout: Duration::from_secs(60),
             username: None,
             password: String::new(),
             ca: None,
@@ -119,6 +122,41 @@ pub(crate) fn default_node_name() -> String {
         .filter(|h| !h.is_empty())
         .unwrap_or_else(|| "node".into());
     format!("{host}-{:08x}", fastrand::u32(..))
+}
+
+/// The whole registry, read as soon as etcd answers: a node started with
+/// (or before) etcd, as a machine's boot or a whole site's restart does
+/// it, waits for it rather than exit (and, under systemd, soon exhaust its
+/// restarts). It waits only for what etcd coming up cures: no member
+/// reachable, no answer in time, no leader yet. A refusal (credentials,
+/// permissions) fails at once.
+async fn load_when_ready(
+    shared: &Shared,
+    patience: Duration,
+) -> Result<(follow::Snapshot, follow::Decoder), client::EtcdError> {
+    let deadline = tokio::time::Instant::now() + patience;
+    let mut pause = Duration::from_millis(250);
+    loop {
+        let error = match follow::load(shared).await {
+            Ok(loaded) => return Ok(loaded),
+            Err(error) => error,
+        };
+        let transient = match &error {
+            client::EtcdError::Unreachable(_) | client::EtcdError::Timeout(_) => true,
+            client::EtcdError::Refused { code, .. } => *code == client::code::UNAVAILABLE,
+            client::EtcdError::BadResponse(_) => false,
+        };
+        if !transient || tokio::time::Instant::now() + pause > deadline {
+            return Err(error);
+        }
+        tracing::warn!(
+            store = %shared.name,
+            %error,
+            "etcd cannot be read yet; trying again in {pause:?} (store.etcd.start_timeout_ms)"
+        );
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_secs(2));
+    }
 }
 
 /// A cheap handle on the etcd store.
@@ -169,13 +207,12 @@ impl EtcdStore {
             settings.node.clone(),
             name.clone(),
         ));
-        let (snapshot, decoder) =
-            follow::load(&shared)
-                .await
-                .map_err(|error| StoreError::Unavailable {
-                    store: name.clone(),
-                    reason: error.to_string(),
-                })?;
+        let (snapshot, decoder) = load_when_ready(&shared, settings.start_timeout)
+            .await
+            .map_err(|error| StoreError::Unavailable {
+                store: name.clone(),
+                reason: error.to_string(),
+            })?;
         shared.set_applied(snapshot.revision);
         let follower = Follower::new(shared.clone(), decoder, snapshot.revision);
         let parts = Parts {
