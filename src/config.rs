@@ -1135,7 +1135,10 @@ mod tests {
             ("node = \"not a label\"", "store.etcd.node"),
             ("request_timeout_ms = 50", "store.etcd.request_timeout_ms"),
             ("dial_timeout_ms = 600000", "store.etcd.dial_timeout_ms"),
-            ("start_timeout_ms = 100000000", "store.etcd.start_timeout_ms"),
+            (
+                "start_timeout_ms = 100000000",
+                "store.etcd.start_timeout_ms",
+            ),
             ("cert = \"c.pem\"", "store.etcd.cert"),
         ] {
             let err = etcd(bad).unwrap_err();
