@@ -540,30 +540,12 @@ impl Client {
         {
             return Ok(sender.clone());
         }
-        let endpoint = &pooled.endpoint;
-        let dial = async {
-            let stream = connect(endpoint).await?;
-            match (&self.inner.tls_h2, endpoint.tls) {
-                (Some(connector), true) => {
-                    let name = rustls::pki_types::ServerName::try_from(endpoint.host.clone())
-                        .map_err(|e| format!("{}: {e}", endpoint.host))?;
-                    let stream = connector
-                        .connect(name, stream)
-                        .await
-                        .map_err(|e| format!("TLS: {e}"))?;
-                    handshake_h2(stream).await
-                }
-                _ => handshake_h2(stream).await,
-            }
-        };
-        let sender = tokio::time::timeout(self.inner.dial_timeout, dial)
-            .await
-            .unwrap_or_else(|_| {
-                Err(format!(
-                    "no connection within {:?} (store.etcd.dial_timeout)",
-                    self.inner.dial_timeout
-                ))
+        let sender = self
+            .within_dial_timeout(async {
+                let stream = self.open(&pooled.endpoint, &self.inner.tls_h2).await?;
+                handshake_h2(stream).await
             })
+            .await
             .map_err(Failure::NotSent)?;
         *shared = Some(sender.clone());
         Ok(sender)
@@ -590,21 +572,40 @@ impl Client {
         &self,
         endpoint: &Endpoint,
     ) -> Result<(SendRequest<Full<Bytes>>, tokio::task::JoinHandle<()>), String> {
-        let dial = async {
-            let stream = connect(endpoint).await?;
-            match (&self.inner.tls, endpoint.tls) {
-                (Some(connector), true) => {
-                    let name = rustls::pki_types::ServerName::try_from(endpoint.host.clone())
-                        .map_err(|e| format!("{}: {e}", endpoint.host))?;
-                    let stream = connector
-                        .connect(name, stream)
-                        .await
-                        .map_err(|e| format!("TLS: {e}"))?;
-                    handshake(stream).await
-                }
-                _ => handshake(stream).await,
+        self.within_dial_timeout(async {
+            let stream = self.open(endpoint, &self.inner.tls).await?;
+            handshake(stream).await
+        })
+        .await
+    }
+
+    /// A stream to `endpoint`: TCP, then TLS through `connector` for an
+    /// https endpoint.
+    async fn open(
+        &self,
+        endpoint: &Endpoint,
+        connector: &Option<tokio_rustls::TlsConnector>,
+    ) -> Result<Box<dyn Io>, String> {
+        let stream = connect(endpoint).await?;
+        match (connector, endpoint.tls) {
+            (Some(connector), true) => {
+                let name = rustls::pki_types::ServerName::try_from(endpoint.host.clone())
+                    .map_err(|e| format!("{}: {e}", endpoint.host))?;
+                let stream = connector
+                    .connect(name, stream)
+                    .await
+                    .map_err(|e| format!("TLS: {e}"))?;
+                Ok(Box::new(stream))
             }
-        };
+            _ => Ok(Box::new(stream)),
+        }
+    }
+
+    /// `dial`'s outcome, or a failure once the dial timeout has passed.
+    async fn within_dial_timeout<T>(
+        &self,
+        dial: impl Future<Output = Result<T, String>>,
+    ) -> Result<T, String> {
         tokio::time::timeout(self.inner.dial_timeout, dial)
             .await
             .unwrap_or_else(|_| {
@@ -839,6 +840,11 @@ fn causes(error: &dyn std::error::Error) -> String {
     }
     text
 }
+
+/// A connection to a member, plain or TLS.
+trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static {}
+
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static> Io for T {}
 
 /// A TCP connection to the first of the endpoint's addresses that accepts.
 async fn connect(endpoint: &Endpoint) -> Result<TcpStream, String> {
