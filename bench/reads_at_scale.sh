@@ -44,19 +44,21 @@ max_instances = $((N + ROUNDS * (M + M_BUSY) + 1000000))
 max_types = $(((N + ROUNDS * (M + M_BUSY)) / 10 + 100000))
 EOF
 cat >"$WORK/loop.py" <<'EOF'
-# Loops GET PATH on one keep-alive connection until SIGTERM, then prints the requests made.
-import http.client, signal, sys
-host, port, path = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+# Loops GET PATH on one keep-alive connection until the file STOP exists (or a request takes
+# over 10 s), then prints the requests made. No signal: a SIGTERM handler once left a looper
+# running and hung the script.
+import http.client, os, sys
+host, port, path, stop = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
 done = 0
-def bye(*_):
-    print(done)
-    sys.exit(0)
-signal.signal(signal.SIGTERM, bye)
-conn = http.client.HTTPConnection(host, port, timeout=60)
-while True:
-    conn.request("GET", path)
-    conn.getresponse().read()
-    done += 1
+conn = http.client.HTTPConnection(host, port, timeout=10)
+try:
+    while not os.path.exists(stop):
+        conn.request("GET", path)
+        conn.getresponse().read()
+        done += 1
+except Exception as error:
+    print(f"looper stopped: {error}", file=sys.stderr)
+print(done)
 EOF
 admin=http://127.0.0.1:$ADMIN_PORT
 
@@ -105,10 +107,11 @@ for round in $(seq 1 "$ROUNDS"); do
   [ $((round % 2)) = 0 ] && order="busy quiet"
   for mode in $order; do
     loopers=()
+    rm -f "$WORK/stop"
     if [ "$mode" = busy ]; then
       for l in $(seq 1 "$LOOPERS"); do
         taskset -c "$CLIENT_CPU" python3 "$WORK/loop.py" 127.0.0.1 "$ADMIN_PORT" /v1/health \
-          >"$WORK/looper.$l" 2>&1 &
+          "$WORK/stop" >"$WORK/looper.$l" 2>"$WORK/looper-errors.$l" &
         loopers+=($!); pids+=($!)
       done
       sleep 0.5
@@ -120,7 +123,12 @@ for round in $(seq 1 "$ROUNDS"); do
     t1=$(cpu_ticks "$server")
     health=0
     if [ "$mode" = busy ]; then
-      for p in "${loopers[@]}"; do stop "$p"; done
+      touch "$WORK/stop"
+      for p in "${loopers[@]}"; do
+        # Each looper ends within one request (10 s at most); one that does not is killed.
+        timeout 15 tail --pid="$p" -f /dev/null || kill -9 "$p" 2>/dev/null || true
+        stop "$p"
+      done
       health=$(cat "$WORK"/looper.* | awk '{s += $1} END {print s + 0}')
     fi
     echo "round $round $mode: registrations/s=$rate health_requests=$health server_cpu_s=$(awk -v t=$((t1 - t0)) -v c="$CLK_TCK" 'BEGIN {printf "%.2f", t / c}')"
