@@ -524,9 +524,10 @@ impl Registrar {
     ///
     /// On a shared store the hold goes through etcd, as the check's last
     /// verdict again, renewing: the node that expires may be another one.
-    /// It is sent once half the lifetime is gone (and a second before it
-    /// lapses, for short TTLs), so a backlog costs one write per waiting
-    /// instance per half TTL, not one a second.
+    /// It is sent once no more than half the TTL and a second is left (a
+    /// hold runs once a second), so a backlog costs one write per waiting
+    /// instance per half TTL, not one a second (every second for a TTL of
+    /// 3 s or less).
     pub(crate) fn hold_for_check(&self, instance: &Arc<Instance>) {
         if instance.check_health() == Health::Critical {
             return;

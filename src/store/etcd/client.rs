@@ -25,7 +25,7 @@ use hyper::body::Incoming;
 use hyper::client::conn::{http1::SendRequest, http2};
 use hyper::header::{AUTHORIZATION, CONTENT_TYPE, HOST, TE};
 use hyper::{Method, Request, StatusCode, Uri};
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::net::TcpStream;
@@ -231,6 +231,15 @@ struct Pooled {
     h2: tokio::sync::Mutex<Option<http2::SendRequest<Full<Bytes>>>>,
 }
 
+impl Pooled {
+    /// Drops the HTTP/2 connection, unless a call is opening a new one.
+    fn forget_h2(&self) {
+        if let Ok(mut h2) = self.h2.try_lock() {
+            *h2 = None;
+        }
+    }
+}
+
 /// A streaming answer (the watch) with the task driving its connection,
 /// which stops when this is dropped.
 pub(crate) struct Stream {
@@ -359,8 +368,15 @@ impl Client {
                     tokio::time::timeout(limit, self.attempt(pooled, path, &body, &token)).await
                 }
                 Api::Grpc => {
-                    tokio::time::timeout(limit, self.grpc_attempt(pooled, path, &body, &token))
-                        .await
+                    let outcome =
+                        tokio::time::timeout(limit, self.grpc_attempt(pooled, path, &body, &token))
+                            .await;
+                    if outcome.is_err() {
+                        // No answer in time: the connection may be dead
+                        // without knowing it; dial afresh next time.
+                        pooled.forget_h2();
+                    }
+                    outcome
                 }
             };
             let failure = match outcome {
@@ -480,8 +496,23 @@ impl Client {
     }
 
     /// One gRPC call on `pooled`'s HTTP/2 connection (opened first when
-    /// there is none, or it closed): the answer's message.
+    /// there is none, or it closed): the answer's message. A connection
+    /// that broke is dropped, so the next call dials afresh.
     async fn grpc_attempt(
+        &self,
+        pooled: &Pooled,
+        path: &str,
+        body: &Bytes,
+        token: &Option<Arc<str>>,
+    ) -> Result<Bytes, Failure> {
+        let outcome = self.grpc_call(pooled, path, body, token).await;
+        if let Err(Failure::Broken(_)) = outcome {
+            pooled.forget_h2();
+        }
+        outcome
+    }
+
+    async fn grpc_call(
         &self,
         pooled: &Pooled,
         path: &str,
@@ -507,6 +538,14 @@ impl Client {
             .await
             .map_err(|e| Failure::Broken(causes(&e)))?;
         let (head, body) = response.into_parts();
+        if matches!(head.status.as_u16(), 502..=504) {
+            // A proxy's word for "no member behind me": gRPC reads it as
+            // UNAVAILABLE.
+            return Err(Failure::Refused(EtcdError::Refused {
+                code: code::UNAVAILABLE,
+                message: format!("HTTP {} from {path}", head.status),
+            }));
+        }
         if head.status != StatusCode::OK {
             return Err(Failure::BadResponse(format!(
                 "{path}: HTTP {} from a gRPC server",
@@ -661,12 +700,19 @@ impl Client {
         // Without a token: a fresh exchange that does not come back here.
         let inner = &self.inner;
         let mut last = EtcdError::Timeout(inner.request_timeout);
-        for attempt in 0..inner.endpoints.len() {
-            let index = (inner.preferred.load(Ordering::Relaxed) + attempt) % inner.endpoints.len();
+        let count = inner.endpoints.len();
+        for attempt in 0..count {
+            let index = (inner.preferred.load(Ordering::Relaxed) + attempt) % count;
             let left = deadline.saturating_duration_since(Instant::now());
+            // A member that hangs leaves time for the others.
+            let limit = if attempt + 1 < count {
+                left.min((inner.request_timeout / 2).max(Duration::from_millis(500)))
+            } else {
+                left
+            };
             let pooled = &inner.endpoints[index];
             let outcome = tokio::time::timeout(
-                left,
+                limit,
                 self.attempt(pooled, "/v3/auth/authenticate", &body, &None),
             )
             .await;
@@ -678,6 +724,11 @@ impl Client {
                         Some(Arc::from(answer.token));
                     return Ok(());
                 }
+                Ok(Err(Failure::Refused(error @ EtcdError::Refused { code, .. })))
+                    if code == code::UNAVAILABLE =>
+                {
+                    error
+                }
                 Ok(Err(Failure::Refused(error))) => return Err(error),
                 Ok(Err(Failure::BadResponse(reason))) => {
                     return Err(EtcdError::BadResponse(reason));
@@ -685,8 +736,9 @@ impl Client {
                 Ok(Err(Failure::NotSent(reason) | Failure::Broken(reason))) => {
                     self.unreachable(&pooled.endpoint, &reason)
                 }
-                Err(_) => break,
+                Err(_) => EtcdError::Timeout(inner.request_timeout),
             };
+            self.avoid(index);
         }
         Err(last)
     }
@@ -896,7 +948,14 @@ async fn handshake_h2<I>(io: I) -> Result<http2::SendRequest<Full<Bytes>>, Strin
 where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    let (sender, connection) = http2::handshake(TokioExecutor::new(), TokioIo::new(io))
+    // Pings find a connection that died silently (a member's host gone, a
+    // NAT that forgot it) in seconds, not at TCP's pace.
+    let (sender, connection) = http2::Builder::new(TokioExecutor::new())
+        .timer(TokioTimer::new())
+        .keep_alive_interval(Duration::from_secs(10))
+        .keep_alive_timeout(Duration::from_secs(5))
+        .keep_alive_while_idle(true)
+        .handshake(TokioIo::new(io))
         .await
         .map_err(|e| e.to_string())?;
     tokio::spawn(async move {

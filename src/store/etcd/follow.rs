@@ -74,20 +74,30 @@ pub(crate) async fn load(shared: &Shared) -> Result<(Snapshot, Decoder), EtcdErr
         }
     }
     let mut decoder = Decoder::default();
-    shared.incarnations.clear();
+    // Which key holds each id, kept aside until every page is in: on a
+    // reload the node is live, and removals and expiries look ids up
+    // meanwhile (a read that fails leaves the old map whole).
+    let mut incarnations = HashMap::new();
     let mut loaded = Vec::new();
     range_pages(shared, &keys.instances(), &mut revision, |page| {
         loaded.reserve(page.len());
         for kv in &page {
-            let Some(mut instance) = decoder.instance(shared, kv) else {
+            let Some((mut instance, incarnation, _)) = decoder.instance(kv) else {
                 continue;
             };
+            incarnations.insert(instance.id, incarnation);
             instance.health = health.get(&instance.id).copied().unwrap_or(instance.health);
             instance.check = verdicts.remove(&instance.id);
             loaded.push(instance);
         }
     })
     .await?;
+    shared
+        .incarnations
+        .retain(|id, _| incarnations.contains_key(id));
+    for (id, incarnation) in incarnations {
+        shared.incarnations.insert(id, incarnation);
+    }
     let live: BTreeSet<String> = nodes
         .iter()
         .filter_map(|kv| match keys.parse(kv.key.as_slice()) {
@@ -144,13 +154,13 @@ async fn range_pages(
             ..RangeRequest::key(from)
         };
         let client = shared.client.clone();
-        tokio::spawn(async move { client.range(&request).await })
+        Reading(tokio::spawn(async move { client.range(&request).await }))
     };
     let mut reading = read(prefix.to_vec(), *revision);
     loop {
-        let page: RangeResponse = reading
+        let page: RangeResponse = (&mut reading.0)
             .await
-            .map_err(|e| EtcdError::Unreachable(format!("a read stopped: {e}")))??;
+            .map_err(|e| EtcdError::BadResponse(format!("a read stopped: {e}")))??;
         if *revision == 0 {
             *revision = page.header.revision;
         }
@@ -165,6 +175,16 @@ async fn range_pages(
         };
         reading = read(next, *revision);
         each(page.kvs);
+    }
+}
+
+/// A page being read on a task of its own, which stops when this is
+/// dropped (the load failed or was given up).
+struct Reading(tokio::task::JoinHandle<Result<RangeResponse, EtcdError>>);
+
+impl Drop for Reading {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 
@@ -185,8 +205,9 @@ pub(crate) struct Decoder {
 
 impl Decoder {
     /// The registration in `kv` (a put of `P/i/...`), recorded as that
-    /// key's; `None` (logged) when its value does not validate.
-    fn instance(&mut self, shared: &Shared, kv: &KeyValue) -> Option<StoredInstance> {
+    /// key's, with where it lives and the id the key held before (if
+    /// another); `None` (logged) when its value does not validate.
+    fn instance(&mut self, kv: &KeyValue) -> Option<(StoredInstance, Incarnation, Option<Uuid>)> {
         let parsed = serde_json::from_slice::<InstanceValue>(kv.value.as_slice())
             .map_err(|e| e.to_string())
             .and_then(|value| {
@@ -201,26 +222,23 @@ impl Decoder {
                 return None;
             }
         };
-        if let Some(old) = self.by_key.insert(kv.key.0.clone(), value.id)
-            && old != value.id
-        {
-            shared.incarnations.remove(&old);
-        }
-        shared.incarnations.insert(
-            value.id,
-            Incarnation {
-                key: kv.key.0.clone(),
-                create_revision: kv.create_revision,
-            },
-        );
-        Some(StoredInstance {
+        let replaced = self
+            .by_key
+            .insert(kv.key.0.clone(), value.id)
+            .filter(|old| *old != value.id);
+        let incarnation = Incarnation {
+            key: kv.key.0.clone(),
+            create_revision: kv.create_revision,
+        };
+        let instance = StoredInstance {
             id: value.id,
             spec,
             health: Health::Passing,
             registered_at_ms: value.registered_at_ms,
             check: None,
             owner: value.owner.map(std::sync::Arc::from),
-        })
+        };
+        Some((instance, incarnation, replaced))
     }
 
     /// The changes `events` (in revision order) make, each revision's
@@ -249,7 +267,15 @@ impl Decoder {
             let kv = &event.kv;
             let put = event.kind == EventType::Put;
             match keys.parse(kv.key.as_slice()) {
-                Some(Key::Instance) if put => registered.extend(self.instance(shared, kv)),
+                Some(Key::Instance) if put => {
+                    if let Some((instance, incarnation, replaced)) = self.instance(kv) {
+                        if let Some(old) = replaced {
+                            shared.incarnations.remove(&old);
+                        }
+                        shared.incarnations.insert(instance.id, incarnation);
+                        registered.push(instance);
+                    }
+                }
                 Some(Key::Instance) => {
                     if let Some(id) = self.by_key.remove(kv.key.as_slice()) {
                         shared.incarnations.remove(&id);

@@ -141,21 +141,37 @@ async fn load_when_ready(
             Ok(loaded) => return Ok(loaded),
             Err(error) => error,
         };
-        let transient = match &error {
-            client::EtcdError::Unreachable(_) | client::EtcdError::Timeout(_) => true,
-            client::EtcdError::Refused { code, .. } => *code == client::code::UNAVAILABLE,
-            client::EtcdError::BadResponse(_) => false,
-        };
-        if !transient || tokio::time::Instant::now() + pause > deadline {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        if !worth_waiting_for(&error) || left.is_zero() {
             return Err(error);
         }
         tracing::warn!(
             store = %shared.name,
             %error,
-            "etcd cannot be read yet; trying again in {pause:?} (store.etcd.start_timeout_ms)"
+            "etcd cannot be read yet; trying again in {:?} (store.etcd.start_timeout_ms)",
+            pause.min(left)
         );
-        tokio::time::sleep(pause).await;
+        tokio::time::sleep(pause.min(left)).await;
         pause = (pause * 2).min(Duration::from_secs(2));
+    }
+}
+
+/// Whether a failed start-up read may succeed when tried again: etcd
+/// unreachable, slow or without a leader, or its revision moved under the
+/// read (a member behind, or a compaction, between two pages). A TLS
+/// failure is a setting to fix, not a wait: its message says TLS.
+fn worth_waiting_for(error: &client::EtcdError) -> bool {
+    match error {
+        client::EtcdError::Unreachable(reason) => {
+            !reason.contains("TLS: ") && !reason.contains("fatal alert")
+        }
+        client::EtcdError::Timeout(_) => true,
+        client::EtcdError::Refused { code, message } => {
+            *code == client::code::UNAVAILABLE
+                || error.is_compacted()
+                || message.contains("future revision")
+        }
+        client::EtcdError::BadResponse(_) => false,
     }
 }
 
@@ -279,6 +295,47 @@ impl EtcdStore {
         StoreError::Unavailable {
             store: self.shared.name.clone(),
             reason: reason.to_string(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::client::{EtcdError, code};
+    use super::worth_waiting_for;
+
+    #[test]
+    fn a_start_waits_out_what_etcd_coming_up_cures_and_nothing_else() {
+        let refused = |code, message: &str| EtcdError::Refused {
+            code,
+            message: message.into(),
+        };
+        for cured in [
+            EtcdError::Unreachable("http://127.0.0.1:2379: Connection refused".into()),
+            EtcdError::Timeout(std::time::Duration::from_secs(2)),
+            refused(code::UNAVAILABLE, "etcdserver: no leader"),
+            refused(
+                code::OUT_OF_RANGE,
+                "mvcc: required revision is a future revision",
+            ),
+            refused(
+                code::OUT_OF_RANGE,
+                "mvcc: required revision has been compacted",
+            ),
+        ] {
+            assert!(worth_waiting_for(&cured), "{cured}");
+        }
+        for fixed_by_a_person in [
+            EtcdError::Unreachable("https://e:2379: TLS: invalid peer certificate".into()),
+            EtcdError::Unreachable("https://e:2379: received fatal alert: BadCertificate".into()),
+            refused(code::INVALID_ARGUMENT, "authentication failed"),
+            refused(code::PERMISSION_DENIED, "permission denied"),
+            EtcdError::BadResponse("HTTP 404".into()),
+        ] {
+            assert!(
+                !worth_waiting_for(&fixed_by_a_person),
+                "{fixed_by_a_person}"
+            );
         }
     }
 }
