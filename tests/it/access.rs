@@ -683,7 +683,7 @@ impl Pki {
             if name == "named" {
                 params
                     .distinguished_name
-                    .push(DnType::CommonName, "signpost");
+                    .push(DnType::CommonName, "node-b.example");
             }
             let cert = params.signed_by(&key, issuer).unwrap();
             write(&format!("{name}.pem"), cert.pem());

@@ -1,8 +1,8 @@
-//! A client of etcd's v3 JSON gateway, on hyper: the cluster's client URLs
-//! with failover, a small keep-alive connection pool per endpoint, request
-//! and dial timeouts, user/password authentication and TLS. Ranges go over
-//! etcd's gRPC API instead, on one HTTP/2 connection per endpoint
-//! ([`super::grpc`] says why), with the same failover and deadline.
+//! A client of etcd's v3 gRPC API, on hyper's HTTP/2 ([`super::grpc`]
+//! holds the messages): the cluster's client URLs with failover, one
+//! shared HTTP/2 connection per endpoint (and one of its own for the
+//! watch), request and dial timeouts, user/password authentication and
+//! TLS.
 //!
 //! Every call has one deadline, the request timeout, whatever it tries
 //! within it. A call that cannot connect to an endpoint, or whose
@@ -16,26 +16,21 @@
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
-use hyper::client::conn::{http1::SendRequest, http2};
-use hyper::header::{AUTHORIZATION, CONTENT_TYPE, HOST, TE};
+use hyper::client::conn::http2;
+use hyper::header::{CONTENT_TYPE, TE};
 use hyper::{Method, Request, StatusCode, Uri};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use serde::Serialize;
-use serde::de::DeserializeOwned;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
-use super::grpc;
-use super::wire::{AuthenticateRequest, AuthenticateResponse, RangeRequest, RangeResponse, Status};
-
-/// Idle connections kept per endpoint.
-const MAX_IDLE: usize = 64;
+use super::grpc::{self, Rpc};
+use super::wire::AuthenticateRequest;
 
 /// One of the cluster's client URLs: `http://host:port` or
 /// `https://host:port`.
@@ -138,15 +133,6 @@ pub(crate) enum Retry {
     IfNotSent,
 }
 
-/// Which of etcd's two APIs a call speaks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Api {
-    /// JSON over HTTP/1.1 (`/v3/...`).
-    Gateway,
-    /// Protobuf over HTTP/2 (`/etcdserverpb.KV/Range`).
-    Grpc,
-}
-
 /// Why a call failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub(crate) enum EtcdError {
@@ -167,7 +153,6 @@ pub(crate) enum EtcdError {
 /// gRPC status codes that matter here.
 pub(crate) mod code {
     pub(crate) const INVALID_ARGUMENT: i32 = 3;
-    pub(crate) const PERMISSION_DENIED: i32 = 7;
     pub(crate) const OUT_OF_RANGE: i32 = 11;
     pub(crate) const UNAVAILABLE: i32 = 14;
     pub(crate) const UNAUTHENTICATED: i32 = 16;
@@ -190,6 +175,7 @@ impl EtcdError {
 }
 
 /// How one attempt on one endpoint ended.
+#[derive(Debug)]
 enum Failure {
     /// The request never left: the connection could not be opened.
     NotSent(String),
@@ -215,19 +201,16 @@ struct Inner {
     credentials: Option<Credentials>,
     token: RwLock<Option<Arc<str>>>,
     authenticating: tokio::sync::Mutex<()>,
-    /// For https endpoints: HTTP/1.1 for the gateway, and one that offers
-    /// `h2` (ALPN) for gRPC.
+    /// For https endpoints (offering `h2` by ALPN).
     tls: Option<tokio_rustls::TlsConnector>,
-    tls_h2: Option<tokio_rustls::TlsConnector>,
     /// A client certificate is configured.
     client_certificate: bool,
 }
 
-/// One endpoint and its idle connections.
+/// One endpoint and its connection.
 struct Pooled {
     endpoint: Endpoint,
-    idle: Mutex<Vec<SendRequest<Full<Bytes>>>>,
-    /// The HTTP/2 connection gRPC calls share, once opened.
+    /// The HTTP/2 connection calls share, once opened.
     h2: tokio::sync::Mutex<Option<http2::SendRequest<Full<Bytes>>>>,
 }
 
@@ -261,23 +244,18 @@ impl Client {
     /// A client of the cluster at `settings.endpoints`; fails only on TLS
     /// files that cannot be read. Connects lazily.
     pub(crate) fn new(settings: ClientSettings) -> Result<Client, String> {
-        let (tls, tls_h2) = if settings.endpoints.iter().any(|e| e.tls) {
-            let config = tls::config(&settings.tls)?;
-            let mut h2 = config.clone();
-            h2.alpn_protocols = vec![b"h2".to_vec()];
-            (
-                Some(tokio_rustls::TlsConnector::from(Arc::new(config))),
-                Some(tokio_rustls::TlsConnector::from(Arc::new(h2))),
-            )
+        let tls = if settings.endpoints.iter().any(|e| e.tls) {
+            let mut config = tls::config(&settings.tls)?;
+            config.alpn_protocols = vec![b"h2".to_vec()];
+            Some(tokio_rustls::TlsConnector::from(Arc::new(config)))
         } else {
-            (None, None)
+            None
         };
         let endpoints = settings
             .endpoints
             .into_iter()
             .map(|endpoint| Pooled {
                 endpoint,
-                idle: Mutex::new(Vec::new()),
                 h2: tokio::sync::Mutex::new(None),
             })
             .collect();
@@ -291,7 +269,6 @@ impl Client {
                 token: RwLock::new(None),
                 authenticating: tokio::sync::Mutex::new(()),
                 tls,
-                tls_h2,
                 client_certificate: settings.tls.cert.is_some(),
             }),
         })
@@ -302,42 +279,24 @@ impl Client {
         self.inner.request_timeout
     }
 
-    /// `POST path` with `request` as JSON, within the request timeout,
-    /// failing over between endpoints as `retry` allows; parses a 2xx
-    /// answer as `R`.
-    pub(crate) async fn call<Q: Serialize, R: DeserializeOwned>(
+    /// `request` (whose type names the call), within the request timeout,
+    /// failing over between endpoints as `retry` allows.
+    pub(crate) async fn call<Q: Rpc>(
         &self,
-        path: &str,
         request: &Q,
         retry: Retry,
-    ) -> Result<R, EtcdError> {
-        let body = Bytes::from(serde_json::to_vec(request).expect("requests serialise"));
+    ) -> Result<Q::Answer, EtcdError> {
         let deadline = Instant::now() + self.inner.request_timeout;
-        let bytes = self
-            .exchange(Api::Gateway, path, body, retry, deadline)
+        let message = self
+            .exchange(Q::PATH, request.body(), retry, deadline)
             .await?;
-        serde_json::from_slice(&bytes).map_err(|e| EtcdError::BadResponse(format!("{path}: {e}")))
+        Q::answer(message).map_err(|e| EtcdError::BadResponse(format!("{}: {e}", Q::PATH)))
     }
 
-    /// `KV.Range` over gRPC, within the request timeout, failing over
-    /// between endpoints (a read: safe to send again).
-    pub(crate) async fn range(&self, request: &RangeRequest) -> Result<RangeResponse, EtcdError> {
-        use prost::Message;
-        let body = grpc::frame(&grpc::RangeRequest::from(request));
-        let deadline = Instant::now() + self.inner.request_timeout;
-        let bytes = self
-            .exchange(Api::Grpc, grpc::RANGE, body, Retry::Always, deadline)
-            .await?;
-        grpc::RangeResponse::decode(bytes)
-            .map(RangeResponse::from)
-            .map_err(|e| EtcdError::BadResponse(format!("{}: {e}", grpc::RANGE)))
-    }
-
-    /// The body of a 2xx answer to `POST path`, trying endpoints in turn
+    /// The answer's message to the call `path`, trying endpoints in turn
     /// from the preferred one until `deadline`.
     async fn exchange(
         &self,
-        api: Api,
         path: &str,
         body: Bytes,
         retry: Retry,
@@ -363,22 +322,13 @@ impl Client {
                 _ => left,
             };
             let token = self.token().await?;
-            let outcome = match api {
-                Api::Gateway => {
-                    tokio::time::timeout(limit, self.attempt(pooled, path, &body, &token)).await
-                }
-                Api::Grpc => {
-                    let outcome =
-                        tokio::time::timeout(limit, self.grpc_attempt(pooled, path, &body, &token))
-                            .await;
-                    if outcome.is_err() {
-                        // No answer in time: the connection may be dead
-                        // without knowing it; dial afresh next time.
-                        pooled.forget_h2();
-                    }
-                    outcome
-                }
-            };
+            let outcome =
+                tokio::time::timeout(limit, self.grpc_attempt(pooled, path, &body, &token)).await;
+            if outcome.is_err() {
+                // No answer in time: the connection may be dead without
+                // knowing it; dial afresh next time.
+                pooled.forget_h2();
+            }
             let failure = match outcome {
                 Ok(Ok(bytes)) => return Ok(bytes),
                 Ok(Err(failure)) => failure,
@@ -454,47 +404,6 @@ impl Client {
         );
     }
 
-    /// One try on one endpoint: a pooled connection or a new one.
-    async fn attempt(
-        &self,
-        pooled: &Pooled,
-        path: &str,
-        body: &Bytes,
-        token: &Option<Arc<str>>,
-    ) -> Result<Bytes, Failure> {
-        let mut sender = match self.idle(pooled).await {
-            Some(sender) => sender,
-            None => {
-                self.dial(&pooled.endpoint)
-                    .await
-                    .map_err(Failure::NotSent)?
-                    .0
-            }
-        };
-        let request = build(&pooled.endpoint, path, body.clone(), token);
-        let response = sender
-            .send_request(request)
-            .await
-            .map_err(|e| Failure::Broken(causes(&e)))?;
-        let status = response.status();
-        let bytes = response
-            .into_body()
-            .collect()
-            .await
-            .map_err(|e| Failure::Broken(format!("the answer was cut short: {}", causes(&e))))?
-            .to_bytes();
-        let mut idle = pooled.idle.lock().unwrap_or_else(|e| e.into_inner());
-        if idle.len() < MAX_IDLE && !sender.is_closed() {
-            idle.push(sender);
-        }
-        drop(idle);
-        if status.is_success() {
-            Ok(bytes)
-        } else {
-            Err(refusal(status, &bytes))
-        }
-    }
-
     /// One gRPC call on `pooled`'s HTTP/2 connection (opened first when
     /// there is none, or it closed): the answer's message. A connection
     /// that broke is dropped, so the next call dials afresh.
@@ -520,39 +429,13 @@ impl Client {
         token: &Option<Arc<str>>,
     ) -> Result<Bytes, Failure> {
         let mut sender = self.h2(pooled).await?;
-        let endpoint = &pooled.endpoint;
-        let scheme = if endpoint.tls { "https" } else { "http" };
-        let mut request = Request::builder()
-            .method(Method::POST)
-            .uri(format!("{scheme}://{}{path}", endpoint.authority()))
-            .header(CONTENT_TYPE, "application/grpc")
-            .header(TE, "trailers");
-        if let Some(token) = token {
-            request = request.header("token", &**token);
-        }
-        let request = request
-            .body(Full::new(body.clone()))
-            .expect("a request of valid parts");
+        let request = grpc_request(&pooled.endpoint, path, body.clone(), token);
         let response = sender
             .send_request(request)
             .await
             .map_err(|e| Failure::Broken(causes(&e)))?;
         let (head, body) = response.into_parts();
-        if matches!(head.status.as_u16(), 502..=504) {
-            // A proxy's word for "no member behind me": gRPC reads it as
-            // UNAVAILABLE.
-            return Err(Failure::Refused(EtcdError::Refused {
-                code: code::UNAVAILABLE,
-                message: format!("HTTP {} from {path}", head.status),
-            }));
-        }
-        if head.status != StatusCode::OK {
-            return Err(Failure::BadResponse(format!(
-                "{path}: HTTP {} from a gRPC server",
-                head.status
-            )));
-        }
-        let trailers_only = grpc::status(&head.headers);
+        let trailers_only = answer_head(path, &head)?;
         let collected = body
             .collect()
             .await
@@ -581,8 +464,8 @@ impl Client {
         }
         let sender = self
             .within_dial_timeout(async {
-                let stream = self.open(&pooled.endpoint, &self.inner.tls_h2).await?;
-                handshake_h2(stream).await
+                let stream = self.open(&pooled.endpoint).await?;
+                handshake_h2(stream).await.map(|(sender, _driver)| sender)
             })
             .await
             .map_err(Failure::NotSent)?;
@@ -590,43 +473,10 @@ impl Client {
         Ok(sender)
     }
 
-    /// An idle connection of `pooled` that is still open and ready.
-    async fn idle(&self, pooled: &Pooled) -> Option<SendRequest<Full<Bytes>>> {
-        loop {
-            let mut sender = pooled
-                .idle
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .pop()?;
-            if !sender.is_closed() && sender.ready().await.is_ok() {
-                return Some(sender);
-            }
-        }
-    }
-
-    /// Opens a connection to `endpoint` (TCP, then TLS for https), within
-    /// the dial timeout; returns it and the task driving it (which ends by
-    /// itself once every handle on the connection is gone).
-    async fn dial(
-        &self,
-        endpoint: &Endpoint,
-    ) -> Result<(SendRequest<Full<Bytes>>, tokio::task::JoinHandle<()>), String> {
-        self.within_dial_timeout(async {
-            let stream = self.open(endpoint, &self.inner.tls).await?;
-            handshake(stream).await
-        })
-        .await
-    }
-
-    /// A stream to `endpoint`: TCP, then TLS through `connector` for an
-    /// https endpoint.
-    async fn open(
-        &self,
-        endpoint: &Endpoint,
-        connector: &Option<tokio_rustls::TlsConnector>,
-    ) -> Result<Box<dyn Io>, String> {
+    /// A stream to `endpoint`: TCP, then TLS for an https endpoint.
+    async fn open(&self, endpoint: &Endpoint) -> Result<Box<dyn Io>, String> {
         let stream = connect(endpoint).await?;
-        match (connector, endpoint.tls) {
+        match (&self.inner.tls, endpoint.tls) {
             (Some(connector), true) => {
                 let name = rustls::pki_types::ServerName::try_from(endpoint.host.clone())
                     .map_err(|e| format!("{}: {e}", endpoint.host))?;
@@ -658,7 +508,7 @@ impl Client {
     /// The token to send, authenticating first when there are credentials
     /// and no token yet. etcd's refusal of the credentials fails the call:
     /// sent without a token, it would fail for a reason that misleads (with
-    /// a client certificate, etcd takes its CommonName for the user).
+    /// a client certificate, etcd would take its CommonName for the user).
     async fn token(&self) -> Result<Option<Arc<str>>, EtcdError> {
         if self.inner.credentials.is_none() {
             return Ok(None);
@@ -696,7 +546,7 @@ impl Client {
             name: credentials.username.clone(),
             password: credentials.password.clone(),
         };
-        let body = Bytes::from(serde_json::to_vec(&request).expect("requests serialise"));
+        let body = request.body();
         // Without a token: a fresh exchange that does not come back here.
         let inner = &self.inner;
         let mut last = EtcdError::Timeout(inner.request_timeout);
@@ -711,15 +561,13 @@ impl Client {
                 left
             };
             let pooled = &inner.endpoints[index];
-            let outcome = tokio::time::timeout(
-                limit,
-                self.attempt(pooled, "/v3/auth/authenticate", &body, &None),
-            )
-            .await;
+            let path = AuthenticateRequest::PATH;
+            let outcome =
+                tokio::time::timeout(limit, self.grpc_attempt(pooled, path, &body, &None)).await;
             last = match outcome {
-                Ok(Ok(bytes)) => {
-                    let answer: AuthenticateResponse = serde_json::from_slice(&bytes)
-                        .map_err(|e| EtcdError::BadResponse(format!("authenticate: {e}")))?;
+                Ok(Ok(message)) => {
+                    let answer = AuthenticateRequest::answer(message)
+                        .map_err(|e| EtcdError::BadResponse(format!("{path}: {e}")))?;
                     *inner.token.write().unwrap_or_else(|e| e.into_inner()) =
                         Some(Arc::from(answer.token));
                     return Ok(());
@@ -743,16 +591,11 @@ impl Client {
         Err(last)
     }
 
-    /// `POST path` with `request`, on a connection of its own, returning
+    /// The call `path` with `body`, on a connection of its own, returning
     /// once the answer's head is in (within the request timeout): for the
     /// watch, whose answer is a stream that lasts as long as the
     /// connection. Tries each endpoint in turn from the preferred one.
-    pub(crate) async fn stream<Q: Serialize>(
-        &self,
-        path: &str,
-        request: &Q,
-    ) -> Result<Stream, EtcdError> {
-        let body = Bytes::from(serde_json::to_vec(request).expect("requests serialise"));
+    pub(crate) async fn stream(&self, path: &str, body: Bytes) -> Result<Stream, EtcdError> {
         let inner = &self.inner;
         let deadline = Instant::now() + inner.request_timeout;
         let count = inner.endpoints.len();
@@ -768,40 +611,39 @@ impl Client {
             }
             let token = self.token().await?;
             let open = async {
-                let (mut sender, driver) = self.dial_owned(endpoint).await?;
-                let request = build(endpoint, path, body.clone(), &token);
+                let (mut sender, driver) = self
+                    .within_dial_timeout(async {
+                        let stream = self.open(endpoint).await?;
+                        handshake_h2(stream).await
+                    })
+                    .await
+                    .map_err(Failure::NotSent)?;
+                let driver = AbortOnDrop(driver);
+                let request = grpc_request(endpoint, path, body.clone(), &token);
                 let response = sender
                     .send_request(request)
                     .await
                     .map_err(|e| Failure::Broken(causes(&e)))?;
-                Ok::<_, Failure>((response, driver))
+                let (head, body) = response.into_parts();
+                match answer_head(path, &head)? {
+                    Some((code, message)) if code != 0 => {
+                        Err(Failure::Refused(EtcdError::Refused { code, message }))
+                    }
+                    _ => Ok((body, driver)),
+                }
             };
-            match tokio::time::timeout(left.min(inner.request_timeout), open).await {
-                Ok(Ok((response, driver))) if response.status().is_success() => {
+            match tokio::time::timeout(left, open).await {
+                Ok(Ok((body, driver))) => {
                     return Ok(Stream {
-                        body: response.into_body(),
+                        body,
                         endpoint: endpoint.clone(),
                         _driver: driver,
                     });
                 }
-                Ok(Ok((response, _driver))) => {
-                    let status = response.status();
-                    let bytes = response
-                        .into_body()
-                        .collect()
-                        .await
-                        .map(|b| b.to_bytes())
-                        .unwrap_or_default();
-                    match refusal(status, &bytes) {
-                        Failure::Refused(error) if error.wants_token() && !reauthenticated => {
-                            reauthenticated = true;
-                            self.authenticate(token.as_deref(), deadline).await?;
-                            continue;
-                        }
-                        Failure::Refused(error) => last = error,
-                        Failure::BadResponse(reason) => last = EtcdError::BadResponse(reason),
-                        Failure::NotSent(_) | Failure::Broken(_) => {}
-                    }
+                Ok(Err(Failure::Refused(error))) if error.wants_token() && !reauthenticated => {
+                    reauthenticated = true;
+                    self.authenticate(token.as_deref(), deadline).await?;
+                    continue;
                 }
                 Ok(Err(Failure::NotSent(reason) | Failure::Broken(reason))) => {
                     last = self.unreachable(endpoint, &reason);
@@ -815,69 +657,51 @@ impl Client {
         }
         Err(last)
     }
-
-    /// A new connection whose driver task stops with the returned guard.
-    async fn dial_owned(
-        &self,
-        endpoint: &Endpoint,
-    ) -> Result<(SendRequest<Full<Bytes>>, AbortOnDrop), Failure> {
-        let (sender, driver) = self.dial(endpoint).await.map_err(Failure::NotSent)?;
-        Ok((sender, AbortOnDrop(driver)))
-    }
 }
 
-/// The request for `path` on `endpoint`.
-fn build(
+/// The gRPC request for the call `path` on `endpoint`.
+fn grpc_request(
     endpoint: &Endpoint,
     path: &str,
     body: Bytes,
     token: &Option<Arc<str>>,
 ) -> Request<Full<Bytes>> {
+    let scheme = if endpoint.tls { "https" } else { "http" };
     let mut request = Request::builder()
         .method(Method::POST)
-        .uri(path)
-        .header(HOST, endpoint.authority())
-        .header(CONTENT_TYPE, "application/json");
+        .uri(format!("{scheme}://{}{path}", endpoint.authority()))
+        .header(CONTENT_TYPE, "application/grpc")
+        .header(TE, "trailers");
     if let Some(token) = token {
-        request = request.header(AUTHORIZATION, &**token);
+        request = request.header("token", &**token);
     }
     request
         .body(Full::new(body))
         .expect("a request of valid parts")
 }
 
-/// What a non-2xx answer says: the gateway's `{"error", "code"}`.
-fn refusal(status: StatusCode, body: &[u8]) -> Failure {
-    // etcd (3.4.23 here) refuses every gateway call over TLS whose client
-    // certificate has a CommonName: the gateway could not pass the name on
-    // as the user, which client-certificate authentication takes it for.
-    if String::from_utf8_lossy(body).contains("CommonName of client") {
-        return Failure::Refused(EtcdError::Refused {
-            code: code::PERMISSION_DENIED,
-            message: "etcd's JSON gateway refuses a client certificate that has a \
-                CommonName (store.etcd.cert); give signpost one without (README \
-                \"Running a cluster\")"
-                .into(),
-        });
+/// What the head of an answer to `path` says: a failure for an HTTP
+/// status other than 200 (502-504, a proxy's "no member behind me", read
+/// as UNAVAILABLE, as gRPC does), else the status it carries when the
+/// answer is trailers only.
+fn answer_head(
+    path: &str,
+    head: &hyper::http::response::Parts,
+) -> Result<Option<(i32, String)>, Failure> {
+    if matches!(head.status.as_u16(), 502..=504) {
+        return Err(Failure::Refused(EtcdError::Refused {
+            code: code::UNAVAILABLE,
+            message: format!("HTTP {} from {path}", head.status),
+        }));
     }
-    match serde_json::from_slice::<Status>(body) {
-        Ok(status) if !status.error.is_empty() || !status.message.is_empty() => {
-            let message = if status.message.is_empty() {
-                status.error
-            } else {
-                status.message
-            };
-            let message = message.trim_start_matches("etcdserver: ").to_string();
-            Failure::Refused(EtcdError::Refused {
-                code: status.code,
-                message,
-            })
-        }
-        _ => {
-            let text = String::from_utf8_lossy(&body[..body.len().min(200)]);
-            Failure::BadResponse(format!("HTTP {status}: {}", text.trim()))
-        }
+    if head.status != StatusCode::OK {
+        return Err(Failure::BadResponse(format!(
+            "{path}: HTTP {} from a gRPC server",
+            head.status
+        )));
     }
+    Ok(grpc::status(&head.headers)
+        .map(|(code, message)| (code, message.trim_start_matches("etcdserver: ").to_string())))
 }
 
 /// `error` and what caused it: hyper's "connection error" alone does not
@@ -925,26 +749,11 @@ async fn connect(endpoint: &Endpoint) -> Result<TcpStream, String> {
     Err(last)
 }
 
-/// HTTP/1.1 on `io`, its connection driven by a task of its own that ends
+/// HTTP/2 on `io`, its connection driven by a task of its own that ends
 /// when the last sender is dropped (or the connection closes).
-async fn handshake<I>(
+async fn handshake_h2<I>(
     io: I,
-) -> Result<(SendRequest<Full<Bytes>>, tokio::task::JoinHandle<()>), String>
-where
-    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-{
-    let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(io))
-        .await
-        .map_err(|e| e.to_string())?;
-    let driver = tokio::spawn(async move {
-        let _ = connection.await;
-    });
-    Ok((sender, driver))
-}
-
-/// HTTP/2 on `io` (gRPC), its connection driven by a task of its own that
-/// ends when the last sender is dropped (or the connection closes).
-async fn handshake_h2<I>(io: I) -> Result<http2::SendRequest<Full<Bytes>>, String>
+) -> Result<(http2::SendRequest<Full<Bytes>>, tokio::task::JoinHandle<()>), String>
 where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
@@ -958,10 +767,10 @@ where
         .handshake(TokioIo::new(io))
         .await
         .map_err(|e| e.to_string())?;
-    tokio::spawn(async move {
+    let driver = tokio::spawn(async move {
         let _ = connection.await;
     });
-    Ok(sender)
+    Ok((sender, driver))
 }
 
 /// The TLS client configuration, from the configured PEM files.
@@ -1056,29 +865,48 @@ mod tests {
     }
 
     #[test]
-    fn errors_the_gateway_sends_are_read() {
-        let failure = refusal(
-            StatusCode::BAD_REQUEST,
-            br#"{"error":"etcdserver: mvcc: required revision has been compacted","message":"etcdserver: mvcc: required revision has been compacted","code":11}"#,
-        );
-        let Failure::Refused(error) = failure else {
-            panic!("refused");
+    fn errors_etcd_sends_are_read() {
+        let head = |status: u16, fields: &[(&str, &str)]| {
+            let mut response = hyper::Response::builder().status(status);
+            for (name, value) in fields {
+                response = response.header(*name, *value);
+            }
+            response.body(()).unwrap().into_parts().0
         };
+        let compacted = head(
+            200,
+            &[
+                ("grpc-status", "11"),
+                (
+                    "grpc-message",
+                    "etcdserver: mvcc: required revision has been compacted",
+                ),
+            ],
+        );
+        let (code, message) = answer_head("/p", &compacted).unwrap().unwrap();
+        let error = EtcdError::Refused { code, message };
         assert!(error.is_compacted());
         assert_eq!(
             error.to_string(),
             "etcd: mvcc: required revision has been compacted"
         );
-        let Failure::Refused(error) = refusal(
-            StatusCode::UNAUTHORIZED,
-            br#"{"error":"etcdserver: invalid auth token","message":"etcdserver: invalid auth token","code":16}"#,
-        ) else {
-            panic!("refused");
-        };
-        assert!(error.wants_token());
+        let expired = head(
+            200,
+            &[
+                ("grpc-status", "16"),
+                ("grpc-message", "etcdserver: invalid auth token"),
+            ],
+        );
+        let (code, message) = answer_head("/p", &expired).unwrap().unwrap();
+        assert!(EtcdError::Refused { code, message }.wants_token());
+        assert_eq!(answer_head("/p", &head(200, &[])).unwrap(), None);
         assert!(matches!(
-            refusal(StatusCode::BAD_GATEWAY, b"<html>"),
-            Failure::BadResponse(_)
+            answer_head("/p", &head(503, &[])),
+            Err(Failure::Refused(EtcdError::Refused { code: 14, .. }))
+        ));
+        assert!(matches!(
+            answer_head("/p", &head(404, &[])),
+            Err(Failure::BadResponse(_))
         ));
     }
 }

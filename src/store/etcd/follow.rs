@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use uuid::Uuid;
 
-use super::client::EtcdError;
+use super::client::{EtcdError, Retry};
 use super::keys::{BeatValue, CheckValue, HealthValue, InstanceValue, Key, TombstoneValue};
 use super::state::{Incarnation, Leader, Shared};
 use super::watch::Watch;
@@ -154,7 +154,9 @@ async fn range_pages(
             ..RangeRequest::key(from)
         };
         let client = shared.client.clone();
-        Reading(tokio::spawn(async move { client.range(&request).await }))
+        Reading(tokio::spawn(async move {
+            client.call(&request, Retry::Always).await
+        }))
     };
     let mut reading = read(prefix.to_vec(), *revision);
     loop {

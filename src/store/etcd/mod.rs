@@ -1,9 +1,9 @@
 //! The etcd store: several signpost nodes share one registry.
 //!
-//! etcd is spoken through its v3 JSON gateway (`/v3/kv/txn`,
-//! `/v3/watch`, `/v3/lease/*`) over hyper ([`client`], [`wire`]), and
-//! ranges through its gRPC API ([`grpc`]: the gateway's JSON was most of a
-//! start-up), so no protoc and no gRPC stack are needed. Every key lives
+//! etcd is spoken through its v3 gRPC API on hyper's HTTP/2 ([`client`];
+//! the messages hand-written with `prost`'s derive in [`grpc`], the
+//! store's own types in [`wire`]), so no protoc and no gRPC stack are
+//! needed. Every key lives
 //! under one prefix ([`keys`]). Each node
 //!
 //! - loads the whole registry at start-up, in pages, before it binds a
@@ -26,7 +26,7 @@
 
 pub(crate) mod client;
 pub(crate) mod follow;
-mod grpc;
+pub(crate) mod grpc;
 pub(crate) mod keys;
 pub(crate) mod node;
 mod ops;
@@ -329,7 +329,7 @@ mod tests {
             EtcdError::Unreachable("https://e:2379: TLS: invalid peer certificate".into()),
             EtcdError::Unreachable("https://e:2379: received fatal alert: BadCertificate".into()),
             refused(code::INVALID_ARGUMENT, "authentication failed"),
-            refused(code::PERMISSION_DENIED, "permission denied"),
+            refused(7, "permission denied"),
             EtcdError::BadResponse("HTTP 404".into()),
         ] {
             assert!(

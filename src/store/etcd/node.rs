@@ -17,12 +17,12 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use super::client::{EtcdError, Retry};
+use super::grpc::{KeepAlive, Revoke};
 use super::keys::json;
 use super::state::{Leader, Shared};
 use super::wire::{
-    CompactionRequest, Compare, CompareResult, LeaseGrantRequest, LeaseGrantResponse,
-    LeaseKeepAliveResponse, LeaseRequest, RequestOp, StreamMessage, Target, TxnRequest,
-    TxnResponse,
+    CompactionRequest, Compare, CompareResult, LeaseGrantRequest, LeaseGrantResponse, RequestOp,
+    Target, TxnRequest, TxnResponse,
 };
 
 /// Seconds of this node's lease: etcd's floor (it grants no less).
@@ -80,12 +80,8 @@ async fn keep(shared: &Shared) -> Result<(), EtcdError> {
     if lease == 0 {
         lease = join(shared).await?;
     } else {
-        let request = LeaseRequest { id: lease };
-        let answer: StreamMessage<LeaseKeepAliveResponse> = shared
-            .client
-            .call("/v3/lease/keepalive", &request, Retry::Always)
-            .await?;
-        let alive = answer.result.is_some_and(|r| r.ttl > 0);
+        let answer = shared.client.call(&KeepAlive(lease), Retry::Always).await?;
+        let alive = answer.ttl > 0;
         if !alive {
             // It lapsed (this node was away for longer than its TTL): its
             // keys are gone; join again.
@@ -108,10 +104,7 @@ async fn keep(shared: &Shared) -> Result<(), EtcdError> {
 /// Grants this node a lease and puts `P/n/<node>` with it.
 async fn join(shared: &Shared) -> Result<i64, EtcdError> {
     let request = LeaseGrantRequest { ttl: NODE_TTL };
-    let granted: LeaseGrantResponse = shared
-        .client
-        .call("/v3/lease/grant", &request, Retry::Always)
-        .await?;
+    let granted: LeaseGrantResponse = shared.client.call(&request, Retry::Always).await?;
     if granted.id == 0 {
         return Err(EtcdError::BadResponse(format!(
             "no lease granted: {}",
@@ -127,10 +120,7 @@ async fn join(shared: &Shared) -> Result<i64, EtcdError> {
         )],
         ..TxnRequest::default()
     };
-    let _: TxnResponse = shared
-        .client
-        .call("/v3/kv/txn", &put, Retry::Always)
-        .await?;
+    let _: TxnResponse = shared.client.call(&put, Retry::Always).await?;
     shared.lease.store(granted.id, Ordering::Release);
     tracing::info!(node = %shared.node, lease = granted.id, "joined the cluster");
     Ok(granted.id)
@@ -149,10 +139,7 @@ async fn campaign(shared: &Shared, lease: i64) -> Result<(), EtcdError> {
         success: vec![RequestOp::put(key.clone(), shared.node.clone(), lease)],
         failure: vec![RequestOp::range(key)],
     };
-    let answer: TxnResponse = shared
-        .client
-        .call("/v3/kv/txn", &request, Retry::Always)
-        .await?;
+    let answer: TxnResponse = shared.client.call(&request, Retry::Always).await?;
     let leader = if answer.succeeded {
         tracing::info!(node = %shared.node, "leading: this node expires instances");
         Some(Leader {
@@ -208,10 +195,7 @@ impl History {
             return;
         };
         let request = CompactionRequest { revision };
-        let compacted = shared
-            .client
-            .call::<_, serde_json::Value>("/v3/kv/compaction", &request, Retry::Always)
-            .await;
+        let compacted = shared.client.call(&request, Retry::Always).await;
         match compacted {
             Ok(_) => tracing::debug!(revision, "compacted etcd's history"),
             // Already compacted further (by an operator, or a leader before).
@@ -226,12 +210,9 @@ async fn revoke(shared: &Shared) {
     if lease == 0 {
         return;
     }
-    let request = LeaseRequest { id: lease };
     let revoked = tokio::time::timeout(
         Duration::from_secs(1),
-        shared
-            .client
-            .call::<_, serde_json::Value>("/v3/lease/revoke", &request, Retry::Always),
+        shared.client.call(&Revoke(lease), Retry::Always),
     )
     .await;
     if !matches!(revoked, Ok(Ok(_))) {

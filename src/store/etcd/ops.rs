@@ -296,7 +296,7 @@ impl EtcdStore {
         let response: RangeResponse = self
             .shared
             .client
-            .range(&request)
+            .call(&request, super::client::Retry::Always)
             .await
             .map_err(|e| self.unavailable(e))?;
         Ok(response.kvs.into_iter().next())

@@ -213,10 +213,7 @@ impl Shared {
             return Ok(lease);
         }
         let request = LeaseGrantRequest { ttl: TOMBSTONE_TTL };
-        let granted: LeaseGrantResponse = self
-            .client
-            .call("/v3/lease/grant", &request, Retry::Always)
-            .await?;
+        let granted: LeaseGrantResponse = self.client.call(&request, Retry::Always).await?;
         *current = Some((granted.id, Instant::now()));
         Ok(granted.id)
     }

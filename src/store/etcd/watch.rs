@@ -1,87 +1,27 @@
-//! The watch stream: `POST /v3/watch` with one create request, answered
-//! by a response that never ends, one JSON object per line, each
-//! `{"result": WatchResponse}` (or `{"error": ...}` when the stream
-//! fails). The lines arrive in whatever chunks the connection delivers;
-//! [`Lines`] cuts them back into messages.
+//! The watch stream: `Watch.Watch` with one create request, answered by a
+//! stream of `WatchResponse` messages that lasts as long as the
+//! connection, and ends with a `grpc-status` when etcd ends it. The
+//! messages arrive in whatever chunks the connection delivers;
+//! [`Frames`] cuts them back.
 
 use http_body_util::BodyExt;
 
 use super::client::{Client, EtcdError, Stream};
-use super::wire::{
-    Bytes, StreamMessage, WatchCreateRequest, WatchRequest, WatchResponse, prefix_end,
-};
+use super::grpc::{self, Frames};
+use super::wire::{Bytes, WatchCreateRequest, WatchRequest, WatchResponse, prefix_end};
 
-/// Longest line accepted: etcd sends a revision's events in one message,
-/// and a transaction holds at most 128 writes of at most 1.5 MiB in all.
-const MAX_LINE: usize = 64 << 20;
-
-/// Cuts a byte stream into lines.
-#[derive(Debug, Default)]
-pub(crate) struct Lines {
-    buffer: Vec<u8>,
-    /// Where the next line starts in `buffer`.
-    start: usize,
-}
-
-impl Lines {
-    pub(crate) fn push(&mut self, chunk: &[u8]) {
-        if self.start > 0 && self.start == self.buffer.len() {
-            self.buffer.clear();
-            self.start = 0;
-        }
-        self.buffer.extend_from_slice(chunk);
-    }
-
-    /// The next complete line (without its `\n`), skipping empty ones.
-    pub(crate) fn next_line(&mut self) -> Option<&[u8]> {
-        loop {
-            let rest = &self.buffer[self.start..];
-            let end = rest.iter().position(|&b| b == b'\n')?;
-            let line_start = self.start;
-            self.start += end + 1;
-            let line = &self.buffer[line_start..line_start + end];
-            let trimmed = line.trim_ascii();
-            if !trimmed.is_empty() {
-                let offset = line_start + (trimmed.as_ptr() as usize - line.as_ptr() as usize);
-                return Some(&self.buffer[offset..offset + trimmed.len()]);
-            }
-        }
-    }
-
-    /// Drops what was already read, so the buffer holds only a partial
-    /// line; true when that partial line is longer than any valid one.
-    fn compact(&mut self) -> bool {
-        if self.start > 0 {
-            self.buffer.drain(..self.start);
-            self.start = 0;
-        }
-        self.buffer.len() > MAX_LINE
-    }
-}
-
-/// One message of the stream: a response, or the error the stream ended
-/// with.
-pub(crate) fn parse(line: &[u8]) -> Result<WatchResponse, EtcdError> {
-    let message: StreamMessage<WatchResponse> =
-        serde_json::from_slice(line).map_err(|e| EtcdError::BadResponse(format!("watch: {e}")))?;
-    match (message.result, message.error) {
-        (Some(result), _) => Ok(result),
-        (None, Some(error)) => Err(EtcdError::Refused {
-            code: error.grpc_code,
-            message: error.message.trim_start_matches("etcdserver: ").to_string(),
-        }),
-        (None, None) => Err(EtcdError::BadResponse(
-            "watch: a message with neither result nor error".into(),
-        )),
-    }
-}
+/// Longest message accepted: etcd sends a revision's events in one
+/// message, and a transaction holds at most 128 writes of at most 1.5 MiB
+/// in all.
+const MAX_MESSAGE: usize = 64 << 20;
 
 /// An open watch of every key under a prefix.
 pub(crate) struct Watch {
     stream: Stream,
-    lines: Lines,
-    /// Responses parsed from a chunk and not handed out yet.
-    ready: std::collections::VecDeque<WatchResponse>,
+    frames: Frames,
+    /// A response that arrived before it was asked for (a watch whose
+    /// start was compacted answers "canceled" at once).
+    ready: Option<WatchResponse>,
 }
 
 impl Watch {
@@ -100,18 +40,19 @@ impl Watch {
                 progress_notify: true,
             },
         };
-        let stream = client.stream("/v3/watch", &request).await?;
+        let stream = client
+            .stream(grpc::WATCH, grpc::watch_body(&request))
+            .await?;
         let mut watch = Watch {
             stream,
-            lines: Lines::default(),
-            ready: Default::default(),
+            frames: Frames::default(),
+            ready: None,
         };
         let first = tokio::time::timeout(client.request_timeout(), watch.next())
             .await
             .map_err(|_| EtcdError::Timeout(client.request_timeout()))??;
         if !first.created {
-            // A watch whose start was compacted answers "canceled" at once.
-            watch.ready.push_front(first);
+            watch.ready = Some(first);
         }
         Ok(watch)
     }
@@ -123,38 +64,43 @@ impl Watch {
 
     /// The next response; an error when the stream ended or failed.
     pub(crate) async fn next(&mut self) -> Result<WatchResponse, EtcdError> {
+        if let Some(response) = self.ready.take() {
+            return Ok(response);
+        }
         loop {
-            if let Some(response) = self.ready.pop_front() {
-                return Ok(response);
+            let message = self
+                .frames
+                .next_message(MAX_MESSAGE)
+                .map_err(|e| EtcdError::BadResponse(format!("watch: {e}")))?;
+            if let Some(message) = message {
+                return grpc::watch_response(message)
+                    .map_err(|e| EtcdError::BadResponse(format!("watch: {e}")));
             }
-            while let Some(line) = self.lines.next_line() {
-                let parsed = parse(line)?;
-                self.ready.push_back(parsed);
-            }
-            if !self.ready.is_empty() {
-                continue;
-            }
-            if self.lines.compact() {
-                return Err(EtcdError::BadResponse("watch: a line too long".into()));
-            }
-            match self.stream.body.frame().await {
-                Some(Ok(frame)) => {
-                    if let Some(data) = frame.data_ref() {
-                        self.lines.push(data);
-                    }
-                }
+            let endpoint = &self.stream.endpoint;
+            let frame = match self.stream.body.frame().await {
+                Some(Ok(frame)) => frame,
                 Some(Err(error)) => {
                     return Err(EtcdError::Unreachable(format!(
-                        "{}: the watch broke: {error}",
-                        self.stream.endpoint
+                        "{endpoint}: the watch broke: {error}"
                     )));
                 }
                 None => {
                     return Err(EtcdError::Unreachable(format!(
-                        "{}: the watch ended",
-                        self.stream.endpoint
+                        "{endpoint}: the watch ended"
                     )));
                 }
+            };
+            if let Some(data) = frame.data_ref() {
+                self.frames.push(data);
+            } else if let Some(trailers) = frame.trailers_ref() {
+                // etcd ended the watch, and says why.
+                return Err(match grpc::status(trailers) {
+                    Some((code, message)) if code != 0 => EtcdError::Refused {
+                        code,
+                        message: message.trim_start_matches("etcdserver: ").to_string(),
+                    },
+                    _ => EtcdError::Unreachable(format!("{endpoint}: the watch ended")),
+                });
             }
         }
     }
@@ -162,59 +108,62 @@ impl Watch {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use super::super::grpc::{Frames, watch_response};
+    use super::super::wire::EventType;
 
-    /// Three messages as etcd 3.4.23 sent them, fed in every split.
+    /// Three messages as etcd encodes them (created; a put of foo=x at
+    /// revision 3; its delete at 4), fed in every split.
     #[test]
-    fn lines_are_cut_back_whatever_the_chunks() {
-        let stream = concat!(
-            r#"{"result":{"header":{"revision":"2"},"created":true}}"#,
-            "\n",
-            r#"{"result":{"header":{"revision":"3"},"events":[{"kv":{"key":"Zm9v","create_revision":"3","mod_revision":"3","version":"1","value":"eA=="}}]}}"#,
-            "\n\n",
-            r#"{"result":{"header":{"revision":"4"},"events":[{"type":"DELETE","kv":{"key":"Zm9v","mod_revision":"4"}}]}}"#,
-            "\n",
-        )
-        .as_bytes();
-        for size in [1, 2, 3, 7, 50, 64, 1000] {
-            let mut lines = Lines::default();
+    fn messages_are_cut_back_whatever_the_chunks() {
+        let messages: [&[u8]; 3] = [
+            &[0x0a, 0x02, 0x18, 0x02, 0x18, 0x01],
+            &[
+                0x0a, 0x02, 0x18, 0x03, 0x5a, 0x10, 0x12, 0x0e, 0x0a, 0x03, b'f', b'o', b'o', 0x10,
+                0x03, 0x18, 0x03, 0x20, 0x01, 0x2a, 0x01, b'x',
+            ],
+            &[
+                0x0a, 0x02, 0x18, 0x04, 0x5a, 0x0b, 0x08, 0x01, 0x12, 0x07, 0x0a, 0x03, b'f', b'o',
+                b'o', 0x18, 0x04,
+            ],
+        ];
+        let mut stream = Vec::new();
+        for message in messages {
+            stream.push(0);
+            stream.extend_from_slice(&(message.len() as u32).to_be_bytes());
+            stream.extend_from_slice(message);
+        }
+        for size in [1, 2, 3, 7, 50, 1000] {
+            let mut frames = Frames::default();
             let mut seen = Vec::new();
             for chunk in stream.chunks(size) {
-                lines.push(chunk);
-                while let Some(line) = lines.next_line() {
-                    seen.push(parse(line).unwrap());
+                frames.push(chunk);
+                while let Some(message) = frames.next_message(1 << 20).unwrap() {
+                    seen.push(watch_response(message).unwrap());
                 }
-                assert!(!lines.compact());
             }
             assert_eq!(seen.len(), 3, "chunks of {size}");
             assert!(seen[0].created);
             assert_eq!(seen[1].events[0].kv.value.as_slice(), b"x");
+            assert_eq!(seen[1].events[0].kv.key.as_slice(), b"foo");
             assert_eq!(seen[2].header.revision, 4);
-            assert_eq!(
-                seen[2].events[0].kind,
-                super::super::wire::EventType::Delete
-            );
+            assert_eq!(seen[2].events[0].kind, EventType::Delete);
         }
     }
 
     #[test]
-    fn a_partial_line_waits_and_errors_end_the_stream() {
-        let mut lines = Lines::default();
-        lines.push(br#"{"result":{"#);
-        assert!(lines.next_line().is_none());
-        lines.push(b"}}\r\n");
-        assert!(parse(lines.next_line().unwrap()).is_ok());
-        let error = parse(
-            br#"{"error":{"grpc_code":14,"http_code":503,"message":"etcdserver: no leader"}}"#,
-        )
-        .unwrap_err();
+    fn oversized_and_compressed_messages_are_refused() {
+        let mut frames = Frames::default();
+        frames.push(&[0, 0, 0x10, 0, 0]);
+        assert!(frames.next_message(1024).is_err());
+        let mut frames = Frames::default();
+        frames.push(&[1, 0, 0, 0, 0]);
+        assert!(frames.next_message(1024).is_err());
+        let mut frames = Frames::default();
+        frames.push(&[0, 0, 0, 0, 3, 1]);
         assert_eq!(
-            error,
-            EtcdError::Refused {
-                code: 14,
-                message: "no leader".into()
-            }
+            frames.next_message(1024).unwrap(),
+            None,
+            "a partial message waits"
         );
-        assert!(parse(b"not json").is_err());
     }
 }
