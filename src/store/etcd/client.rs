@@ -170,7 +170,10 @@ impl EtcdError {
     fn wants_token(&self) -> bool {
         matches!(self, EtcdError::Refused { code, message }
             if *code == code::UNAUTHENTICATED
-                || (*code == code::INVALID_ARGUMENT && message.contains("user name is empty")))
+                || (*code == code::INVALID_ARGUMENT
+                    && (message.contains("user name is empty")
+                        // A token from before a user or role changed.
+                        || message.contains("revision of auth store is old"))))
     }
 }
 
@@ -306,9 +309,12 @@ impl Client {
         let count = inner.endpoints.len();
         let mut reauthenticated = false;
         let mut last: Option<EtcdError> = None;
+        // Counted from where this call started: `avoid` moves the shared
+        // preference as endpoints fail, and reading it again would skip some.
+        let start = inner.preferred.load(Ordering::Relaxed);
         let mut attempt = 0;
         while attempt < 2 * count {
-            let index = (inner.preferred.load(Ordering::Relaxed) + attempt % count) % count;
+            let index = (start + attempt % count) % count;
             let pooled = &inner.endpoints[index];
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
@@ -390,6 +396,26 @@ impl Client {
             ""
         };
         EtcdError::Unreachable(format!("{endpoint}: {reason}{hint}"))
+    }
+
+    /// Drops the token, so that the next call logs in again (etcd refused
+    /// the watch with it).
+    pub(crate) fn forget_token(&self) {
+        if self.inner.credentials.is_some() {
+            *self.inner.token.write().unwrap_or_else(|e| e.into_inner()) = None;
+        }
+    }
+
+    /// Moves the preferred endpoint past `endpoint`: its watch failed.
+    pub(crate) fn avoid_endpoint(&self, endpoint: &Endpoint) {
+        if let Some(index) = self
+            .inner
+            .endpoints
+            .iter()
+            .position(|pooled| &pooled.endpoint == endpoint)
+        {
+            self.avoid(index);
+        }
     }
 
     /// Moves the preferred endpoint past `index`, unless another call
@@ -551,8 +577,9 @@ impl Client {
         let inner = &self.inner;
         let mut last = EtcdError::Timeout(inner.request_timeout);
         let count = inner.endpoints.len();
+        let start = inner.preferred.load(Ordering::Relaxed);
         for attempt in 0..count {
-            let index = (inner.preferred.load(Ordering::Relaxed) + attempt) % count;
+            let index = (start + attempt) % count;
             let left = deadline.saturating_duration_since(Instant::now());
             // A member that hangs leaves time for the others.
             let limit = if attempt + 1 < count {
@@ -601,9 +628,10 @@ impl Client {
         let count = inner.endpoints.len();
         let mut last = EtcdError::Timeout(inner.request_timeout);
         let mut reauthenticated = false;
+        let start = inner.preferred.load(Ordering::Relaxed);
         let mut attempt = 0;
         while attempt < count {
-            let index = (inner.preferred.load(Ordering::Relaxed) + attempt) % count;
+            let index = (start + attempt) % count;
             let endpoint = &inner.endpoints[index].endpoint;
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
@@ -619,7 +647,12 @@ impl Client {
                     .await
                     .map_err(Failure::NotSent)?;
                 let driver = AbortOnDrop(driver);
-                let request = grpc_request(endpoint, path, body.clone(), &token);
+                let mut request = grpc_request(endpoint, path, body.clone(), &token);
+                // A member cut off from the others ends the watch ("no
+                // leader") instead of going quiet, so it moves to another.
+                request
+                    .headers_mut()
+                    .insert("hasleader", hyper::header::HeaderValue::from_static("true"));
                 let response = sender
                     .send_request(request)
                     .await
@@ -758,12 +791,15 @@ where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     // Pings find a connection that died silently (a member's host gone, a
-    // NAT that forgot it) in seconds, not at TCP's pace.
+    // NAT that forgot it) in seconds, not at TCP's pace: every 10 s, more
+    // than etcd's 5 s floor.
     let (sender, connection) = http2::Builder::new(TokioExecutor::new())
         .timer(TokioTimer::new())
         .keep_alive_interval(Duration::from_secs(10))
         .keep_alive_timeout(Duration::from_secs(5))
-        .keep_alive_while_idle(true)
+        // Not while idle: etcd closes a connection that pings with no
+        // stream open ("too_many_pings"); the watch's always has one.
+        .keep_alive_while_idle(false)
         .handshake(TokioIo::new(io))
         .await
         .map_err(|e| e.to_string())?;

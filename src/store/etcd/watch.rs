@@ -11,8 +11,8 @@ use super::grpc::{self, Frames};
 use super::wire::{Bytes, WatchCreateRequest, WatchRequest, WatchResponse, prefix_end};
 
 /// Longest message accepted: etcd sends a revision's events in one
-/// message, and a transaction holds at most 128 writes of at most 1.5 MiB
-/// in all.
+/// message (a transaction's writes, or every key of a lease that ran
+/// out), far less than this.
 const MAX_MESSAGE: usize = 64 << 20;
 
 /// An open watch of every key under a prefix.
@@ -50,8 +50,31 @@ impl Watch {
         };
         let first = tokio::time::timeout(client.request_timeout(), watch.next())
             .await
-            .map_err(|_| EtcdError::Timeout(client.request_timeout()))??;
+            .map_err(|_| EtcdError::Timeout(client.request_timeout()));
+        let first = match first {
+            Ok(Ok(first)) => first,
+            Ok(Err(error)) | Err(error) => {
+                // Over TLS etcd says why only after the head: the member
+                // is passed over next time, as a call's failover would.
+                client.avoid_endpoint(&watch.stream.endpoint);
+                return Err(error);
+            }
+        };
+        if first.canceled && first.compact_revision == 0 {
+            // Refused at once, created or not: etcd keeps such a stream
+            // open and silent. A refused token is dropped, so the next try
+            // logs in again.
+            client.forget_token();
+            return Err(EtcdError::Refused {
+                code: 7,
+                message: format!(
+                    "the watch was refused: {}",
+                    first.cancel_reason.trim_start_matches("etcdserver: ")
+                ),
+            });
+        }
         if !first.created {
+            // Its start revision was compacted away: canceled at once.
             watch.ready = Some(first);
         }
         Ok(watch)

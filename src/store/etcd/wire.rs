@@ -63,7 +63,7 @@ pub(crate) struct KeyValue {
     pub lease: i64,
 }
 
-/// `/v3/kv/range`.
+/// `KV.Range`.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct RangeRequest {
     pub key: Bytes,
@@ -118,7 +118,7 @@ pub(crate) struct RangeResponse {
     pub count: i64,
 }
 
-/// `/v3/kv/put`, or a put in a transaction.
+/// A put in a transaction.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct PutRequest {
     pub key: Bytes,
@@ -131,7 +131,7 @@ pub(crate) struct PutResponse {
     pub header: Header,
 }
 
-/// `/v3/kv/deleterange`, or a delete in a transaction.
+/// A delete in a transaction.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct DeleteRangeRequest {
     pub key: Bytes,
@@ -227,7 +227,7 @@ impl RequestOp {
     }
 }
 
-/// `/v3/kv/txn`: if every compare holds, `success`, else `failure`; all
+/// `KV.Txn`: if every compare holds, `success`, else `failure`; all
 /// at one new revision (when anything is written).
 #[derive(Debug, Clone, Default)]
 pub(crate) struct TxnRequest {
@@ -262,7 +262,7 @@ impl TxnResponse {
     }
 }
 
-/// `/v3/lease/grant`.
+/// `Lease.LeaseGrant`.
 #[derive(Debug, Clone)]
 pub(crate) struct LeaseGrantRequest {
     pub ttl: i64,
@@ -277,13 +277,7 @@ pub(crate) struct LeaseGrantResponse {
     pub error: String,
 }
 
-/// `/v3/lease/keepalive` and `/v3/lease/revoke`.
-#[derive(Debug, Clone)]
-pub(crate) struct LeaseRequest {
-    pub id: i64,
-}
-
-/// The keep-alive answer (inside the stream's `result`): a TTL of 0 means
+/// `Lease.LeaseKeepAlive`'s answer: a TTL of 0 means
 /// the lease is gone (expired or revoked).
 #[derive(Debug, Clone, Default)]
 pub(crate) struct LeaseKeepAliveResponse {
@@ -292,7 +286,7 @@ pub(crate) struct LeaseKeepAliveResponse {
     pub ttl: i64,
 }
 
-/// `/v3/auth/authenticate`.
+/// `Auth.Authenticate`.
 #[derive(Debug, Clone)]
 pub(crate) struct AuthenticateRequest {
     pub name: String,
@@ -304,13 +298,13 @@ pub(crate) struct AuthenticateResponse {
     pub token: String,
 }
 
-/// `/v3/kv/compaction`.
+/// `KV.Compact`.
 #[derive(Debug, Clone)]
 pub(crate) struct CompactionRequest {
     pub revision: i64,
 }
 
-/// `/v3/watch`: the one request that opens the stream.
+/// `Watch.Watch`: the one request that opens the stream.
 #[derive(Debug, Clone)]
 pub(crate) struct WatchRequest {
     pub create_request: WatchCreateRequest,
