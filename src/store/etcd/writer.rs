@@ -13,9 +13,9 @@
 //! that its compare failed.
 
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
-use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio::sync::{Notify, Semaphore, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use super::client::{Client, EtcdError, Retry};
@@ -84,6 +84,11 @@ pub(crate) async fn run(
 ) {
     let permits = Arc::new(Semaphore::new(IN_FLIGHT));
     let mut waiting: VecDeque<(Write, Reply)> = VecDeque::new();
+    // Keys the transactions in flight write: a later write of one waits
+    // for its transaction to end, as transactions in flight may commit in
+    // any order (a health reported twice must end as the second said).
+    let busy: Arc<Mutex<HashSet<Vec<u8>>>> = Arc::default();
+    let ended = Arc::new(Notify::new());
     loop {
         if waiting.is_empty() {
             tokio::select! {
@@ -101,10 +106,40 @@ pub(crate) async fn run(
         while let Ok(item) = inbox.try_recv() {
             waiting.push_back(item);
         }
-        let batch = take_batch(&mut waiting);
-        let client = client.clone();
+        let batch = take_batch(
+            &mut waiting,
+            &busy.lock().unwrap_or_else(|e| e.into_inner()),
+        );
+        if batch.is_empty() {
+            // Every write waiting writes a key in flight: wait for a
+            // transaction to end, or for a new write.
+            drop(permit);
+            tokio::select! {
+                _ = ended.notified() => {}
+                item = inbox.recv() => match item {
+                    Some(item) => waiting.push_back(item),
+                    None => break,
+                },
+                _ = shutdown.cancelled() => break,
+            }
+            continue;
+        }
+        let keys: Vec<Vec<u8>> = batch
+            .iter()
+            .flat_map(|(write, _)| write.ops.iter().map(|op| op_key(op).to_vec()))
+            .collect();
+        busy.lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend(keys.iter().cloned());
+        let (client, busy, ended) = (client.clone(), busy.clone(), ended.clone());
         tokio::spawn(async move {
             commit(&client, batch).await;
+            let mut in_flight = busy.lock().unwrap_or_else(|e| e.into_inner());
+            for key in &keys {
+                in_flight.remove(key);
+            }
+            drop(in_flight);
+            ended.notify_one();
             drop(permit);
         });
     }
@@ -119,9 +154,13 @@ pub(crate) async fn run(
 }
 
 /// As many waiting writes, in order, as fit one transaction; a write that
-/// touches a key already in it waits for the next (etcd refuses a
-/// transaction that writes one key twice).
-fn take_batch(waiting: &mut VecDeque<(Write, Reply)>) -> Vec<(Write, Reply)> {
+/// touches a key already in it (etcd refuses a transaction that writes one
+/// key twice), or one in `busy` (written by a transaction in flight),
+/// waits for a later one.
+fn take_batch(
+    waiting: &mut VecDeque<(Write, Reply)>,
+    busy: &HashSet<Vec<u8>>,
+) -> Vec<(Write, Reply)> {
     let mut batch = Vec::new();
     let mut keys: HashSet<Vec<u8>> = HashSet::new();
     let mut compares: HashSet<CompareKey> = HashSet::new();
@@ -138,7 +177,10 @@ fn take_batch(waiting: &mut VecDeque<(Write, Reply)>) -> Vec<(Write, Reply)> {
             || (ops + write.ops.len() <= MAX_OPS
                 && compares.len() + new_compares <= MAX_OPS
                 && bytes + size <= MAX_BYTES);
-        let clash = write.ops.iter().any(|op| keys.contains(op_key(op)));
+        let clash = write
+            .ops
+            .iter()
+            .any(|op| keys.contains(op_key(op)) || busy.contains(op_key(op)));
         if !fits {
             waiting.push_front((write, reply));
             break;
@@ -286,7 +328,7 @@ mod tests {
     fn batches_hold_each_key_once_and_at_most_128_operations() {
         let mut waiting: VecDeque<_> =
             [write(&["a"]), write(&["b"]), write(&["a"]), write(&["c"])].into();
-        let batch = take_batch(&mut waiting);
+        let batch = take_batch(&mut waiting, &HashSet::new());
         let keys: Vec<_> = batch
             .iter()
             .map(|(w, _)| op_key(&w.ops[0]).to_vec())
@@ -294,8 +336,32 @@ mod tests {
         assert_eq!(keys, [b"a".to_vec(), b"b".to_vec(), b"c".to_vec()]);
         assert_eq!(waiting.len(), 1, "the second write of a waits");
         let mut waiting: VecDeque<_> = (0..300).map(|n| write(&[&format!("k{n}")])).collect();
-        assert_eq!(take_batch(&mut waiting).len(), MAX_OPS);
+        assert_eq!(take_batch(&mut waiting, &HashSet::new()).len(), MAX_OPS);
         assert_eq!(waiting.len(), 300 - MAX_OPS);
+        // A key a transaction in flight writes waits, and so does every
+        // later write of it.
+        let mut waiting: VecDeque<_> = [
+            write(&["a"]),
+            write(&["b"]),
+            write(&["a", "c"]),
+            write(&["d"]),
+        ]
+        .into();
+        let busy: HashSet<Vec<u8>> = [b"a".to_vec()].into();
+        let batch = take_batch(&mut waiting, &busy);
+        let keys: Vec<_> = batch
+            .iter()
+            .map(|(w, _)| op_key(&w.ops[0]).to_vec())
+            .collect();
+        assert_eq!(keys, [b"b".to_vec(), b"d".to_vec()]);
+        assert_eq!(waiting.len(), 2);
+        assert!(take_batch(&mut waiting, &busy).is_empty());
+        let batch = take_batch(&mut waiting, &HashSet::new());
+        assert_eq!(
+            batch.len(),
+            1,
+            "the first write of a, alone: the second clashes"
+        );
     }
 
     #[test]
