@@ -600,19 +600,19 @@ impl Registry {
             .filter(|old| now < old.expires_at_ms())
     }
 
-    /// Registers `spec` as `identity` with `health`, its lifetime starting
-    /// now. Replaces whatever instance of the same type and name was there.
-    pub fn register(
+    /// A new instance of `spec` as `identity`, its lifetime starting at
+    /// `now`, with the next generation: what a registration and a restore
+    /// both put in the registry.
+    fn instance(
         &self,
         spec: ValidRegistration,
         identity: Identity,
         health: Health,
-    ) -> Registered {
-        let now = self.now_ms();
+        now: u64,
+    ) -> Arc<Instance> {
         let shared = &self.shared;
-        let _writer = self.lock_writer();
         let generation = shared.next_generation.fetch_add(1, Ordering::Relaxed);
-        let instance = Arc::new(
+        Arc::new(
             Instance::new(
                 identity.id,
                 generation,
@@ -623,7 +623,21 @@ impl Registry {
                 health,
             )
             .with_owner(identity.owner),
-        );
+        )
+    }
+
+    /// Registers `spec` as `identity` with `health`, its lifetime starting
+    /// now. Replaces whatever instance of the same type and name was there.
+    pub fn register(
+        &self,
+        spec: ValidRegistration,
+        identity: Identity,
+        health: Health,
+    ) -> Registered {
+        let now = self.now_ms();
+        let _writer = self.lock_writer();
+        let created = !identity.replaces;
+        let instance = self.instance(spec, identity, health, now);
         // Another instance of the same name (a lapsed one the sweep has not
         // reached yet) is dropped from the set below, and returned as expired.
         let mut expired = None;
@@ -641,10 +655,10 @@ impl Registry {
         });
         self.remember(&instance);
         self.queue_expiry(&instance);
-        shared.version.fetch_add(1, Ordering::Relaxed);
+        self.shared.version.fetch_add(1, Ordering::Relaxed);
         Registered {
             instance,
-            created: !identity.replaces,
+            created,
             expired,
         }
     }
@@ -1112,20 +1126,7 @@ pub struct Restoring<'a> {
 impl Restoring<'_> {
     /// Adds one stored instance.
     pub fn add(&mut self, spec: ValidRegistration, identity: Identity, health: Health) {
-        let shared = &self.registry.shared;
-        let generation = shared.next_generation.fetch_add(1, Ordering::Relaxed);
-        let instance = Arc::new(
-            Instance::new(
-                identity.id,
-                generation,
-                spec,
-                &shared.zone_wire,
-                identity.registered_at_ms,
-                self.now,
-                health,
-            )
-            .with_owner(identity.owner),
-        );
+        let instance = self.registry.instance(spec, identity, health, self.now);
         self.by_type
             .entry(instance.spec.service_type.clone())
             .or_default()

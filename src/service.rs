@@ -424,21 +424,7 @@ impl Instance {
     /// Moves `last_heartbeat` forward to `now_ms` unless lapsed or removed.
     fn extend_lifetime(&self, now_ms: u64) -> bool {
         let ttl_ms = u64::from(self.spec.ttl) * 1000;
-        let mut current = self.last_heartbeat_ms.load(Ordering::Acquire);
-        loop {
-            if current == REMOVED || now_ms >= current + ttl_ms {
-                return false;
-            }
-            match self.last_heartbeat_ms.compare_exchange_weak(
-                current,
-                current.max(now_ms),
-                Ordering::AcqRel,
-                Ordering::Acquire,
-            ) {
-                Ok(_) => return true,
-                Err(actual) => current = actual,
-            }
-        }
+        self.move_last_heartbeat(now_ms, |current| now_ms >= current + ttl_ms)
     }
 
     /// Moves `last_heartbeat` forward to `now_ms` even when the lifetime
@@ -446,9 +432,16 @@ impl Instance {
     /// committed (it decides, not this node's view of the lifetime), and
     /// the fail-static renewal while the store cannot be seen.
     pub(crate) fn revive(&self, now_ms: u64) -> bool {
+        self.move_last_heartbeat(now_ms, |_| false)
+    }
+
+    /// Moves `last_heartbeat` forward to `now_ms` (never back) with a
+    /// compare-and-swap, unless the instance was removed or `refused` says
+    /// no of the value it would replace.
+    fn move_last_heartbeat(&self, now_ms: u64, refused: impl Fn(u64) -> bool) -> bool {
         let mut current = self.last_heartbeat_ms.load(Ordering::Acquire);
         loop {
-            if current == REMOVED {
+            if current == REMOVED || refused(current) {
                 return false;
             }
             match self.last_heartbeat_ms.compare_exchange_weak(
