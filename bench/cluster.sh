@@ -10,7 +10,7 @@
 # $PORT..$PORT+2, DNS $DNS_PORT..+2, one DNS thread each) and one single node on a memory store,
 # then per round (ROUNDS, default 3; the medians are printed at the end):
 #   - registrations/s through 1 node (wrk -c64 on n1) and through 3 nodes (wrk -c64 on each at
-#     once), $DURATION (5) s each, every request a new name (bench/cluster_register.lua);
+#     once), $DURATION (5) s each, every request a new name (bench/register.lua);
 #   - heartbeats/s through the 3 nodes at once (wrk -c64 on each, bench/heartbeat.lua) over
 #     $BEATS (3000) instances;
 #   - propagation: 300 registrations and 300 deregistrations through n1, one at a time, each
@@ -110,8 +110,8 @@ for s in json.load(sys.stdin)["services"]:
 export IDS=$WORK/ids
 
 for round in $(seq "$ROUNDS"); do
-  r1=$(wrk_all "$here/cluster_register.lua" 64 "$PORT")
-  r3=$(wrk_all "$here/cluster_register.lua" 64 "$PORT" $((PORT + 1)) $((PORT + 2)))
+  r1=$(wrk_all "$here/register.lua" 64 "$PORT")
+  r3=$(wrk_all "$here/register.lua" 64 "$PORT" $((PORT + 1)) $((PORT + 2)))
   hb=$(wrk_all "$here/heartbeat.lua" 64 "$PORT" $((PORT + 1)) $((PORT + 2)))
   prop=$(python3 "$here/propagation.py" "127.0.0.1:$PORT" "127.0.0.1:$((PORT + 1))" --count 300)
   p50=$(awk '/^request sent/ {print $(NF-9)}' <<<"$prop")
